@@ -1,0 +1,47 @@
+# The two commands: `make demo` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PKGS := nftables iproute2 curl dnsutils debootstrap socat netcat-openbsd procps util-linux gcc libc6-dev
+
+.PHONY: test demo lint typecheck pytest sysdeps venv bench bench-quick clean cleanup
+
+sysdeps:
+	@scripts/ensure-apt.sh $(APT_PKGS)
+
+$(STAMP): pyproject.toml
+	@echo "[awf] creating $(VENV) and installing the package with its test extras"
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: sysdeps venv
+	$(VENV)/bin/pytest
+
+test: sysdeps venv lint typecheck pytest
+
+demo: sysdeps venv
+	@$(PY) -m awf.demo
+
+bench: sysdeps venv
+	bash bench/run.sh
+
+bench-quick: sysdeps venv
+	bash bench/run.sh --quick
+
+cleanup: venv
+	$(VENV)/bin/awf cleanup --all
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

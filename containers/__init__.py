@@ -1,0 +1,1 @@
+"""The Docker driver, the container specs and the offline image build."""

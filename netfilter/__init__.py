@@ -1,0 +1,1 @@
+"""nftables rulesets as data, applied atomically inside a network namespace."""

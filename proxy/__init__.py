@@ -1,0 +1,1 @@
+"""awf-proxy: the allowlisting HTTP/CONNECT proxy (see docs/proxy.md)."""

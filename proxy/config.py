@@ -1,0 +1,292 @@
+"""awf-proxy's configuration: flags, an optional YAML/JSON file, and the policy built from them.
+
+Precedence is flags > file > defaults (contract §1); a repeatable flag replaces the file's list.
+Everything here is pure but `load_file`/`read_lists`, which read the named files. Errors are
+`ConfigError`s with one line naming the flag or key and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+from awf import __version__
+from awf.errors import ConfigError
+from proxy.addr import IPAddress
+from proxy.policy import Policy, parse_domain_list, parse_ports
+from proxy.resolver import parse_dns_servers, parse_resolve
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    listen: tuple[Endpoint, ...] = (("127.0.0.1", 3128),)
+    transparent_listen: tuple[Endpoint, ...] = ()
+    dns_listen: tuple[Endpoint, ...] = ()
+    allow_domains: tuple[str, ...] = ()
+    allow_domains_file: tuple[Path, ...] = ()
+    block_domains: tuple[str, ...] = ()
+    block_domains_file: tuple[Path, ...] = ()
+    allow_ports: frozenset[int] = frozenset()
+    allow_range: tuple[str, ...] = ()
+    resolve: tuple[tuple[str, IPAddress], ...] = ()
+    dns_servers: tuple[Endpoint, ...] | None = None
+    log_dir: Path | None = None
+    config: Path | None = None
+    max_connections: int = 10_000
+    connect_timeout: float = 10.0
+    idle_timeout: float = 300.0
+    head_timeout: float = 30.0
+    drain_timeout: float = 5.0
+    log_level: str = "info"
+    # the flags as given, kept so that SIGHUP can merge them again over a re-read file
+    flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+# key -> (flag, repeatable list?, kind)
+_KEYS: dict[str, tuple[str, str]] = {
+    "listen": ("--listen", "endpoints"),
+    "transparent_listen": ("--transparent-listen", "endpoints"),
+    "dns_listen": ("--dns-listen", "endpoints"),
+    "allow_domains": ("--allow-domains", "domains"),
+    "allow_domains_file": ("--allow-domains-file", "paths"),
+    "block_domains": ("--block-domains", "domains"),
+    "block_domains_file": ("--block-domains-file", "paths"),
+    "allow_ports": ("--allow-ports", "ports"),
+    "allow_range": ("--allow-range", "ranges"),
+    "resolve": ("--resolve", "resolve"),
+    "dns_servers": ("--dns-servers", "dns"),
+    "log_dir": ("--log-dir", "path"),
+    "max_connections": ("--max-connections", "count"),
+    "connect_timeout": ("--connect-timeout", "seconds"),
+    "idle_timeout": ("--idle-timeout", "seconds"),
+    "head_timeout": ("--head-timeout", "seconds"),
+    "drain_timeout": ("--drain-timeout", "seconds"),
+    "log_level": ("--log-level", "level"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a one-line ConfigError (exit 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see awf-proxy --help)")
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog="awf-proxy",
+        description="An allowlisting HTTP/CONNECT proxy: lets through exactly the domains it is "
+        "given and logs every decision.",
+        allow_abbrev=False,
+    )
+    add = p.add_argument
+    add("--listen", action="append", metavar="ADDR:PORT",
+        help="explicit-proxy listener (repeatable; default 127.0.0.1:3128; IPv6 as [::1]:3128)")
+    add("--transparent-listen", action="append", metavar="ADDR:PORT",
+        help="listener for redirected traffic (SO_ORIGINAL_DST; name from SNI or Host)")
+    add("--dns-listen", action="append", metavar="ADDR:PORT",
+        help="DNS forwarder (UDP and TCP) answering only allowed names")
+    add("--allow-domains", action="append", metavar="LIST",
+        help="comma-separated allowed entries: name (and its subdomains), *-pattern, IP or CIDR")
+    add("--allow-domains-file", action="append", metavar="PATH")
+    add("--block-domains", action="append", metavar="LIST", help="blocked entries; beat allows")
+    add("--block-domains-file", action="append", metavar="PATH")
+    add("--allow-ports", action="append", metavar="LIST",
+        help='destination ports allowed besides 80 and 443, e.g. "8080,9000-9010"')
+    add("--allow-range", action="append", metavar="CIDR",
+        help="let allowed names resolve into this normally denied range")
+    add("--resolve", action="append", metavar="NAME=IP", help="static answer used before DNS")
+    add("--dns-servers", metavar="LIST", help='resolvers, e.g. "1.1.1.1,127.0.0.1:5353"')
+    add("--log-dir", metavar="DIR", help="write DIR/access.jsonl")
+    add("--config", metavar="FILE", help="YAML or JSON file with the long options as keys")
+    add("--max-connections", metavar="N")
+    add("--connect-timeout", metavar="SECONDS")
+    add("--idle-timeout", metavar="SECONDS")
+    add("--head-timeout", metavar="SECONDS")
+    add("--drain-timeout", metavar="SECONDS")
+    add("--log-level", metavar="LEVEL", help="debug|info|warn|error (default info)")
+    add("--version", action="version", version=f"awf-proxy {__version__}")
+    return p
+
+
+def parse_argv(argv: Sequence[str]) -> ProxyConfig:
+    """Flags (and the --config file they name) to a validated config; ConfigError on any problem."""
+    ns = _parser().parse_args(list(argv))
+    flags = {k: v for k, v in vars(ns).items() if v is not None and k != "config"}
+    config_path = Path(ns.config) if ns.config else None
+    return merge(flags, config_path)
+
+
+def merge(flags: Mapping[str, Any], config_path: Path | None) -> ProxyConfig:
+    """Flags over the file over defaults; also used again by SIGHUP."""
+    file_values = load_file(config_path) if config_path else {}
+    values: dict[str, Any] = {**file_values, **flags}
+    cfg = ProxyConfig(config=config_path, flags=dict(flags))
+    updates: dict[str, Any] = {}
+    for key, raw in values.items():
+        flag, kind = _KEYS[key]
+        updates[key] = _convert(flag, kind, raw)
+    return replace(cfg, **updates)
+
+
+def load_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {str(path)!r}: {exc.strerror}") from exc
+    data: Any
+    try:
+        data = json.loads(text)
+    except ValueError:
+        import yaml  # only here: awf-proxy must start fast without YAML
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config: {str(path)!r} is neither JSON nor YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {str(path)!r} must hold a mapping of option names")
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        norm = str(key).replace("-", "_")
+        if norm not in _KEYS:
+            raise ConfigError(
+                f"--config: unknown key {key!r} in {str(path)!r}; known: {', '.join(_KEYS)}"
+            )
+        out[norm] = value if isinstance(value, list) else [value]
+    return out
+
+
+def _items(flag: str, raw: Any) -> list[str]:
+    """A flag's values (a list of strings, each maybe comma-separated) as flat stripped items."""
+    values = raw if isinstance(raw, list) else [raw]
+    out: list[str] = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ConfigError(f"{flag}: expected text, got {v!r}")
+        out.extend(str(v).split(","))
+    return [s.strip() for s in out]
+
+
+def _convert(flag: str, kind: str, raw: Any) -> Any:
+    if kind == "endpoints":
+        return tuple(parse_endpoint(s, flag=flag) for s in _items(flag, raw) if s)
+    if kind == "domains":
+        entries: list[str] = []
+        for v in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(v, str):
+                raise ConfigError(f"{flag}: expected text, got {v!r}")
+            entries.extend(parse_domain_list(v))
+        return tuple(entries)
+    if kind == "paths":
+        return tuple(Path(s) for s in _items(flag, raw) if s)
+    if kind == "ports":
+        ports: set[int] = set()
+        for s in _items(flag, raw):
+            if s:
+                ports |= parse_ports(s, what=flag)
+        return frozenset(ports)
+    if kind == "ranges":
+        ranges = tuple(s for s in _items(flag, raw) if s)
+        for r in ranges:
+            try:
+                ipaddress.ip_network(r, strict=False)
+            except ValueError as exc:
+                raise ConfigError(f"{flag}: {r!r} is not a CIDR like 10.0.0.0/8") from exc
+        return ranges
+    if kind == "resolve":
+        return tuple(parse_resolve(s) for s in _items(flag, raw) if s)
+    if kind == "dns":
+        return parse_dns_servers(",".join(_items(flag, raw)))
+    one = raw[-1] if isinstance(raw, list) else raw
+    if kind == "path":
+        return Path(str(one))
+    if kind == "count":
+        try:
+            n = int(str(one))
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ConfigError(f"{flag}: {one!r} is not a positive whole number")
+        return n
+    if kind == "seconds":
+        try:
+            seconds = float(str(one))
+        except ValueError:
+            seconds = -1.0
+        if not seconds > 0 or seconds != seconds or seconds > 86_400 * 7:
+            raise ConfigError(f"{flag}: {one!r} is not a number of seconds above 0")
+        return seconds
+    if kind == "level":
+        level = str(one).lower()
+        if level == "warning":
+            level = "warn"
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"{flag}: {one!r} is not one of {'|'.join(LOG_LEVELS)}")
+        return level
+    raise AssertionError(kind)  # pragma: no cover - the table above is closed
+
+
+def parse_endpoint(text: str, *, flag: str) -> Endpoint:
+    """"127.0.0.1:3128", "[::1]:3128", "0.0.0.0:0" to (host, port); the host must be an IP."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"{flag}: {text!r} is not ADDR:PORT (IPv6 as [::1]:3128)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ConfigError(f"{flag}: write the IPv6 address {host!r} in brackets: [{host}]:PORT")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: {host!r} is not an IP address") from exc
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{flag}: {port_text!r} is not a port (0-65535)")
+    return host, int(port_text)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def read_lists(paths: Iterable[Path], flag: str) -> list[str]:
+    entries: list[str] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{flag}: cannot read {str(path)!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{flag}: {str(path)!r} is not UTF-8 text") from exc
+        entries.extend(parse_domain_list(text))
+    return entries
+
+
+def build_policy(cfg: ProxyConfig) -> Policy:
+    """The frozen Policy of a config, with the entries of its files; ConfigError if invalid."""
+    allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
+    block = [*cfg.block_domains, *read_lists(cfg.block_domains_file, "--block-domains-file")]
+    return Policy.build(
+        allow_domains=allow,
+        block_domains=block,
+        allow_ports=cfg.allow_ports,
+        allow_ranges=cfg.allow_range,
+    )
+
+
+def static_answers(cfg: ProxyConfig) -> dict[str, list[IPAddress]]:
+    answers: dict[str, list[IPAddress]] = {}
+    for name, ip in cfg.resolve:
+        answers.setdefault(name, []).append(ip)
+    return answers

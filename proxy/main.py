@@ -1,0 +1,132 @@
+"""`awf-proxy`: parse the flags, bind every listener, serve until SIGTERM/SIGINT, drain, exit 0.
+
+The only place in proxy/ that prints to the user or picks an exit code: a configuration error
+is one line and exit 2, before anything listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from awf.errors import ConfigError
+from proxy.access_log import AccessLog
+from proxy.config import ProxyConfig, build_policy, parse_argv, static_answers
+from proxy.policy import Policy
+from proxy.resolver import Resolver
+from proxy.server import Listener, ProxyServer
+
+if TYPE_CHECKING:
+    from proxy.dnsfwd import DnsForwarder
+
+
+def _log_path(cfg: ProxyConfig, name: str) -> Path | None:
+    if cfg.log_dir is None:
+        return None
+    try:
+        cfg.log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--log-dir: cannot create {str(cfg.log_dir)!r}: {exc.strerror}") from exc
+    if not os.access(cfg.log_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--log-dir: {str(cfg.log_dir)!r} is not writable")
+    return cfg.log_dir / name
+
+
+async def serve(
+    cfg: ProxyConfig,
+    policy: Policy | None = None,
+    *,
+    ready: Callable[[list[str]], None] | None = None,
+) -> int:
+    policy = policy if policy is not None else build_policy(cfg)
+    access = AccessLog(_log_path(cfg, "access.jsonl"), stderr_summary=cfg.log_dir is None)
+    resolver = Resolver(static=static_answers(cfg), servers=cfg.dns_servers)
+    server = ProxyServer(cfg, policy, resolver, access)
+    extra: list[Listener] = []
+    if cfg.transparent_listen:
+        from proxy.transparent import TransparentConnection
+
+        extra.extend(
+            ("--transparent-listen", ep, lambda: TransparentConnection(server))
+            for ep in cfg.transparent_listen
+        )
+    await server.start(extra)
+    dns_servers: list[DnsForwarder] = []
+    dns_log: AccessLog | None = None
+    if cfg.dns_listen:
+        from proxy.dnsfwd import DnsForwarder
+
+        dns_log = AccessLog(_log_path(cfg, "dns.jsonl"), stderr_summary=False)
+        for host, port in cfg.dns_listen:
+            fwd = DnsForwarder(
+                policy_ref=lambda: server.policy,
+                resolver_ref=lambda: server.resolver,
+                log=dns_log.record,
+            )
+            try:
+                bound = await fwd.start(host, port)
+            except OSError as exc:
+                await server.close_listeners()
+                for started in dns_servers:
+                    await started.close()
+                raise ConfigError(
+                    f"--dns-listen {host}:{port}: cannot listen: {exc.strerror or exc}"
+                ) from exc
+            dns_servers.append(fwd)
+            server.endpoints.append(f"[{bound[0]}]:{bound[1]}" if ":" in bound[0]
+                                    else f"{bound[0]}:{bound[1]}")
+            server.add_self(bound[0], bound[1])
+    access.start()
+    if dns_log is not None:
+        dns_log.start()
+    for endpoint in server.endpoints:
+        print(f"awf-proxy listening on {endpoint}", file=sys.stderr, flush=True)
+    if ready is not None:
+        ready(server.endpoints)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            upkeep = tg.create_task(server.upkeep())
+            await stop.wait()
+            await server.drain(cfg.drain_timeout)
+            for fwd in dns_servers:
+                await fwd.close()
+            upkeep.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await asyncio.to_thread(access.close)
+        if dns_log is not None:
+            await asyncio.to_thread(dns_log.close)
+    if cfg.log_dir is None:
+        print(access.summary(), file=sys.stderr, flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cfg = parse_argv(args)
+        policy = build_policy(cfg)  # validate everything before the event loop starts
+        import uvloop
+
+        return uvloop.run(serve(cfg, policy))
+    except ConfigError as exc:
+        print(f"awf-proxy: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C during drain
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

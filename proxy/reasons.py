@@ -1,0 +1,46 @@
+"""Reason tokens of contract §6, their statuses and their precedence."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    BAD_REQUEST = "bad_request"
+    HOST_MISMATCH = "host_mismatch"
+    IP_LITERAL = "ip_literal"
+    DOMAIN_BLOCKED = "domain_blocked"
+    DOMAIN_NOT_ALLOWED = "domain_not_allowed"
+    SCHEME_DENIED = "scheme_denied"
+    PORT_DENIED = "port_denied"
+    SELF_CONNECTION = "self_connection"
+    DNS_FAILURE = "dns_failure"
+    DENIED_ADDRESS = "denied_address"
+    CONNECT_FAILED = "connect_failed"
+    CONNECT_TIMEOUT = "connect_timeout"
+    OVERLOADED = "overloaded"
+    HEAD_TIMEOUT = "head_timeout"
+    NO_SNI = "no_sni"
+
+    @property
+    def status(self) -> int:
+        return STATUS[self]
+
+
+STATUS: dict[Reason, int] = {
+    Reason.BAD_REQUEST: 400,
+    Reason.HOST_MISMATCH: 400,
+    Reason.IP_LITERAL: 403,
+    Reason.DOMAIN_BLOCKED: 403,
+    Reason.DOMAIN_NOT_ALLOWED: 403,
+    Reason.SCHEME_DENIED: 403,
+    Reason.PORT_DENIED: 403,
+    Reason.SELF_CONNECTION: 403,
+    Reason.DNS_FAILURE: 502,
+    Reason.DENIED_ADDRESS: 403,
+    Reason.CONNECT_FAILED: 502,
+    Reason.CONNECT_TIMEOUT: 504,
+    Reason.OVERLOADED: 503,
+    Reason.HEAD_TIMEOUT: 408,
+    Reason.NO_SNI: 0,
+}

@@ -1,0 +1,251 @@
+"""The running proxy: listeners, the connection registry, destinations, reload and drain.
+
+`ProxyServer` is the context every connection talks to. It owns the one swappable reference to
+the frozen `Policy` (SIGHUP builds a new one and swaps it), the resolver, the origin pool and the
+access log. Destinations are checked here: a name is resolved once, every answer is classified
+(contract §4), and only checked addresses are handed to the dialler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Protocol, TypeVar
+
+from awf import __version__
+from awf.errors import ConfigError, DeniedAddress, SelfConnection
+from proxy.access_log import AccessLog
+from proxy.addr import IPAddress, embedded_ipv4
+from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
+from proxy.dialer import dial
+from proxy.localaddrs import local_addresses
+from proxy.policy import Decision, Policy
+from proxy.resolver import Resolver
+from proxy.tunnel import TunnelSide
+from proxy.upstream import Pool
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+# (flag, (host, port), protocol factory) of one listening socket
+Listener = tuple[str, tuple[str, int], Callable[[], asyncio.Protocol]]
+
+_UNSPECIFIED = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
+
+
+class Connection(Protocol):
+    def abort(self) -> None: ...
+
+
+class ProxyServer:
+    def __init__(
+        self,
+        cfg: ProxyConfig,
+        policy: Policy,
+        resolver: Resolver,
+        log: AccessLog,
+        *,
+        local: frozenset[IPAddress] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.policy = policy
+        self.resolver = resolver
+        self.log = log
+        self.pool = Pool()
+        self.connections: set[object] = set()
+        self.started = time.monotonic()
+        self.endpoints: list[str] = []
+        self._servers: list[asyncio.Server] = []
+        self._local = local if local is not None else local_addresses()
+        self._self_exact: set[tuple[IPAddress, int]] = set()
+        self._self_ports: set[int] = set()
+        self._debug = cfg.log_level == "debug"
+        self._idle = asyncio.Event()
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    async def start(self, extra: Sequence[Listener] = ()) -> None:
+        """Bind every listener (explicit first, then `extra`), or raise ConfigError."""
+        from proxy.client import ClientConnection
+
+        loop = asyncio.get_running_loop()
+        wanted: list[Listener] = [
+            ("--listen", ep, lambda: ClientConnection(self)) for ep in self.cfg.listen
+        ]
+        wanted.extend(extra)
+        for flag, (host, port), factory in wanted:
+            try:
+                srv = await loop.create_server(
+                    factory, host, port, reuse_address=True, backlog=1024
+                )
+            except OSError as exc:
+                await self.close_listeners()
+                why = exc.strerror or str(exc)
+                raise ConfigError(
+                    f"{flag} {format_endpoint(host, port)}: cannot listen: {why}"
+                ) from exc
+            self._servers.append(srv)
+            for sock in srv.sockets:
+                bound = sock.getsockname()
+                self.endpoints.append(format_endpoint(bound[0], bound[1]))
+                self.add_self(bound[0], bound[1])
+
+    def add_self(self, host: str, port: int) -> None:
+        """Mark (host, port) as one of ours, for `self_connection`."""
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+        if ip in _UNSPECIFIED:
+            self._self_ports.add(port)
+        else:
+            self._self_exact.add((ip, port))
+
+    async def close_listeners(self) -> None:
+        servers, self._servers = self._servers, []
+        for srv in servers:
+            srv.close()
+        for srv in servers:
+            try:
+                async with asyncio.timeout(1):
+                    await srv.wait_closed()
+            except TimeoutError:
+                pass
+
+    # -- the connection registry ----------------------------------------------------------
+
+    def admit(self, conn: object) -> bool:
+        if len(self.connections) >= self.cfg.max_connections:
+            return False
+        self.connections.add(conn)
+        return True
+
+    def release(self, conn: object) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self._idle.set()
+
+    def swap(self, old: object, new: object) -> None:
+        self.connections.discard(old)
+        self.connections.add(new)
+
+    def log_record(self, rec: Mapping[str, object]) -> None:
+        self.log.record(rec)
+        if self._debug:
+            print(
+                f"awf-proxy: {rec.get('decision')} {rec.get('method')} {rec.get('host')}:"
+                f"{rec.get('port')} {rec.get('status')} {rec.get('reason') or ''}",
+                file=sys.stderr,
+            )
+
+    # -- destinations --------------------------------------------------------------------------
+
+    def is_self(self, ip: IPAddress, port: int) -> bool:
+        v4 = embedded_ipv4(ip) if ip.version == 6 else None
+        for candidate in (ip, v4) if v4 is not None else (ip,):
+            if (candidate, port) in self._self_exact:
+                return True
+            if port in self._self_ports and (
+                candidate in self._local or candidate.is_loopback or candidate in _UNSPECIFIED
+            ):
+                return True
+        return False
+
+    async def destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...]:
+        """The checked addresses to dial for an allowed decision (contract §4, §6 order)."""
+        if decision.address is not None:  # an IP literal allowed by an entry: exempt from §4
+            if self.is_self(decision.address, port):
+                raise SelfConnection(f"{decision.host}:{port} is this proxy")
+            return (decision.address,)
+        addresses = await self.resolver.resolve(decision.host)
+        if any(self.is_self(ip, port) for ip in addresses):
+            raise SelfConnection(f"{decision.host}:{port} resolves to this proxy")
+        policy = self.policy
+        checked = tuple(ip for ip in addresses if policy.address_allowed(ip))
+        if not checked:
+            shown = ", ".join(str(ip) for ip in addresses)
+            raise DeniedAddress(f"{decision.host} resolves only to denied addresses ({shown})")
+        return checked
+
+    async def dial(
+        self, addresses: Sequence[IPAddress], port: int, factory: Callable[[], P], name: str
+    ) -> tuple[asyncio.Transport, P]:
+        return await dial(addresses, port, factory, timeout=self.cfg.connect_timeout, name=name)
+
+    # -- health, reload, upkeep ----------------------------------------------------------
+
+    def health(self) -> dict[str, object]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "policy": self.policy.counts(),
+            "connections": len(self.connections),
+            "pooled_upstreams": len(self.pool),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file and list files; keep the old policy if invalid."""
+        try:
+            cfg = merge(self.cfg.flags, self.cfg.config)
+            policy = build_policy(cfg)
+        except ConfigError as exc:
+            print(f"awf-proxy: reload rejected: {exc}; the previous policy stays in force",
+                  file=sys.stderr, flush=True)
+            return
+        self.policy = policy
+        self.pool.clear()
+        if cfg.resolve != self.cfg.resolve:
+            self.resolver = Resolver(static=static_answers(cfg), servers=self.cfg.dns_servers)
+        else:
+            self.resolver.cache_clear()
+        # listeners and timeouts cannot change while running; the policy parts can
+        self.cfg = replace(self.cfg, allow_domains=cfg.allow_domains,
+                           block_domains=cfg.block_domains, allow_ports=cfg.allow_ports,
+                           allow_range=cfg.allow_range, resolve=cfg.resolve)
+        counts = policy.counts()
+        print(f"awf-proxy: policy reloaded: {counts.get('allow', 0)} allowed, "
+              f"{counts.get('block', 0)} blocked entries", file=sys.stderr, flush=True)
+
+    async def upkeep(self) -> None:
+        """Close idle tunnels and stale pooled origins; one timer for the whole proxy."""
+        period = max(0.05, self.cfg.idle_timeout / 4)
+        while True:
+            await asyncio.sleep(period)
+            self.pool.sweep()
+            for conn in list(self.connections):
+                if isinstance(conn, TunnelSide):
+                    peer = conn.peer
+                    if conn.active or (peer is not None and peer.active):
+                        conn.active = False
+                        if peer is not None:
+                            peer.active = False
+                        conn.idle_sweeps = 0
+                    else:
+                        conn.idle_sweeps += 1
+                        if conn.idle_sweeps >= 4:
+                            conn.close_both()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, close idle keep-alive clients, let the rest finish, then abort."""
+        await self.close_listeners()
+        for conn in list(self.connections):
+            idle = getattr(conn, "idle", None)
+            if idle is not None and idle():
+                conn.abort()  # type: ignore[attr-defined]
+        self.pool.clear()
+        if self.connections:
+            self._idle.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    while self.connections:
+                        await self._idle.wait()
+                        self._idle.clear()
+            except TimeoutError:
+                pass
+        for conn in list(self.connections):
+            abort = getattr(conn, "abort", None)
+            if abort is not None:
+                abort()
+        # let the aborted transports run their connection_lost callbacks (and log)
+        await asyncio.sleep(0)

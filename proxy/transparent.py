@@ -1,0 +1,213 @@
+"""The transparent listener: redirected connections, named by their TLS SNI or HTTP Host.
+
+The original destination comes from SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST. Its port is checked
+like any other port and its address is logged, but never dialled: the proxy resolves the SNI or
+Host name itself and dials only an address it checked, which defeats `--connect-to` and
+IP+SNI tricks (ARCHITECTURE §2.1). The first bytes are peeked (at most 16 KiB, 10 s), then
+forwarded upstream byte for byte. Plain HTTP is handed to a transparent-mode ClientConnection so
+that every request on the connection is checked, not just the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, cast
+
+from awf.errors import RequestError
+from proxy.access_log import rfc3339
+from proxy.client import ClientConnection, peer_text
+from proxy.http1 import error_response
+from proxy.origdst import original_destination
+from proxy.policy import Decision, Scheme
+from proxy.reasons import Reason
+from proxy.relay import open_relay
+from proxy.sni import BadClientHello, NotTls
+from proxy.sniff import sniff
+
+if TYPE_CHECKING:
+    from proxy.server import ProxyServer
+
+PEEK_LIMIT = 16 * 1024
+PEEK_TIMEOUT = 10.0
+
+
+class TransparentConnection(asyncio.Protocol):
+    __slots__ = ("_buf", "_client", "_done", "_dst", "_server", "_task", "_timer", "transport")
+
+    def __init__(self, server: ProxyServer) -> None:
+        self._server = server
+        self._buf = b""
+        self._client = "unknown"
+        self._dst: tuple[str, int] = ("", 0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._done = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(asyncio.Transport, transport)
+        self._client = peer_text(t)
+        if not self._server.admit(self):
+            self._log("-", "", 0, Reason.OVERLOADED, 503)
+            self._end()
+            return
+        try:
+            self._dst = original_destination(t.get_extra_info("socket"))
+        except OSError:
+            local = t.get_extra_info("sockname")
+            self._dst = (str(local[0]), int(local[1])) if local else ("", 0)
+        self._timer = asyncio.get_running_loop().call_later(PEEK_TIMEOUT, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self._done:
+            return
+        self._buf += data
+        try:
+            sniffed = sniff(self._buf, max_bytes=PEEK_LIMIT)
+        except (NotTls, BadClientHello) as exc:
+            self._log("TLS", "", self._dst[1], Reason.BAD_REQUEST, 0, note=str(exc))
+            self._end()
+            return
+        except RequestError as exc:
+            self._answer(exc.status, Reason(exc.reason), f"awf-proxy: {exc.reason}: {exc}")
+            return
+        if sniffed is None:
+            return
+        self._cancel_timer()
+        if sniffed.kind == "http":
+            self._hand_to_http()
+        else:
+            self._tls(sniffed.host)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        self._server.release(self)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- the two kinds ---------------------------------------------------------------------
+
+    def _hand_to_http(self) -> None:
+        t = self.transport
+        if t is None:
+            return
+        http = ClientConnection(self._server, mode="transparent", orig=self._dst)
+        self._server.swap(self, http)
+        self._done = True
+        t.set_protocol(http)
+        http.adopt(t, self._client)
+        buf, self._buf = self._buf, b""
+        http.data_received(buf)
+
+    def _tls(self, sni: str | None) -> None:
+        port = self._dst[1]
+        if sni is None:
+            self._log("TLS", "", port, Reason.NO_SNI, 0)
+            self._end()
+            return
+        started = time.time()
+        decision = self._server.policy.decide(sni, port, Scheme.HTTPS)
+        if not decision.allowed:
+            self._log("TLS", decision.host or sni, port, decision.reason, 0, started=started)
+            self._end()
+            return
+        if self._server.is_self(ip_address(self._dst[0].split("%")[0]), port):
+            self._log("TLS", decision.host, port, Reason.SELF_CONNECTION, 0, started=started)
+            self._end()
+            return
+        t = self.transport
+        if t is None:
+            return
+        t.pause_reading()
+        self._done = True
+        record = self._record("TLS", decision.host, port, None, 200, started)
+        self._task = asyncio.get_running_loop().create_task(
+            self._relay(t, decision, port, record, started)
+        )
+
+    async def _relay(
+        self, t: asyncio.Transport, decision: Decision, port: int, record: dict[str, object],
+        started: float,
+    ) -> None:
+        first, self._buf = self._buf, b""
+        try:
+            mine = await open_relay(self._server, self, t, decision, port, reply=b"",
+                                    first_up=first, record=record, started=started)
+        except RequestError as exc:
+            self._task = None
+            self._log("TLS", decision.host, port, Reason(exc.reason), 0, started=started,
+                      note=str(exc))
+            self._end()
+            return
+        self._task = None
+        if mine is not None:
+            t.resume_reading()
+
+    # -- endings and records ------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self._done:
+            self._log("-", "", self._dst[1], Reason.HEAD_TIMEOUT, 0)
+            self._end()
+
+    def _answer(self, status: int, reason: Reason, line: str) -> None:
+        self._log("-", "", self._dst[1], reason, status)
+        t = self.transport
+        self._done = True
+        if t is not None and not t.is_closing():
+            t.write(error_response(status, reason, line))
+            t.close()
+
+    def _end(self) -> None:
+        self._done = True
+        self._cancel_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _record(
+        self, method: str, host: str, port: int, reason: Reason | None, status: int,
+        started: float,
+    ) -> dict[str, object]:
+        return {
+            "ts": rfc3339(started),
+            "client": self._client,
+            "mode": "transparent",
+            "method": method,
+            "host": host,
+            "port": port,
+            "decision": "deny" if reason is not None else "allow",
+            "reason": reason.value if reason is not None else None,
+            "status": status,
+            "bytes_up": 0,
+            "bytes_down": 0,
+            "duration_ms": round((time.time() - started) * 1000, 1),
+            "original_dst": f"[{self._dst[0]}]:{port}" if ":" in self._dst[0]
+            else f"{self._dst[0]}:{port}",
+        }
+
+    def _log(
+        self, method: str, host: str, port: int, reason: Reason | None, status: int,
+        *, started: float | None = None, note: str | None = None,
+    ) -> None:
+        rec = self._record(method, host, port, reason, status, started or time.time())
+        if reason in (Reason.DNS_FAILURE, Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT):
+            rec["decision"] = "allow"
+        if note:
+            rec["note"] = note
+        self._server.log_record(rec)
