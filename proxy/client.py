@@ -241,13 +241,18 @@ class ClientConnection(asyncio.Protocol):
             url = f"http://{shown}{'' if port == 80 else f':{port}'}{path.decode('latin-1')}"
         else:
             host, port, path = target
-            if head.host is not None and not _same_authority(head.host, host, port):
-                raise HostMismatch(
-                    f"Host {head.host.decode('latin-1')!r} does not match the URI's authority"
-                )
             url = head.target.decode("latin-1")
         started = time.time()
         decision = self._server.policy.decide(host, port, Scheme.HTTP)
+        if (
+            target is not None
+            and decision.reason != Reason.BAD_REQUEST  # a bad name is reported first
+            and head.host is not None
+            and not _same_authority(head.host, host, port)
+        ):
+            raise HostMismatch(
+                f"Host {head.host.decode('latin-1')!r} does not match the URI's authority"
+            )
         if not decision.allowed:
             self._deny(head.method, decision, port, url, started)
             return
@@ -316,8 +321,8 @@ class ClientConnection(asyncio.Protocol):
             upstream.close()
             return
         upstream.key = (ex.decision.host, ex.port)
-        ex.begin(upstream, rest + self._pending)
-        self._pending = b""
+        pending, self._pending = self._pending, b""
+        ex.begin(upstream, rest + pending)
 
     # -- exchanges ------------------------------------------------------------------------
 

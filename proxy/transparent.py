@@ -24,7 +24,7 @@ from proxy.policy import Decision, Scheme
 from proxy.reasons import Reason
 from proxy.relay import open_relay
 from proxy.sni import BadClientHello, NotTls
-from proxy.sniff import sniff
+from proxy.sniff import Sniffer
 
 if TYPE_CHECKING:
     from proxy.server import ProxyServer
@@ -34,11 +34,14 @@ PEEK_TIMEOUT = 10.0
 
 
 class TransparentConnection(asyncio.Protocol):
-    __slots__ = ("_buf", "_client", "_done", "_dst", "_server", "_task", "_timer", "transport")
+    __slots__ = (
+        "_buf", "_client", "_done", "_dst", "_server", "_sniffer", "_task", "_timer", "transport",
+    )
 
     def __init__(self, server: ProxyServer) -> None:
         self._server = server
         self._buf = b""
+        self._sniffer = Sniffer(max_bytes=PEEK_LIMIT)  # incremental: O(n) over slow senders
         self._client = "unknown"
         self._dst: tuple[str, int] = ("", 0)
         self._timer: asyncio.TimerHandle | None = None
@@ -65,7 +68,7 @@ class TransparentConnection(asyncio.Protocol):
             return
         self._buf += data
         try:
-            sniffed = sniff(self._buf, max_bytes=PEEK_LIMIT)
+            sniffed = self._sniffer.feed(data)
         except (NotTls, BadClientHello) as exc:
             self._log("TLS", "", self._dst[1], Reason.BAD_REQUEST, 0, note=str(exc))
             self._end()
