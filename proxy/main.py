@@ -70,10 +70,12 @@ async def serve(
             )
             try:
                 bound = await fwd.start(host, port)
-            except OSError as exc:
+            except (OSError, ConfigError) as exc:
                 await server.close_listeners()
                 for started in dns_servers:
                     await started.close()
+                if isinstance(exc, ConfigError):
+                    raise
                 raise ConfigError(
                     f"--dns-listen {host}:{port}: cannot listen: {exc.strerror or exc}"
                 ) from exc
@@ -108,9 +110,7 @@ async def serve(
         await asyncio.to_thread(access.close)
         if dns_log is not None:
             await asyncio.to_thread(dns_log.close)
-    if cfg.log_dir is None:
-        print(access.summary(), file=sys.stderr, flush=True)
-    return 0
+    return 0  # AccessLog.close() printed the summary on stderr when there is no --log-dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,229 @@
+"""The JSON-lines decision log (contract §6), written by one thread so the event loop never blocks.
+
+record() runs on the event loop: it bumps the summary counters and hands a shallow copy of the
+record to a queue; nothing else. The writer thread JSON-encodes whatever is queued and appends it
+with os.write on an O_APPEND descriptor, one write per batch of whole lines, so lines go out at once
+(well within the flush interval) and a reader never sees a line that will not be completed.
+
+A short write is continued with the rest. If a write fails (ENOSPC, EIO) after part of a batch went
+out, the file is truncated back to the last complete line, the unwritten lines are counted in
+`dropped`, one line is printed on stderr, and writing resumes with the next batch. Nothing here
+raises after start().
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from awf.errors import ConfigError
+
+MAX_PENDING = 200_000  # records queued but not yet written; past it record() drops (counted)
+MAX_BATCH = 4096  # lines per os.write
+MAX_DENY_KEYS = 1000  # distinct (target, reason) pairs kept for the summary
+SUMMARY_ITEMS = 10
+
+_STOP = object()
+
+
+def rfc3339(t: float) -> str:
+    """A Unix time as RFC 3339 UTC with milliseconds: '2026-11-23T18:20:01.123Z'."""
+    millis = math.floor(round(t * 1000, 3))  # 0.123 * 1000 may be 122.99999...: not 122
+    seconds, ms = divmod(millis, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
+
+
+def encode_line(rec: Mapping[str, object]) -> bytes | None:
+    """One compact JSON object and a newline, keys in order; None if it cannot be encoded."""
+    try:
+        text = json.dumps(
+            rec, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+        )
+        try:
+            return (text + "\n").encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: escape everything instead
+            text = json.dumps(rec, separators=(",", ":"), allow_nan=False, default=str)
+            return (text + "\n").encode("ascii")
+    except (TypeError, ValueError):
+        return None
+
+
+class AccessLog:
+    """Decision records to a JSON-lines file (optional) and a summary of them."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        flush_interval: float = 1.0,
+        stderr_summary: bool = True,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self._path = path
+        self._flush_interval = flush_interval
+        self._stderr_summary = stderr_summary
+        self._max_pending = max_pending
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._fd = -1
+        self._closed = False
+        self._reported = False
+        # Counters: the loop thread writes the first five, the writer thread the last.
+        self._total = 0
+        self._allowed = 0
+        self._denied = 0
+        self._denies: dict[tuple[str, str], int] = {}
+        self._overflow = 0
+        self._write_lost = 0
+
+    @property
+    def dropped(self) -> int:
+        """Records lost to write errors or to a writer that could not keep up."""
+        return self._overflow + self._write_lost
+
+    def start(self) -> None:
+        """Open the file (mode 0644 if created), start the writer thread; ConfigError if not."""
+        if self._path is None or self._thread is not None or self._closed:
+            return
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            try:
+                self._fd = os.open(self._path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                os.fchmod(self._fd, 0o644)  # whatever the umask
+            except FileExistsError:
+                self._fd = os.open(self._path, flags)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot open log file {str(self._path)!r}: {exc.strerror}; check --log-dir"
+            ) from exc
+        self._thread = threading.Thread(target=self._run, name="awf-access-log", daemon=True)
+        self._thread.start()
+
+    def record(self, rec: Mapping[str, object]) -> None:
+        """Count one decision and queue it for the writer; O(1), no I/O. Call from one thread."""
+        self._total += 1
+        decision = rec.get("decision")
+        if decision == "allow":
+            self._allowed += 1
+        elif decision == "deny":
+            self._denied += 1
+            key = (_target(rec), str(rec.get("reason")))
+            count = self._denies.get(key)
+            if count is not None:
+                self._denies[key] = count + 1
+            elif len(self._denies) < MAX_DENY_KEYS:
+                self._denies[key] = 1
+        if self._thread is None or self._closed:
+            return
+        if self._queue.qsize() >= self._max_pending:
+            self._overflow += 1
+            return
+        self._queue.put(dict(rec))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write everything queued, stop the writer and print the summary; idempotent. It blocks:
+        from a running event loop call it through asyncio.to_thread."""
+        if self._closed:
+            return
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join(timeout)
+            if not thread.is_alive():
+                os.close(self._fd)
+                self._fd = -1
+        if self._stderr_summary:
+            print(self.summary(), file=sys.stderr, flush=True)
+
+    def summary(self) -> str:
+        text = f"awf-proxy: {self._total} decisions: {self._allowed} allowed, {self._denied} denied"
+        if self._denies:
+            ranked = sorted(self._denies.items(), key=lambda kv: -kv[1])  # stable: first seen first
+            parts = [
+                f"{target} {reason}" + (f" x{count}" if count > 1 else "")
+                for (target, reason), count in ranked[:SUMMARY_ITEMS]
+            ]
+            if len(ranked) > SUMMARY_ITEMS:
+                parts.append("...")
+            text += f" ({', '.join(parts)})"
+        if self.dropped:
+            text += f"; {self.dropped} log records dropped"
+        return text
+
+    # The writer thread.
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                item = self._queue.get(timeout=self._flush_interval)
+            except queue.Empty:
+                continue
+            lines: list[bytes] = []
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                if isinstance(item, dict):
+                    line = encode_line(item)
+                    if line is None:
+                        self._write_lost += 1
+                    else:
+                        lines.append(line)
+                if len(lines) >= MAX_BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if lines:
+                self._write(b"".join(lines), len(lines))
+
+    def _write(self, data: bytes, nlines: int) -> None:
+        view = memoryview(data)
+        written = 0
+        while written < len(data):  # every pass writes at least one byte or returns
+            try:
+                n = os.write(self._fd, view[written:])
+            except OSError as exc:
+                self._failed(exc, data, written, nlines)
+                return
+            if n <= 0:
+                self._failed(OSError(0, "write returned 0"), data, written, nlines)
+                return
+            written += n
+
+    def _failed(self, exc: OSError, data: bytes, written: int, nlines: int) -> None:
+        kept = data.rfind(b"\n", 0, written) + 1
+        partial = written - kept
+        if partial:
+            try:
+                os.ftruncate(self._fd, os.fstat(self._fd).st_size - partial)
+            except OSError:
+                pass  # not a regular file (or truncation failed too): nothing better to do
+        self._write_lost += nlines - data.count(b"\n", 0, kept)
+        if not self._reported:
+            self._reported = True
+            print(
+                f"awf-proxy: cannot write {str(self._path)!r}: {exc.strerror or exc}; "
+                "log records are being dropped",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _target(rec: Mapping[str, object]) -> str:
+    host = rec.get("host", rec.get("qname"))
+    port = rec.get("port")
+    if port is None:
+        return str(host)
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
