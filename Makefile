@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PKGS := nftables iproute2 curl dnsutils debootstrap socat netcat-openbsd procps util-linux gcc libc6-dev
+APT_PKGS := nftables iproute2 curl dnsutils debootstrap socat netcat-openbsd procps util-linux tini gcc libc6-dev
 
 .PHONY: test demo lint typecheck pytest sysdeps venv bench bench-quick clean cleanup
 
@@ -14,8 +14,9 @@ sysdeps:
 $(STAMP): pyproject.toml
 	@echo "[awf] creating $(VENV) and installing the package with its test extras"
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@( $(PY) -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(PY) -m pip install --disable-pip-version-check -e '.[test]' ) > $(VENV)/install.log 2>&1 \
+	   || { tail -30 $(VENV)/install.log; echo "awf: pip install failed; see $(VENV)/install.log"; exit 1; }
 	@touch $@
 
 venv: $(STAMP)

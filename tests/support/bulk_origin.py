@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import socket
-import sys
 import threading
 
 BLOCK = b"\0" * (1 << 20)
@@ -43,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,0 +1,138 @@
+"""`awf run`'s configuration: one frozen RunConfig from argv, validated before anything starts.
+
+The policy flags are awf-proxy's own (contract §1) and are validated by building the very
+`Policy` the proxy will build; they are passed to the proxy unchanged. Any error is a
+ConfigError: one line, exit 2, nothing created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+from awf import __version__
+from awf.errors import ConfigError
+from proxy.config import ProxyConfig, build_policy, merge
+
+# awf run flag -> awf-proxy flag (same meaning; the upstream name --allow-host-ports is an alias)
+POLICY_FLAGS: dict[str, str] = {
+    "allow_domains": "--allow-domains",
+    "allow_domains_file": "--allow-domains-file",
+    "block_domains": "--block-domains",
+    "block_domains_file": "--block-domains-file",
+    "allow_ports": "--allow-ports",
+    "allow_range": "--allow-range",
+    "resolve": "--resolve",
+    "dns_servers": "--dns-servers",
+}
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    command: tuple[str, ...]
+    backend: str
+    proxy_args: tuple[str, ...]  # the policy flags, as awf-proxy takes them
+    proxy: ProxyConfig  # what those flags mean, validated
+    env: tuple[tuple[str, str], ...]  # -e KEY=VALUE (or KEY: the caller's value)
+    proxy_env: bool
+    agent_timeout: float | None  # seconds
+    logs_dir: Path | None
+    log_level: str
+    ipv6: str  # auto | on | off
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see awf run --help)")
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="awf run",
+        description="Run COMMAND with no way to the network but awf-proxy, which lets through "
+        "only the allowed domains and logs every decision. --backend netns (root, no Docker) "
+        "is a network sandbox: it does not hide files or credentials.",
+        allow_abbrev=False,
+    )
+    add = p.add_argument
+    add("--backend", choices=("netns", "docker"), default="netns",
+        help="netns: a network namespace on this host (root); docker: not in this build yet")
+    add("-d", "--allow-domains", action="append", metavar="LIST")
+    add("--allow-domains-file", action="append", metavar="PATH")
+    add("--block-domains", action="append", metavar="LIST")
+    add("--block-domains-file", action="append", metavar="PATH")
+    add("--allow-ports", "--allow-host-ports", dest="allow_ports", action="append",
+        metavar="LIST", help="extra destination ports besides 80 and 443")
+    add("--allow-range", action="append", metavar="CIDR")
+    add("--resolve", action="append", metavar="NAME=IP")
+    add("--dns-servers", metavar="LIST")
+    add("-e", "--env", action="append", metavar="KEY[=VALUE]", default=[],
+        help="set a variable for the command (KEY alone takes the caller's value)")
+    add("--no-proxy-env", action="store_true",
+        help="do not set HTTP(S)_PROXY; rely on the transparent redirect alone")
+    add("--agent-timeout", metavar="MINUTES", help="stop the command after this long (exit 124)")
+    add("--proxy-logs-dir", metavar="DIR", help="where access.jsonl and run.json go")
+    add("--log-level", choices=("debug", "info", "warn", "error"), default="info")
+    add("--ipv6", choices=("auto", "on", "off"), default="auto")
+    add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    return p
+
+
+def parse_run(argv: Sequence[str]) -> RunConfig:
+    ns = run_parser().parse_args(list(argv))
+    command = list(ns.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("no command given: awf run [options] -- COMMAND [ARG...]")
+    flags = {k: getattr(ns, k) for k in POLICY_FLAGS if getattr(ns, k) is not None}
+    proxy_cfg = merge(flags, None)
+    build_policy(proxy_cfg)  # exactly the proxy's validation
+    proxy_args: list[str] = []
+    for key, value in flags.items():
+        for item in value if isinstance(value, list) else [value]:
+            proxy_args += [POLICY_FLAGS[key], str(item)]
+    timeout: float | None = None
+    if ns.agent_timeout is not None:
+        try:
+            timeout = float(ns.agent_timeout) * 60
+        except ValueError:
+            timeout = -1
+        if not timeout > 0:
+            raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
+    return RunConfig(
+        command=tuple(command),
+        backend=ns.backend,
+        proxy_args=tuple(proxy_args),
+        proxy=proxy_cfg,
+        env=tuple(_parse_env(e) for e in ns.env),
+        proxy_env=not ns.no_proxy_env,
+        agent_timeout=timeout,
+        logs_dir=Path(ns.proxy_logs_dir) if ns.proxy_logs_dir else None,
+        log_level=ns.log_level,
+        ipv6=ns.ipv6,
+    )
+
+
+def _parse_env(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not _ENV_NAME.fullmatch(name):
+        raise ConfigError(f"-e {item!r}: {name!r} is not a variable name")
+    if name.startswith("AWF_") or name.startswith("LD_"):
+        raise ConfigError(f"-e {name}: awf sets {name} itself; it cannot be overridden")
+    if not sep:
+        if name not in os.environ:
+            raise ConfigError(f"-e {name}: not set in your environment; use -e {name}=VALUE")
+        value = os.environ[name]
+    return name, value
+
+
+def version_text() -> str:
+    return f"awf {__version__}"

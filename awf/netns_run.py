@@ -1,0 +1,414 @@
+"""`awf run --backend netns`: the command in a network namespace whose only way out is awf-proxy.
+
+    host namespace                                   agent namespace awf-<run>
+    awf-proxy on awf-<run>h (.1/::1)   <--veth-->    eth0 (.2/::2), default routes via .1/::1
+      :3128 explicit  :3129 transparent  :53 DNS     table inet awf: only the proxy, TCP 80/443/
+    table inet awf_<run>: redirect the agent's         allowed ports (routed to the proxy side),
+      TCP 80/443/ports -> :3129, DNS -> :53;           everything else rejected and counted
+      input from the veth: only those ports;
+      forward: drop
+
+Order: namespace and veth, then the proxy (a child that dies with us: PR_SET_PDEATHSIG), the two
+tables applied and verified, the self-test, and only then the command: as the invoking user
+(SUDO_UID/SUDO_GID) or as root with every capability dropped and no_new_privs, in its own PID
+namespace (so nothing it starts outlives the run), with /etc/resolv.conf naming the forwarder
+(`ip netns exec` bind-mounts /etc/netns/awf-<run>/resolv.conf in a private mount namespace).
+Cleanup runs on every path and is idempotent; `awf cleanup` finds what a killed run left by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from types import FrameType
+
+from awf import __version__, leftovers
+from awf.config import RunConfig
+from awf.errors import AwfError, SandboxError
+from awf.selftest import NAME as SELFTEST_NAME
+from awf.selftest import Target, run_in_netns
+from netfilter import apply as nft
+from netfilter import netns
+from netfilter.ruleset import AgentRuleset, ProxySideRuleset
+
+EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
+ETC_NETNS = Path("/etc/netns")
+PROXY_START_TIMEOUT = 20.0
+_PASS_ENV_DROP = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    run: str
+    logs: Path
+    t0: float
+    timings: dict[str, float] = field(default_factory=dict)
+    link: netns.AgentLink | None = None
+    proxy: subprocess.Popen[bytes] | None = None
+    agent: subprocess.Popen[bytes] | None = None
+    exit_code: int | None = None
+    error: str | None = None
+
+    def mark(self, what: str) -> None:
+        self.timings[what] = round(time.monotonic() - self.t0, 4)
+
+
+def say(msg: str) -> None:
+    print(f"[awf] {msg}", file=sys.stderr, flush=True)
+
+
+def _caller() -> tuple[int, int] | None:
+    """The user to run the command as: the sudo caller, or None (root, capabilities dropped)."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if uid and gid and uid.isdigit() and gid.isdigit() and int(uid) != 0:
+        return int(uid), int(gid)
+    return None
+
+
+def _logs_dir(cfg: RunConfig, run: str) -> Path:
+    logs = cfg.logs_dir or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.chmod(logs, 0o755)
+    return logs
+
+
+def _give_to_caller(path: Path) -> None:
+    who = _caller()
+    if who is None:
+        return
+    for p in [path, *path.iterdir()] if path.is_dir() else [path]:
+        try:
+            os.chown(p, *who)
+        except OSError:
+            pass
+
+
+def _proxy_argv(run: Run, link: netns.AgentLink) -> list[str]:
+    listen: list[str] = []
+    addrs = [str(link.host_v4.ip)] + ([f"[{link.host_v6.ip}]"] if link.host_v6 else [])
+    for a in addrs:
+        listen += ["--listen", f"{a}:{EXPLICIT_PORT}"]
+    for a in addrs:
+        listen += ["--transparent-listen", f"{a}:{TRANSPARENT_PORT}"]
+    for a in addrs:
+        listen += ["--dns-listen", f"{a}:{DNS_PORT}"]
+    return [
+        "setpriv", "--pdeathsig", "TERM", "--",
+        sys.executable, "-m", "proxy.main", *listen,
+        "--log-dir", str(run.logs), "--drain-timeout", "1",
+        "--log-level", run.cfg.log_level, *run.cfg.proxy_args,
+    ]
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], want: int) -> None:
+    """Readiness from the proxy's own lines; never a fixed sleep."""
+    if proc.stderr is None:
+        raise SandboxError("awf-proxy was started without a stderr pipe")
+    fd = proc.stderr.fileno()
+    seen: list[str] = []
+    buf = b""
+    ready = 0
+    deadline = time.monotonic() + PROXY_START_TIMEOUT
+    while ready < want:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SandboxError(f"awf-proxy did not start within {PROXY_START_TIMEOUT:g} s; "
+                               f"its last lines: {' | '.join(seen[-5:])}")
+        r, _, _ = select.select([fd], [], [], left)
+        if not r:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            proc.wait()
+            raise SandboxError(f"awf-proxy exited with status {proc.returncode} before it was "
+                               f"ready: {' | '.join(seen[-5:]) or 'no output'}")
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            seen.append(line)
+            if line.startswith("awf-proxy listening on "):
+                ready += 1
+
+
+def _rulesets(run: Run, link: netns.AgentLink) -> tuple[ProxySideRuleset, AgentRuleset]:
+    ports = frozenset({80, 443} | set(run.cfg.proxy.allow_ports))
+    host6 = link.host_v6.ip if link.host_v6 else None
+    side = ProxySideRuleset(
+        table=f"awf_{run.run}",
+        agent_ifname=link.host_if,
+        agent_net_v4=link.host_v4.network,
+        agent_net_v6=link.host_v6.network if link.host_v6 else None,
+        redirect_tcp_ports=ports,
+        transparent_port=TRANSPARENT_PORT,
+        dns_port=DNS_PORT,
+        listen_ports=frozenset({EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT}),
+    )
+    agent = AgentRuleset(
+        proxy_v4=IPv4Address(link.host_v4.ip),
+        proxy_v6=IPv6Address(host6) if host6 is not None else None,
+        proxy_ports=frozenset({EXPLICIT_PORT, DNS_PORT}),
+        tcp_ports=ports,
+    )
+    return side, agent
+
+
+def _command_env(run: Run, link: netns.AgentLink) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k.upper() not in _PASS_ENV_DROP and not k.startswith(("SUDO_", "AWF_"))}
+    if run.cfg.proxy_env:
+        url = f"http://{link.host_v4.ip}:{EXPLICIT_PORT}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = url
+        no_proxy = "localhost,127.0.0.1,::1"
+        env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    env.update(dict(run.cfg.env))
+    return env
+
+
+def _command_argv(run: Run, link: netns.AgentLink) -> list[str]:
+    who = _caller()
+    drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
+    if who is not None:
+        drop = ["--reuid", str(who[0]), "--regid", str(who[1]), "--clear-groups", *drop]
+    command = list(run.cfg.command)
+    if len(command) == 1:  # one string: a shell command line, so $VARs expand inside
+        command = ["bash", "-c", command[0]]
+    return [
+        "ip", "netns", "exec", link.netns,
+        "setpriv", "--pdeathsig", "KILL", "--",
+        "unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--",
+        # tini is the namespace's init: the command keeps default signal dispositions
+        # (an init ignores signals it has no handler for), zombies are reaped, and the exit
+        # status is the command's (128+N after signal N)
+        "tini", "-g", "-s", "--",
+        "setpriv", *drop, "--", *command,
+    ]
+
+
+def _exit_status(code: int) -> int:
+    return 128 - code if code < 0 else code
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _stop_agent(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """SIGTERM to the namespace's init (tini passes it to the command's process group), then
+    SIGKILL to the whole namespace."""
+    if proc is None or proc.poll() is not None:
+        return
+    for init in _children(proc.pid):
+        try:
+            os.kill(init, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # unshare: --kill-child takes the namespace's init, and with it the rest
+        proc.wait(5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
+    """Remove everything a run may have made; idempotent. Returns what it removed."""
+    removed: list[str] = []
+    if nft.remove(f"awf_{run}"):
+        removed.append(f"nft table inet awf_{run}")
+    name = f"{netns.PREFIX}{run}"
+    if Path(netns.NETNS_DIR, name).exists() or link is not None:
+        netns.destroy(link or run)
+        removed.append(f"netns {name}")
+    etc = ETC_NETNS / name
+    if etc.exists():
+        shutil.rmtree(etc, ignore_errors=True)
+        removed.append(str(etc))
+    return removed
+
+
+def run_netns(cfg: RunConfig) -> int:
+    t0 = time.monotonic()
+    if os.geteuid() != 0:
+        raise SandboxError("awf run --backend netns needs root (network namespaces and nftables); "
+                           "run it with sudo")
+    for tool in ("nft", "ip", "setpriv", "unshare", "tini"):
+        if shutil.which(tool) is None:
+            raise SandboxError(f"{tool!r} is missing; apt-get install nftables iproute2 "
+                               "util-linux tini")
+    run_id = secrets.token_hex(4)
+    run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), t0=t0)
+    leftovers.register(run_id)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run.exit_code = _run(run)
+    except Interrupted as exc:
+        say(f"{signal.Signals(exc.signum).name}: stopping the command and cleaning up")
+        run.exit_code = 128 + exc.signum
+    except AwfError as exc:
+        run.error = str(exc)
+        run.exit_code = exc.exit_code
+        say(f"error: {exc}")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            _teardown(run)
+            leftovers.unregister(run_id)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    if received and run.exit_code is not None and run.exit_code < 128 + 1:
+        run.exit_code = 128 + received[0]
+    code = run.exit_code if run.exit_code is not None else 125
+    _write_run_json(run, code)
+    _summary(run)
+    return code
+
+
+def _run(run: Run) -> int:
+    cfg = run.cfg
+    net4, net6 = netns.choose_subnet(run.run)
+    link = netns.AgentLink.for_run(run.run, net4, None if cfg.ipv6 == "off" else net6)
+    run.link = link
+    netns.create(link)
+    run.mark("netns")
+    etc = ETC_NETNS / link.netns
+    etc.mkdir(parents=True, exist_ok=True)
+    servers = [str(link.host_v4.ip)] + ([str(link.host_v6.ip)] if link.host_v6 else [])
+    (etc / "resolv.conf").write_text("".join(f"nameserver {s}\n" for s in servers)
+                                     + "options timeout:2 attempts:2\n")
+    run.proxy = subprocess.Popen(_proxy_argv(run, link), stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    side, agent = _rulesets(run, link)
+    nft.apply(side)
+    nft.apply(agent, netns=link.netns)
+    nft.verify(side)
+    nft.verify(agent, netns=link.netns)
+    (run.logs / "proxy.nft").write_text(side.render())
+    (run.logs / "agent.nft").write_text(agent.render())
+    run.mark("rules")
+    _wait_listening(run.proxy, 3 * len(servers))
+    run.mark("proxy")
+    run_in_netns(f"{netns.NETNS_DIR}/{link.netns}",
+                 Target(proxy_v4=IPv4Address(link.host_v4.ip),
+                        proxy_v6=IPv6Address(link.host_v6.ip) if link.host_v6 else None))
+    run.mark("selftest")
+    if cfg.log_level == "debug":
+        say(f"run {run.run}: {link.netns} {link.agent_v4} via {link.host_v4.ip}; self-test passed")
+    run.agent = subprocess.Popen(_command_argv(run, link), env=_command_env(run, link))
+    run.mark("exec")
+    return _wait_agent(run, run.agent, run.proxy)
+
+
+def _wait_agent(run: Run, agent: subprocess.Popen[bytes], proxy: subprocess.Popen[bytes]) -> int:
+    deadline = (time.monotonic() + run.cfg.agent_timeout) if run.cfg.agent_timeout else None
+    while True:
+        try:
+            code = agent.wait(0.2)
+            return _exit_status(code)
+        except subprocess.TimeoutExpired:
+            pass
+        if proxy.poll() is not None:  # egress is gone: stop the command, fail closed
+            _stop_agent(agent, 2)
+            raise SandboxError(f"awf-proxy died (status {proxy.returncode}); the command was "
+                               "stopped")
+        if deadline is not None and time.monotonic() > deadline:
+            say(f"--agent-timeout expired after {run.cfg.agent_timeout:g} s; stopping the command")
+            _stop_agent(agent, 10)
+            return 124
+
+
+def _teardown(run: Run) -> None:
+    _stop_agent(run.agent, 2)
+    link = run.link
+    if link is not None:
+        try:
+            drops = nft.counters("awf", netns=link.netns)
+            (run.logs / "l3-drops.json").write_text(json.dumps(drops, indent=1) + "\n")
+        except AwfError:
+            pass
+    _stop(run.proxy, 3)
+    cleanup_run(run.run, link)
+    for f in run.logs.glob("*"):
+        try:
+            os.chmod(f, 0o644)
+        except OSError:
+            pass
+    _give_to_caller(run.logs)
+
+
+def _write_run_json(run: Run, code: int) -> None:
+    doc = {
+        "id": run.run, "version": __version__, "backend": "netns", "exit_code": code,
+        "awf_error": run.error, "command": list(run.cfg.command),
+        "timings": run.timings, "logs": str(run.logs),
+    }
+    path = run.logs / "run.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    os.chmod(path, 0o644)
+    _give_to_caller(path)
+
+
+def _summary(run: Run) -> None:
+    log = run.logs / "access.jsonl"
+    allowed = denied = 0
+    denials: dict[str, str] = {}
+    if log.exists():
+        for raw in log.read_text().splitlines():
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if rec.get("host") == SELFTEST_NAME:  # the self-test's own probes
+                continue
+            if rec.get("decision") == "allow":
+                allowed += 1
+            else:
+                denied += 1
+                denials[f"{rec.get('host') or '?'}:{rec.get('port')}"] = str(rec.get("reason"))
+    total = allowed + denied
+    say(f"{total} request{'s' if total != 1 else ''}: {allowed} allowed, {denied} denied "
+        f"· logs: {run.logs}")
+    for target, reason in sorted(denials.items()):
+        say(f"  denied {target} ({reason})")

@@ -1,0 +1,194 @@
+"""The fail-closed self-test (ARCHITECTURE §2.5), run from inside the agent's namespace.
+
+Before the command exists, prove that the proxy answers and that the rules hold: a connection to
+the proxy works; TCP to port 22 anywhere is refused at once; UDP to a resolver other than the
+proxy fails; HTTP to an arbitrary address on port 80 is intercepted and denied by the
+transparent listener; the DNS forwarder answers NXDOMAIN for a name that is not allowed. Any
+failure raises SandboxError and the command never runs.
+
+The checks run in a short-lived thread that `setns`es into the agent namespace (a network
+namespace switch is per thread), so no process is started for them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from awf.errors import SandboxError
+
+CLONE_NEWNET = 0x40000000
+PROBE_V4 = "192.0.2.1"  # TEST-NET-1: never a real destination
+PROBE_V6 = "2001:db8::1"
+NAME = "awf-selftest.invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    proxy_v4: IPv4Address
+    proxy_v6: IPv6Address | None
+    explicit_port: int = 3128
+    dns_port: int = 53
+
+
+def _setns(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise SandboxError(f"cannot enter {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _http(family: int, addr: tuple[str, int], request: bytes) -> bytes:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(3)
+        s.connect(addr)
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def _status(head: bytes) -> tuple[int, str]:
+    lines = head.decode("latin-1").split("\r\n")
+    try:
+        status = int(lines[0].split(" ")[1])
+    except (IndexError, ValueError):
+        return 0, ""
+    reason = ""
+    for line in lines[1:]:
+        if line.lower().startswith("x-awf-reason:"):
+            reason = line.split(":", 1)[1].strip()
+    return status, reason
+
+
+def _refused_tcp(family: int, addr: tuple[str, int]) -> None:
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(addr)
+        except (ConnectionRefusedError, OSError) as exc:
+            if isinstance(exc, TimeoutError):
+                raise SandboxError(f"TCP to {addr} was not refused at once (it hung)") from exc
+            return
+        raise SandboxError(f"TCP to {addr[0]}:{addr[1]} got through")
+
+
+def _dns_query(name: str) -> bytes:
+    qname = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", 0x4157, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", 1, 1)
+
+
+def _udp_fails(family: int, addr: tuple[str, int]) -> None:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(1.5)
+        s.connect(addr)
+        try:
+            s.send(_dns_query("example.com"))
+            s.recv(512)
+        except OSError:
+            return
+        raise SandboxError(f"UDP to {addr[0]}:{addr[1]} got an answer")
+
+
+def _nxdomain(family: int, addr: tuple[str, int]) -> None:
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        s.connect(addr)
+        s.send(_dns_query(NAME))
+        try:
+            reply = s.recv(4096)
+        except OSError as exc:
+            raise SandboxError(f"the DNS forwarder at {addr[0]} did not answer: {exc}") from exc
+    if len(reply) < 4 or reply[3] & 0x0F != 3:
+        raise SandboxError(f"the DNS forwarder did not answer NXDOMAIN for {NAME}")
+
+
+def checks(target: Target) -> list[tuple[str, Callable[[], None]]]:
+    """The list of (description, check) for this target: v4 always, v6 when configured."""
+    out: list[tuple[str, Callable[[], None]]] = []
+    families: list[tuple[int, str, str]] = [(socket.AF_INET, str(target.proxy_v4), PROBE_V4)]
+    if target.proxy_v6 is not None:
+        families.append((socket.AF_INET6, str(target.proxy_v6), PROBE_V6))
+    for family, proxy, probe in families:
+
+        def health(family: int = family, proxy: str = proxy) -> None:
+            head = _http(family, (proxy, target.explicit_port),
+                         b"GET /healthz HTTP/1.1\r\nHost: awf\r\n\r\n")
+            if _status(head)[0] != 200:
+                raise SandboxError(f"awf-proxy at {proxy}:{target.explicit_port} did not answer "
+                                   "/healthz")
+
+        def intercepted(family: int = family, probe: str = probe) -> None:
+            head = _http(family, (probe, 80),
+                         f"GET / HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
+            if _status(head) != (403, "domain_not_allowed"):
+                raise SandboxError(f"HTTP to {probe}:80 was not intercepted and denied "
+                                   f"(got {head[:60]!r})")
+
+        def connect_denied(family: int = family, proxy: str = proxy) -> None:
+            head = _http(family, (proxy, target.explicit_port),
+                         f"CONNECT {NAME}:443 HTTP/1.1\r\nHost: {NAME}:443\r\n\r\n".encode())
+            if _status(head)[0] != 403:
+                raise SandboxError(f"CONNECT {NAME}:443 was not denied by the proxy")
+
+        def ssh_refused(family: int = family, probe: str = probe) -> None:
+            _refused_tcp(family, (probe, 22))
+
+        def udp_fails(family: int = family, probe: str = probe) -> None:
+            _udp_fails(family, (probe, 53))
+
+        def nxdomain(family: int = family, proxy: str = proxy) -> None:
+            _nxdomain(family, (proxy, target.dns_port))
+
+        out += [
+            (f"proxy answers on {proxy}", health),
+            (f"HTTP to {probe}:80 is intercepted and denied", intercepted),
+            (f"CONNECT to a name not allowed is denied ({proxy})", connect_denied),
+            (f"TCP to {probe}:22 is refused", ssh_refused),
+            (f"UDP to {probe}:53 fails", udp_fails),
+            (f"DNS for {NAME} is NXDOMAIN", nxdomain),
+        ]
+    return out
+
+
+def run_in_netns(netns_path: str, target: Target, timeout: float = 15.0) -> None:
+    """Run every check from inside the namespace; SandboxError names the first that failed."""
+    failure: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            _setns(netns_path)
+            for what, check in checks(target):
+                try:
+                    check()
+                except SandboxError as exc:
+                    raise SandboxError(f"self-test failed: {what}: {exc}") from exc
+                except OSError as exc:
+                    raise SandboxError(f"self-test failed: {what}: {exc}") from exc
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=body, name="awf-selftest", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise SandboxError(f"self-test did not finish within {timeout:g} s")
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, SandboxError):
+            raise exc
+        raise SandboxError(f"self-test failed: {exc!r}") from exc

@@ -1,0 +1,327 @@
+"""`awf run --backend netns` end to end: real namespaces, real nftables, a fake internet.
+
+Each probe below runs inside the sandbox as a real client (curl, dig, nc, python) against the
+wan namespace's servers. One awf run executes a batch of probes and reports their results as
+JSON, and each probe is asserted in its own test; behaviour that needs its own run (exit codes,
+signals, timeouts, a dying proxy, many runs in a row) gets its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import wan as wanmod
+from tests.support.needs import need_root
+
+pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
+
+POLICY = (
+    "--allow-domains", "allowed.test",
+    "--resolve", f"allowed.test={wanmod.V4}", "--resolve", f"allowed.test={wanmod.V6}",
+    "--resolve", f"api.allowed.test={wanmod.V4}",
+    "--resolve", f"other.test={wanmod.V4}",
+    "--allow-ports", "8080",
+)
+
+
+def awf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns", *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
+    need_root()
+    wanmod.reap()
+    w = wanmod.start(tmp_path_factory.mktemp("wan"))
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+PROBES = r'''
+import json, socket, subprocess, sys
+ca = sys.argv[1]
+def run(*cmd, timeout=20):
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return {"rc": p.returncode, "out": p.stdout[-400:], "err": p.stderr[-400:]}
+    except subprocess.TimeoutExpired:
+        return {"rc": "timeout", "out": "", "err": ""}
+def udp(addr, port, family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(2)
+    try:
+        s.connect((addr, port)); s.send(b"x" * 12); s.recv(100); return "answered"
+    except OSError as e:
+        return type(e).__name__
+C = ["curl", "-sS", "-m", "8"]
+r = {
+ "proxy_http": run(*C, "http://allowed.test/"),
+ "proxy_https": run(*C, "--cacert", ca, "https://allowed.test/"),
+ "proxy_subdomain": run(*C, "http://api.allowed.test/"),
+ "proxy_allowed_port": run(*C, "http://allowed.test:8080/"),
+ "proxy_denied": run(*C, "-o", "/dev/null", "-w", "%{http_code}", "http://other.test/"),
+ "proxy_denied_https": run(*C, "https://other.test/"),
+ "transparent_http": run(*C, "--noproxy", "*", "http://allowed.test/"),
+ "transparent_https": run(*C, "--noproxy", "*", "--cacert", ca, "https://allowed.test/"),
+ "transparent_http_v6": run(*C, "-6", "--noproxy", "*", "http://allowed.test/"),
+ "transparent_https_v6": run(*C, "-6", "--noproxy", "*", "--cacert", ca, "https://allowed.test/"),
+ "transparent_denied": run(*C, "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+                           "--resolve", "other.test:80:198.51.100.10", "http://other.test/"),
+ "transparent_denied_sni": run(*C, "--noproxy", "*", "--cacert", ca, "--resolve",
+                               "other.test:443:198.51.100.10", "https://other.test/"),
+ "ip_literal": run(*C, "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+                   "http://198.51.100.10/"),
+ "ip_literal_v6": run(*C, "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+                      "http://[2001:db8:100::10]/"),
+ "ip_literal_tls": run(*C, "--noproxy", "*", "-k", "https://198.51.100.10/"),
+ "dns_allowed": run("dig", "+short", "+time=2", "+tries=1", "allowed.test"),
+ "dns_allowed_aaaa": run("dig", "+short", "+time=2", "+tries=1", "AAAA", "allowed.test"),
+ "dns_denied_name": run("dig", "+time=2", "+tries=1", "other-not-allowed.test"),
+ "dns_other_resolver": run("dig", "+time=2", "+tries=1", "@198.51.100.53", "allowed.test"),
+ "dns_other_resolver_tcp": run("dig", "+tcp", "+time=2", "+tries=1", "@198.51.100.53",
+                               "allowed.test"),
+ "dns_other_resolver_v6": run("dig", "+time=2", "+tries=1", "@2001:db8:100::53", "allowed.test"),
+ "tcp22": run("nc", "-z", "-w", "3", "198.51.100.10", "22"),
+ "tcp22_v6": run("nc", "-z", "-w", "3", "2001:db8:100::10", "22"),
+ "connect_port22": run(*C, "-p", "-o", "/dev/null", "-w", "%{http_code}",
+                       "http://allowed.test:22/"),
+ "udp_out": udp("198.51.100.10", 9999),
+ "udp_out_v6": udp("2001:db8:100::10", 9999, socket.AF_INET6),
+ "nft_flush": run("nft", "flush", "ruleset"),
+ "route_del": run("ip", "route", "del", "default"),
+ "route_del_v6": run("ip", "-6", "route", "del", "default"),
+ "link_down": run("ip", "link", "set", "eth0", "down"),
+ "still_blocked_after_tampering": run("nc", "-z", "-w", "3", "198.51.100.10", "22"),
+ "still_working_after_tampering": run(*C, "http://allowed.test/"),
+ "caps": run("grep", "-E", "^(CapEff|CapBnd|NoNewPrivs)", "/proc/self/status"),
+}
+print("PROBES " + json.dumps(r))
+'''
+
+
+@pytest.fixture(scope="module")
+def probes(wan: wanmod.Wan,
+           tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    script = tmp_path_factory.mktemp("probes") / "probes.py"
+    script.write_text(PROBES)
+    os.chmod(script.parent, 0o755)
+    os.chmod(script, 0o644)
+    done = awf(*POLICY, "--", sys.executable, str(script), str(wan.ca_pem), timeout=240)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PROBES ")), None)
+    assert line, f"no probe output; exit {done.returncode}; stderr: {done.stderr[-2000:]}"
+    results: dict[str, dict[str, object]] = json.loads(line[len("PROBES "):])
+    return results
+
+
+def ok(p: dict[str, object]) -> bool:
+    return p["rc"] == 0
+
+
+@pytest.mark.parametrize("name", ["proxy_http", "proxy_subdomain", "proxy_allowed_port",
+                                  "transparent_http", "transparent_http_v6"])
+def test_allowed_http_works(probes: dict[str, dict[str, object]], name: str) -> None:
+    assert ok(probes[name]), probes[name]
+    assert "hello" in str(probes[name]["out"])
+
+
+@pytest.mark.parametrize("name", ["proxy_https", "transparent_https", "transparent_https_v6"])
+def test_allowed_https_works_end_to_end(probes: dict[str, dict[str, object]], name: str) -> None:
+    assert ok(probes[name]), probes[name]
+    assert "hello allowed.test" in str(probes[name]["out"])
+
+
+@pytest.mark.parametrize("name", ["proxy_denied", "transparent_denied", "ip_literal",
+                                  "ip_literal_v6", "connect_port22"])
+def test_denied_http_gets_403(probes: dict[str, dict[str, object]], name: str) -> None:
+    assert "403" in str(probes[name]["out"]) + str(probes[name]["err"]), probes[name]
+
+
+@pytest.mark.parametrize("name", ["proxy_denied_https", "transparent_denied_sni",
+                                  "ip_literal_tls"])
+def test_denied_tls_fails(probes: dict[str, dict[str, object]], name: str) -> None:
+    assert not ok(probes[name]), probes[name]
+    assert "hello" not in str(probes[name]["out"])
+
+
+def test_dns_answers_allowed_names(probes: dict[str, dict[str, object]]) -> None:
+    assert str(probes["dns_allowed"]["out"]).split() == [wanmod.V4]
+    assert str(probes["dns_allowed_aaaa"]["out"]).split() == [wanmod.V6]
+
+
+def test_dns_for_names_not_allowed_is_nxdomain(probes: dict[str, dict[str, object]]) -> None:
+    assert "NXDOMAIN" in str(probes["dns_denied_name"]["out"]), probes["dns_denied_name"]
+
+
+@pytest.mark.parametrize("name", ["dns_other_resolver", "dns_other_resolver_tcp",
+                                  "dns_other_resolver_v6"])
+def test_dns_to_another_resolver_fails(probes: dict[str, dict[str, object]],
+                                       wan: wanmod.Wan, name: str) -> None:
+    assert not ok(probes[name]) or "ANSWER SECTION" not in str(probes[name]["out"]), probes[name]
+    assert wan.counts()["dns"] == 0  # the wan's resolver never saw a query
+
+
+@pytest.mark.parametrize("name", ["tcp22", "tcp22_v6", "still_blocked_after_tampering"])
+def test_tcp_22_is_refused(probes: dict[str, dict[str, object]], wan: wanmod.Wan,
+                           name: str) -> None:
+    assert not ok(probes[name]), probes[name]
+    assert wan.counts()["tcp22"] == 0
+
+
+@pytest.mark.parametrize("name", ["udp_out", "udp_out_v6"])
+def test_udp_out_fails_at_once(probes: dict[str, object], name: str) -> None:
+    assert probes[name] in ("ConnectionRefusedError", "PermissionError", "OSError"), probes[name]
+
+
+@pytest.mark.parametrize("name", ["nft_flush", "route_del", "route_del_v6", "link_down"])
+def test_command_cannot_change_rules_or_routes(probes: dict[str, dict[str, object]],
+                                               name: str) -> None:
+    assert not ok(probes[name]), probes[name]
+
+
+def test_tampering_changed_nothing(probes: dict[str, dict[str, object]]) -> None:
+    assert ok(probes["still_working_after_tampering"])
+
+
+def test_command_has_no_capabilities(probes: dict[str, dict[str, object]]) -> None:
+    status = dict(line.split(":\t") for line in str(probes["caps"]["out"]).splitlines())
+    assert int(status["CapEff"], 16) == 0
+    assert int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+
+
+# -- exit codes, signals, timeouts, failure ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "code"), [
+    (["true"], 0), (["false"], 1), (["bash", "-c", "exit 42"], 42), (["exit 7"], 7),
+    (["nonexistent-command-xyz"], 127), (["bash", "-c", "kill -TERM $$"], 143),
+])
+def test_exit_code_is_propagated(wan: wanmod.Wan, command: list[str], code: int) -> None:
+    done = awf(*POLICY, "--", *command)
+    assert done.returncode == code, done.stderr
+
+
+def test_stdout_is_the_commands(wan: wanmod.Wan) -> None:
+    done = awf(*POLICY, "--", "printf", "a b\\n")
+    assert done.stdout == "a b\n"
+    assert "[awf]" in done.stderr
+    assert "logs:" in done.stderr
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_to_awf_stops_and_cleans_up(wan: wanmod.Wan, sig: int, code: int) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                             *POLICY, "--", "bash", "-c", "echo started; sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(sig)
+    assert proc.wait(30) == code
+    assert_no_leftovers()
+
+
+def test_agent_timeout_is_124(wan: wanmod.Wan) -> None:
+    t0 = time.monotonic()
+    done = awf(*POLICY, "--agent-timeout", "0.02", "--", "sleep", "60")
+    assert done.returncode == 124, done.stderr
+    assert time.monotonic() - t0 < 30
+
+
+def test_proxy_death_stops_the_command_and_exits_125(wan: wanmod.Wan) -> None:
+    script = ("echo started; for i in $(seq 100); do "
+              "curl -s -m 2 http://allowed.test/ >/dev/null || echo FAILED; sleep 0.2; done")
+    proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                             *POLICY, "--", "bash", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    proxies = [p for p in _pids_with(b"proxy.main") if _ppid(p) == proc.pid]
+    assert len(proxies) == 1
+    os.kill(proxies[0], signal.SIGKILL)
+    assert proc.wait(30) == 125
+    err = proc.stderr.read() if proc.stderr is not None else ""
+    assert "awf-proxy died" in err
+    assert_no_leftovers()
+
+
+def test_fifty_runs_some_killed_leave_nothing_behind(wan: wanmod.Wan) -> None:
+    runs = 50
+    for i in range(runs):
+        if i % 5 == 4:  # kill -9 awf mid-run: the proxy and the command die with it
+            proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend",
+                                     "netns", *POLICY, "--", "bash", "-c",
+                                     "echo started; sleep 60"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "started"
+            proc.kill()
+            proc.wait(10)
+        else:
+            assert awf(*POLICY, "--", "true").returncode == 0
+    _wait_gone(lambda: [p for p in _pids_with(b"proxy.main") if b"awf-logs-" in _cmdline(p)])
+    _wait_gone(lambda: [p for p in _pids_with(b"sleep\x0060")])
+    cleanup = subprocess.run([sys.executable, "-m", "awf.cli", "cleanup"], capture_output=True,
+                             text=True, timeout=60, check=False)
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert_no_leftovers()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def assert_no_leftovers() -> None:
+    spaces = [n for n in os.listdir("/run/netns") if n.startswith("awf-")] \
+        if os.path.isdir("/run/netns") else []
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                           check=True).stdout
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True,
+                            check=True).stdout
+    from awf import leftovers
+
+    live = [n for n in spaces if leftovers.alive(n[len("awf-"):])]
+    assert [n for n in spaces if n not in live] == []
+    assert [ln for ln in links.splitlines() if ": awf-" in ln and not any(
+        r[len("awf-"):] in ln for r in live)] == []
+    assert [ln for ln in tables.splitlines() if "awf_" in ln] == []
+    assert not list(Path("/etc/netns").glob("awf-*")) if Path("/etc/netns").exists() else True
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _ppid(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _pids_with(needle: bytes) -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and needle in _cmdline(int(d))]
+
+
+def _wait_gone(find: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = find()  # type: ignore[operator]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"processes left behind: {left}")
+        time.sleep(0.1)
