@@ -1,0 +1,378 @@
+"""The netns backend's plumbing: one agent namespace joined to the host by a veth pair.
+
+pyroute2 does namespaces, links, addresses and routes; nft is ``netfilter.apply``'s job.
+
+``create`` works from one short-lived thread, because ``unshare``/``setns`` of the network
+namespace only change the calling thread: the thread opens a netlink socket in the host
+namespace, ``unshare(CLONE_NEWNET)``s, bind-mounts ``/proc/thread-self/ns/net`` on
+``/run/netns/NAME`` (what ``ip netns add`` does), sets the namespace's sysctls (``/proc/sys/net``
+shows the namespace of the thread that opens it), opens a second netlink socket there and creates
+the veth pair from inside with its peer in the host namespace. A socket keeps the namespace it
+was created in, so from then on the thread drives both sides; it ``setns``es back only to write
+the host end's sysctls. No fork, no ``ip`` processes: the whole create takes a few ms, most of it
+the kernel building the namespace. The caller's threads never change namespace.
+
+IPv6 addresses get ``IFA_F_NODAD`` and the namespace ``accept_dad=0``: the link has exactly two
+ends, so duplicate detection can only delay the first packet. Router advertisements and
+autoconfiguration are off in the namespace (a route must come only from us), and the host end has
+IPv4 forwarding and redirects off (``nft``'s forward chain drops the agent's traffic too).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import (
+    IPv4Interface,
+    IPv4Network,
+    IPv6Interface,
+    IPv6Network,
+    ip_network,
+)
+
+from pyroute2 import IPRoute
+from pyroute2 import netns as pr_netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from awf.errors import SandboxError
+
+NETNS_DIR = "/run/netns"
+PREFIX = "awf-"
+CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02
+IFNAMSIZ = 15  # usable characters
+_RUN = re.compile(r"[a-z0-9][a-z0-9-]{0,9}")  # "awf-" + run + "h" fits IFNAMSIZ
+CREATE_TIMEOUT = 10.0
+
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLink:
+    """One agent namespace and its veth pair: the host end is the agent's only next hop."""
+
+    run: str
+    netns: str  # awf-<run>
+    host_if: str  # awf-<run>h, in the host namespace
+    agent_if: str  # in the agent namespace
+    host_v4: IPv4Interface
+    agent_v4: IPv4Interface
+    host_v6: IPv6Interface | None
+    agent_v6: IPv6Interface | None
+
+    def __post_init__(self) -> None:
+        check_run(self.run)
+        for name in (self.host_if, self.agent_if):
+            if not 1 <= len(name) <= IFNAMSIZ or "/" in name or name in (".", ".."):
+                raise SandboxError(f"interface name {name!r} is not valid (1 to {IFNAMSIZ} "
+                                   "characters, no '/')")
+        if self.host_v4.network != self.agent_v4.network or self.host_v4 == self.agent_v4:
+            raise SandboxError(f"veth addresses {self.host_v4} and {self.agent_v4} must be "
+                               "two different addresses of one subnet")
+        if (self.host_v6 is None) != (self.agent_v6 is None):
+            raise SandboxError("give IPv6 addresses for both ends of the veth or for neither")
+        if (self.host_v6 is not None and self.agent_v6 is not None
+                and (self.host_v6.network != self.agent_v6.network
+                     or self.host_v6 == self.agent_v6)):
+            raise SandboxError(f"veth addresses {self.host_v6} and {self.agent_v6} must be "
+                               "two different addresses of one subnet")
+
+    @classmethod
+    def for_run(cls, run: str, net_v4: IPv4Network, net_v6: IPv6Network | None,
+                *, agent_if: str = "eth0") -> AgentLink:
+        """Names from the run id; the host end takes the subnet's first address, the agent
+        the second."""
+        check_run(run)
+        hosts4 = list(net_v4.hosts())
+        if len(hosts4) < 2:
+            raise SandboxError(f"subnet {net_v4} has fewer than two host addresses")
+        host_v6 = agent_v6 = None
+        if net_v6 is not None:
+            if net_v6.num_addresses < 4:
+                raise SandboxError(f"subnet {net_v6} is smaller than a /126")
+            base = net_v6.network_address
+            host_v6 = IPv6Interface((base + 1, net_v6.prefixlen))
+            agent_v6 = IPv6Interface((base + 2, net_v6.prefixlen))
+        return cls(run=run, netns=f"{PREFIX}{run}", host_if=f"{PREFIX}{run}h",
+                   agent_if=agent_if,
+                   host_v4=IPv4Interface((hosts4[0], net_v4.prefixlen)),
+                   agent_v4=IPv4Interface((hosts4[1], net_v4.prefixlen)),
+                   host_v6=host_v6, agent_v6=agent_v6)
+
+
+def check_run(run: str) -> None:
+    if not isinstance(run, str) or not _RUN.fullmatch(run):
+        raise SandboxError(f"run id {run!r} is not valid; use 1 to 10 lowercase letters, "
+                           "digits or '-' so 'awf-<run>h' fits in 15 characters")
+
+
+# --- subnet choice ---------------------------------------------------------------------------
+
+
+def pick_subnet(run: str, taken: Iterable[Network], pool_v4: IPv4Network,
+                pool_v6: IPv6Network) -> tuple[IPv4Network, IPv6Network]:
+    """The first /30 of ``pool_v4`` (with the /126 at the same index of ``pool_v6``) that
+    overlaps nothing in ``taken``. The search starts at an index hashed from ``run``, so
+    concurrent runs rarely try the same one; it wraps around once at most."""
+    if pool_v4.prefixlen > 30 or pool_v6.prefixlen > 126:
+        raise SandboxError(f"subnet pools {pool_v4} and {pool_v6} are smaller than a /30 "
+                           "and a /126")
+    taken4 = [n for n in taken if isinstance(n, IPv4Network)]
+    taken6 = [n for n in taken if isinstance(n, IPv6Network)]
+    count = min(2 ** (30 - pool_v4.prefixlen), 2 ** min(126 - pool_v6.prefixlen, 62))
+    start = int.from_bytes(hashlib.sha256(run.encode()).digest()[:8], "big") % count
+    base4, base6 = int(pool_v4.network_address), int(pool_v6.network_address)
+    for step in range(count):
+        i = (start + step) % count
+        v4 = IPv4Network((base4 + 4 * i, 30))
+        v6 = IPv6Network((base6 + 4 * i, 126))
+        if not any(v4.overlaps(t) for t in taken4) and not any(v6.overlaps(t) for t in taken6):
+            return v4, v6
+    raise SandboxError(f"every /30 of {pool_v4} (or /126 of {pool_v6}) overlaps a host "
+                       "address or route; pass another --subnet-pool")
+
+
+def host_networks() -> list[Network]:
+    """Every address and every route (all tables) of the host namespace, but default routes."""
+    nets: list[Network] = []
+    try:
+        with IPRoute() as ipr:
+            for msg in ipr.addr("dump"):
+                addr, plen = msg.get("address") or msg.get("local"), msg["prefixlen"]
+                if addr:
+                    nets.append(ip_network(f"{addr}/{plen}", strict=False))
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for msg in ipr.route("dump", family=family):
+                    dst, plen = msg.get("dst"), msg["dst_len"]
+                    if dst and plen:
+                        nets.append(ip_network(f"{dst}/{plen}", strict=False))
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot read the host's addresses and routes: {exc}") from exc
+    return nets
+
+
+def choose_subnet(run: str, pool_v4: str = "10.213.0.0/16",
+                  pool_v6: str = "fd61:7766:1::/48") -> tuple[IPv4Network, IPv6Network]:
+    """A /30 and a /126 for ``run`` that overlap no host address or route."""
+    try:
+        p4, p6 = IPv4Network(pool_v4), IPv6Network(pool_v6)
+    except ValueError as exc:
+        raise SandboxError(f"subnet pool {pool_v4!r}/{pool_v6!r} is not valid: {exc}") from exc
+    return pick_subnet(run, host_networks(), p4, p6)
+
+
+# --- create / destroy ------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare_net() -> None:
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def _sysctl(path: str, value: str) -> None:
+    with open(f"/proc/sys/net/{path}", "w", encoding="ascii") as f:
+        f.write(value)
+
+
+def _agent_sysctls(ipv6: bool) -> None:
+    """In the agent namespace, before its veth end exists (``default`` applies to it)."""
+    for scope in ("all", "default"):
+        if ipv6:
+            for key, value in (("accept_ra", "0"), ("autoconf", "0"), ("accept_dad", "0"),
+                               ("dad_transmits", "0"), ("accept_redirects", "0"),
+                               ("router_solicitations", "0"), ("use_tempaddr", "0")):
+                _sysctl(f"ipv6/conf/{scope}/{key}", value)
+        else:
+            _sysctl(f"ipv6/conf/{scope}/disable_ipv6", "1")
+        _sysctl(f"ipv4/conf/{scope}/accept_redirects", "0")
+    if not ipv6:
+        _sysctl("ipv6/conf/lo/disable_ipv6", "1")
+
+
+def _host_sysctls(link: AgentLink) -> None:
+    """On the host end: never forward for the agent, no redirects, strict reverse path."""
+    name = link.host_if
+    _sysctl(f"ipv4/conf/{name}/forwarding", "0")
+    _sysctl(f"ipv4/conf/{name}/send_redirects", "0")
+    _sysctl(f"ipv4/conf/{name}/accept_redirects", "0")
+    _sysctl(f"ipv4/conf/{name}/rp_filter", "1")
+    if link.host_v6 is None:
+        _sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+    else:
+        for key in ("accept_ra", "autoconf", "accept_dad", "accept_redirects"):
+            _sysctl(f"ipv6/conf/{name}/{key}", "0")
+
+
+@dataclass(slots=True)
+class _Progress:
+    """What ``create`` has made so far, for the rollback."""
+
+    mounted: bool = False
+    veth: bool = False
+
+
+def _build(link: AgentLink, progress: _Progress) -> None:
+    """The body of ``create``; runs in its own thread (see the module docstring)."""
+    ipv6 = link.host_v6 is not None and link.agent_v6 is not None
+    host_ns = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with IPRoute() as host:
+            _unshare_net()
+            pr_netns.attach(link.netns, "thread-self")  # bind-mount this thread's new netns
+            progress.mounted = True
+            _agent_sysctls(ipv6)
+            with IPRoute() as inner:
+                inner.link("set", index=socket.if_nametoindex("lo"), state="up")
+                inner.link("add", ifname=link.agent_if, kind="veth",
+                           peer={"ifname": link.host_if, "net_ns_fd": host_ns})
+                progress.veth = True
+                aidx = socket.if_nametoindex(link.agent_if)  # asks this thread's netns
+                _setns(host_ns)  # the rest of the thread's life is in the host namespace
+                hidx = socket.if_nametoindex(link.host_if)
+                _host_sysctls(link)
+                host.addr("add", index=hidx, address=str(link.host_v4.ip),
+                          prefixlen=link.host_v4.network.prefixlen)
+                inner.addr("add", index=aidx, address=str(link.agent_v4.ip),
+                           prefixlen=link.agent_v4.network.prefixlen)
+                if ipv6 and link.host_v6 is not None and link.agent_v6 is not None:
+                    host.addr("add", index=hidx, address=str(link.host_v6.ip),
+                              prefixlen=link.host_v6.network.prefixlen, flags=IFA_F_NODAD)
+                    inner.addr("add", index=aidx, address=str(link.agent_v6.ip),
+                               prefixlen=link.agent_v6.network.prefixlen, flags=IFA_F_NODAD)
+                host.link("set", index=hidx, state="up")
+                inner.link("set", index=aidx, state="up")
+                inner.route("add", dst="0.0.0.0/0", gateway=str(link.host_v4.ip), oif=aidx)
+                if ipv6 and link.host_v6 is not None:
+                    inner.route("add", family=socket.AF_INET6, dst="::/0",
+                                gateway=str(link.host_v6.ip), oif=aidx)
+    finally:
+        os.close(host_ns)
+
+
+def _in_thread(func: Callable[[], None], what: str) -> None:
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            func()
+        except BaseException as exc:  # handed to the caller's thread below
+            errors.append(exc)
+
+    worker = threading.Thread(target=body, name=f"awf-netns-{what}", daemon=True)
+    worker.start()
+    worker.join(CREATE_TIMEOUT)
+    if worker.is_alive():
+        raise SandboxError(f"{what} did not finish in {CREATE_TIMEOUT:g} s")
+    if errors:
+        raise errors[0]
+
+
+def create(link: AgentLink) -> None:
+    """Make the namespace, the veth pair, addresses, routes and sysctls of ``link``; on any
+    failure remove what was made and raise ``SandboxError``."""
+    if os.path.exists(f"{NETNS_DIR}/{link.netns}"):
+        raise SandboxError(f"network namespace {link.netns!r} already exists; a run with id "
+                           f"{link.run!r} is alive or crashed (try 'awf cleanup')")
+    progress = _Progress()
+    try:
+        _in_thread(lambda: _build(link, progress), f"create {link.netns}")
+    except BaseException as exc:
+        cleanup_errors = _rollback(link, progress)
+        if not isinstance(exc, OSError | NetlinkError | SandboxError):
+            raise  # a bug: still roll back, but do not disguise it
+        extra = f" (rollback also failed: {cleanup_errors})" if cleanup_errors else ""
+        reason = str(exc)
+        if isinstance(exc, NetlinkError) and exc.code == errno.EEXIST:
+            reason += f" (does an interface {link.host_if!r} exist already?)"
+        raise SandboxError(f"cannot create network namespace {link.netns!r} and veth "
+                           f"{link.host_if!r}: {reason}; needs root (CAP_NET_ADMIN and "
+                           f"CAP_SYS_ADMIN){extra}") from exc
+
+
+def _rollback(link: AgentLink, progress: _Progress) -> str:
+    problems = []
+    if progress.veth:
+        try:
+            _delete_link(link.host_if)
+        except (OSError, NetlinkError) as exc:
+            problems.append(f"delete {link.host_if!r}: {exc}")
+    if progress.mounted or os.path.exists(f"{NETNS_DIR}/{link.netns}"):
+        try:
+            _remove_netns(link.netns)
+        except OSError as exc:
+            problems.append(f"remove {link.netns!r}: {exc}")
+    return "; ".join(problems)
+
+
+def _delete_link(name: str) -> bool:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            return False
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise
+    return True
+
+
+def _remove_netns(name: str) -> bool:
+    path = f"{NETNS_DIR}/{name}"
+    if not os.path.exists(path):
+        return False
+    pr_netns.remove(name)  # umount2(MNT_DETACH) + unlink
+    return True
+
+
+def destroy(link_or_run: AgentLink | str) -> None:
+    """Delete the host end of the veth (which deletes the pair, synchronously) and the
+    namespace. Idempotent: what is already gone is fine."""
+    if isinstance(link_or_run, AgentLink):
+        host_if, ns = link_or_run.host_if, link_or_run.netns
+    else:
+        check_run(link_or_run)
+        host_if, ns = f"{PREFIX}{link_or_run}h", f"{PREFIX}{link_or_run}"
+    try:
+        _delete_link(host_if)
+        _remove_netns(ns)
+    except FileNotFoundError:
+        pass  # removed between the check and the unlink: gone is what we want
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot remove network namespace {ns!r} or veth {host_if!r}: "
+                           f"{exc}; needs root") from exc
+
+
+def leftovers(prefix: str = PREFIX) -> list[str]:
+    """Names of namespaces (in ``/run/netns``) and host links starting with ``prefix``."""
+    names: set[str] = set()
+    try:
+        names.update(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        pass
+    try:
+        with IPRoute() as ipr:
+            for msg in ipr.link("dump"):
+                name = msg.get("ifname")
+                if isinstance(name, str) and name.startswith(prefix):
+                    names.add(name)
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot list host links: {exc}") from exc
+    return sorted(names)
