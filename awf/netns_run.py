@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
@@ -36,6 +37,7 @@ from types import FrameType
 from awf import __version__, leftovers
 from awf.config import RunConfig
 from awf.errors import AwfError, SandboxError
+from awf.proxy_child import ProxyChild
 from awf.selftest import NAME as SELFTEST_NAME
 from awf.selftest import Target, run_in_netns
 from netfilter import apply as nft
@@ -62,7 +64,7 @@ class Run:
     t0: float
     timings: dict[str, float] = field(default_factory=dict)
     link: netns.AgentLink | None = None
-    proxy: subprocess.Popen[bytes] | None = None
+    proxy: ProxyChild | None = None
     agent: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
     error: str | None = None
@@ -111,18 +113,14 @@ def _proxy_argv(run: Run, link: netns.AgentLink) -> list[str]:
     for a in addrs:
         listen += ["--dns-listen", f"{a}:{DNS_PORT}"]
     return [
-        "setpriv", "--pdeathsig", "TERM", "--",
-        sys.executable, "-m", "proxy.main", *listen,
-        "--log-dir", str(run.logs), "--drain-timeout", "1",
+        *listen, "--log-dir", str(run.logs), "--drain-timeout", "1",
         "--log-level", run.cfg.log_level, *run.cfg.proxy_args,
     ]
 
 
-def _wait_listening(proc: subprocess.Popen[bytes], want: int) -> None:
+def _wait_listening(proc: ProxyChild, want: int) -> None:
     """Readiness from the proxy's own lines; never a fixed sleep."""
-    if proc.stderr is None:
-        raise SandboxError("awf-proxy was started without a stderr pipe")
-    fd = proc.stderr.fileno()
+    fd = proc.stderr_fd
     seen: list[str] = []
     buf = b""
     ready = 0
@@ -137,7 +135,7 @@ def _wait_listening(proc: subprocess.Popen[bytes], want: int) -> None:
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
-            proc.wait()
+            proc.wait(5)
             raise SandboxError(f"awf-proxy exited with status {proc.returncode} before it was "
                                f"ready: {' | '.join(seen[-5:]) or 'no output'}")
         buf += chunk
@@ -208,17 +206,6 @@ def _exit_status(code: int) -> int:
     return 128 - code if code < 0 else code
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def _stop_agent(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
     """SIGTERM to the namespace's init (tini passes it to the command's process group), then
     SIGKILL to the whole namespace."""
@@ -271,6 +258,7 @@ def run_netns(cfg: RunConfig) -> int:
                                "util-linux tini")
     run_id = secrets.token_hex(4)
     run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), t0=t0)
+    run.proxy = ProxyChild.fork()  # first, while awf has no other thread
     leftovers.register(run_id)
     received: list[int] = []
 
@@ -318,13 +306,11 @@ def _run(run: Run) -> int:
     servers = [str(link.host_v4.ip)] + ([str(link.host_v6.ip)] if link.host_v6 else [])
     (etc / "resolv.conf").write_text("".join(f"nameserver {s}\n" for s in servers)
                                      + "options timeout:2 attempts:2\n")
-    run.proxy = subprocess.Popen(_proxy_argv(run, link), stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if run.proxy is None:
+        raise SandboxError("awf-proxy was not forked")
+    run.proxy.launch(_proxy_argv(run, link))
     side, agent = _rulesets(run, link)
-    nft.apply(side)
-    nft.apply(agent, netns=link.netns)
-    nft.verify(side)
-    nft.verify(agent, netns=link.netns)
+    _apply_both(side, agent, link.netns)
     (run.logs / "proxy.nft").write_text(side.render())
     (run.logs / "agent.nft").write_text(agent.render())
     run.mark("rules")
@@ -341,7 +327,28 @@ def _run(run: Run) -> int:
     return _wait_agent(run, run.agent, run.proxy)
 
 
-def _wait_agent(run: Run, agent: subprocess.Popen[bytes], proxy: subprocess.Popen[bytes]) -> int:
+def _apply_both(side: ProxySideRuleset, agent: AgentRuleset, agent_netns: str) -> None:
+    """Apply and verify the two tables at once: one nft transaction per namespace each."""
+    failures: list[AwfError] = []
+
+    def one(ruleset: ProxySideRuleset | AgentRuleset, where: str | None) -> None:
+        try:
+            nft.apply(ruleset, netns=where)
+            nft.verify(ruleset, netns=where)
+        except AwfError as exc:
+            failures.append(exc)
+
+    helper = threading.Thread(target=one, args=(agent, agent_netns), name="awf-nft-agent")
+    helper.start()
+    one(side, None)
+    helper.join(30)
+    if helper.is_alive():
+        raise SandboxError("applying the agent's ruleset did not finish within 30 s")
+    if failures:
+        raise failures[0]
+
+
+def _wait_agent(run: Run, agent: subprocess.Popen[bytes], proxy: ProxyChild) -> int:
     deadline = (time.monotonic() + run.cfg.agent_timeout) if run.cfg.agent_timeout else None
     while True:
         try:
@@ -368,7 +375,8 @@ def _teardown(run: Run) -> None:
             (run.logs / "l3-drops.json").write_text(json.dumps(drops, indent=1) + "\n")
         except AwfError:
             pass
-    _stop(run.proxy, 3)
+    if run.proxy is not None:
+        run.proxy.stop(3)
     cleanup_run(run.run, link)
     for f in run.logs.glob("*"):
         try:

@@ -246,7 +246,8 @@ def test_proxy_death_stops_the_command_and_exits_125(wan: wanmod.Wan) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
-    proxies = [p for p in _pids_with(b"proxy.main") if _ppid(p) == proc.pid]
+    # the proxy is a forked child of awf: same command line, parent awf
+    proxies = [p for p in _pids_with(b"awf.cli") if _ppid(p) == proc.pid]
     assert len(proxies) == 1
     os.kill(proxies[0], signal.SIGKILL)
     assert proc.wait(30) == 125
@@ -269,7 +270,7 @@ def test_fifty_runs_some_killed_leave_nothing_behind(wan: wanmod.Wan) -> None:
             proc.wait(10)
         else:
             assert awf(*POLICY, "--", "true").returncode == 0
-    _wait_gone(lambda: [p for p in _pids_with(b"proxy.main") if b"awf-logs-" in _cmdline(p)])
+    _wait_gone(lambda: [p for p in _pids_with(b"awf.cli\x00run") if p != os.getpid()])
     _wait_gone(lambda: [p for p in _pids_with(b"sleep\x0060")])
     cleanup = subprocess.run([sys.executable, "-m", "awf.cli", "cleanup"], capture_output=True,
                              text=True, timeout=60, check=False)

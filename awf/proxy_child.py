@@ -1,0 +1,126 @@
+"""awf-proxy as a forked child of awf, for fast starts.
+
+A fresh interpreter spends a few hundred milliseconds importing uvloop, dnspython and the proxy
+before it can listen. awf has imported all of that already, so it forks a child at the very
+start, before it makes any thread, and the child waits on a pipe for its argv (the listen
+addresses exist only once the namespace is made). The child dies with awf (PR_SET_PDEATHSIG) and
+writes its stderr, where the readiness lines are, to a pipe awf reads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+
+PR_SET_PDEATHSIG = 1
+
+
+class ProxyChild:
+    def __init__(self, pid: int, go_fd: int, err_fd: int) -> None:
+        self.pid = pid
+        self._go = go_fd
+        self.stderr_fd = err_fd
+        self.returncode: int | None = None
+
+    @classmethod
+    def fork(cls) -> ProxyChild:
+        import proxy.dnsfwd
+        import proxy.main
+        import proxy.transparent  # noqa: F401
+
+        go_r, go_w = os.pipe()
+        err_r, err_w = os.pipe()
+        parent = os.getpid()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 70
+            try:
+                os.close(go_w)
+                os.close(err_r)
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+                if os.getppid() != parent:
+                    os._exit(0)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_DFL)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                os.dup2(devnull, 0)
+                os.dup2(devnull, 1)
+                os.dup2(err_w, 2)
+                os.close(err_w)
+                chunks = []
+                while chunk := os.read(go_r, 65536):
+                    chunks.append(chunk)
+                os.close(go_r)
+                if chunks:
+                    from proxy.main import main
+
+                    code = main(json.loads(b"".join(chunks)))
+                else:
+                    code = 0  # awf gave up before launching us
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                try:
+                    sys.stderr.flush()
+                finally:
+                    os._exit(code)
+        os.close(go_r)
+        os.close(err_w)
+        return cls(pid, go_w, err_r)
+
+    def launch(self, argv: list[str]) -> None:
+        data = json.dumps(argv).encode()
+        view = memoryview(data)
+        while view:
+            n = os.write(self._go, view)
+            view = view[n:]
+        self._close_go()
+
+    def _close_go(self) -> None:
+        if self._go >= 0:
+            os.close(self._go)
+            self._go = -1
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+        return self.returncode
+
+    def signal(self, sig: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM (the proxy drains and flushes its log), then SIGKILL after `grace`."""
+        self._close_go()  # a child still waiting for its argv exits at once
+        if self.poll() is not None:
+            return
+        self.signal(signal.SIGTERM)
+        if self.wait(grace) is None:
+            self.signal(signal.SIGKILL)
+            self.wait(5)
+        try:
+            os.close(self.stderr_fd)
+        except OSError:
+            pass
