@@ -72,11 +72,17 @@ async def test_absolute_get_allowed_and_logged(proxy: ProxyProc, origin: Origin,
     assert resp.status == 200
     assert resp.body == b"s" * 100
     [rec] = await wait_log(tmp_path / "access.jsonl", 1)
-    assert rec["decision"] == "allow" and rec["reason"] is None
-    assert rec["mode"] == "explicit" and rec["method"] == "GET"
-    assert rec["host"] == ORIGIN and rec["port"] == origin.port and rec["url"] == url
-    assert rec["status"] == 200 and rec["bytes_down"] == 100
-    assert str(rec["ts"]).endswith("Z") and str(rec["client"]).startswith("127.0.0.1:")
+    assert rec["decision"] == "allow"
+    assert rec["reason"] is None
+    assert rec["mode"] == "explicit"
+    assert rec["method"] == "GET"
+    assert rec["host"] == ORIGIN
+    assert rec["port"] == origin.port
+    assert rec["url"] == url
+    assert rec["status"] == 200
+    assert rec["bytes_down"] == 100
+    assert str(rec["ts"]).endswith("Z")
+    assert str(rec["client"]).startswith("127.0.0.1:")
     for key in ("bytes_up", "duration_ms"):
         assert key in rec
 
@@ -98,10 +104,12 @@ async def test_keep_alive_checks_every_request(proxy: ProxyProc, origin: Origin)
         for _ in range(3):
             writer.write(get(f"http://{ORIGIN}:{origin.port}/small"))
             resp = await read_response(reader)
-            assert resp.status == 200 and len(resp.body) == 100
+            assert resp.status == 200
+            assert len(resp.body) == 100
         writer.write(get("http://example.com/"))
         resp = await read_response(reader)
-        assert resp.status == 403 and resp.reason == "domain_not_allowed"
+        assert resp.status == 403
+        assert resp.reason == "domain_not_allowed"
     finally:
         writer.close()
 
@@ -150,32 +158,38 @@ async def test_request_body_streams_chunked_and_sized(proxy: ProxyProc, origin: 
 
 async def test_chunked_response_passes_through(proxy: ProxyProc, origin: Origin) -> None:
     resp = await roundtrip(proxy.port, get(f"http://{ORIGIN}:{origin.port}/chunked/300000"))
-    assert resp.status == 200 and resp.body == b"x" * 300000
+    assert resp.status == 200
+    assert resp.body == b"x" * 300000
 
 
 async def test_until_close_response_then_connection_closes(proxy: ProxyProc) -> None:
-    async with raw_origin(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close") as o:
-        async with running_proxy(*policy_args(o.port)) as p:
-            resp = await roundtrip(p.port, get(f"http://{ORIGIN}:{o.port}/"))
-    assert resp.status == 200 and resp.body == b"until-close"
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil-close"
+    async with raw_origin(answer) as o, running_proxy(*policy_args(o.port)) as p:
+        resp = await roundtrip(p.port, get(f"http://{ORIGIN}:{o.port}/"))
+    assert resp.status == 200
+    assert resp.body == b"until-close"
     assert resp.headers.get("connection") == "close"
 
 
 async def test_connect_tunnel_relays_and_half_closes(proxy: ProxyProc, tmp_path: Path) -> None:
-    async with echo_origin() as echo:
-        async with running_proxy(*policy_args(echo.port), "--log-dir", str(tmp_path / "t")) as p:
-            reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
-            writer.write(connect(f"{ORIGIN}:{echo.port}") + b"early bytes|")
-            head = await reader.readuntil(b"\r\n\r\n")
-            assert head.startswith(b"HTTP/1.1 200 ")
-            writer.write(b"more")
-            writer.write_eof()  # half-close: the origin still answers
-            data = await asyncio.wait_for(reader.read(), 5)
-            assert data == b"early bytes|more<bye>"
-            writer.close()
-            [rec] = await wait_log(tmp_path / "t" / "access.jsonl", 1)
-    assert rec["method"] == "CONNECT" and rec["decision"] == "allow" and rec["status"] == 200
-    assert rec["bytes_up"] == len(b"early bytes|more") and rec["bytes_down"] == len(data)
+    log_dir = str(tmp_path / "t")
+    async with echo_origin() as echo, running_proxy(*policy_args(echo.port), "--log-dir",
+                                                   log_dir) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(connect(f"{ORIGIN}:{echo.port}") + b"early bytes|")
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        writer.write(b"more")
+        writer.write_eof()  # half-close: the origin still answers
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data == b"early bytes|more<bye>"
+        writer.close()
+        [rec] = await wait_log(tmp_path / "t" / "access.jsonl", 1)
+    assert rec["method"] == "CONNECT"
+    assert rec["decision"] == "allow"
+    assert rec["status"] == 200
+    assert rec["bytes_up"] == len(b"early bytes|more")
+    assert rec["bytes_down"] == len(data)
     assert "url" not in rec
 
 
@@ -193,7 +207,8 @@ async def test_connect_tls_end_to_end(tmp_path: Path) -> None:
         writer.write(f"GET /small HTTP/1.1\r\nHost: tls.test:{o.port}\r\n\r\n".encode())
         resp = await read_response(reader)
         writer.close()
-    assert resp.status == 200 and resp.body == b"s" * 100
+    assert resp.status == 200
+    assert resp.body == b"s" * 100
 
 
 async def test_healthz(proxy: ProxyProc) -> None:
@@ -202,7 +217,8 @@ async def test_healthz(proxy: ProxyProc) -> None:
     body = json.loads(resp.body)
     assert body["status"] == "ok"
     assert body["policy"]["allow"] >= 1
-    assert "connections" in body and "uptime_s" in body
+    assert "connections" in body
+    assert "uptime_s" in body
 
 
 # -- denials, in the order of contract §6 -----------------------------------------------------
@@ -250,7 +266,9 @@ async def test_denial_body_names_host_port_and_reason(proxy: ProxyProc) -> None:
     resp = await roundtrip(proxy.port, connect("example.com:443"))
     line = resp.body.decode()
     assert line.count("\n") == 1
-    assert "example.com" in line and "443" in line and "domain_not_allowed" in line
+    assert "example.com" in line
+    assert "443" in line
+    assert "domain_not_allowed" in line
 
 
 @pytest.mark.parametrize(
@@ -281,7 +299,8 @@ async def test_denied_address_without_allow_range(origin: Origin, tmp_path: Path
         resp = await roundtrip(p.port, get(f"http://{ORIGIN}:{origin.port}/small"))
         assert (resp.status, resp.reason) == (403, "denied_address")
         [rec] = await wait_log(tmp_path / "access.jsonl", 1)
-    assert rec["decision"] == "deny" and rec["reason"] == "denied_address"
+    assert rec["decision"] == "deny"
+    assert rec["reason"] == "denied_address"
     assert origin.seen == []  # no connection was made
 
 
@@ -321,7 +340,8 @@ async def test_dns_failure_is_502(tmp_path: Path) -> None:
     finally:
         sock.close()
     assert (resp.status, resp.reason) == (502, "dns_failure")
-    assert rec["decision"] == "allow" and rec["reason"] == "dns_failure"
+    assert rec["decision"] == "allow"
+    assert rec["reason"] == "dns_failure"
 
 
 async def test_connect_failed_is_502() -> None:
