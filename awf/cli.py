@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
-from awf.config import parse_run, version_text
+from awf.config import RunConfig, parse_run, version_text
 from awf.errors import AwfError, ConfigError
 
 USAGE = """usage: awf run [options] -- COMMAND [ARG...]
@@ -40,6 +41,20 @@ def _cleanup(argv: Sequence[str]) -> int:
     return 0
 
 
+def _run_netns(cfg: RunConfig, t0: float) -> int:
+    from awf.host_checks import check_netns_host
+    from awf.proxy_child import ProxyChild
+
+    check_netns_host()
+    proxy = ProxyChild.fork()  # before any thread; it imports the proxy on the other core
+    try:
+        from awf.netns_run import run_netns
+    except BaseException:
+        proxy.stop(1)
+        raise
+    return run_netns(cfg, proxy, t0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -55,12 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = args[1:]
         elif not (args[0].startswith("-")):
             raise ConfigError(f"unknown command {args[0]!r}; try: awf run -- COMMAND")
+        t0 = time.monotonic()
         cfg = parse_run(args)
         if cfg.backend == "docker":
-            raise ConfigError("--backend docker is not in this build yet; use --backend netns")
-        from awf.netns_run import run_netns
+            from containers.docker_run import run_docker
 
-        return run_netns(cfg)
+            return run_docker(cfg)
+        return _run_netns(cfg, t0)
     except AwfError as exc:
         print(f"awf: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -247,18 +247,10 @@ def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
     return removed
 
 
-def run_netns(cfg: RunConfig) -> int:
-    t0 = time.monotonic()
-    if os.geteuid() != 0:
-        raise SandboxError("awf run --backend netns needs root (network namespaces and nftables); "
-                           "run it with sudo")
-    for tool in ("nft", "ip", "setpriv", "unshare", "tini"):
-        if shutil.which(tool) is None:
-            raise SandboxError(f"{tool!r} is missing; apt-get install nftables iproute2 "
-                               "util-linux tini")
+def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
+    """Run the command; `proxy` was forked by the caller before anything else (see proxy_child)."""
     run_id = secrets.token_hex(4)
-    run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), t0=t0)
-    run.proxy = ProxyChild.fork()  # first, while awf has no other thread
+    run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), t0=t0, proxy=proxy)
     leftovers.register(run_id)
     received: list[int] = []
 

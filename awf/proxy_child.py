@@ -1,10 +1,11 @@
 """awf-proxy as a forked child of awf, for fast starts.
 
-A fresh interpreter spends a few hundred milliseconds importing uvloop, dnspython and the proxy
-before it can listen. awf has imported all of that already, so it forks a child at the very
-start, before it makes any thread, and the child waits on a pipe for its argv (the listen
-addresses exist only once the namespace is made). The child dies with awf (PR_SET_PDEATHSIG) and
-writes its stderr, where the readiness lines are, to a pipe awf reads.
+A fresh interpreter spends a few hundred milliseconds starting and importing uvloop, dnspython
+and the proxy before it can listen. awf forks a child right after parsing its flags, before it
+makes any thread; the child imports the proxy on the other core while awf builds the namespace,
+then waits on a pipe for its argv (the listen addresses exist only once the namespace is made).
+The child dies with awf (PR_SET_PDEATHSIG) and writes its stderr, where the readiness lines are,
+to a pipe awf reads.
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ class ProxyChild:
 
     @classmethod
     def fork(cls) -> ProxyChild:
-        import proxy.dnsfwd
-        import proxy.main
-        import proxy.transparent  # noqa: F401
-
         go_r, go_w = os.pipe()
         err_r, err_w = os.pipe()
         parent = os.getpid()
@@ -55,16 +52,16 @@ class ProxyChild:
                 os.dup2(devnull, 1)
                 os.dup2(err_w, 2)
                 os.close(err_w)
+                import proxy.dnsfwd
+                import proxy.main
+                import proxy.transparent
+
                 chunks = []
                 while chunk := os.read(go_r, 65536):
                     chunks.append(chunk)
                 os.close(go_r)
-                if chunks:
-                    from proxy.main import main
-
-                    code = main(json.loads(b"".join(chunks)))
-                else:
-                    code = 0  # awf gave up before launching us
+                # no argv: awf gave up before launching us
+                code = proxy.main.main(json.loads(b"".join(chunks))) if chunks else 0
             except BaseException:
                 traceback.print_exc()
             finally:

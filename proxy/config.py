@@ -19,7 +19,7 @@ from awf import __version__
 from awf.errors import ConfigError
 from proxy.addr import IPAddress
 from proxy.policy import Policy, parse_domain_list, parse_ports
-from proxy.resolver import parse_dns_servers, parse_resolve
+from proxy.resolve_flags import parse_dns_servers, parse_resolve
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 

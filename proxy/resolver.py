@@ -35,8 +35,10 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from awf.errors import AwfError, ConfigError, DnsFailure
-from proxy.hostnames import normalise_name
+from awf.errors import ConfigError, DnsFailure
+from proxy.resolve_flags import parse_dns_servers, parse_ip_text, parse_resolve
+
+__all__ = ["Lookup", "Outcome", "Resolver", "parse_dns_servers", "parse_resolve"]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -80,82 +82,6 @@ class _Family:
 class _Entry:
     lookup: Lookup
     expires: float
-
-
-def parse_resolve(spec: str) -> tuple[str, IPAddress]:
-    """Parse one `--resolve NAME=IP` value; the IP may be bracketed (`[::1]`)."""
-    name, sep, addr = spec.partition("=")
-    if not sep or not name.strip() or not addr.strip():
-        raise ConfigError(f"--resolve {spec!r}: expected NAME=IP, such as 'example.test=192.0.2.1'")
-    try:
-        host = normalise_name(name.strip())
-    except (AwfError, ValueError) as exc:
-        raise ConfigError(f"--resolve {spec!r}: {name.strip()!r} is not a valid hostname") from exc
-    text = addr.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    ip = _parse_ip(text)
-    if ip is None:
-        raise ConfigError(f"--resolve {spec!r}: {addr.strip()!r} is not an IPv4 or IPv6 address")
-    return host, ip
-
-
-def parse_dns_servers(spec: str) -> tuple[tuple[str, int], ...]:
-    """Parse `--dns-servers`: comma-separated IP, IP:PORT, [IPv6]:PORT or IPv6; port 53 default."""
-    servers: list[tuple[str, int]] = []
-    for raw in spec.split(","):
-        entry = raw.strip()
-        server = _parse_server(entry)
-        if server is None:
-            raise ConfigError(
-                f"--dns-servers: {entry!r} is not a server address; "
-                "use IP, IP:PORT or [IPv6]:PORT, "
-                "such as '1.1.1.1,127.0.0.1:5353,[2606:4700::1111]:53'"
-            )
-        if server not in servers:
-            servers.append(server)
-    return tuple(servers)
-
-
-def _parse_ip(text: str) -> IPAddress | None:
-    # Strict dotted-quad / RFC 4291 forms only; a zone id makes no sense for a server or an answer.
-    if "%" in text:
-        return None
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
-
-
-def _parse_port(text: str) -> int | None:
-    if not text.isascii() or not text.isdigit() or len(text) > 5:
-        return None
-    port = int(text)
-    return port if 1 <= port <= 65535 else None
-
-
-def _parse_server(entry: str) -> tuple[str, int] | None:
-    host, port = entry, 53
-    if entry.startswith("["):
-        close = entry.find("]")
-        if close < 0:
-            return None
-        host, rest = entry[1:close], entry[close + 1 :]
-        if rest:
-            if not rest.startswith(":") or (parsed := _parse_port(rest[1:])) is None:
-                return None
-            port = parsed
-        ip = _parse_ip(host)
-        return (str(ip), port) if isinstance(ip, ipaddress.IPv6Address) else None
-    if entry.count(":") == 1:
-        host, _, port_text = entry.partition(":")
-        if (parsed := _parse_port(port_text)) is None:
-            return None
-        port = parsed
-        ip = _parse_ip(host)
-        return (str(ip), port) if isinstance(ip, ipaddress.IPv4Address) else None
-    ip = _parse_ip(host)
-    return (str(ip), port) if ip is not None else None
 
 
 class Resolver:
@@ -260,7 +186,7 @@ class Resolver:
             return _Family(Outcome.NODATA)
         ips: list[IPAddress] = []
         for rdata in answer.rrset:
-            ip = _parse_ip(str(rdata.address))
+            ip = parse_ip_text(str(rdata.address))
             if ip is not None:
                 ips.append(ip)
         if not ips:
