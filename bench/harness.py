@@ -1,0 +1,585 @@
+"""Load benchmarks of awf-proxy against Squid, in one run, on this machine; writes RESULTS.md.
+
+Run through bench/run.sh (it installs squid, nginx, wrk and compiles bench/loadgen.c). Layout of
+a run: the harness and everything it starts for load (wrk, loadgen, the nginx origin) are pinned
+to CPU 0; each proxy under test is pinned to CPU 1 with taskset. Everything listens on 127.0.0.1
+and lives under one temp dir on /dev/shm (logs included), removed at the end; every process is
+stopped by its PID. Cases alternate the proxy order between repetitions to spread drift evenly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import cases, origin, report, squid
+from bench.cases import CaseError, Env, Sample
+from bench.report import AWF, SQUID
+from bench.services import Service, ServiceError, free_port
+from bench.stats import BenchParseError
+
+REPO = Path(__file__).resolve().parents[1]
+LOAD_CPU = 0
+PROXY_CPU = 1
+# What one measurement may raise; it marks that proxy's case failed, the run goes on.
+MEASURE_ERRORS = (CaseError, ServiceError, BenchParseError, OSError, subprocess.TimeoutExpired)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    quick: bool
+    reps: int
+    duration: float
+    warmup: float
+    conns: int
+    idle_sizes: tuple[int, ...]
+    bulk_deadline: float
+    cases: frozenset[str]
+
+
+def make_plan(quick: bool, reps: int | None, duration: float | None, only: str | None) -> Plan:
+    all_cases = frozenset({"a", "b", "b1", "c", "d", "e", "f"})
+    chosen = all_cases if not only else frozenset(c.strip() for c in only.split(",") if c.strip())
+    unknown = chosen - all_cases
+    if unknown:
+        raise SystemExit(
+            f"bench: unknown case(s) {sorted(unknown)!r}; choose from {sorted(all_cases)!r}"
+        )
+    return Plan(
+        quick=quick,
+        reps=reps or (1 if quick else 3),
+        duration=duration or (3.0 if quick else 10.0),
+        warmup=1.0 if quick else 2.0,
+        conns=64,
+        idle_sizes=(1000, 5000) if quick else (1000, 5000, 10000),
+        bulk_deadline=120.0,
+        cases=chosen,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# proxies
+
+
+@dataclass(slots=True)
+class ProxyLauncher:
+    name: str
+    port: int
+    argv: list[str]
+    ready_pattern: str
+    log_path: Path
+    record: Callable[[Sequence[str]], None]
+    nice: int = 0
+
+    def start(self) -> Service:
+        self.record(self.argv)
+        svc = Service(
+            self.name, self.argv, self.log_path, ready_pattern=self.ready_pattern, nice=self.nice
+        )
+        svc.start(timeout=30.0)
+        return svc
+
+
+def awf_launcher(
+    tmp: Path, awf_bin: Path, http_port: int, tls_port: int, max_conns: int, record: Any
+) -> ProxyLauncher:
+    port = free_port()
+    log_dir = tmp / "awf-log"
+    log_dir.mkdir()
+    argv = [
+        "taskset", "-c", str(PROXY_CPU), str(awf_bin),
+        "--listen", f"127.0.0.1:{port}",
+        "--allow-domains", origin.ORIGIN_NAME,
+        "--resolve", f"{origin.ORIGIN_NAME}=127.0.0.1",
+        "--allow-range", "127.0.0.1/32",
+        "--allow-ports", f"{http_port},{tls_port}",
+        "--log-dir", str(log_dir),
+        "--max-connections", str(max_conns),
+    ]  # fmt: skip
+    pattern = rf"awf-proxy listening on 127\.0\.0\.1:{port}\b"
+    return ProxyLauncher(AWF, port, argv, pattern, tmp / "awf-proxy.stderr", record)
+
+
+def squid_launcher(
+    tmp: Path, http_port: int, tls_port: int, max_fds: int, record: Any
+) -> ProxyLauncher:
+    layout = squid.SquidLayout(tmp / "squid", free_port())
+    squid.prepare(layout, [http_port, tls_port], max_fds)
+    return ProxyLauncher(
+        SQUID, layout.port, squid.squid_argv(layout), squid.READY_PATTERN,
+        tmp / "squid.stderr", record,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# machine facts
+
+
+def _run_text(argv: Sequence[str]) -> str:
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unavailable ({exc})"
+    return (res.stdout + res.stderr).strip()
+
+
+def machine_facts(awf_bin: Path) -> dict[str, str]:
+    model = "?"
+    for line in _run_text(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+    awf_version = _run_text([str(awf_bin), "--version"]).splitlines() if awf_bin.exists() else []
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    git = _run_text(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    dirty = _run_text(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    return {
+        "cpu_model": model,
+        "cpus": str(os.cpu_count()),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "python": sys.version.split()[0] + f" ({sys.executable})",
+        "squid": squid.squid_version(),
+        "nginx": _run_text(["nginx", "-v"]).splitlines()[0] if shutil.which("nginx") else "missing",
+        "wrk": _run_text(["wrk", "-v"]).splitlines()[0] if shutil.which("wrk") else "missing",
+        "awf_proxy": awf_version[-1] if awf_version else "not installed",
+        "nofile": f"RLIMIT_NOFILE soft {soft} / hard {hard}",
+        "git": (git if "fatal" not in git else "no commit yet")
+        + (" (+ local changes)" if dirty else ""),
+    }
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# hooks for cases that depend on features not landed yet
+
+
+def transparent_case() -> str | None:
+    """(e) transparent-mode tunnels: returns why it is skipped, or None once it can run."""
+    return (
+        "not yet available: needs awf-proxy --transparent-listen plus the privileged tier "
+        "(netns + nft redirect) to send traffic to it; hook: bench.harness.transparent_case"
+    )
+
+
+def warm_start_case() -> str | None:
+    """(f) `awf run` warm start (t0 -> exec): returns why it is skipped, or None once it can run."""
+    return (
+        "not yet available: `awf run` and its run.json timings have not landed; "
+        "hook: bench.harness.warm_start_case"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+class Runner:
+    def __init__(self, plan: Plan, env: Env, launchers: dict[str, ProxyLauncher]) -> None:
+        self.plan = plan
+        self.env = env
+        self.launchers = launchers
+        self.running: dict[str, Service] = {}
+        self.status: dict[str, str] = {}
+        self.results: dict[str, Any] = {}
+        self.preflight: dict[str, Any] = {}
+
+    def log(self, msg: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def start(self, name: str) -> None:
+        old = self.running.pop(name, None)
+        if old is not None:
+            old.stop()
+        self.running[name] = self.launchers[name].start()
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.running.pop(name).stop()
+
+    def bring_up(self) -> None:
+        for name in self.launchers:
+            try:
+                self.start(name)
+            except (ServiceError, OSError) as exc:
+                self.status[name] = f"unavailable: {str(exc).splitlines()[0]}"
+                self.log(f"{name}: {exc}")
+                continue
+            lp = self.launchers[name]
+            checks = cases.preflight(lp.port, self.env.http_port, self.env.tls_port)
+            self.preflight[name] = checks
+            bad = [c for c in checks if not c["ok"]]
+            if bad:
+                self.status[name] = "excluded: pre-flight allow/deny checks failed: " + "; ".join(
+                    f"{c['probe']} expected {c['expect']} got {c['got']}" for c in bad
+                )
+                self.running.pop(name).stop()
+            else:
+                self.status[name] = "ok"
+            self.log(f"{name} on 127.0.0.1:{lp.port}: {self.status[name]}")
+        if self.status.get(SQUID) != "ok":
+            raise SystemExit(
+                f"bench: Squid is not usable ({self.status.get(SQUID)}); nothing to compare with"
+            )
+
+    def active(self, rep: int) -> list[str]:
+        names = [n for n in (SQUID, AWF) if self.status.get(n) == "ok"]
+        return names if rep % 2 == 0 else names[::-1]
+
+    def run_case(
+        self,
+        case_id: str,
+        fn: Callable[[Service, int], Sample],
+        *,
+        warmup: Callable[[Service, int], Any] | None,
+    ) -> None:
+        per: dict[str, Any] = {n: {"status": "ok", "samples": []} for n in self.active(0)}
+        if warmup is not None:
+            for name in self.active(0):
+                try:
+                    warmup(self.running[name], self.launchers[name].port)
+                except MEASURE_ERRORS as exc:
+                    per[name]["status"] = f"failed in warm-up: {exc}"
+        for rep in range(self.plan.reps):
+            for name in self.active(rep):
+                if per[name]["status"] != "ok":
+                    continue
+                try:
+                    s = fn(self.running[name], self.launchers[name].port)
+                except MEASURE_ERRORS as exc:
+                    per[name]["status"] = f"failed: {exc}"
+                    self.log(f"{case_id} {name}: FAILED {exc}")
+                    continue
+                per[name]["samples"].append(s.as_dict())
+                self.log(f"{case_id} rep {rep + 1} {name}: {_brief(s)}")
+        self._store(case_id, per)
+
+    def _store(self, case_id: str, per: dict[str, Any]) -> None:
+        spec = next(s for s in report.case_specs(self.plan.idle_sizes) if s.case_id == case_id)
+        for p in per.values():
+            p["metrics"] = report.summarise(spec, p["samples"])
+        self.results[case_id] = {"title": spec.title, "status": "ok", "per_proxy": per}
+
+    def run_idle(self, size: int, nofile_hard: int) -> None:
+        case_id = f"d-{size}"
+        n = min(size, (nofile_hard - 256) // 2)  # the proxy holds 2 fds per tunnel
+        per: dict[str, Any] = {name: {"status": "ok", "samples": []} for name in self.active(0)}
+        for rep in range(self.plan.reps):
+            for name in self.active(rep):
+                if per[name]["status"] != "ok":
+                    continue
+                try:
+                    self.start(name)  # fresh: the baseline is not blurred by earlier cases
+                    warm = cases.probes(self.env.http_port, self.env.tls_port)[0].request
+                    if cases.probe(self.launchers[name].port, warm) != 200:
+                        raise CaseError("warm-up GET through the fresh proxy failed")
+                    s = cases.case_idle(
+                        self.env, self.running[name], self.launchers[name].port, n, 120.0
+                    )
+                except MEASURE_ERRORS as exc:
+                    per[name]["status"] = f"failed: {exc}"
+                    self.log(f"{case_id} {name}: FAILED {exc}")
+                    continue
+                per[name]["samples"].append(s.as_dict())
+                self.log(f"{case_id} rep {rep + 1} {name}: {_brief(s)}")
+        self._store(case_id, per)
+        if n != size:
+            self.results[case_id]["note"] = (
+                f"capped to {n} tunnels: each tunnel costs the proxy 2 fds and the hard "
+                f"RLIMIT_NOFILE is {nofile_hard} here (raising it needs CAP_SYS_RESOURCE)"
+            )
+
+    def run(self) -> None:
+        p, env = self.plan, self.env
+        if "a" in p.cases:
+            self.log("case (a): keep-alive absolute-URI GET (wrk)")
+            self.run_case(
+                "a",
+                partial(cases.case_a, env, conns=p.conns, duration=p.duration),
+                warmup=partial(cases.case_a, env, conns=p.conns, duration=p.warmup),
+            )
+        for cid, tls in (("b", False), ("b1", True)):
+            if cid in p.cases or (cid == "b1" and "b" in p.cases):
+                self.log(f"case ({cid}): a new CONNECT tunnel per request{' + TLS' if tls else ''}")
+                self.run_case(
+                    cid,
+                    partial(cases.case_tunnels, env, tls=tls, conns=p.conns, duration=p.duration),
+                    warmup=partial(
+                        cases.case_tunnels, env, tls=tls, conns=p.conns, duration=p.warmup
+                    ),
+                )
+        if "c" in p.cases:
+            for cid, tunnel in (("c-tunnel", True), ("c-get", False)):
+                self.log(f"case ({cid}): 256 MiB {'through a tunnel' if tunnel else 'as one GET'}")
+                bulk = partial(cases.case_bulk, env, tunnel=tunnel, deadline=p.bulk_deadline)
+                self.run_case(cid, bulk, warmup=bulk)
+        if "d" in p.cases:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            for size in p.idle_sizes:
+                self.log(f"case (d): {size} idle tunnels (fresh proxies)")
+                self.run_idle(size, hard)
+
+
+def _brief(s: Sample) -> str:
+    rate = s.units / s.elapsed_s if s.elapsed_s else 0.0
+    parts = [
+        f"units={s.units}",
+        f"elapsed={s.elapsed_s:.2f}s",
+        f"rate={rate:,.0f}/s",
+        f"proxy_cpu={s.cpu_s:.2f}s",
+        f"load_cpu={s.load_cpu_s:.2f}s",
+        f"errors={s.errors}",
+    ]
+    if s.p99_us is not None:
+        parts.append(f"p50={s.p50_us:.0f}us p99={s.p99_us:.0f}us")
+    if s.rss_delta_bytes is not None and s.units:
+        parts.append(f"rss/tunnel={s.rss_delta_bytes / s.units / 1024:.1f}kB")
+    return " ".join(parts)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def notes(plan: Plan, conns: int) -> list[str]:
+    return [
+        f"CPU pinning: each proxy runs under `taskset -c {PROXY_CPU}`; the harness, wrk, loadgen "
+        f"and the nginx origin (1 worker) under `taskset -c {LOAD_CPU}`. Other processes on the "
+        "machine are not fenced off; the load averages above show how busy it was.",
+        "Proxy CPU = utime+stime (+ reaped children) of the proxy's process tree from "
+        "/proc/<pid>/stat, read just before and just after each measured window (10 ms ticks). "
+        "'generator+origin CPU' is the same for CPU 0 (loadgen/wrk via RUSAGE_CHILDREN, plus "
+        "nginx); near 100 % there means the load side, not the proxy, was the limit. "
+        "'CPU N used by other processes' = user+nice+system+steal ticks of that CPU in "
+        "/proc/stat over the same window minus the bench's own processes there (irq/softirq "
+        "left out: the bench's loopback traffic lands there); above 10 % on CPU 1 the case is "
+        "flagged, as other work on the machine competed with the proxy.",
+        f"(a) `wrk -t1 -c{conns}` with a Lua script setting the request target to the absolute "
+        f"URI `http://origin.test:PORT/small` and the matching Host; {plan.duration:g} s per "
+        f"repetition after a {plan.warmup:g} s warm-up. Latency percentiles are wrk's.",
+        f"(b)/(b1) bench/loadgen.c (C, epoll): {conns} concurrent slots, each doing connect -> "
+        "CONNECT -> [TLS 1.3 handshake, no verification, no resumption] -> GET /small "
+        f"(Connection: close) -> close, {plan.duration:g} s per repetition after a "
+        f"{plan.warmup:g} s warm-up; latency is connect() to the last body byte.",
+        "(c) one 256 MiB response (sparse file on tmpfs, nginx sendfile) read through one "
+        "CONNECT tunnel, or as one absolute-URI GET, after one warm-up transfer; MB = 10^6 "
+        "bytes; time from connect() to the last byte.",
+        "(d) each repetition starts a fresh proxy, sends one GET through it, then reads the RSS "
+        "of its process tree (stable to 1 %) before and after opening N tunnels (CONNECT + one "
+        "keep-alive GET each, then idle); kB = 1024 bytes. Squid's max_filedescriptors is set "
+        "to the hard RLIMIT_NOFILE the harness can give it.",
+        "Both proxies log every request to a file on tmpfs (/dev/shm): Squid `access_log stdio:`,"
+        " awf-proxy `--log-dir`. Squid has no cache_dir and `cache deny all`.",
+        "Repetitions alternate which proxy goes first. With `--nice N` the harness and every "
+        "process it starts (each in its own session, so its scheduler autogroup) run at niceness "
+        "N, the same for both proxies.",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.harness", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="1 repetition, 3 s loads, 1k/5k idle")
+    ap.add_argument("--reps", type=int, help="repetitions per case (default 3, quick 1)")
+    ap.add_argument("--duration", type=float, help="seconds per timed load (default 10, quick 3)")
+    ap.add_argument("--cases", help="comma-separated subset of a,b,b1,c,d,e,f")
+    ap.add_argument("--proxies", default=f"{SQUID},{AWF}", help="comma-separated: squid,awf-proxy")
+    ap.add_argument("--loadgen", type=Path, default=REPO / "bench" / "out" / "loadgen")
+    ap.add_argument("--awf-proxy", type=Path, default=REPO / ".venv" / "bin" / "awf-proxy")
+    ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
+    ap.add_argument(
+        "--results-md", type=Path, help="default bench/RESULTS.md (quick: out/RESULTS-quick.md)"
+    )
+    ap.add_argument("--entry", help="the command line to print as the way to reproduce")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for the harness and all it starts (negative puts the bench ahead of "
+        "other work on a shared machine; the same for both proxies)",
+    )
+    ap.add_argument(
+        "--keep-tmp", action="store_true", help="leave the /dev/shm temp dir for inspection"
+    )
+    ap.add_argument(
+        "--render-from",
+        type=Path,
+        help="only rewrite the Markdown (to --results-md, default bench/RESULTS.md) from a "
+        "results JSON of an earlier run",
+    )
+    args = ap.parse_args(argv)
+    if args.render_from is not None:
+        md = args.results_md or REPO / "bench" / "RESULTS.md"
+        md.write_text(report.render(json.loads(args.render_from.read_text())))
+        print(f"[bench] wrote {md}", file=sys.stderr)
+        return 0
+    plan = make_plan(args.quick, args.reps, args.duration, args.cases)
+
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("bench: needs 2 CPUs (proxy on CPU 1, load on CPU 0)")
+    if not args.loadgen.exists():
+        raise SystemExit(
+            f"bench: no load generator at {str(args.loadgen)!r}; run bench/run.sh to build it"
+        )
+    for tool in ("squid", "nginx", "wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"bench: {tool!r} is not installed; run bench/run.sh (it installs it)")
+    os.sched_setaffinity(0, {LOAD_CPU})
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by every process we start
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGHUP, _on_signal)
+
+    wanted = [p.strip() for p in args.proxies.split(",") if p.strip()]
+    entry = args.entry or shlex.join(
+        [Path(sys.executable).name, "-m", "bench.harness", *(argv or sys.argv[1:])]
+    )
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path: Path = args.results_md or (
+        out_dir / "RESULTS-quick.md" if plan.quick else REPO / "bench" / "RESULTS.md"
+    )
+    json_path = out_dir / ("results-quick.json" if plan.quick else "results.json")
+
+    started = time.monotonic()
+    commands: list[str] = []
+
+    def record(cmd: Sequence[str]) -> None:
+        line = shlex.join(cmd)
+        if line not in commands:
+            commands.append(line)
+
+    meta: dict[str, Any] = {
+        "mode": "quick" if plan.quick else "full",
+        "entry": entry,
+        "reps": plan.reps,
+        "idle_sizes": list(plan.idle_sizes),
+        "started": _now(),
+        "loadavg_start": loadavg(),
+    }
+    meta.update(machine_facts(args.awf_proxy))
+    meta["niceness"] = str(os.getpriority(os.PRIO_PROCESS, 0))
+    tmp = Path(tempfile.mkdtemp(prefix="awf-bench-", dir="/dev/shm"))
+    tmp.chmod(0o755)  # squid and nginx workers drop root and must reach their files
+    max_idle = max(plan.idle_sizes)
+    runner: Runner | None = None
+    try:
+        with ExitStack() as stack:
+            layout = origin.OriginLayout(tmp / "origin", free_port(), free_port())
+            layout.root.mkdir()
+            origin.prepare(layout, max_conns=max_idle + 1024)
+            ng_argv = origin.nginx_argv(layout)
+            record(ng_argv)
+            ng = Service(
+                "nginx", ng_argv, tmp / "nginx.stderr", ready_port=layout.tls_port, nice=args.nice
+            )
+            ng.start()
+            stack.callback(ng.stop)
+            env = Env(
+                tmp=tmp,
+                loadgen=args.loadgen.resolve(),
+                origin=ng,
+                http_port=layout.http_port,
+                tls_port=layout.tls_port,
+                record=record,
+                nice=args.nice,
+            )
+            launchers: dict[str, ProxyLauncher] = {}
+            if SQUID in wanted:
+                launchers[SQUID] = squid_launcher(
+                    tmp, layout.http_port, layout.tls_port, hard, record
+                )
+            if AWF in wanted and args.awf_proxy.exists():
+                launchers[AWF] = awf_launcher(
+                    tmp, args.awf_proxy, layout.http_port, layout.tls_port, max_idle * 2, record
+                )
+            for launcher in launchers.values():
+                launcher.nice = args.nice
+            runner = Runner(plan, env, launchers)
+            if AWF in wanted and AWF not in launchers:
+                runner.status[AWF] = f"unavailable: {str(args.awf_proxy)!r} does not exist"
+            stack.callback(runner.stop_all)
+            runner.bring_up()
+            runner.run()
+    finally:
+        if runner is not None:
+            _save_logs(tmp, out_dir)
+        if args.keep_tmp:
+            print(f"[bench] temp dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    assert runner is not None
+
+    meta.update(
+        {
+            "finished": _now(),
+            "wall_s": time.monotonic() - started,
+            "loadavg_end": loadavg(),
+            "notes": notes(plan, plan.conns),
+        }
+    )
+    not_measured = []
+    if "e" in plan.cases:
+        why = transparent_case()
+        if why:
+            not_measured.append(
+                {"case": "e", "title": "(e) transparent-mode tunnels", "status": why}
+            )
+    if "f" in plan.cases:
+        why = warm_start_case()
+        if why:
+            not_measured.append({"case": "f", "title": "(f) `awf run` warm start", "status": why})
+    results: dict[str, Any] = {
+        "meta": meta,
+        "proxies": {n: {"status": runner.status.get(n, "not requested")} for n in (SQUID, AWF)},
+        "preflight": runner.preflight,
+        "cases": runner.results,
+        "not_measured": not_measured,
+        "targets": report.verdicts(report.targets(plan.idle_sizes), runner.results),
+        "commands": commands,
+    }
+    json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
+    md_path.write_text(report.render(results))
+    print(f"[bench] wrote {md_path} and {json_path}", file=sys.stderr)
+    return 0
+
+
+def _save_logs(tmp: Path, out_dir: Path) -> None:
+    """Keep the services' stderr and squid's cache.log (small) for post-mortems."""
+    logs = out_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    for src in (*tmp.glob("*.stderr"), tmp / "squid" / "cache.log"):
+        if src.exists():
+            shutil.copyfile(src, logs / src.name)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""Turn raw samples into per-case metrics, target verdicts and RESULTS.md (all pure functions).
+
+A metric is computed per repetition, then summarised as the median with the range (min-max).
+The ratio column is awf-proxy's median over Squid's median for the same metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import spread
+
+AWF = "awf-proxy"
+SQUID = "squid"
+PROXIES = (SQUID, AWF)
+
+TIMES = "\u00d7"  # multiplication sign
+DASH = "\u2013"  # en dash
+
+SampleDict = Mapping[str, Any]
+MetricFn = Callable[[SampleDict], float | None]
+
+
+def _per_unit_us(s: SampleDict) -> float | None:
+    return float(s["proxy_cpu_s"]) * 1e6 / s["units"] if s["units"] else None
+
+
+def _rate(s: SampleDict) -> float | None:
+    return s["units"] / s["elapsed_s"] if s["elapsed_s"] > 0 else None
+
+
+def _mb_per_s(s: SampleDict) -> float | None:
+    return s["units"] / 1e6 / s["elapsed_s"] if s["elapsed_s"] > 0 and s["units"] else None
+
+
+def _cpu_us_per_mb(s: SampleDict) -> float | None:
+    return s["proxy_cpu_s"] * 1e6 / (s["units"] / 1e6) if s["units"] else None
+
+
+def _proxy_util(s: SampleDict) -> float | None:
+    return 100.0 * s["proxy_cpu_s"] / s["elapsed_s"] if s["elapsed_s"] > 0 else None
+
+
+def _load_util(s: SampleDict) -> float | None:
+    return 100.0 * s["load_cpu_s"] / s["elapsed_s"] if s["elapsed_s"] > 0 else None
+
+
+def _kb_per_tunnel(s: SampleDict) -> float | None:
+    if not s["units"] or s["rss_delta_bytes"] is None:
+        return None
+    return float(s["rss_delta_bytes"]) / float(s["units"]) / 1024.0
+
+
+def _fds_per_tunnel(s: SampleDict) -> float | None:
+    d = s["detail"]
+    if not s["units"] or "fds_after" not in d:
+        return None
+    return (float(d["fds_after"]) - float(d["fds_before"])) / float(s["units"])
+
+
+def _field(name: str) -> MetricFn:
+    def get(s: SampleDict) -> float | None:
+        v = s.get(name)
+        return None if v is None else float(v)
+
+    return get
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    label: str
+    fn: MetricFn
+    digits: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSpec:
+    case_id: str
+    title: str
+    metrics: tuple[Metric, ...]
+
+
+_LAT = (
+    Metric("p50_us", "p50 latency (µs)", _field("p50_us")),
+    Metric("p99_us", "p99 latency (µs)", _field("p99_us")),
+)
+
+
+def _other(cpu: int, own: MetricFn) -> MetricFn:
+    """Share of a CPU used by processes outside the bench (busy per /proc/stat minus our own)."""
+
+    def get(s: SampleDict) -> float | None:
+        busy = s["detail"].get("cpu_busy_pct", {}).get(str(cpu))
+        mine = own(s)
+        return None if busy is None or mine is None else max(0.0, float(busy) - mine)
+
+    return get
+
+
+# Above this share of CPU 1 taken by other processes, throughput figures are suspect.
+INTERFERENCE_PCT = 10.0
+# Above this share of CPU 0 used by the generator and origin, the load side is the limit.
+LOAD_BOUND_PCT = 70.0
+
+_UTIL = (
+    Metric("proxy_cpu_pct", "proxy CPU use (% of CPU 1)", _proxy_util),
+    Metric("cpu1_other_pct", "CPU 1 used by other processes (%)", _other(1, _proxy_util)),
+    Metric("load_cpu_pct", "generator+origin CPU (% of CPU 0)", _load_util),
+    Metric("cpu0_other_pct", "CPU 0 used by other processes (%)", _other(0, _load_util)),
+)
+
+
+def _tunnel_metrics() -> tuple[Metric, ...]:
+    return (
+        Metric("rate", "tunnels/s", _rate),
+        *_LAT,
+        Metric("cpu_us_per_unit", "proxy CPU µs per tunnel", _per_unit_us, 1),
+        *_UTIL,
+    )
+
+
+def _bulk_metrics() -> tuple[Metric, ...]:
+    return (
+        Metric("mb_per_s", "MB/s (10^6 B)", _mb_per_s, 1),
+        Metric("cpu_us_per_mb", "proxy CPU µs per MB", _cpu_us_per_mb, 1),
+        *_UTIL,
+    )
+
+
+def _idle_metrics() -> tuple[Metric, ...]:
+    return (
+        Metric("kb_per_tunnel", "RSS per idle tunnel (kB = 1024 B)", _kb_per_tunnel, 2),
+        Metric("tunnels", "tunnels held", _field("units")),
+        Metric("fds_per_tunnel", "proxy fds per tunnel", _fds_per_tunnel, 2),
+        Metric("rss_before_mb", "RSS before (MiB)", lambda s: s["detail"]["rss_before"] / 2**20, 1),
+        Metric(
+            "rss_after_mb", "RSS with tunnels (MiB)", lambda s: s["detail"]["rss_after"] / 2**20, 1
+        ),
+        Metric("setup_s", "time to open them all (s)", _field("elapsed_s"), 2),
+    )
+
+
+def case_specs(idle_sizes: Sequence[int]) -> list[CaseSpec]:
+    specs = [
+        CaseSpec(
+            "a",
+            "(a) keep-alive absolute-URI GET, 100 B body, `wrk -t1 -c64`",
+            (
+                Metric("rate", "requests/s", _rate),
+                *_LAT,
+                Metric("cpu_us_per_unit", "proxy CPU µs per request", _per_unit_us, 1),
+                *_UTIL,
+            ),
+        ),
+        CaseSpec(
+            "b", "(b) new CONNECT tunnel per request, one small plain GET inside", _tunnel_metrics()
+        ),
+        CaseSpec(
+            "b1",
+            "(b1) new CONNECT tunnel per request, TLS handshake + small GET inside",
+            _tunnel_metrics(),
+        ),
+        CaseSpec("c-tunnel", "(c) 256 MiB through one CONNECT tunnel", _bulk_metrics()),
+        CaseSpec("c-get", "(c) 256 MiB as one absolute-URI GET", _bulk_metrics()),
+    ]
+    for n in idle_sizes:
+        specs.append(CaseSpec(f"d-{n}", f"(d) {n:,} idle tunnels", _idle_metrics()))
+    return specs
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    case_id: str
+    metric: str
+    kind: str  # "ratio>=": awf/squid at least value; "awf<=": awf's median at most value
+    value: float
+    text: str
+
+
+def targets(idle_sizes: Sequence[int]) -> list[Target]:
+    out = [
+        Target("a", "rate", "ratio>=", 1.5, "≥ 1.5x Squid req/s"),
+        Target("a", "cpu_us_per_unit", "awf<=", 50.0, "≤ 50 µs proxy CPU per request"),
+        Target("b", "rate", "ratio>=", 1.0, "≥ 1.0x Squid tunnels/s"),
+        Target("b1", "rate", "ratio>=", 1.0, "≥ 1.0x Squid tunnels/s"),
+        Target("c-tunnel", "mb_per_s", "ratio>=", 0.95, "≥ 0.95x Squid MB/s"),
+        Target("c-get", "mb_per_s", "ratio>=", 0.95, "≥ 0.95x Squid MB/s"),
+    ]
+    out += [
+        Target(f"d-{n}", "kb_per_tunnel", "awf<=", 8.0, "≤ 8 kB per idle tunnel")
+        for n in idle_sizes
+    ]
+    return out
+
+
+def summarise(spec: CaseSpec, samples: Sequence[SampleDict]) -> dict[str, dict[str, float]]:
+    """metric key -> {median, min, max, n} over the repetitions that yield a value."""
+    out: dict[str, dict[str, float]] = {}
+    for m in spec.metrics:
+        values = [v for v in (m.fn(s) for s in samples) if v is not None]
+        if values:
+            out[m.key] = spread(values).as_dict()
+    return out
+
+
+def _median(case: Mapping[str, Any], proxy: str, metric: str) -> float | None:
+    per = case.get("per_proxy", {}).get(proxy, {})
+    m = per.get("metrics", {}).get(metric)
+    return None if m is None else float(m["median"])
+
+
+def ratio(awf: float | None, squid: float | None) -> float | None:
+    if awf is None or squid is None or squid == 0:
+        return None
+    return awf / squid
+
+
+def verdicts(tgts: Sequence[Target], cases: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for t in tgts:
+        case = cases.get(t.case_id, {})
+        a, s = _median(case, AWF, t.metric), _median(case, SQUID, t.metric)
+        r = ratio(a, s)
+        met: bool | None
+        if t.kind == "ratio>=":
+            met = None if r is None else r >= t.value
+        else:
+            met = None if a is None else a <= t.value
+        out.append(
+            {
+                "case": t.case_id,
+                "metric": t.metric,
+                "kind": t.kind,
+                "value": t.value,
+                "target": t.text,
+                "awf": a,
+                "squid": s,
+                "ratio": r,
+                "met": met,
+            }
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
+
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    if v is None:
+        return DASH
+    return f"{v:,.{digits}f}"
+
+
+def fmt_spread(m: Mapping[str, float] | None, digits: int) -> str:
+    if m is None:
+        return DASH
+    if m["n"] <= 1:
+        return fmt(m["median"], digits)
+    return f"{fmt(m['median'], digits)} [{fmt(m['min'], digits)}{DASH}{fmt(m['max'], digits)}]"
+
+
+def _met(v: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "n/a"}[v]
+
+
+def interference(case: Mapping[str, Any]) -> float:
+    """Largest median share of CPU 1 that other processes took while a case ran."""
+    per = case.get("per_proxy", {})
+    return max(
+        (
+            float(p.get("metrics", {}).get("cpu1_other_pct", {}).get("median", 0.0))
+            for p in per.values()
+        ),
+        default=0.0,
+    )
+
+
+def load_side(case: Mapping[str, Any]) -> float:
+    """Largest median share of CPU 0 that the generator and origin used while a case ran."""
+    per = case.get("per_proxy", {})
+    return max(
+        (
+            float(p.get("metrics", {}).get("load_cpu_pct", {}).get("median", 0.0))
+            for p in per.values()
+        ),
+        default=0.0,
+    )
+
+
+def render(results: Mapping[str, Any]) -> str:
+    meta = results["meta"]
+    idle_sizes = meta["idle_sizes"]
+    specs = case_specs(idle_sizes)
+    cases = results["cases"]
+    lines: list[str] = []
+    add = lines.append
+    mode = meta["mode"]
+    add(f"# awf-proxy vs Squid: bench results ({mode})")
+    add("")
+    add(
+        f"Generated {meta['finished']} by `{meta['entry']}` in {meta['wall_s']:.0f} s; "
+        f"{meta['reps']} repetition(s) per case, values are the median [min-max]. "
+        "Both proxies were measured in this one run on this machine; the ratio is "
+        "awf-proxy / Squid."
+    )
+    add("")
+    for name in PROXIES:
+        st = results["proxies"].get(name, {})
+        if st.get("status") != "ok":
+            add(f"- **{name}: {st.get('status', 'not run')}**")
+    noisy = [cid for cid, c in cases.items() if interference(c) > INTERFERENCE_PCT]
+    if noisy:
+        add(
+            "- **The machine was not quiet**: other processes took more than "
+            f"{INTERFERENCE_PCT:.0f} % of the proxy's CPU during {', '.join(noisy)}; "
+            "compare CPU per unit rather than throughput there, or re-run on an idle machine "
+            "(or with `--nice -10`)."
+        )
+    add("")
+    add("## Targets")
+    add("")
+    add("| case | target | awf-proxy | Squid | awf/Squid | verdict |")
+    add("|---|---|---|---|---|---|")
+    for v in results["targets"]:
+        digits = 2 if v["metric"] in ("kb_per_tunnel", "cpu_us_per_unit") else 0
+        add(
+            f"| {v['case']} | {v['target']} | {fmt(v['awf'], digits)} | {fmt(v['squid'], digits)}"
+            f" | {fmt(v['ratio'], 2)}{TIMES if v['ratio'] is not None else ''} | {_met(v['met'])} |"
+        )
+    add("")
+    add("## Cases")
+    for spec in specs:
+        case = cases.get(spec.case_id)
+        add("")
+        add(f"### {spec.title}")
+        add("")
+        if case is None:
+            add("Not run.")
+            continue
+        if case.get("status") != "ok":
+            add(f"{case.get('status')}")
+            continue
+        if case.get("note"):
+            add(f"Note: {case['note']}.")
+            add("")
+        per = case["per_proxy"]
+        add("| metric | Squid | awf-proxy | awf/Squid |")
+        add("|---|---|---|---|")
+        for m in spec.metrics:
+            sm = per.get(SQUID, {}).get("metrics", {}).get(m.key)
+            am = per.get(AWF, {}).get("metrics", {}).get(m.key)
+            r = ratio(None if am is None else am["median"], None if sm is None else sm["median"])
+            add(
+                f"| {m.label} | {fmt_spread(sm, m.digits)} | {fmt_spread(am, m.digits)} | "
+                f"{fmt(r, 2)}{TIMES if r is not None else ''} |"
+            )
+        other = interference(case)
+        if other > INTERFERENCE_PCT:
+            add(
+                f"\n**Interference:** other processes took up to {other:.0f} % of CPU 1 "
+                "during this case; throughput and latency are unreliable, CPU per unit less so."
+            )
+        load = load_side(case)
+        if load > LOAD_BOUND_PCT:
+            add(
+                f"\n**Load-bound:** the generator and origin used {load:.0f} % of CPU 0 here; "
+                "this case measures the load side as much as the proxy (compare CPU per unit)."
+            )
+        for name in PROXIES:
+            p = per.get(name, {})
+            if p.get("status", "ok") != "ok":
+                add(f"\n{name}: {p['status']}")
+            errs = [s["errors"] for s in p.get("samples", [])]
+            if any(errs):
+                add(
+                    f"\n{name}: errors per repetition {errs}; first: "
+                    f"{_first_error(p.get('samples', []))!r}"
+                )
+    for extra in results.get("not_measured", []):
+        add("")
+        add(f"### {extra['title']}")
+        add("")
+        add(extra["status"])
+    add("")
+    add("## Machine")
+    add("")
+    for k in (
+        "cpu_model",
+        "cpus",
+        "kernel",
+        "python",
+        "squid",
+        "nginx",
+        "wrk",
+        "awf_proxy",
+        "nofile",
+        "niceness",
+        "loadavg_start",
+        "loadavg_end",
+        "git",
+    ):
+        add(f"- {k}: {meta.get(k, '?')}")
+    add("")
+    add("## Method")
+    add("")
+    for note in meta["notes"]:
+        add(f"- {note}")
+    add("")
+    add("## Exact commands")
+    add("")
+    add("```")
+    add(meta["entry"])
+    add("```")
+    add("")
+    add("Started by the harness (ports and paths of this run):")
+    add("")
+    add("```")
+    lines.extend(results["commands"])
+    add("```")
+    add("")
+    return "\n".join(lines)
+
+
+def _first_error(samples: Sequence[SampleDict]) -> str:
+    for s in samples:
+        d = s.get("detail", {})
+        e = d.get("loadgen", {}).get("first_error") if isinstance(d.get("loadgen"), dict) else None
+        if e:
+            return str(e)
+        w = d.get("wrk")
+        if isinstance(w, dict) and any(v for k, v in w.items() if k.startswith("err_")):
+            return ", ".join(f"{k}={v}" for k, v in w.items() if k.startswith("err_") and v)
+    return ""
