@@ -248,7 +248,7 @@ class ClientConnection(asyncio.Protocol):
             target is not None
             and decision.reason != Reason.BAD_REQUEST  # a bad name is reported first
             and head.host is not None
-            and not _same_authority(head.host, host, port)
+            and not _same_authority(head.host, host, port, head.target)
         ):
             raise HostMismatch(
                 f"Host {head.host.decode('latin-1')!r} does not match the URI's authority"
@@ -495,8 +495,13 @@ class ClientConnection(asyncio.Protocol):
             t.resume_reading()
 
 
-def _same_authority(host_header: bytes, host: str, port: int) -> bool:
+def _same_authority(host_header: bytes, host: str, port: int, target: bytes = b"") -> bool:
     """Does the Host header name the URI's authority (default port may be omitted)?"""
+    if target:  # fast path: the header is the URI's authority, byte for byte
+        start = target.find(b"://") + 3
+        end = target.find(b"/", start)
+        if target[start:end if end >= 0 else None].lower() == host_header.lower():
+            return True
     try:
         given = parse_authority(host_header, default_port=80)
     except RequestError:
@@ -579,6 +584,7 @@ class Exchange:
         client_t = self.client.transport
         if client_t is None:
             return
+        head = b""
         while self.resp is None:
             try:
                 resp = self.reparser.feed(data)
@@ -598,23 +604,24 @@ class Exchange:
             self.resp = resp
             self.keep_alive = self.keep_alive and resp.keep_alive
             self.keep_alive = self.keep_alive and resp.framing != Framing.UNTIL_CLOSE
-            client_t.write(response_head_for_client(resp, keep_alive=self.keep_alive))
+            head = response_head_for_client(resp, keep_alive=self.keep_alive)
             self.resp_body = BodyFramer(resp.framing, resp.content_length)
         body = self.resp_body
         if body is None:
             return
+        extra = False
         if data:
             try:
                 n = body.feed(data)
             except RequestError:
                 self._finish(reusable=False, keep_client=False)
                 return
-            if n:
-                self.bytes_down += n
-                client_t.write(data if n == len(data) else data[:n])
+            self.bytes_down += n
             extra = n < len(data)
-        else:
-            extra = False
+            # one write, so a small answer costs one syscall: head and body together
+            head += data if not extra else data[:n]
+        if head:
+            client_t.write(head)
         if body.done:
             self._finish(reusable=not extra and self.request_done and self.resp_keep_alive(),
                          keep_client=self.keep_alive and self.request_done)

@@ -137,17 +137,6 @@ async def test_ten_thousand_records_from_the_loop(tmp_path: Path):
     assert spent < 2.0  # record() is cheap: no I/O or encoding on the loop
 
 
-def test_record_does_not_share_the_callers_dict(tmp_path: Path):
-    path = tmp_path / "access.jsonl"
-    log = AccessLog(path, stderr_summary=False)
-    log.start()
-    r = rec(1)
-    log.record(r)
-    r["host"] = "mutated.test"
-    log.close()
-    assert read_lines(path)[0]["host"] == "example.test"
-
-
 def test_close_is_idempotent_and_later_records_are_not_written(tmp_path: Path):
     path = tmp_path / "access.jsonl"
     log = AccessLog(path, stderr_summary=False)
