@@ -42,6 +42,7 @@ Algorithms and RFC notes:
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -845,6 +846,7 @@ _ZONE_ID_RE: Final = re.compile(rb"[A-Za-z0-9\-._~%]+")
 _AUTHORITY_END_RE: Final = re.compile(rb"[/?]")
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and hosts repeat: a hit costs a dict lookup
 def parse_authority(raw: bytes, *, default_port: int | None) -> Authority:
     """Parse `host:port`, `[v6]:port` or `host` (with default_port); BadRequest otherwise."""
     if b"@" in raw:
@@ -887,6 +889,7 @@ def _port(raw: bytes, port: bytes | None, default_port: int | None) -> int:
     return int(port)
 
 
+@functools.lru_cache(maxsize=4096)  # pure; a client polling one URL parses it once
 def parse_absolute_target(target: bytes) -> tuple[bytes, Authority, bytes]:
     """`http://host[:port]/path?q` -> (b"http", Authority, b"/path?q"); https too (port 443)."""
     sep = target.find(b"://")
