@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -113,10 +114,25 @@ async def serve(
     return 0  # AccessLog.close() printed the summary on stderr when there is no --log-dir
 
 
+def raise_fd_limit(connections: int) -> None:
+    """Each client may hold two sockets (client and origin): raise the soft limit to fit the
+    connection cap, as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * connections + 256
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    if want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError):
+            pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg = parse_argv(args)
+        raise_fd_limit(cfg.max_connections)
         policy = build_policy(cfg)  # validate everything before the event loop starts
         import uvloop
 
