@@ -41,7 +41,6 @@ def awf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
     need_root()
-    wanmod.reap()
     w = wanmod.start(tmp_path_factory.mktemp("wan"))
     try:
         yield w
@@ -256,22 +255,27 @@ def test_proxy_death_stops_the_command_and_exits_125(wan: wanmod.Wan) -> None:
     assert_no_leftovers()
 
 
-def test_fifty_runs_some_killed_leave_nothing_behind(wan: wanmod.Wan) -> None:
+def test_fifty_runs_some_killed_leave_nothing_behind(wan: wanmod.Wan, tmp_path: Path) -> None:
     runs = 50
+    # every run's argv names a logs dir under tmp_path: awf and its forked proxy carry it in
+    # their command line, so the check below sees only this test's processes
+    marker = str(tmp_path).encode()
+    nap = f"60.{os.getpid()}"  # the killed runs' commands, recognisable by their argument
     for i in range(runs):
+        logs = ("--proxy-logs-dir", str(tmp_path / f"run{i}"))
         if i % 5 == 4:  # kill -9 awf mid-run: the proxy and the command die with it
             proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend",
-                                     "netns", *POLICY, "--", "bash", "-c",
-                                     "echo started; sleep 60"],
+                                     "netns", *POLICY, *logs, "--", "bash", "-c",
+                                     f"echo started; sleep {nap}"],
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "started"
             proc.kill()
             proc.wait(10)
         else:
-            assert awf(*POLICY, "--", "true").returncode == 0
-    _wait_gone(lambda: [p for p in _pids_with(b"awf.cli\x00run") if p != os.getpid()])
-    _wait_gone(lambda: [p for p in _pids_with(b"sleep\x0060")])
+            assert awf(*POLICY, *logs, "--", "true").returncode == 0
+    _wait_gone(lambda: [p for p in _pids_with(marker) if p != os.getpid()])
+    _wait_gone(lambda: _pids_with(f"sleep\x00{nap}".encode()))
     cleanup = subprocess.run([sys.executable, "-m", "awf.cli", "cleanup"], capture_output=True,
                              text=True, timeout=60, check=False)
     assert cleanup.returncode == 0, cleanup.stderr

@@ -9,6 +9,7 @@ touching it; tests remove it at the end, and the conftest reaps crashed leftover
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -83,11 +84,18 @@ class Wan:
         self.proc.wait(10)
         subprocess.run(["ip", "link", "delete", self.host_if], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
+        (OWNERS / self.netns).unlink(missing_ok=True)
 
 
 def start(workdir: Path) -> Wan:
     import trustme
 
+    reap()
+    taken = subprocess.run(["ip", "-o", "addr", "show", "to", f"{V4_HOST}/32"],
+                           capture_output=True, text=True, check=False).stdout
+    if taken.strip():
+        raise RuntimeError(f"{V4_HOST} is already on a host interface ({taken.split()[1]}): "
+                           "another test run's wan is up; only one can run at a time")
     ident = secrets.token_hex(3)
     ns, host_if = f"{PREFIX}{ident}", f"{PREFIX}{ident}h"
     ca = trustme.CA()
@@ -97,6 +105,8 @@ def start(workdir: Path) -> Wan:
     leaf.private_key_pem.write_to_path(str(key))
     ca.cert_pem.write_to_path(str(ca_pem))
     sh("ip", "netns", "add", ns)
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    (OWNERS / ns).write_text(f"{os.getpid()}\n")
     try:
         sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
         sh("ip", "addr", "add", f"{V4_HOST}/24", "dev", host_if)
@@ -139,10 +149,21 @@ def _wait_reachable(addr: str) -> None:
             time.sleep(0.05)
 
 
+OWNERS = Path("/run/awf/test-wan")
+
+
 def reap() -> None:
-    """Remove `awt-` namespaces and links a crashed test left."""
+    """Remove `awt-` namespaces a crashed test left: those whose owner process is gone."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
     for line in out.stdout.splitlines():
         name = line.split()[0] if line.split() else ""
-        if name.startswith(PREFIX):
-            subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+        if not name.startswith(PREFIX):
+            continue
+        try:
+            os.kill(int((OWNERS / name).read_text()), 0)
+            continue  # its test is still running
+        except (OSError, ValueError):
+            pass
+        subprocess.run(["ip", "link", "delete", f"{name}h"], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
+        (OWNERS / name).unlink(missing_ok=True)
