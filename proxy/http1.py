@@ -481,6 +481,7 @@ class ResponseHead:
     framing: Framing
     content_length: int
     keep_alive: bool  # the upstream connection may carry another request after this one
+    raw: bytes = b""  # the head as received, for the pass-through fast path
 
     @property
     def interim(self) -> bool:
@@ -619,7 +620,8 @@ def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
         framing, size = Framing.LENGTH, _response_length(lengths)
     else:
         framing, keep_alive = Framing.UNTIL_CLOSE, False
-    return ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive)
+    return ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive,
+                        raw if m is not None else b"")
 
 
 def _read_response_head_tolerantly(raw: bytes) -> tuple[bytes, bytes, bytes | None, Fields]:
@@ -935,9 +937,23 @@ def request_head_for_upstream(head: RequestHead, path: bytes) -> bytes:
     return b"".join(parts)
 
 
+def _passes_through(head: ResponseHead) -> bool:
+    """A clean HTTP/1.1 head whose only hop-by-hop field, if any, is `Connection: keep-alive`:
+    forwarding it verbatim to a kept-alive client means what rebuilding it would."""
+    if not head.raw or head.version != b"HTTP/1.1" or head.framing is not Framing.LENGTH:
+        return False
+    for name, value in head.headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP and not (lower == b"connection" and value.lower() == b"keep-alive"):
+            return False
+    return True
+
+
 def response_head_for_client(head: ResponseHead, *, keep_alive: bool) -> bytes:
     """The head for the client: hop-by-hop dropped, Content-Length dropped beside
     Transfer-Encoding, `Connection: close` unless keep_alive (always for UNTIL_CLOSE)."""
+    if keep_alive and _passes_through(head):
+        return head.raw
     drop = _dropped(head.headers)
     if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):
         drop |= {b"content-length"}
