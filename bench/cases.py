@@ -242,8 +242,15 @@ def case_tunnels(
         "--proxy", f"127.0.0.1:{port}", "--target", f"{ORIGIN_NAME}:{target_port}",
         "--path", "/small", "-c", str(conns), "-d", f"{duration:g}", "--lat-out", str(lat),
     ]  # fmt: skip
+    return loadgen_units(env, proxy, argv, lat, duration + 60)
+
+
+def loadgen_units(
+    env: Env, proxy: Service, argv: list[str], lat: Path, timeout: float
+) -> Sample:
+    """One timed loadgen run of many small units (tunnels), `argv` writing latencies to `lat`."""
     window = _Window(proxy, env.origin)
-    out = _run_loadgen(env, argv, duration + 60)
+    out = _run_loadgen(env, argv, timeout)
     cpu, load_cpu = window.close()
     lats = stats.latencies_from_bytes(lat.read_bytes())
     lat.unlink()

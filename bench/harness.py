@@ -5,6 +5,8 @@ a run: the harness and everything it starts for load (wrk, loadgen, the nginx or
 to CPU 0; each proxy under test is pinned to CPU 1 with taskset. Everything listens on 127.0.0.1
 and lives under one temp dir on /dev/shm (logs included), removed at the end; every process is
 stopped by its PID. Cases alternate the proxy order between repetitions to spread drift evenly.
+Cases (e) (transparent mode through a real nft redirect, bench/transparent.py) and (f) (`awf run`
+warm start, bench/warmstart.py) measure awf alone and need root; without it they say so.
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cases, origin, report, squid
+from bench import cases, origin, report, squid, transparent
 from bench.cases import CaseError, Env, Sample
 from bench.report import AWF, SQUID
-from bench.services import Service, ServiceError, free_port
+from bench.services import Service, ServiceError, free_port, set_group_nice
 from bench.stats import BenchParseError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,11 +55,14 @@ class Plan:
     idle_sizes: tuple[int, ...]
     bulk_deadline: float
     cases: frozenset[str]
+    warm_runs: int = 10
 
 
 def make_plan(quick: bool, reps: int | None, duration: float | None, only: str | None) -> Plan:
     all_cases = frozenset({"a", "b", "b1", "c", "d", "e", "f"})
     chosen = all_cases if not only else frozenset(c.strip() for c in only.split(",") if c.strip())
+    if "e1" in chosen:  # e measures e1 too, as b does b1
+        chosen = (chosen - {"e1"}) | {"e"}
     unknown = chosen - all_cases
     if unknown:
         raise SystemExit(
@@ -72,6 +77,7 @@ def make_plan(quick: bool, reps: int | None, duration: float | None, only: str |
         idle_sizes=(1000, 5000) if quick else (1000, 5000, 10000),
         bulk_deadline=120.0,
         cases=chosen,
+        warm_runs=5 if quick else 10,
     )
 
 
@@ -173,38 +179,33 @@ def loadavg() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# hooks for cases that depend on features not landed yet
-
-
-def transparent_case() -> str | None:
-    """(e) transparent-mode tunnels: returns why it is skipped, or None once it can run."""
-    return (
-        "not yet available: needs awf-proxy --transparent-listen plus the privileged tier "
-        "(netns + nft redirect) to send traffic to it; hook: bench.harness.transparent_case"
-    )
-
-
-def warm_start_case() -> str | None:
-    """(f) `awf run` warm start (t0 -> exec): returns why it is skipped, or None once it can run."""
-    return (
-        "not yet available: `awf run` and its run.json timings have not landed; "
-        "hook: bench.harness.warm_start_case"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # the run
 
 
+WARM_TITLE = "(f) `awf run` warm start: exec of awf to the command's first byte"
+DOCKER_WARM = (
+    "not yet available: the Docker backend's warm start is measured once `awf run --backend "
+    "docker` lands (`python -m bench.warmstart --backend docker`)"
+)
+
+
 class Runner:
-    def __init__(self, plan: Plan, env: Env, launchers: dict[str, ProxyLauncher]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        env: Env,
+        launchers: dict[str, ProxyLauncher],
+        awf_bin: Path | None = None,
+    ) -> None:
         self.plan = plan
         self.env = env
         self.launchers = launchers
+        self.awf_bin = awf_bin
         self.running: dict[str, Service] = {}
         self.status: dict[str, str] = {}
         self.results: dict[str, Any] = {}
         self.preflight: dict[str, Any] = {}
+        self.transparent_setup: dict[str, Any] = {}
 
     def log(self, msg: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -340,6 +341,114 @@ class Runner:
             for size in p.idle_sizes:
                 self.log(f"case (d): {size} idle tunnels (fresh proxies)")
                 self.run_idle(size, hard)
+        if "e" in p.cases:
+            self.run_transparent()
+        if "f" in p.cases:
+            self.run_warm_start()
+
+    def run_transparent(self) -> None:
+        """(e)/(e1): a separate awf-proxy with --transparent-listen, fed through nftables."""
+        titles = {s.case_id: s.title for s in report.case_specs(())}
+        why = (
+            "skipped: awf-proxy was not requested (--proxies)"
+            if self.awf_bin is None
+            else transparent.skip_reason(self.awf_bin)
+        )
+        if why is not None or self.awf_bin is None:
+            for cid in transparent.CASE_VARIANTS:
+                self.results[cid] = {"title": titles[cid], "status": why}
+            self.log(f"case (e): {why}")
+            return
+        self.log("case (e): transparent-mode tunnels through an nft redirect (client netns)")
+        p = self.plan
+        out = transparent.run(
+            transparent.Params(
+                env=self.env,
+                awf_bin=self.awf_bin,
+                proxy_cpu=PROXY_CPU,
+                load_cpu=LOAD_CPU,
+                reps=p.reps,
+                duration=p.duration,
+                warmup=p.warmup,
+                conns=p.conns,
+                log=self.log,
+            )
+        )
+        self.results.update(out["cases"])
+        self.transparent_setup = out["setup"]
+        if "preflight" in out["setup"]:
+            self.preflight[f"{AWF} (e, transparent)"] = out["setup"]["preflight"]
+
+    def run_warm_start(self) -> None:
+        """(f): `python -m bench.warmstart` on both CPUs (awf forks its proxy to run in
+        parallel, so the harness's own CPU-0 pinning must not be inherited)."""
+        runs = self.plan.warm_runs
+        case: dict[str, Any] = {"title": WARM_TITLE, "status": "ok", "backends": {}}
+        self.results["f"] = case
+        netns_case: dict[str, Any] = {"status": "ok"}
+        case["backends"]["netns"] = netns_case
+        case["backends"]["docker"] = {"status": DOCKER_WARM}
+        if os.geteuid() != 0:
+            netns_case["status"] = "skipped: `awf run --backend netns` needs root"
+            self.log(f"case (f): {netns_case['status']}")
+            return
+        out = self.env.tmp / "warmstart.json"
+        argv = [
+            "taskset", "-c", f"{LOAD_CPU},{PROXY_CPU}", sys.executable, "-m", "bench.warmstart",
+            "--backend", "netns", "--runs", str(runs), "--json", str(out),
+            "--logs-root", str(self.env.tmp / "warmstart-logs"),
+        ]  # fmt: skip
+        self.env.record(argv)
+        self.log(f"case (f): {runs} warm starts of `awf run --backend netns -- printf x`")
+        try:
+            res = run_graceful(argv, nice=self.env.nice, timeout=(runs + 1) * 130.0)
+            if res.returncode != 0:
+                raise CaseError(
+                    f"bench.warmstart exited {res.returncode}: {res.stderr.strip()[-500:]!r}"
+                )
+            raw = json.loads(out.read_text())
+        except (CaseError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            netns_case["status"] = f"failed: {exc}"
+            self.log(f"case (f): FAILED {exc}")
+            return
+        netns_case["raw"] = raw
+        netns_case["metrics"] = report.warm_summary(
+            raw.get("first_byte_s", []), raw.get("whole_run_s", []), raw.get("timings", [])
+        )
+        m = netns_case["metrics"]
+        self.log(
+            f"case (f): netns first byte median {m['first_byte']['median']:.3f}s "
+            f"p95 {m['first_byte_p95']:.3f}s"
+        )
+
+
+def run_graceful(
+    argv: Sequence[str], *, nice: int, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Like services.run_load, from the repo, but a stop is SIGTERM to the group first, so an
+    `awf run` in it can remove its namespace and table before the SIGKILL."""
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=REPO,
+    )
+    set_group_nice(proc.pid, nice)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        if proc.returncode is None:  # not reaped yet: the group ID is still ours
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+        raise
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
 
 
 def _brief(s: Sample) -> str:
@@ -390,6 +499,33 @@ def notes(plan: Plan, conns: int) -> list[str]:
         "of its process tree (stable to 1 %) before and after opening N tunnels (CONNECT + one "
         "keep-alive GET each, then idle); kB = 1024 bytes. Squid's max_filedescriptors is set "
         "to the hard RLIMIT_NOFILE the harness can give it.",
+        "(e)/(e1) transparent mode, root only: a client namespace `awf-bench-<id>` joined to the "
+        "host by a veth (netfilter.netns, as `awf run --backend netns` makes it), and in the host "
+        "namespace table `inet awf_bench_<id>` (netfilter.ruleset.ProxySideRuleset, the netns "
+        "backend's host table) whose prerouting nat chain redirects the client's TCP 80/443 to "
+        "a separate awf-proxy's `--transparent-listen` port on the host end of the veth (pinned "
+        f"to CPU {PROXY_CPU}). loadgen runs in the namespace (`ip netns exec`, CPU {LOAD_CPU}) "
+        "and dials 192.0.2.1:80 (origin-form GET /small, Host: origin.test) or 192.0.2.1:443 "
+        "(TLS 1.3 handshake with SNI origin.test, then the GET): TEST-NET-1 is never routed, so "
+        "only the redirect gets the connection anywhere. The proxy reads the original "
+        "destination with SO_ORIGINAL_DST, names the origin by Host or SNI and dials origin.test "
+        "through `--resolve origin.test=127.0.80.1` (a second nginx with the same config, on "
+        "127.0.80.1:80 and :443, because a transparent proxy dials the original port). The "
+        "same proxy is also measured as an explicit CONNECT proxy over the same veth (its "
+        "`--listen` port), the fairest baseline; the loopback case (b)/(b1) is shown beside it. "
+        "Pre-flight from the namespace: allowed Host/SNI pass, denied.test gets 403 (plain) or "
+        "a closed connection (TLS). Squid is not compared: intercepting TLS by SNI needs Squid's "
+        "ssl-bump (peek/splice) with an `https_port ... intercept ssl-bump` listener, which "
+        "Debian's squid package is not built for (that needs squid-openssl) and which would "
+        "measure a different code path from (b). Namespace, veth and table are removed on "
+        "every path (Ctrl-C included).",
+        f"(f) `python -m bench.warmstart --runs {plan.warm_runs}` (after one unmeasured warm-up "
+        "run): each run execs `awf run --backend netns --allow-domains bench.test -- printf x` "
+        "and times, on the wall clock, exec of awf to the first byte the command writes, and "
+        "exec to awf's exit; awf's own run.json `timings` (seconds since awf's t0, taken after "
+        "its imports) show where the time goes. It runs on both CPUs (`taskset -c 0,1`): awf "
+        "forks its proxy to start it in parallel. p95 is interpolated (numpy type 7). Target: "
+        f"median ≤ {report.WARM_START_NETNS_S:g} s for the netns backend.",
         "Both proxies log every request to a file on tmpfs (/dev/shm): Squid `access_log stdio:`,"
         " awf-proxy `--log-dir`. Squid has no cache_dir and `cache deny all`.",
         "Repetitions alternate which proxy goes first. With `--nice N` the harness and every "
@@ -519,7 +655,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             for launcher in launchers.values():
                 launcher.nice = args.nice
-            runner = Runner(plan, env, launchers)
+            runner = Runner(
+                plan, env, launchers, awf_bin=args.awf_proxy if AWF in wanted else None
+            )
             if AWF in wanted and AWF not in launchers:
                 runner.status[AWF] = f"unavailable: {str(args.awf_proxy)!r} does not exist"
             stack.callback(runner.stop_all)
@@ -542,17 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "notes": notes(plan, plan.conns),
         }
     )
-    not_measured = []
-    if "e" in plan.cases:
-        why = transparent_case()
-        if why:
-            not_measured.append(
-                {"case": "e", "title": "(e) transparent-mode tunnels", "status": why}
-            )
-    if "f" in plan.cases:
-        why = warm_start_case()
-        if why:
-            not_measured.append({"case": "f", "title": "(f) `awf run` warm start", "status": why})
+    not_measured: list[dict[str, str]] = []
     results: dict[str, Any] = {
         "meta": meta,
         "proxies": {n: {"status": runner.status.get(n, "not requested")} for n in (SQUID, AWF)},
@@ -560,6 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cases": runner.results,
         "not_measured": not_measured,
         "targets": report.verdicts(report.targets(plan.idle_sizes), runner.results),
+        "targets_own": report.own_verdicts(runner.results),
+        "transparent_setup": runner.transparent_setup,
         "commands": commands,
     }
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")

@@ -1,10 +1,16 @@
 /*
  * loadgen: a small epoll load generator for what wrk cannot do (CONNECT tunnels).
  *
- * Modes (all against an explicit HTTP proxy, IPv4 loopback only):
+ * Modes (against an explicit HTTP proxy, or straight at a redirected address):
  *   tunnel        per unit of work: new TCP connection, CONNECT target, one GET inside, close.
  *   tunnel-tls    same, with a full TLS handshake inside the tunnel (no verification,
  *                 no session resumption: every tunnel pays a full handshake).
+ *   get           per unit of work: new TCP connection, one absolute-URI GET (Connection:
+ *                 close) through the proxy, close.
+ *   transparent   per unit of work: new TCP connection to --proxy (an address that nftables
+ *                 redirects to a transparent proxy), one origin-form GET with Host: target's
+ *                 name, close. No CONNECT.
+ *   transparent-tls  same with a full TLS handshake first, SNI = target's name.
  *   bulk-connect  one tunnel, one GET of a large body inside; reports bytes and seconds.
  *   bulk-get      one absolute-URI GET of a large body through the proxy.
  *   idle          open -c tunnels (one keep-alive GET each), print "READY ok errors",
@@ -13,7 +19,10 @@
  * Output: one JSON object on stdout at exit. With --lat-out FILE, the latency of every
  * completed unit (microseconds, uint32 native-endian) is written to FILE.
  * Every run is bounded by -d (plus the per-connection --timeout); nothing but the
- * given proxy address is ever dialled.
+ * given --proxy address is ever dialled, and it must be on loopback (127/8), in TEST-NET-1
+ * (192.0.2.0/24, RFC 5737: never routed, reached only through the bench's redirect), or in
+ * 10.213.0.0/16 (the pool awf's netns backend, and the bench's client namespace, take their
+ * veth subnets from).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -35,7 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum mode { M_TUNNEL, M_TUNNEL_TLS, M_BULK_CONNECT, M_BULK_GET, M_IDLE };
+enum mode { M_TUNNEL, M_TUNNEL_TLS, M_BULK_CONNECT, M_BULK_GET, M_IDLE, M_TRANSPARENT,
+            M_TRANSPARENT_TLS, M_GET };
 enum state { ST_FREE, ST_CONNECTING, ST_SEND_CONNECT, ST_CONNECT_RESP, ST_TLS_HS, ST_SEND_REQ,
              ST_RESP, ST_IDLE };
 enum err { E_CONNECT, E_STATUS, E_EOF, E_TIMEOUT, E_TLS, E_PROTO, E_COUNT };
@@ -276,8 +286,10 @@ static void on_response_bytes(struct conn *c) {
     }
 }
 
+static int tls_mode(void) { return g_mode == M_TUNNEL_TLS || g_mode == M_TRANSPARENT_TLS; }
+
 static void after_connect_established(struct conn *c) {
-    if (g_mode == M_TUNNEL_TLS) {
+    if (tls_mode()) {
         c->ssl = SSL_new(g_ctx);
         if (!c->ssl) die("SSL_new");
         SSL_set_fd(c->ssl, c->fd);
@@ -382,7 +394,13 @@ static void on_event(struct conn *c, uint32_t ev) {
             conn_fail(c, E_CONNECT, msg);
             return;
         }
-        if (g_mode == M_BULK_GET) begin_send(c, ST_SEND_REQ, g_get_req, g_get_len);
+        if (g_mode == M_TRANSPARENT || g_mode == M_TRANSPARENT_TLS) {
+            after_connect_established(c); /* no CONNECT: the redirect is the proxy's input */
+            if (c->st == ST_TLS_HS) on_tls(c);
+            else on_send(c);
+            return;
+        }
+        if (g_mode == M_BULK_GET || g_mode == M_GET) begin_send(c, ST_SEND_REQ, g_get_req, g_get_len);
         else begin_send(c, ST_SEND_CONNECT, g_connect_req, g_connect_len);
         on_send(c);
         return;
@@ -405,7 +423,8 @@ static void on_event(struct conn *c, uint32_t ev) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen tunnel|tunnel-tls|bulk-connect|bulk-get|idle --proxy IP:PORT "
+            "usage: loadgen tunnel|tunnel-tls|transparent|transparent-tls|get|bulk-connect|bulk-get|idle"
+            " --proxy IP:PORT "
             "--target NAME:PORT [--path P] [-c N] [-d SECONDS] [--timeout SECONDS] [--lat-out FILE]\n");
     exit(2);
 }
@@ -418,6 +437,9 @@ static void parse_args(int argc, char **argv) {
     else if (!strcmp(m, "bulk-connect")) g_mode = M_BULK_CONNECT;
     else if (!strcmp(m, "bulk-get")) g_mode = M_BULK_GET;
     else if (!strcmp(m, "idle")) g_mode = M_IDLE;
+    else if (!strcmp(m, "transparent")) g_mode = M_TRANSPARENT;
+    else if (!strcmp(m, "transparent-tls")) g_mode = M_TRANSPARENT_TLS;
+    else if (!strcmp(m, "get")) g_mode = M_GET;
     else usage();
     const char *proxy = NULL;
     for (int i = 2; i < argc; i++) {
@@ -443,7 +465,9 @@ static void parse_args(int argc, char **argv) {
     g_proxy.sin_family = AF_INET;
     g_proxy.sin_port = htons((uint16_t)atoi(colon + 1));
     if (inet_pton(AF_INET, host, &g_proxy.sin_addr) != 1) die("--proxy must be an IPv4 address");
-    if ((ntohl(g_proxy.sin_addr.s_addr) >> 24) != 127) die("--proxy must be on loopback (127/8)");
+    uint32_t a = ntohl(g_proxy.sin_addr.s_addr);
+    if ((a >> 24) != 127 && (a >> 8) != 0xC00002u /* 192.0.2/24 */ && (a >> 16) != 0x0AD5u /* 10.213/16 */)
+        die("--proxy must be on loopback (127/8), in 192.0.2.0/24 or in 10.213.0.0/16");
     if (g_mode == M_BULK_CONNECT || g_mode == M_BULK_GET) g_conc = 1;
 }
 
@@ -463,7 +487,7 @@ int main(int argc, char **argv) {
     g_connect_len = (size_t)snprintf(g_connect_req, sizeof g_connect_req,
                                      "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", g_target, g_target);
     const char *conn_hdr = g_mode == M_IDLE ? "keep-alive" : "close";
-    if (g_mode == M_BULK_GET)
+    if (g_mode == M_BULK_GET || g_mode == M_GET)
         g_get_len = (size_t)snprintf(g_get_req, sizeof g_get_req,
                                      "GET http://%s%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
                                      g_target, g_path, g_target);
@@ -472,7 +496,7 @@ int main(int argc, char **argv) {
                                      "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: %s\r\n\r\n", g_path,
                                      g_target, conn_hdr);
 
-    if (g_mode == M_TUNNEL_TLS) {
+    if (tls_mode()) {
         g_ctx = SSL_CTX_new(TLS_client_method());
         if (!g_ctx) die("SSL_CTX_new");
         SSL_CTX_set_verify(g_ctx, SSL_VERIFY_NONE, NULL);
@@ -502,7 +526,8 @@ int main(int argc, char **argv) {
         uint64_t now = now_ns();
         if (now >= end) break;
         /* start new units of work */
-        if (g_mode == M_TUNNEL || g_mode == M_TUNNEL_TLS) {
+        if (g_mode == M_TUNNEL || g_mode == M_TUNNEL_TLS || g_mode == M_TRANSPARENT ||
+            g_mode == M_TRANSPARENT_TLS || g_mode == M_GET) {
             for (int i = 0; i < g_conc; i++)
                 if (g_conns[i].st == ST_FREE) conn_start(&g_conns[i]);
         } else if (g_mode == M_BULK_CONNECT || g_mode == M_BULK_GET) {

@@ -28,6 +28,7 @@ class OriginLayout:
     root: Path
     http_port: int
     tls_port: int
+    address: str = "127.0.0.1"  # case (e) uses its own loopback address with ports 80 and 443
 
     @property
     def conf(self) -> Path:
@@ -88,8 +89,8 @@ http {{
     tcp_nopush on;
     default_type text/plain;
     server {{
-        listen 127.0.0.1:{layout.http_port} backlog=4096;
-        listen 127.0.0.1:{layout.tls_port} ssl backlog=4096;
+        listen {layout.address}:{layout.http_port} backlog=4096;
+        listen {layout.address}:{layout.tls_port} ssl backlog=4096;
         server_name {ORIGIN_NAME};
         ssl_certificate {r}/origin.crt;
         ssl_certificate_key {r}/origin.key;

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.stats import spread
+from bench.stats import percentile, spread
 
 AWF = "awf-proxy"
 SQUID = "squid"
@@ -168,7 +168,28 @@ def case_specs(idle_sizes: Sequence[int]) -> list[CaseSpec]:
     ]
     for n in idle_sizes:
         specs.append(CaseSpec(f"d-{n}", f"(d) {n:,} idle tunnels", _idle_metrics()))
+    specs += [
+        CaseSpec(
+            "e",
+            "(e) transparent-mode tunnels: a new redirected connection per request, one small "
+            "plain GET inside",
+            _tunnel_metrics(),
+        ),
+        CaseSpec(
+            "e1",
+            "(e1) transparent-mode tunnels: TLS handshake + small GET inside (the SNI path)",
+            _tunnel_metrics(),
+        ),
+    ]
     return specs
+
+
+# Case (e): transparent mode may cost at most this much proxy CPU per tunnel above CONNECT.
+TRANSPARENT_MARGIN_US = 20.0
+# Case (f): median warm start of `awf run --backend netns`, exec of awf to the first byte.
+WARM_START_NETNS_S = 0.3
+E_REFERENCE = {"e": "b", "e1": "b1"}  # the loopback CONNECT case each transparent case matches
+WARM_MARKS = ("netns", "rules", "proxy", "selftest", "exec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +231,83 @@ def _median(case: Mapping[str, Any], proxy: str, metric: str) -> float | None:
     per = case.get("per_proxy", {}).get(proxy, {})
     m = per.get("metrics", {}).get(metric)
     return None if m is None else float(m["median"])
+
+
+def _variant_median(case: Mapping[str, Any], variant: str, metric: str) -> float | None:
+    m = case.get("variants", {}).get(variant, {}).get("metrics", {}).get(metric)
+    return None if m is None else float(m["median"])
+
+
+def warm_summary(first_byte_s: Sequence[float], whole_s: Sequence[float],
+                 timings: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    """Median, p95 and range of the warm starts, and the median of each run.json mark (pure)."""
+    out: dict[str, Any] = {"runs": len(first_byte_s)}
+    if first_byte_s:
+        ordered = sorted(first_byte_s)
+        out["first_byte"] = spread(ordered).as_dict()
+        out["first_byte_p95"] = percentile(ordered, 95.0)
+    if whole_s:
+        out["whole_run"] = spread(whole_s).as_dict()
+    marks: dict[str, dict[str, float]] = {}
+    for mark in {k for t in timings for k in t}:
+        values = [float(t[mark]) for t in timings if mark in t]
+        marks[mark] = spread(values).as_dict()
+    out["marks"] = marks
+    return out
+
+
+def own_verdicts(cases: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Targets on awf alone: transparent mode against CONNECT (e, e1), warm start (f)."""
+    out: list[dict[str, Any]] = []
+    for cid, ref in E_REFERENCE.items():
+        case = cases.get(cid)
+        if case is None:
+            continue
+        measured = _variant_median(case, "transparent", "cpu_us_per_unit")
+        explicit = case.get("variants", {}).get("explicit", {}).get("label", "explicit")
+        refs = (
+            (f"({ref}) CONNECT on loopback", _median(cases.get(ref, {}), AWF, "cpu_us_per_unit")),
+            (f"{explicit} (same proxy)", _variant_median(case, "explicit", "cpu_us_per_unit")),
+        )
+        for label, value in refs:
+            delta = None if measured is None or value is None else measured - value
+            out.append(
+                {
+                    "case": cid,
+                    "target": f"≤ {TRANSPARENT_MARGIN_US:g} µs proxy CPU per tunnel above "
+                    f"{label}",
+                    "unit": "µs",
+                    "measured": measured,
+                    "reference": value,
+                    "reference_label": label,
+                    "reference_note": "",
+                    "difference": delta,
+                    "met": None if delta is None else delta <= TRANSPARENT_MARGIN_US,
+                }
+            )
+    f = cases.get("f")
+    if f is not None:
+        for backend, backend_case in f.get("backends", {}).items():
+            m = backend_case.get("metrics", {}).get("first_byte")
+            median = None if m is None else float(m["median"])
+            p95 = backend_case.get("metrics", {}).get("first_byte_p95")
+            limit = WARM_START_NETNS_S if backend == "netns" else None
+            out.append(
+                {
+                    "case": f"f-{backend}",
+                    "target": f"median ≤ {limit:g} s, exec of awf to the command's first byte"
+                    if limit is not None
+                    else backend_case.get("status", "not yet available"),
+                    "unit": "s",
+                    "measured": median,
+                    "reference": None if p95 is None else float(p95),
+                    "reference_label": "p95",
+                    "reference_note": "p95",
+                    "difference": None,
+                    "met": None if median is None or limit is None else median <= limit,
+                }
+            )
+    return out
 
 
 def ratio(awf: float | None, squid: float | None) -> float | None:
@@ -269,7 +367,7 @@ def _met(v: bool | None) -> str:
 
 def interference(case: Mapping[str, Any]) -> float:
     """Largest median share of CPU 1 that other processes took while a case ran."""
-    per = case.get("per_proxy", {})
+    per = case.get("per_proxy") or case.get("variants") or {}
     return max(
         (
             float(p.get("metrics", {}).get("cpu1_other_pct", {}).get("median", 0.0))
@@ -281,7 +379,7 @@ def interference(case: Mapping[str, Any]) -> float:
 
 def load_side(case: Mapping[str, Any]) -> float:
     """Largest median share of CPU 0 that the generator and origin used while a case ran."""
-    per = case.get("per_proxy", {})
+    per = case.get("per_proxy") or case.get("variants") or {}
     return max(
         (
             float(p.get("metrics", {}).get("load_cpu_pct", {}).get("median", 0.0))
@@ -331,6 +429,21 @@ def render(results: Mapping[str, Any]) -> str:
             f"| {v['case']} | {v['target']} | {fmt(v['awf'], digits)} | {fmt(v['squid'], digits)}"
             f" | {fmt(v['ratio'], 2)}{TIMES if v['ratio'] is not None else ''} | {_met(v['met'])} |"
         )
+    own = results.get("targets_own", [])
+    if own:
+        add("")
+        add("Targets on awf alone (no Squid counterpart):")
+        add("")
+        add("| case | target | measured | reference | difference | verdict |")
+        add("|---|---|---|---|---|---|")
+        for v in own:
+            digits = 1 if v["unit"] == "µs" else 3
+            unit = f" {v['unit']}"
+            meas = DASH if v["measured"] is None else fmt(v["measured"], digits) + unit
+            note = f" ({v['reference_note']})" if v.get("reference_note") else ""
+            ref = DASH if v["reference"] is None else f"{fmt(v['reference'], digits)}{unit}{note}"
+            diff = DASH if v["difference"] is None else f"{v['difference']:+,.1f}{unit}"
+            add(f"| {v['case']} | {v['target']} | {meas} | {ref} | {diff} | {_met(v['met'])} |")
     add("")
     add("## Cases")
     for spec in specs:
@@ -347,6 +460,9 @@ def render(results: Mapping[str, Any]) -> str:
         if case.get("note"):
             add(f"Note: {case['note']}.")
             add("")
+        if "variants" in case:
+            _render_variants(lines, spec, case, cases)
+            continue
         per = case["per_proxy"]
         add("| metric | Squid | awf-proxy | awf/Squid |")
         add("|---|---|---|---|")
@@ -380,6 +496,8 @@ def render(results: Mapping[str, Any]) -> str:
                     f"\n{name}: errors per repetition {errs}; first: "
                     f"{_first_error(p.get('samples', []))!r}"
                 )
+    if "f" in cases:
+        _render_warm_start(lines, cases["f"])
     for extra in results.get("not_measured", []):
         add("")
         add(f"### {extra['title']}")
@@ -423,6 +541,106 @@ def render(results: Mapping[str, Any]) -> str:
     add("```")
     add("")
     return "\n".join(lines)
+
+
+def _render_variants(
+    lines: list[str], spec: CaseSpec, case: Mapping[str, Any], cases: Mapping[str, Any]
+) -> None:
+    """Case (e)/(e1): awf-proxy only, CONNECT and transparent over the same veth, and the
+    loopback CONNECT case of the same kind for reference."""
+    add = lines.append
+    ref = E_REFERENCE.get(spec.case_id, "b")
+    variants = case["variants"]
+    ref_per = cases.get(ref, {}).get("per_proxy", {}).get(AWF, {}).get("metrics", {})
+    add(
+        "awf-proxy only, one proxy measured both ways over the same veth; Squid is not compared "
+        "(its TLS interception needs ssl-bump peek/splice and the squid-openssl build, see "
+        "Method)."
+    )
+    add("")
+    add(
+        f"| metric | awf ({ref}), loopback | {variants['explicit']['label']} | "
+        f"{variants['transparent']['label']} | transparent {DASH} explicit | "
+        f"transparent {DASH} ({ref}) |"
+    )
+    add("|---|---|---|---|---|---|")
+    for m in spec.metrics:
+        rm = ref_per.get(m.key)
+        cm = variants["explicit"].get("metrics", {}).get(m.key)
+        tm = variants["transparent"].get("metrics", {}).get(m.key)
+        t = None if tm is None else tm["median"]
+        d_conn = None if t is None or cm is None else t - cm["median"]
+        d_ref = None if t is None or rm is None else t - rm["median"]
+        add(
+            f"| {m.label} | {fmt_spread(rm, m.digits)} | {fmt_spread(cm, m.digits)} | "
+            f"{fmt_spread(tm, m.digits)} | {_signed(d_conn, m.digits)} | "
+            f"{_signed(d_ref, m.digits)} |"
+        )
+    other = interference(case)
+    if other > INTERFERENCE_PCT:
+        add(
+            f"\n**Interference:** other processes took up to {other:.0f} % of CPU 1 "
+            "during this case; throughput and latency are unreliable, CPU per unit less so."
+        )
+    load = load_side(case)
+    if load > LOAD_BOUND_PCT:
+        add(
+            f"\n**Load-bound:** the generator and origin used {load:.0f} % of CPU 0 here; "
+            "this case measures the load side as much as the proxy (compare CPU per unit)."
+        )
+    for key, p in variants.items():
+        if p.get("status", "ok") != "ok":
+            add(f"\n{key}: {p['status']}")
+        errs = [s["errors"] for s in p.get("samples", [])]
+        if any(errs):
+            add(
+                f"\n{key}: errors per repetition {errs}; first: "
+                f"{_first_error(p.get('samples', []))!r}"
+            )
+
+
+def _signed(v: float | None, digits: int) -> str:
+    return DASH if v is None else f"{v:+,.{digits}f}"
+
+
+def _render_warm_start(lines: list[str], case: Mapping[str, Any]) -> None:
+    add = lines.append
+    add("")
+    add(f"### {case.get('title', '(f) `awf run` warm start')}")
+    add("")
+    if case.get("status") != "ok":
+        add(str(case.get("status")))
+        return
+    backends = case.get("backends", {})
+    names = list(backends)
+    add("| metric | " + " | ".join(f"`--backend {n}`" for n in names) + " |")
+    add("|---|" + "---|" * len(names))
+
+    def row(label: str, get: Callable[[Mapping[str, Any]], str]) -> None:
+        cells = []
+        for n in names:
+            b = backends[n]
+            cells.append(get(b.get("metrics", {})) if b.get("status") == "ok" else DASH)
+        add(f"| {label} | " + " | ".join(cells) + " |")
+
+    add(
+        "| status | "
+        + " | ".join(
+            "ok" if backends[n].get("status") == "ok" else str(backends[n].get("status"))
+            for n in names
+        )
+        + " |"
+    )
+    row("runs", lambda m: str(m.get("runs", DASH)))
+    row("exec of awf → first byte of the command (s)",
+        lambda m: fmt_spread(m.get("first_byte"), 3))
+    row("… p95 (s)", lambda m: fmt(m.get("first_byte_p95"), 3))
+    def mark_cell(key: str) -> Callable[[Mapping[str, Any]], str]:
+        return lambda m: fmt_spread(m.get("marks", {}).get(key), 3)
+
+    for mark in WARM_MARKS:
+        row(f"run.json t0 → {mark} (s)", mark_cell(mark))
+    row("whole run, exec of awf → awf exits (s)", lambda m: fmt_spread(m.get("whole_run"), 3))
 
 
 def _first_error(samples: Sequence[SampleDict]) -> str:

@@ -32,8 +32,13 @@ def free_port() -> int:
         return port
 
 
-def wait_tcp(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll 127.0.0.1:port until a connect succeeds (or the process dies, or time runs out)."""
+def wait_tcp(
+    port: int,
+    deadline: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    host: str = "127.0.0.1",
+) -> None:
+    """Poll host:port until a connect succeeds (or the process dies, or time runs out)."""
     delay = 0.005
     while True:
         if proc is not None and proc.poll() is not None:
@@ -41,11 +46,11 @@ def wait_tcp(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = 
                 f"process {proc.pid} exited with {proc.returncode} before port {port} opened"
             )
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            with socket.create_connection((host, port), timeout=1.0):
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise ServiceError(f"nothing listens on 127.0.0.1:{port} after waiting") from None
+                raise ServiceError(f"nothing listens on {host}:{port} after waiting") from None
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
@@ -98,6 +103,7 @@ class Service:
         *,
         ready_pattern: str | None = None,
         ready_port: int | None = None,
+        ready_host: str = "127.0.0.1",
         cwd: Path | None = None,
         nice: int = 0,
     ) -> None:
@@ -107,6 +113,7 @@ class Service:
         self.log_path = log_path
         self._ready_re = re.compile(ready_pattern) if ready_pattern else None
         self._ready_port = ready_port
+        self._ready_host = ready_host
         self._cwd = cwd
         self._ready = threading.Event()
         self._tail: deque[str] = deque(maxlen=40)
@@ -170,7 +177,7 @@ class Service:
                             f"within {timeout:g}s; its output ends with:\n{self.tail()}"
                         )
             if self._ready_port is not None:
-                wait_tcp(self._ready_port, deadline, self._proc)
+                wait_tcp(self._ready_port, deadline, self._proc, self._ready_host)
         except BaseException:
             self.stop()
             raise

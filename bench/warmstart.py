@@ -1,11 +1,13 @@
 """Case (f): warm start of `awf run`, from exec of awf to the command's first byte on stdout.
 
-    python -m bench.warmstart [--backend netns|docker] [--runs N] [--json PATH]
+    python -m bench.warmstart [--backend netns|docker] [--runs N] [--json PATH] [--logs-root DIR]
 
 Each run starts `awf run ... -- printf x` and times, on the wall clock, the span from just before
 the exec to the first byte the command writes; it also reads awf's own `run.json` timings
 (t0 = after awf's imports) to show where the time goes. Needs root (netns) or Docker. Bounded:
-N runs, each with a 60 s limit.
+N runs, each with a 60 s limit. Each run's logs go to their own directory under --logs-root (a
+temporary one on /dev/shm by default), removed once its run.json is read. The JSON result keeps
+every run's figures (first_byte_s, whole_run_s, timings) besides the summary.
 """
 
 from __future__ import annotations
@@ -14,62 +16,94 @@ import argparse
 import json
 import os
 import select
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
-def one(backend: str) -> tuple[float, dict[str, float], float]:
+def one(backend: str, logs: Path) -> tuple[float, dict[str, float], float]:
     argv = [sys.executable, "-m", "awf.cli", "run", "--backend", backend,
-            "--allow-domains", "bench.test", "--", "printf", "x"]
+            "--allow-domains", "bench.test", "--proxy-logs-dir", str(logs), "--", "printf", "x"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     assert proc.stderr is not None
-    first = None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    if ready and proc.stdout.read(1) == b"x":
-        first = time.perf_counter() - t0
-    _, err = proc.communicate(timeout=60)
+    try:
+        first = None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        if ready and proc.stdout.read(1) == b"x":
+            first = time.perf_counter() - t0
+        _, err = proc.communicate(timeout=60)
+    except BaseException:  # timeout or interrupted: let awf clean up (SIGTERM), then insist
+        proc.terminate()
+        try:
+            proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate(timeout=10)
+        raise
     total = time.perf_counter() - t0
     if first is None or proc.returncode != 0:
         raise RuntimeError(f"awf run failed ({proc.returncode}): {err.decode()[-500:]}")
-    logs = next((ln.split("logs: ", 1)[1].strip() for ln in err.decode().splitlines()
-                 if "logs: " in ln), None)
     timings: dict[str, float] = {}
-    if logs and Path(logs, "run.json").exists():
-        timings = json.loads(Path(logs, "run.json").read_text()).get("timings", {})
+    run_json = logs / "run.json"
+    if run_json.exists():
+        timings = json.loads(run_json.read_text()).get("timings", {})
+    shutil.rmtree(logs, ignore_errors=True)
     return first, timings, total
 
 
+def _on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--backend", default="netns", choices=("netns", "docker"))
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--json", type=Path)
+    p.add_argument("--logs-root", type=Path, help="where each run's logs go (then removed)")
     args = p.parse_args()
     if args.backend == "netns" and os.geteuid() != 0:
         print("bench.warmstart: the netns backend needs root", file=sys.stderr)
         return 2
-    one(args.backend)  # warm the page cache and the images
-    firsts, totals, exec_marks = [], [], []
-    for _ in range(args.runs):
-        first, timings, total = one(args.backend)
-        firsts.append(first)
-        totals.append(total)
-        if "exec" in timings:
-            exec_marks.append(timings["exec"])
-    firsts.sort()
+    if args.runs < 1:
+        print("bench.warmstart: --runs must be at least 1", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _on_signal)
+    made_root = args.logs_root is None
+    root = Path(tempfile.mkdtemp(prefix="awf-bench-warm-", dir="/dev/shm")) if made_root \
+        else args.logs_root
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        one(args.backend, root / "warm-up")  # warm the page cache and the images
+        firsts, totals, all_timings = [], [], []
+        for i in range(args.runs):
+            first, timings, total = one(args.backend, root / f"run-{i + 1}")
+            firsts.append(first)
+            totals.append(total)
+            all_timings.append(timings)
+    finally:
+        if made_root:
+            shutil.rmtree(root, ignore_errors=True)
+    exec_marks = [t["exec"] for t in all_timings if "exec" in t]
+    ordered = sorted(firsts)
     result = {
         "backend": args.backend,
         "runs": args.runs,
-        "first_byte_median_s": round(statistics.median(firsts), 3),
-        "first_byte_p95_s": round(firsts[min(len(firsts) - 1, int(0.95 * len(firsts)))], 3),
-        "first_byte_min_s": round(firsts[0], 3),
+        "first_byte_median_s": round(statistics.median(ordered), 3),
+        "first_byte_p95_s": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+        "first_byte_min_s": round(ordered[0], 3),
         "awf_t0_to_exec_median_s": round(statistics.median(exec_marks), 3) if exec_marks else None,
         "whole_run_median_s": round(statistics.median(totals), 3),
+        "first_byte_s": [round(x, 4) for x in firsts],
+        "whole_run_s": [round(x, 4) for x in totals],
+        "timings": all_timings,
     }
     print(json.dumps(result, indent=1))
     if args.json:
