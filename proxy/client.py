@@ -593,11 +593,11 @@ class Exchange:
                 return
             if resp is None:
                 return
-            data = self.reparser.take_rest()
-            if 100 <= resp.status < 200 and resp.status != 101:
+            if resp.interim:  # 100 Continue and friends: pass on, keep reading the buffer
                 client_t.write(response_head_for_client(resp, keep_alive=True))
-                self.reparser = ResponseHeadParser(request_method=self.head.method)
+                data = b""
                 continue
+            data = self.reparser.take_rest()
             if resp.status == 101:  # no upgrades through the plain-HTTP path
                 self.fail(ConnectFailed("the origin tried to switch protocols"))
                 return

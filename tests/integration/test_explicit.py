@@ -469,3 +469,33 @@ async def test_ipv6_listener(origin: Origin) -> None:
         assert p.endpoints[0].startswith("[::1]:")
         resp = await roundtrip(p.port, get(f"http://{ORIGIN}:{origin.port}/small"), host="::1")
     assert resp.status == 200
+
+
+async def test_interim_100_continue_is_forwarded_then_the_answer() -> None:
+    answer = (b"HTTP/1.1 100 Continue\r\n\r\n"
+              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    async with raw_origin(answer) as o, running_proxy(*policy_args(o.port)) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(get(f"http://{ORIGIN}:{o.port}/"))
+        interim = await asyncio.wait_for(read_response(reader), 5)
+        final = await asyncio.wait_for(read_response(reader), 5)
+        writer.close()
+    assert interim.status == 100
+    assert final.status == 200
+    assert final.body == b"ok"
+
+
+async def test_stale_pooled_origin_is_retried_once() -> None:
+    """The origin closes each kept-alive connection after answering: whether the proxy sees the
+    close before the next request or only when it reuses the stale connection (then it retries
+    once on a fresh dial), the client never notices."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"  # keep-alive, then closes
+    async with raw_origin(answer) as o, running_proxy(*policy_args(o.port)) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        for _ in range(3):
+            writer.write(get(f"http://{ORIGIN}:{o.port}/"))
+            resp = await asyncio.wait_for(read_response(reader), 5)
+            assert (resp.status, resp.body) == (200, b"ok")
+            await asyncio.sleep(0.05)
+        writer.close()
+    assert o.connections == 3
