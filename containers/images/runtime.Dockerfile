@@ -1,0 +1,10 @@
+# awf-runtime: awf-proxy, the netns keeper, the API sidecar and the Docker guard.
+# Built by containers/images.py FROM awf-pydeps (BASE) with network_mode none: awf/ in the
+# build context holds our own wheel; its dependencies are in the venv already.
+ARG BASE
+FROM ${BASE}
+COPY awf/ /tmp/awf/
+RUN pip=$(echo /usr/share/python-wheels/pip-*.whl)/pip \
+ && /opt/awf/bin/python "$pip" install --no-index --no-deps --no-cache-dir \
+        --disable-pip-version-check /tmp/awf/*.whl \
+ && rm -rf /tmp/awf
