@@ -8,7 +8,6 @@ as a half-close and the tunnel ends when both directions are done or either side
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -17,13 +16,8 @@ LOW_WATER = 64 * 1024
 
 
 def tune(transport: asyncio.BaseTransport) -> None:
-    """TCP_NODELAY and our flow-control marks on a fresh stream transport."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+    """Our flow-control marks on a fresh stream transport. (uvloop sets TCP_NODELAY on every
+    TCP transport itself; asking for the socket object here would cost a wrapper per call.)"""
     if isinstance(transport, asyncio.WriteTransport):
         transport.set_write_buffer_limits(high=HIGH_WATER, low=LOW_WATER)
 
