@@ -1,36 +1,43 @@
 """`awf`: the only place that prints to the user or picks an exit code.
 
     awf run [options] -- COMMAND     (also: awf [options] -- COMMAND)
-    awf cleanup [--dry-run]
+    awf cleanup [--run ID | --all] [--dry-run]
+    awf images build [--force]
     awf --version
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
 
-from awf.config import RunConfig, parse_run, version_text
+from awf.config import OneLineParser, RunConfig, parse_run, version_text
 from awf.errors import AwfError, ConfigError
 
 USAGE = """usage: awf run [options] -- COMMAND [ARG...]
-       awf cleanup [--dry-run]
+       awf cleanup [--run ID | --all] [--dry-run]
+       awf images build [--force]
        awf --version
 
 awf runs COMMAND with no way to the network but awf-proxy. See `awf run --help`."""
 
 
 def _cleanup(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="awf cleanup",
+    p = OneLineParser(prog="awf cleanup",
                                 description="Remove what killed awf runs left behind: "
-                                "awf-* namespaces and veths, awf_* nft tables.")
+                                "awf-* namespaces and veths, awf_* nft tables, and the Docker "
+                                "containers and networks labelled io.awf.run. Logs are kept.")
     p.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    p.add_argument("--run", metavar="ID", help="only this run (even if its owner is alive, "
+                   "e.g. after --keep-containers)")
+    p.add_argument("--all", action="store_true", help="every awf run, even live ones")
     ns = p.parse_args(list(argv))
     from awf.leftovers import find, remove
 
-    found = find()
+    found = find(everything=bool(ns.all or ns.run))
+    if ns.run:
+        found = [f for f in found if f.run == ns.run]
     if not found:
         print("awf cleanup: nothing to remove", file=sys.stderr)
         return 0
@@ -38,6 +45,24 @@ def _cleanup(argv: Sequence[str]) -> int:
         print(f"{'would remove' if ns.dry_run else 'removing'} {item}", file=sys.stderr)
     if not ns.dry_run:
         remove(found)
+    return 0
+
+
+def _images(argv: Sequence[str]) -> int:
+    p = OneLineParser(prog="awf images", description="Build awf's container images offline "
+                      "(first time: a Debian base from the apt mirror, a minute or two; then "
+                      "instant, tagged by the hash of their inputs).")
+    p.add_argument("action", choices=("build",))
+    p.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
+    ns = p.parse_args(list(argv))
+    from containers.driver import DockerDriver
+    from containers.images import ensure_images
+
+    driver = DockerDriver.from_env()
+    images = ensure_images(driver, progress=lambda line: print(line, file=sys.stderr,
+                                                               flush=True), force=ns.force)
+    for tag in (images.base, images.runtime, images.agent):
+        print(tag)
     return 0
 
 
@@ -66,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args[0] == "cleanup":
             return _cleanup(args[1:])
+        if args[0] == "images":
+            return _images(args[1:])
         if args[0] == "run":
             args = args[1:]
         elif not (args[0].startswith("-")):

@@ -46,15 +46,28 @@ class RunConfig:
     logs_dir: Path | None
     log_level: str
     ipv6: str  # auto | on | off
+    # the Docker backend's own (the netns backend ignores them)
+    subnet: str | None = None  # --subnet: the internal network's IPv4 /24
+    subnet6: str | None = None  # --subnet6: its IPv6 /64
+    volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:ro|rw], parsed by containers.agentenv
+    container_workdir: str | None = None
+    keep_containers: bool = False
+    agent_image: str | None = None  # any local image instead of awf-agent
+    env_all: bool = False
+    exclude_env: tuple[str, ...] = ()
+    env_file: Path | None = None
+    tty: bool = False
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one-line ConfigErrors (exit 2), not a usage dump."""
+
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{message} (see awf run --help)")
+        raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def run_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="awf run",
         description="Run COMMAND with no way to the network but awf-proxy, which lets through "
         "only the allowed domains and logs every decision. --backend netns (root, no Docker) "
@@ -62,8 +75,9 @@ def run_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     add = p.add_argument
-    add("--backend", choices=("netns", "docker"), default="netns",
-        help="netns: a network namespace on this host (root); docker: not in this build yet")
+    add("--backend", choices=("netns", "docker"), default="docker",
+        help="docker (default): the command in a container whose only way out is the proxy "
+        "container; netns: a network namespace on this host (root, no Docker)")
     add("-d", "--allow-domains", action="append", metavar="LIST")
     add("--allow-domains-file", action="append", metavar="PATH")
     add("--block-domains", action="append", metavar="LIST")
@@ -81,6 +95,23 @@ def run_parser() -> argparse.ArgumentParser:
     add("--proxy-logs-dir", metavar="DIR", help="where access.jsonl and run.json go")
     add("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     add("--ipv6", choices=("auto", "on", "off"), default="auto")
+    add("--subnet", metavar="CIDR", help="docker: the internal network's IPv4 /24 "
+        "(default 172.30.0.0/24; a taken one falls back to 10.213.N.0/24)")
+    add("--subnet6", metavar="CIDR", help="docker: its IPv6 /64 (default fd61:7766::/64)")
+    add("-v", "--mount", dest="volumes", action="append", default=[],
+        metavar="HOST:CONTAINER[:ro|rw]", help="docker: bind-mount a host path (rw by default)")
+    add("--container-workdir", metavar="DIR", help="docker: the command's working directory")
+    add("--keep-containers", action="store_true",
+        help="docker: leave the containers and networks for inspection (awf cleanup --run ID)")
+    add("--agent-image", metavar="IMAGE", help="docker: run the command in this local image "
+        "instead of awf-agent")
+    add("--env-all", action="store_true",
+        help="docker: pass every variable of yours (never tokens, keys or proxy variables)")
+    add("--exclude-env", action="append", default=[], metavar="NAME",
+        help="docker: never pass NAME (repeatable)")
+    add("--env-file", metavar="PATH", help="docker: KEY=VALUE lines for the command")
+    add("-t", "--tty", action="store_true",
+        help="docker: give the command a terminal and forward your keyboard (interactive)")
     add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return p
 
@@ -118,7 +149,24 @@ def parse_run(argv: Sequence[str]) -> RunConfig:
         logs_dir=Path(ns.proxy_logs_dir) if ns.proxy_logs_dir else None,
         log_level=ns.log_level,
         ipv6=ns.ipv6,
+        subnet=ns.subnet,
+        subnet6=ns.subnet6,
+        volumes=tuple(ns.volumes),
+        container_workdir=ns.container_workdir,
+        keep_containers=ns.keep_containers,
+        agent_image=ns.agent_image,
+        env_all=ns.env_all,
+        exclude_env=tuple(_check_names("--exclude-env", ns.exclude_env)),
+        env_file=Path(ns.env_file) if ns.env_file else None,
+        tty=ns.tty,
     )
+
+
+def _check_names(flag: str, names: Sequence[str]) -> list[str]:
+    for name in names:
+        if not _ENV_NAME.fullmatch(name):
+            raise ConfigError(f"{flag} {name!r}: not a variable name")
+    return list(names)
 
 
 def _parse_env(item: str) -> tuple[str, str]:

@@ -1,28 +1,27 @@
-"""`make demo`: local origins, awf-proxy with an allowlist, and what got through.
+"""`make demo`: a real `awf run` against local origins, and what got through.
 
-Everything stays on loopback: two origins (`allowed.demo.test`, `other.demo.test`) are served on
-127.0.0.1 and named with `--resolve`; the proxy allows only the first. The demo prints each
-request's outcome, the proxy's log lines for them, and where the log is.
+The images are built the first time (with progress). Two names, `allowed.demo.test` and
+`other.demo.test`, point with `--resolve` at a small HTTP origin this demo serves on the host;
+only the first is allowed. Inside the sandbox a script tries the allowed name, a subdomain, a
+name not allowed, an IP literal and a few ways around the proxy, and prints one line each.
+Nothing leaves the machine.
 """
 
 from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 
 class _Origin(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = f"hello from {self.headers.get('Host', '?')}\n".encode()
+        body = f"hello from {self.headers.get('Host', '?').split(':')[0]}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -32,68 +31,70 @@ class _Origin(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _start_origin() -> tuple[http.server.ThreadingHTTPServer, int]:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Origin)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv, srv.server_address[1]
+def _host_address() -> str:
+    """This host's own address on its default route: the proxy container reaches it through
+    its egress bridge like any origin."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent; this only picks the source address
+        return str(s.getsockname()[0])
 
 
-def _fetch(proxy_port: int, url: str) -> tuple[int, str, str]:
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({"http": f"http://127.0.0.1:{proxy_port}"})
-    )
-    try:
-        with opener.open(url, timeout=10) as resp:
-            return resp.status, "", resp.read().decode().strip()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers.get("X-Awf-Reason", ""), err.read().decode().strip()
+SCRIPT = r"""
+try() {  # label, expectation, command...
+  label=$1; shift
+  out=$("$@" 2>&1); rc=$?
+  if [ $rc -eq 0 ] && ! grep -q "^403$" <<<"$out"; then verdict=ALLOWED; else verdict=BLOCKED; fi
+  printf '  %-8s %-46s %s\n' "$verdict" "$label" "$(head -c 60 <<<"$out" | head -1)"
+}
+C="curl -sS -m 5"
+try "http://allowed.demo.test:$PORT/" $C "http://allowed.demo.test:$PORT/"
+try "http://api.allowed.demo.test:$PORT/" $C "http://api.allowed.demo.test:$PORT/"
+try "http://other.demo.test:$PORT/" $C -f "http://other.demo.test:$PORT/"
+try "http://$HOSTIP:$PORT/ (IP literal)" $C -f "http://$HOSTIP:$PORT/"
+try "other.demo.test, ignoring HTTP_PROXY" $C -f --noproxy '*' "http://other.demo.test:$PORT/"
+try "TCP to $HOSTIP:22 (ssh)" nc -z -w 3 "$HOSTIP" 22
+try "DNS to 8.8.8.8 instead of the proxy" dig +short +time=2 +tries=1 @8.8.8.8 example.com
+try "nft flush ruleset (as the command)" nft flush ruleset
+"""
 
 
 def main() -> int:
-    origin, port = _start_origin()
+    host = _host_address()
+    origin = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _Origin)
+    port = origin.server_address[1]
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
     logs = Path(tempfile.mkdtemp(prefix="awf-demo-logs-"))
-    os.chmod(logs, 0o755)
     argv = [
-        sys.executable, "-m", "proxy.main", "--listen", "127.0.0.1:0",
+        sys.executable, "-m", "awf.cli", "run",
         "--allow-domains", "allowed.demo.test",
-        "--resolve", "allowed.demo.test=127.0.0.1", "--resolve", "api.allowed.demo.test=127.0.0.1",
-        "--resolve", "other.demo.test=127.0.0.1",
-        "--allow-range", "127.0.0.1/32", "--allow-ports", str(port), "--log-dir", str(logs),
+        "--resolve", f"allowed.demo.test={host}", "--resolve", f"api.allowed.demo.test={host}",
+        "--resolve", f"other.demo.test={host}",
+        "--allow-range", f"{host}/32", "--allow-ports", str(port),
+        "--proxy-logs-dir", str(logs),
+        "-e", f"PORT={port}", "-e", f"HOSTIP={host}",
+        "--", "bash", "-c", SCRIPT,
     ]
-    print("[demo] awf-proxy --allow-domains allowed.demo.test (origins on 127.0.0.1, "
-          f"port {port})", flush=True)
-    proxy = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    print(f"[demo] origin on {host}:{port}; awf run --allow-domains allowed.demo.test "
+          "(first run builds the images)\n", flush=True)
     try:
-        line = proxy.stderr.readline() if proxy.stderr is not None else ""
-        if not line.startswith("awf-proxy listening on "):
-            print(f"[demo] awf-proxy did not start: {line}", file=sys.stderr)
-            return 1
-        proxy_port = int(line.rsplit(":", 1)[1])
-        print(f"[demo] {line.strip()}")
-        urls = [
-            f"http://allowed.demo.test:{port}/",
-            f"http://api.allowed.demo.test:{port}/",
-            f"http://other.demo.test:{port}/",
-            f"http://127.0.0.1:{port}/",
-        ]
-        print("\n[demo] requests through the proxy:")
-        for url in urls:
-            status, reason, body = _fetch(proxy_port, url)
-            verdict = "ALLOWED" if status == 200 else "BLOCKED"
-            detail = body if status == 200 else f"{status} {reason}"
-            print(f"  {verdict:8} {url:45} {detail}")
+        done = subprocess.run(argv, timeout=1800, check=False)
     finally:
-        proxy.send_signal(signal.SIGTERM)
-        proxy.wait(timeout=15)
         origin.shutdown()
     log = logs / "access.jsonl"
     print(f"\n[demo] the proxy's decisions ({log}):")
-    for raw in log.read_text().splitlines():
-        rec = json.loads(raw)
-        print(f"  {rec['decision'].upper():5} {rec['method']} {rec['host']}:{rec['port']} "
-              f"{rec['status']} {rec['reason'] or ''}")
-    print(f"\n[demo] full log: {log}")
-    return 0
+    if log.exists():
+        for raw in log.read_text().splitlines():
+            rec = json.loads(raw)
+            if rec.get("host") == "awf-selftest.invalid":
+                continue
+            print(f"  {str(rec.get('decision')).upper():5} {rec.get('method')} "
+                  f"{rec.get('host')}:{rec.get('port')} {rec.get('status')} "
+                  f"{rec.get('reason') or ''}")
+    drops = logs / "l3-drops.json"
+    if drops.exists():
+        print(f"[demo] refused at the firewall, not the proxy: {drops}")
+    print(f"[demo] awf exited with {done.returncode}; logs: {logs}")
+    return 0 if done.returncode == 0 else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """What killed runs left behind, found by name (`awf-<run>` namespaces and veths, `awf_<run>`
-nft tables, `/etc/netns/awf-<run>`), minus the runs whose owner is still alive.
+nft tables, `/etc/netns/awf-<run>`), minus the runs whose owner is still alive; and the Docker
+backend's containers and networks, found by their io.awf.run label (only when the engine is
+reachable), minus the runs whose io.awf.owner-pid is alive on this host.
 
-A run records its owner in /run/awf/runs/<run>.pid while it lives; a run whose owner process is
-gone is a leftover.
+A netns run records its owner in /run/awf/runs/<run>.pid while it lives; a run whose owner
+process is gone is a leftover.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ ETC_NETNS = Path("/etc/netns")
 
 @dataclass(frozen=True, slots=True)
 class Leftover:
-    kind: str  # netns | link | table | dir
+    kind: str  # netns | link | table | dir | container | network
     name: str
     run: str
 
@@ -49,8 +51,37 @@ def alive(run: str) -> bool:
     return True
 
 
-def find() -> list[Leftover]:
-    found: list[Leftover] = []
+def docker_find(*, everything: bool = False) -> list[Leftover]:
+    """The Docker backend's leftovers: containers first, then networks. Nothing (and no error)
+    when no engine is reachable; test objects (io.awf.test) are never included."""
+    if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
+        return []
+    try:
+        from containers import labels
+        from containers.docker_run import dead_runs
+        from containers.rundriver import RunDriver
+
+        driver = RunDriver.connect(timeout=10)
+    except (AwfError, ImportError):
+        return []
+    try:
+        found = driver.list_by_label(labels.RUN)
+        dead = None if everything else set(dead_runs(driver))
+    finally:
+        driver.close()
+    out: list[Leftover] = []
+    for kind, objects in (("container", found.containers), ("network", found.networks)):
+        for obj in objects:
+            run = obj.label(labels.RUN) or ""
+            if obj.label(labels.TEST) is not None:
+                continue
+            if dead is None or run in dead:
+                out.append(Leftover(kind, obj.name, run))
+    return out
+
+
+def find(*, everything: bool = False) -> list[Leftover]:
+    found: list[Leftover] = docker_find(everything=everything)
     names = netns.leftovers(netns.PREFIX)
     try:
         spaces = {n for n in os.listdir(netns.NETNS_DIR) if n.startswith(netns.PREFIX)}
@@ -67,12 +98,34 @@ def find() -> list[Leftover]:
     if ETC_NETNS.is_dir():
         for d in sorted(ETC_NETNS.glob(f"{netns.PREFIX}*")):
             found.append(Leftover("dir", str(d), d.name[len(netns.PREFIX):]))
-    return [f for f in found if not alive(f.run)]
+    return [f for f in found
+            if f.kind in ("container", "network") or everything or not alive(f.run)]
 
 
 def remove(items: list[Leftover]) -> None:
     errors: list[str] = []
+    docker_items = [i for i in items if i.kind in ("container", "network")]
+    if docker_items:
+        try:
+            from containers.rundriver import RunDriver
+
+            driver = RunDriver.connect(timeout=30)
+            try:
+                for item in docker_items:  # containers come first in find()'s order
+                    try:
+                        if item.kind == "container":
+                            driver.remove(item.name)
+                        else:
+                            driver.remove_network(item.name)
+                    except AwfError as exc:
+                        errors.append(f"{item}: {exc}")
+            finally:
+                driver.close()
+        except AwfError as exc:
+            errors.append(f"Docker: {exc}")
     for item in items:
+        if item.kind in ("container", "network"):
+            continue
         try:
             if item.kind == "netns":
                 subprocess.run(["ip", "netns", "delete", item.name], capture_output=True,

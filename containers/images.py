@@ -61,7 +61,8 @@ IMAGE_PYTHON = "3.11"  # bookworm's CPython; the wheels are downloaded for it
 GLIBC_MINOR = 36  # bookworm's glibc 2.36: the newest manylinux tag its wheels may carry
 BASE_PACKAGES = (
     "bash", "ca-certificates", "coreutils", "curl", "dnsutils", "git", "iproute2",
-    "libseccomp2", "netcat-openbsd", "nftables", "procps", "python3", "python3-seccomp",
+    "libseccomp2", "netbase", "netcat-openbsd", "nftables", "procps", "python3",
+    "python3-seccomp",
     "python3-venv", "socat", "util-linux",
 )
 BUILD_PACKAGES = ("gcc", "libc6-dev")  # awf-base-build, for the one-shot-token library (later)

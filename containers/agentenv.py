@@ -1,0 +1,149 @@
+"""The agent container's environment, mounts and command, from the caller's (ARCHITECTURE §6).
+
+Pure: the caller's environment and file contents come in as arguments. Layers, a later one
+winning: core (proxy variables, HOME, PATH), passthrough (a short list, or everything with
+--env-all), --env-file, -e. Never passed: PATH/HOME/SUDO_*, proxy variables, DOCKER_*, LD_*,
+AWF_*, GitHub tokens, provider keys, Actions runtime tokens, and any --exclude-env name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from awf.errors import ConfigError
+
+PASSTHROUGH = (
+    "LANG", "LANGUAGE", "TZ", "TERM", "CI", "GITHUB_ACTIONS", "GITHUB_SERVER_URL",
+    "GITHUB_API_URL", "GITHUB_GRAPHQL_URL", "GITHUB_REPOSITORY", "GITHUB_WORKSPACE",
+    "GITHUB_RUN_ID", "GITHUB_SHA", "GITHUB_REF", "GITHUB_EVENT_NAME", "RUNNER_OS",
+    "RUNNER_ARCH", "XDG_CONFIG_HOME", "GH_HOST",
+)
+PASSTHROUGH_PREFIXES = ("LC_", "OTEL_")
+NEVER = frozenset({
+    "PATH", "PWD", "OLDPWD", "SHLVL", "_", "HOME",
+    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "FTP_PROXY", "NO_PROXY",
+    "SSH_AUTH_SOCK", "GPG_AGENT_INFO",
+    "ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL", "ACTIONS_CACHE_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "GITHUB_TOKEN", "GH_TOKEN", "GITHUB_PAT", "GITHUB_PERSONAL_ACCESS_TOKEN", "GITHUB_API_TOKEN",
+    "GH_ACCESS_TOKEN", "COPILOT_GITHUB_TOKEN",
+    "OPENAI_API_KEY", "OPENAI_KEY", "CODEX_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "COPILOT_PROVIDER_API_KEY", "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+})
+NEVER_PREFIXES = ("SUDO_", "DOCKER_", "LD_", "AWF_")
+_OTLP_HEADERS = re.compile(r"OTEL_EXPORTER_OTLP_.*HEADERS")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_VALUE, MAX_TOTAL = 64 * 1024, 1024 * 1024
+REFUSED_TARGETS = ("/proc", "/sys", "/dev", "/run/awf")
+REFUSED_SOURCES = ("/", "/proc", "/sys", "/dev")
+
+
+def never_passed(name: str, exclude: Iterable[str] = ()) -> bool:
+    upper = name.upper()
+    return (upper in NEVER or name in set(exclude) or upper.startswith(NEVER_PREFIXES)
+            or bool(_OTLP_HEADERS.fullmatch(upper)))
+
+
+def parse_env_file(text: str, where: str) -> list[tuple[str, str]]:
+    """KEY=VALUE lines; '#' comments and blank lines skipped; no expansion, no quotes removed."""
+    out: list[tuple[str, str]] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not _NAME.fullmatch(name):
+            raise ConfigError(f"--env-file {where!r} line {n}: {raw!r} is not KEY=VALUE")
+        out.append((name, value))
+    return out
+
+
+def agent_env(caller: Mapping[str, str], *, proxy_url: str | None, no_proxy: str, home: str,
+              env_all: bool, exclude: Sequence[str], env_file: Sequence[tuple[str, str]],
+              explicit: Sequence[tuple[str, str]], tty: bool = False
+              ) -> tuple[tuple[str, str], ...]:
+    """The container's environment, in a stable order."""
+    env: dict[str, str] = {"HOME": home, "PATH": AGENT_PATH}
+    if tty:
+        env.update(TERM="xterm-256color", FORCE_COLOR="1")
+    else:
+        env["NO_COLOR"] = "1"
+    if proxy_url is not None:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[name] = proxy_url
+        env["NO_PROXY"] = env["no_proxy"] = no_proxy
+    for name, value in sorted(caller.items()):
+        if never_passed(name, exclude) or name.lower() in ("no_proxy", "http_proxy",
+                                                           "https_proxy", "all_proxy"):
+            continue
+        passed = env_all or name in PASSTHROUGH or name.startswith(PASSTHROUGH_PREFIXES)
+        if passed and len(value) <= MAX_VALUE:
+            env[name] = value
+    for name, value in [*env_file, *explicit]:
+        if name.startswith(NEVER_PREFIXES[2:]):  # LD_*, AWF_*: awf's own
+            raise ConfigError(f"{name}: awf sets {name} itself; it cannot be overridden")
+        env[name] = value
+    total = sum(len(k) + len(v) + 2 for k, v in env.items())
+    if total > MAX_TOTAL:
+        raise ConfigError(f"the command's environment is {total} bytes, over 1 MiB; pass "
+                          "fewer variables (--exclude-env NAME, or drop --env-all)")
+    return tuple(env.items())
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    source: str
+    target: str
+    read_only: bool
+
+
+def parse_volume(spec: str, *, environ: Mapping[str, str], forbidden: Sequence[str] = ()
+                 ) -> Volume:
+    """-v HOST:CONTAINER[:ro|rw]: $VAR expands (unset is an error); HOST must exist and is
+    resolved; targets under /proc, /sys, /dev, /run/awf and Docker sockets are refused."""
+
+    def expand(text: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(2)
+            if name not in environ:
+                raise ConfigError(f"-v {spec!r}: ${name} is not set")
+            return environ[name]
+        return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, text)
+
+    parts = spec.split(":")
+    mode = "rw"
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        mode = parts.pop()
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise ConfigError(f"-v {spec!r} is not HOST:CONTAINER[:ro|rw]")
+    host, target = expand(parts[0]), expand(parts[1])
+    if not os.path.exists(host):
+        raise ConfigError(f"-v {spec!r}: {host!r} does not exist on this host")
+    source = os.path.realpath(host)
+    if not target.startswith("/"):
+        raise ConfigError(f"-v {spec!r}: the container path {target!r} must be absolute")
+    target = os.path.normpath(target)
+    for bad in REFUSED_TARGETS:
+        if target == bad or target.startswith(bad + "/"):
+            raise ConfigError(f"-v {spec!r}: mounting over {bad} is not allowed")
+    if source in REFUSED_SOURCES or source.endswith("docker.sock") or target.endswith(
+            "docker.sock"):
+        raise ConfigError(f"-v {spec!r}: {source!r} may not be mounted into the sandbox")
+    for bad in forbidden:
+        if source == bad or source.startswith(bad.rstrip("/") + "/") or bad.startswith(
+                source.rstrip("/") + "/"):
+            raise ConfigError(f"-v {spec!r}: {source!r} holds awf's own files ({bad!r})")
+    return Volume(source, target, mode == "ro")
+
+
+def command_argv(command: Sequence[str]) -> tuple[str, ...]:
+    """One argument runs under bash -c (so $VARs expand inside); several run as they are."""
+    if len(command) == 1:
+        return ("bash", "-c", command[0])
+    return tuple(command)

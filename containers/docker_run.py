@@ -1,0 +1,797 @@
+"""`awf run --backend docker`: the command in a container whose only way out is awf-proxy.
+
+    awf-<run>-int 172.30.0.0/24, fd61:7766::/64 (see INT_INTERNAL)  awf-<run>-ext (bridge, NAT)
+     ├─ .10/::10 awf-<run>-proxy  :3128 :3129 :53, inet awf_proxy ─┘ the only way out
+     └─ .20/::20 awf-<run>-net    keeper: inet awf, routes via .10, self-test, then no caps
+                 └─ awf-<run>-agent  network_mode=container:awf-<run>-net, cap_drop ALL
+
+Order (ARCHITECTURE §4): images, subnet, both networks in parallel, proxy and keeper created
+and started in parallel, readiness from their log lines (`awf-proxy listening on`,
+`awf-netns ready <sha>`, both hashes compared with our own model), and only then is the agent
+created, attached and started. A start that fails names the container and quotes its last log
+lines; exit 125 and the agent never exists. Cleanup runs on every path and is idempotent; `awf
+cleanup` finds what a killed run left by the io.awf.run label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from types import FrameType
+
+from awf import __version__
+from awf.config import RunConfig
+from awf.errors import AwfError, ConfigError, DockerError, SandboxError
+from awf.selftest import NAME as SELFTEST_NAME
+from containers import agentenv, labels, topology
+from containers.driver import ContainerInfo, NetworkInfo
+from containers.keeper import FAILED as KEEPER_FAILED
+from containers.keeper import READY as KEEPER_READY
+from containers.proxy_entry import FAILED as PROXY_FAILED
+from containers.proxy_entry import RULES as PROXY_RULES
+from containers.rundriver import STDERR, RunDriver
+from containers.spec import ContainerSpec, Limits, Mount, NetworkAttachment
+from netfilter.ruleset import IPAddress, IPNetwork, ruleset_to_spec
+
+STARTUP_TIMEOUT = 30.0
+NOBODY = 65534
+CREATE_RETRIES = 6
+MiB = 1024 * 1024
+# -int is a plain bridge, not a Docker "internal" one: with br_netfilter on (Docker turns it
+# on), an internal network's isolation rules (`-i br ! -d SUBNET -j DROP`, `-o br ! -s SUBNET
+# -j DROP`) drop the agent's routed packets to the proxy (destination: the real address, so
+# the proxy's redirect sees it) and the proxy's replies. The agent still has one way out:
+# its routes (set by the keeper; it has no NET_ADMIN or NET_RAW to change them or to forge
+# frames) send everything, the bridge's own gateway address included, to the proxy, which
+# does not forward; and `inet awf` filters in its namespace.
+INT_INTERNAL = False
+PROXY_LIMITS = Limits(memory=512 * MiB, memory_swap=512 * MiB, pids=256)
+KEEPER_LIMITS = Limits(memory=64 * MiB, memory_swap=64 * MiB, pids=32)
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def say(msg: str) -> None:
+    print(f"[awf] {msg}", file=sys.stderr, flush=True)
+
+
+def caller() -> tuple[int, int] | None:
+    """The sudo caller (uid, gid), or None when awf runs as a plain user or root."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if uid and gid and uid.isdigit() and gid.isdigit() and int(uid) != 0:
+        return int(uid), int(gid)
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Everything checked before anything is created: a bad flag is exit 2 with nothing made."""
+
+    volumes: tuple[agentenv.Volume, ...]
+    env_file: tuple[tuple[str, str], ...]
+    want_v4: IPNetwork | None
+    want_v6: IPNetwork | None
+    allow_ranges: tuple[IPNetwork, ...]
+    dns_servers: tuple[IPAddress, ...]
+
+
+def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
+    volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in cfg.volumes)
+    env_file: list[tuple[str, str]] = []
+    if cfg.env_file is not None:
+        try:
+            text = cfg.env_file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"--env-file {str(cfg.env_file)!r}: {exc.strerror}") from exc
+        env_file = agentenv.parse_env_file(text, str(cfg.env_file))
+    want_v4 = want_v6 = None
+    if cfg.subnet is not None:
+        want_v4 = topology.parse_subnet("--subnet", cfg.subnet, topology.DEFAULT_V4, 24)
+    if cfg.subnet6 is not None:
+        want_v6 = topology.parse_subnet("--subnet6", cfg.subnet6, topology.DEFAULT_V6, 64)
+    ranges = tuple(ip_network(item.strip(), strict=False) for entry in cfg.proxy.allow_range
+                   for item in entry.split(",") if item.strip())
+    dns: list[IPAddress] = []
+    for host, _port in cfg.proxy.dns_servers or ():
+        try:
+            dns.append(ip_address(host.strip("[]")))
+        except ValueError:
+            pass
+    # Build both rulesets once on the default layout: a port clash or a bad range is exit 2
+    # here, before anything exists.
+    probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
+    ports = topology.tcp_ports(cfg.proxy.allow_ports)
+    topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
+    topology.agent_ruleset(probe, ports)
+    return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns))
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    run: str
+    logs: Path
+    work: Path
+    t0: float
+    driver: RunDriver
+    names: topology.Names
+    timings: dict[str, float] = field(default_factory=dict)
+    networks: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    agent: str | None = None
+    output: threading.Thread | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    interrupted: bool = False
+    subnets: topology.Subnets | None = None
+
+    def mark(self, what: str) -> None:
+        self.timings[what] = round(time.monotonic() - self.t0, 4)
+
+    def labels(self, role: labels.Role) -> tuple[tuple[str, str], ...]:
+        return (*labels.run_labels(self.run, role, owner_pid=os.getpid(),
+                                   host=socket.gethostname(), started=int(time.time()),
+                                   version=__version__, work_dir=str(self.work),
+                                   logs_dir=str(self.logs)),)
+
+
+# --- entry ------------------------------------------------------------------------------------
+
+
+def run_docker(cfg: RunConfig) -> int:
+    t0 = time.monotonic()
+    environ = dict(os.environ)
+    prepared = prepare(cfg, environ)
+    early: dict[str, float] = {}
+    driver = RunDriver.connect()
+    early["docker"] = round(time.monotonic() - t0, 4)
+    reap_dead_runs(driver)
+    from containers.images import ensure_images
+
+    try:
+        images = ensure_images(driver, progress=lambda line: print(line, file=sys.stderr,
+                                                                     flush=True))
+    except OSError as exc:
+        raise DockerError(f"cannot prepare awf's images: {exc}") from exc
+    early["images"] = round(time.monotonic() - t0, 4)
+    agent_image = cfg.agent_image or images.agent
+    if cfg.agent_image and not driver.image_exists(cfg.agent_image):
+        raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
+                          "load it first (nothing can be pulled)")
+    run_id = secrets.token_hex(4)
+    work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-"))
+    run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), work=work, t0=t0,
+              driver=driver, names=topology.Names(run_id))
+    run.timings.update(early)
+    lease = _take_lease(work)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        run.exit_code = _run(run, prepared, images.runtime, agent_image, environ)
+    except Interrupted as exc:
+        run.interrupted = True
+        say(f"{signal.Signals(exc.signum).name}: stopping the command and cleaning up")
+        run.exit_code = 128 + exc.signum
+    except AwfError as exc:
+        run.error = str(exc)
+        run.exit_code = exc.exit_code
+        say(f"error: {exc}")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            teardown(run)
+        finally:
+            os.close(lease)
+            for s, h in old.items():
+                signal.signal(s, h)
+    if received and run.exit_code is not None and run.exit_code < 129:
+        run.exit_code = 128 + received[0]
+    code = run.exit_code if run.exit_code is not None else 125
+    _write_run_json(run, code)
+    _summary(run)
+    return code
+
+
+def _take_lease(work: Path) -> int:
+    """An exclusive flock held for awf's whole life; the proxy container watches it."""
+    path = work / "lease"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _logs_dir(cfg: RunConfig, run: str) -> Path:
+    logs = cfg.logs_dir or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.chmod(logs, 0o755)
+    return logs
+
+
+def _proxy_user() -> tuple[int, int]:
+    who = caller()
+    return who if who is not None else (NOBODY, NOBODY)
+
+
+# --- start ------------------------------------------------------------------------------------
+
+
+def host_networks() -> list[IPNetwork]:
+    """Every address and route (all tables) of this host, from `ip -j` (a few ms; pyroute2
+    costs ~0.2 s to import, which the warm start cannot afford)."""
+    nets: list[IPNetwork] = []
+    try:
+        outs = [subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
+                for argv in (["ip", "-j", "addr", "show"],
+                             ["ip", "-j", "-4", "route", "show", "table", "all"],
+                             ["ip", "-j", "-6", "route", "show", "table", "all"])]
+    except (OSError, subprocess.SubprocessError):
+        from netfilter.netns import host_networks as via_netlink
+
+        return list(via_netlink())
+    for link in json.loads(outs[0] or "[]"):
+        for a in link.get("addr_info") or []:
+            if a.get("local") and a.get("prefixlen") is not None:
+                nets.append(ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
+    for text in outs[1:]:
+        for route in json.loads(text or "[]"):
+            dst = route.get("dst")
+            if dst and dst != "default":
+                try:
+                    nets.append(ip_network(dst, strict=False))
+                except ValueError:
+                    pass
+    return nets
+
+
+def _taken(driver: RunDriver) -> list[IPNetwork]:
+    nets: list[IPNetwork] = host_networks() + driver.network_subnets()
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                try:
+                    nets.append(ip_network(words[1].split("%")[0]))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    # Default routes are not "taken"; a /0 would swallow every candidate.
+    return [n for n in nets if n.prefixlen > 0]
+
+
+def _create_networks(run: Run, prepared: Prepared) -> topology.Subnets:
+    ipv6 = run.cfg.ipv6 != "off"
+    pool = ThreadPoolExecutor(2)
+    try:
+        for attempt in range(CREATE_RETRIES):
+            subnets = topology.choose_subnets(
+                _taken(run.driver), want_v4=prepared.want_v4,  # type: ignore[arg-type]
+                want_v6=prepared.want_v6, ipv6=ipv6, skip=0)  # type: ignore[arg-type]
+            n = run.names
+            jobs = {
+                n.int_net: pool.submit(
+                    run.driver.create_network, n.int_net, internal=INT_INTERNAL,
+                    subnet_v4=str(subnets.v4),
+                    subnet_v6=str(subnets.v6) if subnets.v6 else None,
+                    labels=dict(run.labels(labels.Role.NETWORK_INT))),
+                n.ext_net: pool.submit(
+                    run.driver.create_network, n.ext_net, internal=False,
+                    subnet_v4=str(subnets.ext_v4), subnet_v6=None,
+                    labels=dict(run.labels(labels.Role.NETWORK_EXT))),
+            }
+            errors: list[DockerError] = []
+            for name, job in jobs.items():
+                try:
+                    job.result()
+                    run.networks.append(name)
+                except DockerError as exc:
+                    errors.append(exc)
+            if not errors:
+                return subnets
+            for name in list(run.networks):  # try again from scratch
+                run.driver.remove_network(name)
+                run.networks.remove(name)
+            text = " ".join(str(e) for e in errors)
+            if "overlap" in text.lower() and attempt + 1 < CREATE_RETRIES:
+                continue  # raced with another run or network: the next choice sees it
+            if subnets.v6 is not None and run.cfg.ipv6 == "auto" and "overlap" not in text:
+                say("Docker refused the IPv6 subnet; going on with IPv4 only (IPv6 disabled "
+                    "in the sandbox)")
+                ipv6 = False
+                continue
+            raise errors[0]
+        raise DockerError("could not create the run's networks: every subnet tried overlapped")
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
+                runtime: str) -> tuple[ContainerSpec, str]:
+    ports = topology.tcp_ports(run.cfg.proxy.allow_ports)
+    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
+                                     dns_servers=prepared.dns_servers)
+    uid, gid = _proxy_user()
+    argv = [*topology.proxy_listen_args(subnets), "--log-dir", "/logs", "--drain-timeout", "1",
+            "--log-level", run.cfg.log_level, *run.cfg.proxy_args]
+    spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
+            "ext_gateway": str(subnets.ext_v4.network_address + 1)}
+    os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
+    sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
+    if subnets.v6 is not None:
+        sysctls.append(("net.ipv6.conf.all.forwarding", "0"))
+    n = run.names
+    return ContainerSpec(
+        name=n.proxy, image=runtime,
+        entrypoint=("python", "-m", "containers.proxy_entry"), command=(json.dumps(spec),),
+        labels=run.labels(labels.Role.PROXY),
+        network=n.int_net, ipv4_address=str(subnets.proxy_v4),
+        ipv6_address=str(subnets.proxy_v6) if subnets.proxy_v6 else None,
+        extra_networks=(NetworkAttachment(n.ext_net),),
+        mounts=(Mount(str(run.logs), "/logs", read_only=False),
+                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)),
+        tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
+        cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
+        security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,
+        sysctls=tuple(sysctls),
+    ), ruleset.sha256()
+
+
+def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[ContainerSpec, str]:
+    ports = topology.tcp_ports(run.cfg.proxy.allow_ports)
+    ruleset = topology.agent_ruleset(subnets, ports)
+    spec = {"ruleset": ruleset_to_spec(ruleset), "subnet_v4": str(subnets.v4),
+            "subnet_v6": str(subnets.v6) if subnets.v6 else None,
+            "startup_timeout": STARTUP_TIMEOUT}
+    sysctls = [("net.ipv4.conf.all.accept_redirects", "0"),
+               ("net.ipv4.conf.default.accept_redirects", "0")]
+    if subnets.v6 is not None:
+        sysctls += [("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0"),
+                    ("net.ipv6.conf.all.accept_redirects", "0"),
+                    ("net.ipv6.conf.default.accept_redirects", "0")]
+    else:
+        sysctls += [("net.ipv6.conf.all.disable_ipv6", "1"),
+                    ("net.ipv6.conf.default.disable_ipv6", "1")]
+    n = run.names
+    return ContainerSpec(
+        name=n.keeper, image=runtime,
+        entrypoint=("python", "-m", "containers.keeper"), command=(json.dumps(spec),),
+        labels=run.labels(labels.Role.NET),
+        network=n.int_net, ipv4_address=str(subnets.keeper_v4),
+        ipv6_address=str(subnets.keeper_v6) if subnets.keeper_v6 else None,
+        cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID", "SETPCAP"),
+        security_opt=("no-new-privileges",), read_only=True, limits=KEEPER_LIMITS,
+        tmpfs=(("/tmp", "rw,size=1m"),), sysctls=tuple(sysctls),
+    ), ruleset.sha256()
+
+
+class _Watch:
+    """Follows one container's log lines until it is ready or fails."""
+
+    def __init__(self, driver: RunDriver, name: str, ready: Callable[[list[str]], bool],
+                 failed: str, t0: float) -> None:
+        self.name, self.lines, self.done = name, [], threading.Event()
+        self.ok = False
+        self.at = 0.0  # seconds after t0 when it was ready
+        self.t0 = t0
+        self._driver, self._ready, self._failed = driver, ready, failed
+        self.thread = threading.Thread(target=self._follow, name=f"watch-{name}", daemon=True)
+
+    lines: list[str]
+
+    def _follow(self) -> None:
+        stream: Iterator[str] | None = None
+        try:
+            stream = self._driver.stream_logs(self.name)
+            for line in stream:
+                self.lines.append(line)
+                if line.startswith(self._failed):
+                    return
+                if self._ready(self.lines):
+                    self.ok = True
+                    self.at = round(time.monotonic() - self.t0, 4)
+                    return
+        except AwfError as exc:
+            self.lines.append(f"({exc})")
+        finally:
+            if stream is not None:
+                try:
+                    stream.close()  # type: ignore[attr-defined]
+                except Exception:  # closing a dead stream
+                    pass
+            self.done.set()
+
+    def failure(self) -> str:
+        tail = " | ".join(ln for ln in self.lines[-8:] if ln.strip()) or "no output"
+        state = None
+        try:
+            state = self._driver.state(self.name)
+        except AwfError:
+            pass
+        how = ""
+        if state is not None and not state.get("Running"):
+            how = f" (exited with status {state.get('ExitCode')})"
+        return f"container {self.name!r} failed to start{how}; its last lines: {tail}"
+
+
+def _start_both(run: Run, specs: list[tuple[ContainerSpec, _Watch]]) -> None:
+    def one(spec: ContainerSpec, watch: _Watch) -> None:
+        run.driver.create_container(spec)
+        run.containers.append(spec.name)
+        run.driver.start(spec.name)
+        watch.thread.start()
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        jobs = [pool.submit(one, s, w) for s, w in specs]
+        errors = [j.exception() for j in jobs if j.exception() is not None]
+    if errors:
+        err = errors[0]
+        raise err if isinstance(err, AwfError) else DockerError(str(err))
+    run.mark("started")
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    for _, watch in specs:
+        left = deadline - time.monotonic()
+        if not watch.done.wait(max(left, 0)):
+            raise SandboxError(f"container {watch.name!r} was not ready within "
+                               f"{STARTUP_TIMEOUT:g} s; its last lines: "
+                               f"{' | '.join(watch.lines[-8:]) or 'no output'}")
+        if not watch.ok:
+            raise SandboxError(watch.failure())
+
+
+def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
+         environ: dict[str, str]) -> int:
+    cfg = run.cfg
+    subnets = _create_networks(run, prepared)
+    run.subnets = subnets
+    run.mark("networks")
+    proxy_spec, proxy_sha = _proxy_spec(run, subnets, prepared, runtime)
+    keeper_spec, keeper_sha = _keeper_spec(run, subnets, runtime)
+    families = 2 if subnets.v6 is not None else 1
+    proxy_watch = _Watch(run.driver, proxy_spec.name,
+                         lambda ls: sum(ln.startswith("awf-proxy listening on ")
+                                        for ln in ls) >= 3 * families, PROXY_FAILED, run.t0)
+    keeper_watch = _Watch(run.driver, keeper_spec.name,
+                          lambda ls: any(ln.startswith(KEEPER_READY) for ln in ls),
+                          KEEPER_FAILED, run.t0)
+    _start_both(run, [(proxy_spec, proxy_watch), (keeper_spec, keeper_watch)])
+    got_keeper = next(ln for ln in keeper_watch.lines if ln.startswith(KEEPER_READY)).split()[-1]
+    got_proxy = next((ln.split()[-1] for ln in proxy_watch.lines if ln.startswith(PROXY_RULES)),
+                     "")
+    if got_keeper != keeper_sha or got_proxy != proxy_sha:
+        raise SandboxError(f"the live rulesets' hashes differ from awf's model (keeper "
+                           f"{got_keeper[:12]} vs {keeper_sha[:12]}, proxy {got_proxy[:12]} vs "
+                           f"{proxy_sha[:12]}); is the runtime image from this awf?")
+    run.mark("ready")
+    run.timings["proxy_ready"] = proxy_watch.at
+    run.timings["keeper_ready"] = keeper_watch.at
+    (run.logs / "agent.nft").write_text(topology.agent_ruleset(
+        subnets, topology.tcp_ports(cfg.proxy.allow_ports)).render())
+    if cfg.log_level == "debug":
+        say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
+            "self-test passed")
+    agent_spec = _agent_spec(run, subnets, prepared, agent_image, environ)
+    run.driver.create_container(agent_spec)
+    run.containers.append(agent_spec.name)
+    run.agent = agent_spec.name
+    sock = run.driver.attach(agent_spec.name, stdin=cfg.tty)
+    run.output = threading.Thread(target=_pump, args=(run.driver, sock, cfg.tty),
+                                  name="agent-output", daemon=True)
+    run.output.start()
+    with _terminal(run, sock) if cfg.tty else contextlib.nullcontext(lambda: None) as started:
+        run.driver.start(agent_spec.name)
+        run.mark("exec")
+        started()
+        return _wait_agent(run, agent_spec.name, proxy_spec.name)
+
+
+@contextlib.contextmanager
+def _terminal(run: Run, sock: object) -> Iterator[Callable[[], None]]:
+    """--tty: our terminal in raw mode, keystrokes to the command, SIGWINCH to its TTY."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd) if os.isatty(fd) else None
+    agent = run.names.agent
+
+    def resize(signum: int = 0, frame: FrameType | None = None) -> None:
+        try:
+            cols, rows = os.get_terminal_size(fd)
+            run.driver.resize(agent, rows, cols)
+        except (OSError, AwfError):
+            pass
+
+    def forward() -> None:
+        try:
+            while data := os.read(fd, 4096):
+                run.driver.send(sock, data)
+            run.driver.send(sock, b"")
+        except OSError:
+            pass
+
+    if saved is not None:
+        tty.setraw(fd)
+    old = signal.signal(signal.SIGWINCH, resize)
+    threading.Thread(target=forward, name="agent-input", daemon=True).start()
+    try:
+        yield resize  # called once the container runs
+    finally:
+        signal.signal(signal.SIGWINCH, old)
+        if saved is not None:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: str,
+                environ: dict[str, str]) -> ContainerSpec:
+    cfg = run.cfg
+    who = caller()
+    resolv = run.work / "resolv.conf"
+    resolv.write_text(topology.resolv_conf(subnets))
+    os.chmod(resolv, 0o644)
+    os.chmod(run.work, 0o755)
+    no_proxy = ["localhost", "127.0.0.1", "::1", str(subnets.proxy_v4)]
+    proxy_url = f"http://{subnets.proxy_v4}:{topology.EXPLICIT_PORT}" if cfg.proxy_env else None
+    home = "/root" if who is None else "/tmp"
+    env = agentenv.agent_env(environ, proxy_url=proxy_url, no_proxy=",".join(no_proxy),
+                             home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
+                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
+    mounts = [Mount(str(resolv), "/etc/resolv.conf", read_only=True)]
+    mounts += [Mount(v.source, v.target, read_only=v.read_only) for v in prepared.volumes]
+    argv = agentenv.command_argv(cfg.command)
+    cpus = os.cpu_count() or 1
+    mem = _host_memory()
+    limits = Limits(memory=min(6 * 1024 * MiB, mem * 3 // 4) if mem else None,
+                    memory_swap=min(6 * 1024 * MiB, mem * 3 // 4) if mem else None,
+                    pids=1000, nano_cpus=int(max(1.0, cpus - 0.5) * 1e9))
+    return ContainerSpec(
+        name=run.names.agent, image=image, entrypoint=(argv[0],), command=argv[1:],
+        env=env, labels=run.labels(labels.Role.AGENT),
+        network_mode=f"container:{run.names.keeper}",
+        mounts=tuple(mounts), cap_drop=("ALL",), security_opt=("no-new-privileges",),
+        user=f"{who[0]}:{who[1]}" if who else "0:0",
+        working_dir=cfg.container_workdir, limits=limits, init=True,
+        tty=cfg.tty, stdin_open=cfg.tty,
+    )
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def _pump(driver: RunDriver, sock: object, tty: bool = False) -> None:
+    """The agent's stdout and stderr, byte for byte, to ours."""
+    try:
+        for kind, data in driver.frames(sock, tty=tty):
+            out = sys.stderr.buffer if kind == STDERR else sys.stdout.buffer
+            out.write(data)
+            out.flush()
+    except (OSError, ValueError, AwfError):
+        pass
+
+
+def _wait_agent(run: Run, agent: str, proxy: str) -> int:
+    events: queue.Queue[tuple[str, int | Exception]] = queue.Queue()
+
+    def waiter(what: str, name: str) -> None:
+        try:
+            events.put((what, run.driver.wait(name)))
+        except Exception as exc:  # handed to the main thread
+            events.put((what, exc))
+
+    for what, name in (("agent", agent), ("proxy", proxy)):
+        threading.Thread(target=waiter, args=(what, name), daemon=True).start()
+    deadline = (time.monotonic() + run.cfg.agent_timeout) if run.cfg.agent_timeout else None
+    while True:
+        wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+        try:
+            what, result = events.get(timeout=wait)
+        except queue.Empty:
+            if deadline is not None and time.monotonic() >= deadline:
+                say(f"--agent-timeout expired after {run.cfg.agent_timeout:g} s; stopping the "
+                    "command")
+                _stop(run.driver, agent, 10)
+                return 124
+            continue
+        if isinstance(result, Exception):
+            raise DockerError(f"lost the {what} container: {result}")
+        if what == "agent":
+            _drain_output(run)
+            return result
+        # egress is gone: stop the command, fail closed
+        _stop(run.driver, agent, 2)
+        raise SandboxError(f"awf-proxy died (status {result}); the command was stopped")
+
+
+def _drain_output(run: Run) -> None:
+    if run.output is not None:
+        run.output.join(5)
+
+
+def _stop(driver: RunDriver, name: str, grace: float) -> None:
+    """SIGTERM (the init passes it on), then SIGKILL after `grace` seconds."""
+    try:
+        if not driver.kill(name, "SIGTERM"):
+            return
+        try:
+            driver.wait(name, timeout=grace)
+        except TimeoutError:
+            driver.kill(name, "SIGKILL")
+            driver.wait(name, timeout=10)
+    except (AwfError, TimeoutError):
+        pass
+
+
+# --- teardown ---------------------------------------------------------------------------------
+
+
+def teardown(run: Run) -> None:
+    d, n = run.driver, run.names
+    if run.agent is not None:
+        _stop(d, run.agent, 2 if run.interrupted else 3)
+        _drain_output(run)
+
+    def l3_drops() -> None:
+        if n.keeper not in run.containers:
+            return
+        try:
+            code, out = d.exec_run(n.keeper, ["python", "-m", "netfilter.cli", "dump",
+                                              "--table", "awf"])
+            if code == 0:
+                (run.logs / "l3-drops.json").write_text(out)
+        except AwfError:
+            pass
+
+    def stop_proxy() -> None:
+        if n.proxy in run.containers:
+            _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
+
+    with ThreadPoolExecutor(2) as pool:
+        for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
+            job.result()
+    if run.cfg.keep_containers:
+        say(f"containers kept; remove them with: awf cleanup --run {run.run}")
+    else:
+        remove_run(d, run.run, containers=run.containers, networks=run.networks)
+    shutil.rmtree(run.work, ignore_errors=True)
+    _finish_logs(run.logs)
+
+
+def remove_run(driver: RunDriver, run: str, *, containers: list[str] | None = None,
+               networks: list[str] | None = None) -> list[str]:
+    """Force-remove a run's containers, then its networks (those we know of and those the
+    label finds), in parallel; idempotent. Returns what it removed."""
+    found = driver.list_by_label(labels.RUN, run)
+    names = list(dict.fromkeys([*(containers or []), *(c.name for c in found.containers)]))
+    nets = list(dict.fromkeys([*(networks or []), *(x.name for x in found.networks)]))
+    errors: list[str] = []
+
+    def attempt(func: Callable[[str], None], name: str) -> None:
+        try:
+            func(name)
+        except AwfError as exc:
+            errors.append(str(exc))
+
+    with ThreadPoolExecutor(max(1, len(names))) as pool:
+        list(pool.map(lambda c: attempt(driver.remove, c), names))
+    with ThreadPoolExecutor(max(1, len(nets))) as pool:
+        list(pool.map(lambda x: attempt(driver.remove_network, x), nets))
+    if errors:
+        say("cleanup: " + "; ".join(errors))
+    return [f"container {c}" for c in names] + [f"network {x}" for x in nets]
+
+
+def reap_dead_runs(driver: RunDriver) -> None:
+    """Remove runs on this host whose owner process is gone (a killed awf)."""
+    for run in dead_runs(driver):
+        remove_run(driver, run)
+
+
+def dead_runs(driver: RunDriver) -> list[str]:
+    found = driver.list_by_label(labels.RUN)
+    host = socket.gethostname()
+    runs: dict[str, bool] = {}
+    objects: list[ContainerInfo | NetworkInfo] = [*found.containers, *found.networks]
+    for obj in objects:
+        run = obj.label(labels.RUN)
+        if run is None or obj.label(labels.TEST) is not None:
+            continue
+        pid = obj.label(labels.OWNER_PID)
+        alive = obj.label(labels.HOST) == host and pid is not None and _alive(pid)
+        runs[run] = runs.get(run, False) or alive
+    return sorted(r for r, alive in runs.items() if not alive)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def _finish_logs(logs: Path) -> None:
+    """Files 0644, owned by the invoking user, so nobody needs sudo to read them."""
+    who = caller()
+    owner = who if who is not None else (0, 0)
+    if os.geteuid() != 0:
+        owner = (-1, -1)
+    for p in [logs, *logs.iterdir()] if logs.is_dir() else []:
+        try:
+            if owner != (-1, -1):
+                os.chown(p, *owner)
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        except OSError:
+            pass
+
+
+def _write_run_json(run: Run, code: int) -> None:
+    doc = {
+        "id": run.run, "version": __version__, "backend": "docker", "exit_code": code,
+        "awf_error": run.error, "command": list(run.cfg.command), "timings": run.timings,
+        "logs": str(run.logs),
+        "subnets": None if run.subnets is None else {
+            "v4": str(run.subnets.v4), "v6": str(run.subnets.v6) if run.subnets.v6 else None,
+            "ext": str(run.subnets.ext_v4)},
+    }
+    path = run.logs / "run.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    _finish_logs(run.logs)
+
+
+def _summary(run: Run) -> None:
+    log = run.logs / "access.jsonl"
+    allowed = denied = 0
+    denials: dict[str, str] = {}
+    if log.exists():
+        for raw in log.read_text().splitlines():
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if rec.get("host") == SELFTEST_NAME:  # the self-test's own probes
+                continue
+            if rec.get("decision") == "allow":
+                allowed += 1
+            else:
+                denied += 1
+                denials[f"{rec.get('host') or '?'}:{rec.get('port')}"] = str(rec.get("reason"))
+    total = allowed + denied
+    say(f"{total} request{'s' if total != 1 else ''}: {allowed} allowed, {denied} denied "
+        f"· logs: {run.logs}")
+    for target, reason in sorted(denials.items()):
+        say(f"  denied {target} ({reason})")

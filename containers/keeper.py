@@ -1,0 +1,175 @@
+"""`awf-<run>-net`, the netns keeper: PID 1 of the namespace the agent container will share.
+
+    python -m containers.keeper SPEC_JSON
+
+It holds NET_ADMIN only while it sets up: applies the agent ruleset (`inet awf`) and verifies
+it; routes everything via the proxy (the subnet's on-link route is replaced by a host route to
+the proxy alone, so even the Docker bridge's gateway address is reached only through the
+proxy); checks the routes; waits for the proxy to answer; runs the self-test of
+`awf.selftest` as uid 65534 in a child; prints `awf-netns ready <sha256>`; then execs
+`setpriv` to drop every capability and sleep. Any failure prints `awf-netns failed: ...` and
+exits 125, so awf never creates the agent.
+
+SPEC_JSON: {"ruleset": <agent ruleset spec>, "subnet_v4", "subnet_v6" (or null),
+"startup_timeout"}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_network
+
+from awf.errors import AwfError, SandboxError
+from awf.selftest import Target, checks
+from netfilter import apply as nft
+from netfilter.ruleset import AgentRuleset, ruleset_from_spec
+
+READY = "awf-netns ready"
+FAILED = "awf-netns failed:"
+NOBODY = 65534
+PROBE_GATEWAY_V4 = "192.0.2.1"
+
+
+def _ip(batch: str, family: str = "-4") -> None:
+    done = subprocess.run(["ip", family, "-batch", "-"], input=batch, text=True,
+                          capture_output=True, timeout=10, check=False)
+    if done.returncode != 0:
+        raise SandboxError(f"ip could not set the routes: {done.stderr.strip()}")
+
+
+def _route_via(dst: str) -> str | None:
+    done = subprocess.run(["ip", "-j", "route", "get", dst], text=True, capture_output=True,
+                          timeout=10, check=False)
+    if done.returncode != 0:
+        return None
+    routes = json.loads(done.stdout or "[]")
+    return str(routes[0].get("gateway")) if routes and routes[0].get("gateway") else None
+
+
+def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
+    dev = "eth0"
+    _ip(f"route del {subnet_v4} dev {dev}\n"
+        f"route replace {agent.proxy_v4}/32 dev {dev} scope link\n"
+        f"route replace default via {agent.proxy_v4} dev {dev}\n")
+    if subnet_v6 is not None and agent.proxy_v6 is not None:
+        _ip(f"route del {subnet_v6} dev {dev}\n"
+            f"route replace {agent.proxy_v6}/128 dev {dev}\n"
+            f"route replace default via {agent.proxy_v6} dev {dev}\n", "-6")
+    net4 = ip_network(subnet_v4)
+    for dst in (PROBE_GATEWAY_V4, str(net4.network_address + 1)):
+        via = _route_via(dst)
+        if via != str(agent.proxy_v4):
+            raise SandboxError(f"the route to {dst} goes via {via}, not the proxy "
+                               f"{agent.proxy_v4}")
+    if subnet_v6 is not None and agent.proxy_v6 is not None:
+        net6 = ip_network(subnet_v6)
+        for dst in ("2001:db8::1", str(net6.network_address + 1)):
+            via = _route_via(dst)
+            if via != str(agent.proxy_v6):
+                raise SandboxError(f"the route to {dst} goes via {via}, not the proxy "
+                                   f"{agent.proxy_v6}")
+
+
+def wait_for_proxy(target: Target, deadline: float) -> None:
+    """Until the proxy answers /healthz and its DNS forwarder answers: the proxy container
+    starts at the same time as this one. Each attempt is refused at once while it is not
+    listening, so this is a bounded retry, not a sleep."""
+    families: list[tuple[int, str]] = [(socket.AF_INET, str(target.proxy_v4))]
+    if target.proxy_v6 is not None:
+        families.append((socket.AF_INET6, str(target.proxy_v6)))
+    last = ""
+    for family, addr in families:
+        while True:
+            try:
+                with socket.socket(family, socket.SOCK_STREAM) as s:
+                    s.settimeout(1)
+                    s.connect((addr, target.explicit_port))
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: awf\r\n\r\n")
+                    head = s.recv(64)
+                    if not head.startswith(b"HTTP/1.1 200"):
+                        raise OSError(f"/healthz answered {head[:24]!r}")
+                with socket.socket(family, socket.SOCK_DGRAM) as u:
+                    u.settimeout(1)
+                    u.connect((addr, target.dns_port))
+                    u.send(b"\x41\x57\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+                           b"\x04awf-\x04wait\x07invalid\x00\x00\x01\x00\x01")
+                    u.recv(512)
+                break
+            except OSError as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                raise SandboxError(f"awf-proxy at {addr} did not answer in time ({last})")
+            time.sleep(0.05)
+
+
+def selftest_as_nobody(target: Target) -> None:
+    """The §2.5 checks, in a child that is uid/gid 65534 with no capabilities."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            for what, check in checks(target):
+                try:
+                    check()
+                except (AwfError, OSError) as exc:
+                    os.write(w, f"{what}: {exc}".encode())
+                    code = 1
+                    break
+        except BaseException as exc:  # report anything, never fall back into the parent
+            os.write(w, repr(exc).encode())
+            code = 2
+        os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        message = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SandboxError(f"self-test failed: {message or 'the check process died'}")
+
+
+def setup(spec: dict[str, object]) -> str:
+    ruleset = ruleset_from_spec(spec["ruleset"])
+    if not isinstance(ruleset, AgentRuleset):
+        raise SandboxError("the keeper's spec must hold an agent ruleset")
+    deadline = time.monotonic() + float(str(spec.get("startup_timeout", 30)))
+    nft.apply(ruleset)
+    nft.verify(ruleset)
+    subnet_v6 = spec.get("subnet_v6")
+    set_routes(ruleset, str(spec["subnet_v4"]), None if subnet_v6 is None else str(subnet_v6))
+    target = Target(proxy_v4=IPv4Address(ruleset.proxy_v4),
+                    proxy_v6=IPv6Address(ruleset.proxy_v6) if ruleset.proxy_v6 else None)
+    wait_for_proxy(target, deadline)
+    selftest_as_nobody(target)
+    nft.verify(ruleset)  # nothing changed it meanwhile
+    return ruleset.sha256()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(args) != 1:
+            raise SandboxError("usage: python -m containers.keeper SPEC_JSON")
+        spec = json.loads(args[0])
+        sha = setup(spec)
+    except (AwfError, ValueError, KeyError, OSError) as exc:
+        print(f"{FAILED} {exc}", flush=True)
+        return 125
+    print(f"{READY} {sha}", flush=True)
+    # Drop every capability for the rest of the container's life; sleep until removed.
+    os.execvp("setpriv", ["setpriv", "--inh-caps=-all", "--ambient-caps=-all",
+                          "--bounding-set=-all", "--no-new-privs", "--", "sleep", "infinity"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

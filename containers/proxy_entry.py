@@ -1,0 +1,112 @@
+"""`awf-<run>-proxy`'s PID 1: apply `inet awf_proxy`, drop to the caller, run awf-proxy.
+
+    python -m containers.proxy_entry SPEC_JSON
+
+SPEC_JSON: {"ruleset": <proxy ruleset spec>, "uid": N, "gid": N, "ext_gateway": IP,
+"argv": [awf-proxy flags]}.
+The ruleset is applied and verified with NET_ADMIN; then the process drops to uid:gid (a
+non-root uid: setuid clears every capability, and no-new-privileges keeps them gone) and runs
+`proxy.main` in-process. A thread waits on awf's lease (`/run/awf-lease`): when awf dies,
+even by SIGKILL, the proxy exits at once, so the agent has no egress left. Port 53 is bindable
+through the container's sysctl net.ipv4.ip_unprivileged_port_start=0. A failure prints
+`awf-proxy failed: ...` and exits 125.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+
+from awf.errors import AwfError, SandboxError
+from netfilter import apply as nft
+from netfilter.ruleset import ProxySideRuleset, ruleset_from_spec
+
+FAILED = "awf-proxy failed:"
+RULES = "awf-proxy rules"
+
+
+LEASE = "/run/awf-lease"
+
+
+def watch_lease(path: str = LEASE) -> None:
+    """awf holds an exclusive flock on the lease file for as long as it lives; when the lock
+    can be shared, awf is gone (even SIGKILLed), and the proxy exits so egress stops at once.
+    The file is opened before the privilege drop."""
+    if not os.path.exists(path):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        print("awf-proxy: awf is gone (its lease was released); stopping", file=sys.stderr,
+              flush=True)
+        os._exit(0)
+
+    threading.Thread(target=wait, name="awf-lease", daemon=True).start()
+
+
+def setup(spec: dict[str, object]) -> list[str]:
+    ruleset = ruleset_from_spec(spec["ruleset"])
+    if not isinstance(ruleset, ProxySideRuleset):
+        raise SandboxError("the proxy's spec must hold a proxy-side ruleset")
+    nft.apply(ruleset)
+    nft.verify(ruleset)
+    _egress_routes(str(spec["ext_gateway"]))
+    print(f"{RULES} {ruleset.sha256()}", file=sys.stderr, flush=True)
+    uid, gid = int(str(spec["uid"])), int(str(spec["gid"]))
+    if uid == 0 or gid == 0:
+        raise SandboxError("awf-proxy must not run as root; pass a non-zero uid and gid")
+    watch_lease()
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if _cap_eff() != 0:
+        raise SandboxError("capabilities are still held after dropping to the caller")
+    argv = spec["argv"]
+    if not isinstance(argv, list):
+        raise SandboxError("the proxy's spec 'argv' must be a list")
+    return [str(a) for a in argv]
+
+
+def _egress_routes(gateway: str) -> None:
+    """The proxy's only way out is -ext: its default route goes to -ext's gateway (Docker may
+    have picked -int's, which leads nowhere), and it has no IPv6 default route (-ext is IPv4
+    only), so an IPv6 upstream fails at once instead of hanging."""
+    done = subprocess.run(["ip", "-4", "route", "replace", "default", "via", gateway],
+                          capture_output=True, text=True, timeout=10, check=False)
+    if done.returncode != 0:
+        raise SandboxError(f"cannot route the proxy's egress via {gateway}: "
+                           f"{done.stderr.strip()}")
+    subprocess.run(["ip", "-6", "route", "del", "default"], capture_output=True, timeout=10,
+                   check=False)
+
+
+def _cap_eff() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return -1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if len(args) != 1:
+            raise SandboxError("usage: python -m containers.proxy_entry SPEC_JSON")
+        proxy_argv = setup(json.loads(args[0]))
+    except (AwfError, ValueError, KeyError, OSError) as exc:
+        print(f"{FAILED} {exc}", file=sys.stderr, flush=True)
+        return 125
+    from proxy.main import main as proxy_main
+
+    return proxy_main(proxy_argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The Docker backend's layout as pure data: subnets, fixed addresses, names and the rulesets.
+
+    awf-<run>-int: .10/::10 proxy, .20/::20 keeper (the agent shares it)
+    awf-<run>-ext (bridge, NAT): the proxy's egress, IPv4 only
+
+Subnet choice (ARCHITECTURE §2.2): the requested (or default 172.30.0.0/24) subnet unless it
+overlaps a host address or route, a nameserver or a Docker network; then the /24s of
+10.213.0.0/16 in order, /24 N with fd61:7766:0:N::/64. The -ext network takes the next free /24
+of the same pool, so Docker's own address pools (which include 172.30.0.0/16) are never asked to
+pick one while our -int is being created in parallel. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+from awf.errors import ConfigError, SandboxError
+from netfilter.ruleset import AgentRuleset, IPAddress, IPNetwork, ProxySideRuleset
+
+DEFAULT_V4 = IPv4Network("172.30.0.0/24")
+DEFAULT_V6 = IPv6Network("fd61:7766::/64")
+POOL_V4 = IPv4Network("10.213.0.0/16")
+POOL_V6_BASE = int(IPv6Network("fd61:7766::/48").network_address)
+PROXY_OFFSET, KEEPER_OFFSET = 0x10, 0x20  # .10/::10 (decimal 10 for IPv4), ::20
+EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
+
+
+@dataclass(frozen=True, slots=True)
+class Subnets:
+    v4: IPv4Network
+    v6: IPv6Network | None
+    ext_v4: IPv4Network
+
+    @property
+    def proxy_v4(self) -> IPv4Address:
+        return self.v4.network_address + 10
+
+    @property
+    def keeper_v4(self) -> IPv4Address:
+        return self.v4.network_address + 20
+
+    @property
+    def proxy_v6(self) -> IPv6Address | None:
+        return None if self.v6 is None else self.v6.network_address + PROXY_OFFSET
+
+    @property
+    def keeper_v6(self) -> IPv6Address | None:
+        return None if self.v6 is None else self.v6.network_address + KEEPER_OFFSET
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    run: str
+
+    @property
+    def int_net(self) -> str:
+        return f"awf-{self.run}-int"
+
+    @property
+    def ext_net(self) -> str:
+        return f"awf-{self.run}-ext"
+
+    @property
+    def proxy(self) -> str:
+        return f"awf-{self.run}-proxy"
+
+    @property
+    def keeper(self) -> str:
+        return f"awf-{self.run}-net"
+
+    @property
+    def agent(self) -> str:
+        return f"awf-{self.run}-agent"
+
+
+def parse_subnet(flag: str, text: str | None, default: IPNetwork, prefix: int) -> IPNetwork:
+    """--subnet (a /24 at most) or --subnet6 (a /64 at most); ConfigError names the fix."""
+    if text is None:
+        return default
+    try:
+        net = IPv4Network(text) if default.version == 4 else IPv6Network(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {text!r} is not a network like {default}: {exc}") from exc
+    if net.prefixlen > prefix:
+        raise ConfigError(f"{flag} {text!r} is smaller than a /{prefix}; awf needs room for "
+                          f"its fixed addresses, e.g. {default}")
+    return net
+
+
+def pool_candidates() -> Iterator[tuple[IPv4Network, IPv6Network]]:
+    """The fallbacks, in order: 10.213.N.0/24 with fd61:7766:0:N::/64."""
+    base = int(POOL_V4.network_address)
+    for n in range(2 ** (24 - POOL_V4.prefixlen)):
+        yield (IPv4Network((base + (n << 8), 24)),
+               IPv6Network((POOL_V6_BASE + (n << 64), 64)))
+
+
+def _free(net: IPNetwork, taken: Iterable[IPNetwork]) -> bool:
+    return not any(net.version == t.version and net.overlaps(t) for t in taken)
+
+
+def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = None,
+                   want_v6: IPv6Network | None = None, ipv6: bool = True,
+                   skip: int = 0) -> Subnets:
+    """The first free candidate (after `skip` free ones, for a retry after Docker refused one).
+
+    The requested subnet comes first; if it is taken, the pool follows (an explicit --subnet
+    that is taken is still a fallback, as a collision must not stop the run)."""
+    taken = list(taken)
+    first_v4 = want_v4 or DEFAULT_V4
+    first_v6 = want_v6 or DEFAULT_V6
+    candidates: list[tuple[IPv4Network, IPv6Network]] = [(first_v4, first_v6)]
+    candidates += [c for c in pool_candidates() if c[0] != first_v4]
+    free = [c for c in candidates
+            if _free(c[0], taken) and (not ipv6 or _free(c[1], taken))]
+    if len(free) < skip + 2:
+        raise SandboxError(f"no free subnet for the run: {first_v4} and every /24 of {POOL_V4} "
+                          "overlap a host route or a Docker network; pass --subnet")
+    v4, v6 = free[skip]
+    ext = next(c[0] for c in free[skip + 1:] if not c[0].overlaps(v4))
+    return Subnets(v4=v4, v6=v6 if ipv6 else None, ext_v4=ext)
+
+
+def tcp_ports(allow_ports: Iterable[int]) -> frozenset[int]:
+    return frozenset({80, 443} | set(allow_ports))
+
+
+def proxy_ruleset(subnets: Subnets, ports: frozenset[int], *,
+                  allow_ranges: Iterable[IPNetwork] = (),
+                  dns_servers: Iterable[IPAddress] = ()) -> ProxySideRuleset:
+    return ProxySideRuleset(
+        table="awf_proxy",
+        agent_ifname=None,
+        agent_net_v4=subnets.v4,
+        agent_net_v6=subnets.v6,
+        redirect_tcp_ports=ports,
+        transparent_port=TRANSPARENT_PORT,
+        dns_port=DNS_PORT,
+        listen_ports=frozenset({EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT}),
+        restrict_output=True,
+        allow_ranges=frozenset(allow_ranges),
+        dns_servers=frozenset(dns_servers),
+    )
+
+
+def agent_ruleset(subnets: Subnets, ports: frozenset[int]) -> AgentRuleset:
+    return AgentRuleset(
+        proxy_v4=subnets.proxy_v4,
+        proxy_v6=subnets.proxy_v6,
+        proxy_ports=frozenset({EXPLICIT_PORT, DNS_PORT}),
+        tcp_ports=ports,
+        docker_dns=True,
+    )
+
+
+def proxy_listen_args(subnets: Subnets) -> list[str]:
+    """The proxy listens on its -int addresses only, never on -ext."""
+    addrs = [str(subnets.proxy_v4)]
+    if subnets.proxy_v6 is not None:
+        addrs.append(f"[{subnets.proxy_v6}]")
+    args: list[str] = []
+    for flag, port in (("--listen", EXPLICIT_PORT), ("--transparent-listen", TRANSPARENT_PORT),
+                       ("--dns-listen", DNS_PORT)):
+        for a in addrs:
+            args += [flag, f"{a}:{port}"]
+    return args
+
+
+def resolv_conf(subnets: Subnets) -> str:
+    servers = [str(subnets.proxy_v4)]
+    if subnets.proxy_v6 is not None:
+        servers.append(str(subnets.proxy_v6))
+    return "".join(f"nameserver {s}\n" for s in servers) + "options timeout:2 attempts:2\n"

@@ -1,0 +1,151 @@
+"""The Docker backend's pure parts: subnet choice, addresses, rulesets, env, mounts, argv."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+
+import pytest
+
+from awf.config import parse_run
+from awf.errors import ConfigError, SandboxError
+from containers import agentenv, topology
+
+
+def test_default_subnets_and_fixed_addresses() -> None:
+    s = topology.choose_subnets([])
+    assert s.v4 == IPv4Network("172.30.0.0/24")
+    assert s.v6 == IPv6Network("fd61:7766::/64")
+    assert str(s.proxy_v4) == "172.30.0.10"
+    assert str(s.keeper_v4) == "172.30.0.20"
+    assert str(s.proxy_v6) == "fd61:7766::10"
+    assert str(s.keeper_v6) == "fd61:7766::20"
+    assert not s.ext_v4.overlaps(s.v4)
+
+
+def test_a_taken_subnet_falls_back_to_the_pool() -> None:
+    s = topology.choose_subnets([IPv4Network("172.30.0.0/16")])
+    assert s.v4 == IPv4Network("10.213.0.0/24")
+    assert s.v6 == IPv6Network("fd61:7766:0:0::/64")
+    assert s.ext_v4 == IPv4Network("10.213.1.0/24")
+
+
+def test_pool_entries_pair_v4_and_v6() -> None:
+    pairs = list(topology.pool_candidates())
+    assert pairs[5] == (IPv4Network("10.213.5.0/24"), IPv6Network("fd61:7766:0:5::/64"))
+    assert len(pairs) == 256
+
+
+def test_taken_pool_entries_are_skipped() -> None:
+    taken = [IPv4Network("172.30.0.0/24"), IPv4Network("10.213.0.0/23")]
+    s = topology.choose_subnets(taken)
+    assert s.v4 == IPv4Network("10.213.2.0/24")
+    assert s.v6 == IPv6Network("fd61:7766:0:2::/64")
+    assert s.ext_v4 == IPv4Network("10.213.3.0/24")
+
+
+def test_a_taken_v6_moves_both() -> None:
+    s = topology.choose_subnets([IPv6Network("fd61:7766::/64")])
+    assert s.v4 == IPv4Network("10.213.1.0/24")
+    assert s.v6 == IPv6Network("fd61:7766:0:1::/64")
+
+
+def test_nothing_free_is_a_firewall_error() -> None:
+    with pytest.raises(SandboxError, match="no free subnet"):
+        topology.choose_subnets([IPv4Network("0.0.0.0/1"), IPv4Network("128.0.0.0/1")])
+
+
+def test_ipv6_off() -> None:
+    s = topology.choose_subnets([], ipv6=False)
+    assert s.v6 is None
+    assert s.proxy_v6 is None
+    rs = topology.agent_ruleset(s, frozenset({80, 443}))
+    assert rs.proxy_v6 is None
+
+
+def test_explicit_subnet() -> None:
+    want = topology.parse_subnet("--subnet", "192.168.77.0/24", topology.DEFAULT_V4, 24)
+    s = topology.choose_subnets([], want_v4=want)  # type: ignore[arg-type]
+    assert str(s.proxy_v4) == "192.168.77.10"
+
+
+@pytest.mark.parametrize("text", ["nope", "10.0.0.0/25", "10.0.0.1/24"])
+def test_bad_subnet_is_a_config_error(text: str) -> None:
+    with pytest.raises(ConfigError, match="--subnet"):
+        topology.parse_subnet("--subnet", text, topology.DEFAULT_V4, 24)
+
+
+def test_rulesets_and_listeners() -> None:
+    s = topology.choose_subnets([])
+    ports = topology.tcp_ports([8080])
+    proxy = topology.proxy_ruleset(s, ports)
+    assert proxy.table == "awf_proxy"
+    assert proxy.restrict_output
+    assert proxy.agent_ifname is None
+    assert proxy.agent_net_v4 == s.v4
+    agent = topology.agent_ruleset(s, ports)
+    assert agent.docker_dns
+    assert agent.tcp_ports == frozenset({80, 443, 8080})
+    args = topology.proxy_listen_args(s)
+    assert args[:4] == ["--listen", "172.30.0.10:3128", "--listen", "[fd61:7766::10]:3128"]
+    assert "0.0.0.0" not in " ".join(args)
+    assert topology.resolv_conf(s).startswith("nameserver 172.30.0.10\nnameserver fd61:7766::10")
+
+
+def test_env_layers_and_never_passed() -> None:
+    caller = {"LANG": "C", "MY": "x", "GITHUB_TOKEN": "t", "HTTP_PROXY": "evil", "LD_PRELOAD": "a",
+              "LC_ALL": "C", "SUDO_USER": "me", "OTEL_EXPORTER_OTLP_HEADERS": "secret"}
+    env = dict(agentenv.agent_env(caller, proxy_url="http://p:3128", no_proxy="localhost",
+                                  home="/root", env_all=False, exclude=(), env_file=(),
+                                  explicit=(("MY", "flag"),)))
+    assert env["LANG"] == "C"
+    assert env["LC_ALL"] == "C"
+    assert env["MY"] == "flag"
+    assert env["HTTP_PROXY"] == env["https_proxy"] == "http://p:3128"
+    assert "GITHUB_TOKEN" not in env
+    assert "LD_PRELOAD" not in env
+    assert "SUDO_USER" not in env
+    every = dict(agentenv.agent_env(caller, proxy_url=None, no_proxy="", home="/root",
+                                    env_all=True, exclude=("MY",), env_file=(), explicit=()))
+    assert "MY" not in every
+    assert "GITHUB_TOKEN" not in every
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in every
+    assert "HTTP_PROXY" not in every
+
+
+def test_env_file() -> None:
+    assert agentenv.parse_env_file("# c\n\nA=1\nB= two = 2\n", "f") == [("A", "1"),
+                                                                       ("B", " two = 2")]
+    with pytest.raises(ConfigError, match="line 1"):
+        agentenv.parse_env_file("not a pair\n", "f")
+
+
+def test_volumes(tmp_path: Path) -> None:
+    v = agentenv.parse_volume(f"{tmp_path}:/work", environ={})
+    assert (v.source, v.target, v.read_only) == (str(tmp_path.resolve()), "/work", False)
+    v = agentenv.parse_volume("$D:/data:ro", environ={"D": str(tmp_path)})
+    assert v.read_only
+    for bad in (f"{tmp_path}:/proc/x", f"{tmp_path}:relative", "/:/host", f"{tmp_path}/no:/x",
+                "$UNSET:/x", "a", f"{tmp_path}:/x:rx"):
+        with pytest.raises(ConfigError):
+            agentenv.parse_volume(bad, environ={})
+    with pytest.raises(ConfigError, match="awf's own"):
+        agentenv.parse_volume(f"{tmp_path}:/x", environ={}, forbidden=[str(tmp_path / "w")])
+
+
+def test_command_argv() -> None:
+    assert agentenv.command_argv(["echo $HOME"]) == ("bash", "-c", "echo $HOME")
+    assert agentenv.command_argv(["echo", "$HOME"]) == ("echo", "$HOME")
+
+
+def test_docker_flags_parse() -> None:
+    cfg = parse_run(["--subnet", "10.9.9.0/24", "-v", "/tmp:/t", "--keep-containers",
+                     "--exclude-env", "X", "--env-all", "--", "true"])
+    assert cfg.backend == "docker"
+    assert cfg.subnet == "10.9.9.0/24"
+    assert cfg.volumes == ("/tmp:/t",)
+    assert cfg.keep_containers
+    assert cfg.env_all
+    assert cfg.exclude_env == ("X",)
+    with pytest.raises(ConfigError):
+        parse_run(["--exclude-env", "1bad", "--", "true"])
