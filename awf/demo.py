@@ -53,7 +53,7 @@ try "http://other.demo.test:$PORT/" $C -f "http://other.demo.test:$PORT/"
 try "http://$HOSTIP:$PORT/ (IP literal)" $C -f "http://$HOSTIP:$PORT/"
 try "other.demo.test, ignoring HTTP_PROXY" $C -f --noproxy '*' "http://other.demo.test:$PORT/"
 try "TCP to $HOSTIP:22 (ssh)" nc -z -w 3 "$HOSTIP" 22
-try "DNS to 8.8.8.8 instead of the proxy" dig +short +time=2 +tries=1 @8.8.8.8 example.com
+try "DNS to 192.0.2.53 instead of the proxy" dig +short +time=2 +tries=1 @192.0.2.53 example.com
 try "nft flush ruleset (as the command)" nft flush ruleset
 """
 
