@@ -25,7 +25,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +37,7 @@ from awf import __version__, leftovers
 from awf.config import RunConfig
 from awf.errors import AwfError, SandboxError
 from awf.proxy_child import ProxyChild
-from awf.selftest import NAME as SELFTEST_NAME
+from awf.runlog import caller, finish_logs, print_summary, say, write_run_json
 from awf.selftest import Target, run_in_netns
 from netfilter import apply as nft
 from netfilter import netns
@@ -73,34 +72,11 @@ class Run:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
 
 
-def say(msg: str) -> None:
-    print(f"[awf] {msg}", file=sys.stderr, flush=True)
-
-
-def _caller() -> tuple[int, int] | None:
-    """The user to run the command as: the sudo caller, or None (root, capabilities dropped)."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if uid and gid and uid.isdigit() and gid.isdigit() and int(uid) != 0:
-        return int(uid), int(gid)
-    return None
-
-
 def _logs_dir(cfg: RunConfig, run: str) -> Path:
     logs = cfg.logs_dir or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
     logs.mkdir(parents=True, exist_ok=True)
     os.chmod(logs, 0o755)
     return logs
-
-
-def _give_to_caller(path: Path) -> None:
-    who = _caller()
-    if who is None:
-        return
-    for p in [path, *path.iterdir()] if path.is_dir() else [path]:
-        try:
-            os.chown(p, *who)
-        except OSError:
-            pass
 
 
 def _proxy_argv(run: Run, link: netns.AgentLink) -> list[str]:
@@ -183,7 +159,7 @@ def _command_env(run: Run, link: netns.AgentLink) -> dict[str, str]:
 
 
 def _command_argv(run: Run, link: netns.AgentLink) -> list[str]:
-    who = _caller()
+    who = caller()
     drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
     if who is not None:
         drop = ["--reuid", str(who[0]), "--regid", str(who[1]), "--clear-groups", *drop]
@@ -282,7 +258,7 @@ def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
         run.exit_code = 128 + received[0]
     code = run.exit_code if run.exit_code is not None else 125
     _write_run_json(run, code)
-    _summary(run)
+    print_summary(run.logs)
     return code
 
 
@@ -370,45 +346,14 @@ def _teardown(run: Run) -> None:
     if run.proxy is not None:
         run.proxy.stop(3)
     cleanup_run(run.run, link)
-    for f in run.logs.glob("*"):
-        try:
-            os.chmod(f, 0o644)
-        except OSError:
-            pass
-    _give_to_caller(run.logs)
+    finish_logs(run.logs)
 
 
 def _write_run_json(run: Run, code: int) -> None:
-    doc = {
+    write_run_json(run.logs, {
         "id": run.run, "version": __version__, "backend": "netns", "exit_code": code,
         "awf_error": run.error, "command": list(run.cfg.command),
         "timings": run.timings, "logs": str(run.logs),
-    }
-    path = run.logs / "run.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    os.chmod(path, 0o644)
-    _give_to_caller(path)
+    })
 
 
-def _summary(run: Run) -> None:
-    log = run.logs / "access.jsonl"
-    allowed = denied = 0
-    denials: dict[str, str] = {}
-    if log.exists():
-        for raw in log.read_text().splitlines():
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if rec.get("host") == SELFTEST_NAME:  # the self-test's own probes
-                continue
-            if rec.get("decision") == "allow":
-                allowed += 1
-            else:
-                denied += 1
-                denials[f"{rec.get('host') or '?'}:{rec.get('port')}"] = str(rec.get("reason"))
-    total = allowed + denied
-    say(f"{total} request{'s' if total != 1 else ''}: {allowed} allowed, {denied} denied "
-        f"· logs: {run.logs}")
-    for target, reason in sorted(denials.items()):
-        say(f"  denied {target} ({reason})")

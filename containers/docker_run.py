@@ -39,7 +39,7 @@ from types import FrameType
 from awf import __version__
 from awf.config import RunConfig
 from awf.errors import AwfError, ConfigError, DockerError, SandboxError
-from awf.selftest import NAME as SELFTEST_NAME
+from awf.runlog import caller, finish_logs, print_summary, say, write_run_json
 from containers import agentenv, labels, topology
 from containers.driver import ContainerInfo, NetworkInfo
 from containers.keeper import FAILED as KEEPER_FAILED
@@ -70,20 +70,6 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-
-
-def say(msg: str) -> None:
-    print(f"[awf] {msg}", file=sys.stderr, flush=True)
-
-
-def caller() -> tuple[int, int] | None:
-    """The sudo caller (uid, gid), or None when awf runs as a plain user or root."""
-    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
-    if uid and gid and uid.isdigit() and gid.isdigit() and int(uid) != 0:
-        return int(uid), int(gid)
-    if os.geteuid() != 0:
-        return os.geteuid(), os.getegid()
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +204,7 @@ def run_docker(cfg: RunConfig) -> int:
         run.exit_code = 128 + received[0]
     code = run.exit_code if run.exit_code is not None else 125
     _write_run_json(run, code)
-    _summary(run)
+    print_summary(run.logs)
     return code
 
 
@@ -686,7 +672,7 @@ def teardown(run: Run) -> None:
     else:
         remove_run(d, run.run, containers=run.containers, networks=run.networks)
     shutil.rmtree(run.work, ignore_errors=True)
-    _finish_logs(run.logs)
+    finish_logs(run.logs)
 
 
 def remove_run(driver: RunDriver, run: str, *, containers: list[str] | None = None,
@@ -744,21 +730,6 @@ def _alive(pid: str) -> bool:
     return True
 
 
-def _finish_logs(logs: Path) -> None:
-    """Files 0644, owned by the invoking user, so nobody needs sudo to read them."""
-    who = caller()
-    owner = who if who is not None else (0, 0)
-    if os.geteuid() != 0:
-        owner = (-1, -1)
-    for p in [logs, *logs.iterdir()] if logs.is_dir() else []:
-        try:
-            if owner != (-1, -1):
-                os.chown(p, *owner)
-            os.chmod(p, 0o755 if p.is_dir() else 0o644)
-        except OSError:
-            pass
-
-
 def _write_run_json(run: Run, code: int) -> None:
     doc = {
         "id": run.run, "version": __version__, "backend": "docker", "exit_code": code,
@@ -768,30 +739,6 @@ def _write_run_json(run: Run, code: int) -> None:
             "v4": str(run.subnets.v4), "v6": str(run.subnets.v6) if run.subnets.v6 else None,
             "ext": str(run.subnets.ext_v4)},
     }
-    path = run.logs / "run.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    _finish_logs(run.logs)
+    write_run_json(run.logs, doc)
 
 
-def _summary(run: Run) -> None:
-    log = run.logs / "access.jsonl"
-    allowed = denied = 0
-    denials: dict[str, str] = {}
-    if log.exists():
-        for raw in log.read_text().splitlines():
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if rec.get("host") == SELFTEST_NAME:  # the self-test's own probes
-                continue
-            if rec.get("decision") == "allow":
-                allowed += 1
-            else:
-                denied += 1
-                denials[f"{rec.get('host') or '?'}:{rec.get('port')}"] = str(rec.get("reason"))
-    total = allowed + denied
-    say(f"{total} request{'s' if total != 1 else ''}: {allowed} allowed, {denied} denied "
-        f"· logs: {run.logs}")
-    for target, reason in sorted(denials.items()):
-        say(f"  denied {target} ({reason})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
@@ -21,3 +22,12 @@ _PROXY_VARS = (
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in _PROXY_VARS:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _private_tmpdir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """awf keeps its logs in $TMPDIR/awf-logs-<run> after a run, as users want; the awf
+    processes a test starts put theirs in the test's own directory, which pytest removes."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))

@@ -136,7 +136,9 @@ def probes(wan: wanmod.Wan,
     (d / "probes.py").write_text(PROBES)
     os.chmod(d, 0o755)
     os.chmod(d / "probes.py", 0o644)
-    done = awf(*POLICY, "-v", f"{d}:/probes:ro", "-v", f"{wan.ca_pem}:/ca.pem:ro", "--",
+    logs = str(tmp_path_factory.mktemp("logs"))
+    done = awf(*POLICY, "--proxy-logs-dir", logs, "-v", f"{d}:/probes:ro", "-v",
+               f"{wan.ca_pem}:/ca.pem:ro", "--",
                "python3", "/probes/probes.py", "/ca.pem", wanmod.V4, wanmod.V6, wanmod.V4_DNS,
                timeout=300)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PROBES ")), None)

@@ -116,7 +116,9 @@ def probes(wan: wanmod.Wan,
     script.write_text(PROBES)
     os.chmod(script.parent, 0o755)
     os.chmod(script, 0o644)
-    done = awf(*POLICY, "--", sys.executable, str(script), str(wan.ca_pem), timeout=240)
+    logs = str(tmp_path_factory.mktemp("logs"))
+    done = awf(*POLICY, "--proxy-logs-dir", logs, "--", sys.executable, str(script),
+               str(wan.ca_pem), timeout=240)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PROBES ")), None)
     assert line, f"no probe output; exit {done.returncode}; stderr: {done.stderr[-2000:]}"
     results: dict[str, dict[str, object]] = json.loads(line[len("PROBES "):])
