@@ -57,6 +57,8 @@ class RunConfig:
     exclude_env: tuple[str, ...] = ()
     env_file: Path | None = None
     tty: bool = False
+    enable_host_access: bool = False  # host.docker.internal, through the proxy
+    work_dir: Path | None = None  # where the run's own work directory is made
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -105,6 +107,12 @@ def run_parser() -> argparse.ArgumentParser:
         help="docker: leave the containers and networks for inspection (awf cleanup --run ID)")
     add("--agent-image", metavar="IMAGE", help="docker: run the command in this local image "
         "instead of awf-agent")
+    add("--enable-host-access", action="store_true",
+        help="docker: let the command reach this host as host.docker.internal, through the "
+        "proxy, on 80, 443 and --allow-host-ports (dangerous ports stay refused)")
+    add("--work-dir", metavar="DIR", help="docker: make the run's private work directory "
+        "(rendered configs, resolv.conf, lease) inside DIR instead of $TMPDIR; it is removed "
+        "at the end, DIR itself is kept")
     add("--env-all", action="store_true",
         help="docker: pass every variable of yours (never tokens, keys or proxy variables)")
     add("--exclude-env", action="append", default=[], metavar="NAME",
@@ -159,7 +167,18 @@ def parse_run(argv: Sequence[str]) -> RunConfig:
         exclude_env=tuple(_check_names("--exclude-env", ns.exclude_env)),
         env_file=Path(ns.env_file) if ns.env_file else None,
         tty=ns.tty,
+        enable_host_access=ns.enable_host_access,
+        work_dir=_work_dir(ns.work_dir),
     )
+
+
+def _work_dir(value: str | None) -> Path | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        raise ConfigError(f"--work-dir: {value!r} is not a directory; create it first")
+    return path.resolve()
 
 
 def _check_names(flag: str, names: Sequence[str]) -> list[str]:

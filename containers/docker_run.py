@@ -72,6 +72,9 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+HOST_NAME = "host.docker.internal"
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """Everything checked before anything is created: a bad flag is exit 2 with nothing made."""
@@ -168,7 +171,7 @@ def run_docker(cfg: RunConfig) -> int:
         raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
                           "load it first (nothing can be pulled)")
     run_id = secrets.token_hex(4)
-    work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-"))
+    work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
     run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), work=work, t0=t0,
               driver=driver, names=topology.Names(run_id))
     run.timings.update(early)
@@ -329,8 +332,17 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
     uid, gid = _proxy_user()
     argv = [*topology.proxy_listen_args(subnets), "--log-dir", "/logs", "--drain-timeout", "1",
             "--log-level", run.cfg.log_level, *run.cfg.proxy_args]
+    gateway = subnets.ext_v4.network_address + 1
+    if run.cfg.enable_host_access:
+        # host.docker.internal is this host's address on the egress bridge: a name like any
+        # other, allowed, resolved statically and let into that one private address
+        argv += ["--allow-domains", HOST_NAME, "--resolve", f"{HOST_NAME}={gateway}",
+                 "--allow-range", f"{gateway}/32"]
+        ruleset = topology.proxy_ruleset(
+            subnets, ports, allow_ranges=(*prepared.allow_ranges, ip_network(f"{gateway}/32")),
+            dns_servers=prepared.dns_servers)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
-            "ext_gateway": str(subnets.ext_v4.network_address + 1)}
+            "ext_gateway": str(gateway)}
     os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
     sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
     if subnets.v6 is not None:

@@ -650,3 +650,85 @@ def test_tty_gives_a_terminal_and_forwards_input(wan: wanmod.Wan) -> None:
     assert "/dev/pts/" in text
     assert "TERM=xterm-256color" in text
     assert "got:hello" in text
+
+
+def test_wildcard_entries(wan: wanmod.Wan) -> None:
+    policy = ("--allow-domains", "*.wild.test", "--resolve", f"a.wild.test={wanmod.V4}",
+              "--resolve", f"b.c.wild.test={wanmod.V4}", "--resolve", f"wild.test={wanmod.V4}")
+    script = ("for h in a.wild.test b.c.wild.test wild.test; do "
+              "curl -s -o /dev/null -w \"$h %{http_code}\\n\" http://$h/; done")
+    done = awf(*policy, "--", script)
+    assert done.returncode == 0, done.stderr
+    codes = dict(line.split() for line in done.stdout.splitlines())
+    assert codes == {"a.wild.test": "200", "b.c.wild.test": "200", "wild.test": "403"}
+
+
+@pytest.fixture
+def host_service() -> Iterator[int]:
+    """An HTTP service on this host (all addresses, a free port), as a developer's database or
+    dev server would be."""
+    import http.server
+    import threading
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"hello from the host\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Hello)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv.server_address[1]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_enable_host_access_reaches_host_docker_internal(wan: wanmod.Wan,
+                                                        host_service: int) -> None:
+    url = f"http://host.docker.internal:{host_service}/"
+    done = awf("--enable-host-access", "--allow-host-ports", str(host_service), "--",
+               "curl", "-sS", "-m", "8", url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "hello from the host\n"
+    # transparently too, and only on the listed port
+    done = awf("--enable-host-access", "--allow-host-ports", str(host_service), "--", "bash",
+               "-c", f"curl -sS -m 8 --noproxy '*' {url} && "
+               "! nc -z -w 3 host.docker.internal 22")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_without_host_access_the_host_is_unreachable(wan: wanmod.Wan, host_service: int) -> None:
+    done = awf("--allow-host-ports", str(host_service), "--", "curl", "-sS", "-m", "8",
+               "-o", "/dev/null", "-w", "%{http_code}",
+               f"http://host.docker.internal:{host_service}/")
+    assert done.stdout != "200"
+
+
+def test_host_access_never_opens_a_dangerous_port(wan: wanmod.Wan) -> None:
+    done = awf("--enable-host-access", "--allow-host-ports", "5432", "--", "true")
+    assert done.returncode == 2
+    assert "5432" in done.stderr
+
+
+def test_work_dir_holds_the_run_and_is_cleaned(wan: wanmod.Wan, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen(awf_argv("--work-dir", str(work), "--", "bash", "-c",
+                                     "echo started; sleep 3"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    during = [p.name for p in work.iterdir()]
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert len(during) == 1
+    assert during[0].startswith("awf-")  # the run's directory was made here...
+    assert list(work.iterdir()) == []  # ...and removed at the end
+    assert awf("--work-dir", str(tmp_path / "missing"), "--", "true").returncode == 2
