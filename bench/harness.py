@@ -183,10 +183,6 @@ def loadavg() -> str:
 
 
 WARM_TITLE = "(f) `awf run` warm start: exec of awf to the command's first byte"
-DOCKER_WARM = (
-    "not yet available: the Docker backend's warm start is measured once `awf run --backend "
-    "docker` lands (`python -m bench.warmstart --backend docker`)"
-)
 
 
 class Runner:
@@ -381,25 +377,31 @@ class Runner:
 
     def run_warm_start(self) -> None:
         """(f): `python -m bench.warmstart` on both CPUs (awf forks its proxy to run in
-        parallel, so the harness's own CPU-0 pinning must not be inherited)."""
-        runs = self.plan.warm_runs
+        parallel, so the harness's own CPU-0 pinning must not be inherited), per backend."""
         case: dict[str, Any] = {"title": WARM_TITLE, "status": "ok", "backends": {}}
         self.results["f"] = case
-        netns_case: dict[str, Any] = {"status": "ok"}
-        case["backends"]["netns"] = netns_case
-        case["backends"]["docker"] = {"status": DOCKER_WARM}
+        for backend in ("netns", "docker"):
+            case["backends"][backend] = self._warm_backend(backend)
+
+    def _warm_backend(self, backend: str) -> dict[str, Any]:
+        runs = self.plan.warm_runs
+        result: dict[str, Any] = {"status": "ok"}
         if os.geteuid() != 0:
-            netns_case["status"] = "skipped: `awf run --backend netns` needs root"
-            self.log(f"case (f): {netns_case['status']}")
-            return
-        out = self.env.tmp / "warmstart.json"
+            result["status"] = f"skipped: `awf run --backend {backend}` needs root here"
+            self.log(f"case (f): {result['status']}")
+            return result
+        if backend == "docker" and not os.path.exists("/var/run/docker.sock"):
+            result["status"] = "skipped: no Docker engine at /var/run/docker.sock"
+            self.log(f"case (f): {result['status']}")
+            return result
+        out = self.env.tmp / f"warmstart-{backend}.json"
         argv = [
             "taskset", "-c", f"{LOAD_CPU},{PROXY_CPU}", sys.executable, "-m", "bench.warmstart",
-            "--backend", "netns", "--runs", str(runs), "--json", str(out),
-            "--logs-root", str(self.env.tmp / "warmstart-logs"),
+            "--backend", backend, "--runs", str(runs), "--json", str(out),
+            "--logs-root", str(self.env.tmp / f"warmstart-logs-{backend}"),
         ]  # fmt: skip
         self.env.record(argv)
-        self.log(f"case (f): {runs} warm starts of `awf run --backend netns -- printf x`")
+        self.log(f"case (f): {runs} warm starts of `awf run --backend {backend} -- printf x`")
         try:
             res = run_graceful(argv, nice=self.env.nice, timeout=(runs + 1) * 130.0)
             if res.returncode != 0:
@@ -408,19 +410,19 @@ class Runner:
                 )
             raw = json.loads(out.read_text())
         except (CaseError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
-            netns_case["status"] = f"failed: {exc}"
+            result["status"] = f"failed: {exc}"
             self.log(f"case (f): FAILED {exc}")
-            return
-        netns_case["raw"] = raw
-        netns_case["metrics"] = report.warm_summary(
+            return result
+        result["raw"] = raw
+        result["metrics"] = report.warm_summary(
             raw.get("first_byte_s", []), raw.get("whole_run_s", []), raw.get("timings", [])
         )
-        m = netns_case["metrics"]
+        m = result["metrics"]
         self.log(
-            f"case (f): netns first byte median {m['first_byte']['median']:.3f}s "
+            f"case (f): {backend} first byte median {m['first_byte']['median']:.3f}s "
             f"p95 {m['first_byte_p95']:.3f}s"
         )
-
+        return result
 
 def run_graceful(
     argv: Sequence[str], *, nice: int, timeout: float
