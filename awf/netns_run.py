@@ -25,20 +25,19 @@ import select
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
-from types import FrameType
 
 from awf import __version__, leftovers
 from awf.config import RunConfig
 from awf.errors import AwfError, SandboxError
 from awf.proxy_child import ProxyChild
-from awf.runlog import caller, finish_logs, print_summary, say, write_run_json
+from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.selftest import Target, run_in_netns
+from awf.supervise import supervise
 from netfilter import apply as nft
 from netfilter import netns
 from netfilter.ruleset import AgentRuleset, ProxySideRuleset
@@ -47,12 +46,6 @@ EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
 ETC_NETNS = Path("/etc/netns")
 PROXY_START_TIMEOUT = 20.0
 _PASS_ENV_DROP = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass
@@ -65,18 +58,10 @@ class Run:
     link: netns.AgentLink | None = None
     proxy: ProxyChild | None = None
     agent: subprocess.Popen[bytes] | None = None
-    exit_code: int | None = None
     error: str | None = None
 
     def mark(self, what: str) -> None:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
-
-
-def _logs_dir(cfg: RunConfig, run: str) -> Path:
-    logs = cfg.logs_dir or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
-    logs.mkdir(parents=True, exist_ok=True)
-    os.chmod(logs, 0o755)
-    return logs
 
 
 def _proxy_argv(run: Run, link: netns.AgentLink) -> list[str]:
@@ -226,37 +211,16 @@ def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
 def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
     """Run the command; `proxy` was forked by the caller before anything else (see proxy_child)."""
     run_id = secrets.token_hex(4)
-    run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), t0=t0, proxy=proxy)
+    run = Run(cfg=cfg, run=run_id, logs=logs_dir(cfg.logs_dir, run_id), t0=t0, proxy=proxy)
     leftovers.register(run_id)
-    received: list[int] = []
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise Interrupted(signum)
+    def teardown(interrupted: bool) -> None:
+        _teardown(run)
+        leftovers.unregister(run_id)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run.exit_code = _run(run)
-    except Interrupted as exc:
-        say(f"{signal.Signals(exc.signum).name}: stopping the command and cleaning up")
-        run.exit_code = 128 + exc.signum
-    except AwfError as exc:
-        run.error = str(exc)
-        run.exit_code = exc.exit_code
-        say(f"error: {exc}")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            _teardown(run)
-            leftovers.unregister(run_id)
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-    if received and run.exit_code is not None and run.exit_code < 128 + 1:
-        run.exit_code = 128 + received[0]
-    code = run.exit_code if run.exit_code is not None else 125
+    outcome = supervise(lambda: _run(run), teardown)
+    run.error = outcome.error
+    code = outcome.exit_code
     _write_run_json(run, code)
     print_summary(run.logs)
     return code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,14 @@ def caller() -> tuple[int, int] | None:
     if os.geteuid() != 0:
         return os.geteuid(), os.getegid()
     return None
+
+
+def logs_dir(chosen: Path | None, run: str) -> Path:
+    """--proxy-logs-dir, or $TMPDIR/awf-logs-<run>; kept after the run."""
+    logs = chosen or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.chmod(logs, 0o755)
+    return logs
 
 
 def finish_logs(logs: Path) -> None:

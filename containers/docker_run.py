@@ -39,7 +39,8 @@ from types import FrameType
 from awf import __version__
 from awf.config import RunConfig
 from awf.errors import AwfError, ConfigError, DockerError, SandboxError
-from awf.runlog import caller, finish_logs, print_summary, say, write_run_json
+from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
+from awf.supervise import supervise
 from containers import agentenv, labels, topology
 from containers.driver import ContainerInfo, NetworkInfo
 from containers.keeper import FAILED as KEEPER_FAILED
@@ -64,12 +65,6 @@ MiB = 1024 * 1024
 INT_INTERNAL = False
 PROXY_LIMITS = Limits(memory=512 * MiB, memory_swap=512 * MiB, pids=256)
 KEEPER_LIMITS = Limits(memory=64 * MiB, memory_swap=64 * MiB, pids=32)
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 HOST_NAME = "host.docker.internal"
@@ -132,7 +127,6 @@ class Run:
     containers: list[str] = field(default_factory=list)
     agent: str | None = None
     output: threading.Thread | None = None
-    exit_code: int | None = None
     error: str | None = None
     interrupted: bool = False
     subnets: topology.Subnets | None = None
@@ -172,40 +166,22 @@ def run_docker(cfg: RunConfig) -> int:
                           "load it first (nothing can be pulled)")
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
-    run = Run(cfg=cfg, run=run_id, logs=_logs_dir(cfg, run_id), work=work, t0=t0,
+    run = Run(cfg=cfg, run=run_id, logs=logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
               driver=driver, names=topology.Names(run_id))
     run.timings.update(early)
     lease = _take_lease(work)
-    received: list[int] = []
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
-        if len(received) == 1:
-            raise Interrupted(signum)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        run.exit_code = _run(run, prepared, images.runtime, agent_image, environ)
-    except Interrupted as exc:
-        run.interrupted = True
-        say(f"{signal.Signals(exc.signum).name}: stopping the command and cleaning up")
-        run.exit_code = 128 + exc.signum
-    except AwfError as exc:
-        run.error = str(exc)
-        run.exit_code = exc.exit_code
-        say(f"error: {exc}")
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def finish(interrupted: bool) -> None:
+        run.interrupted = interrupted
         try:
             teardown(run)
         finally:
             os.close(lease)
-            for s, h in old.items():
-                signal.signal(s, h)
-    if received and run.exit_code is not None and run.exit_code < 129:
-        run.exit_code = 128 + received[0]
-    code = run.exit_code if run.exit_code is not None else 125
+
+    outcome = supervise(lambda: _run(run, prepared, images.runtime, agent_image, environ),
+                        finish)
+    run.error = outcome.error
+    code = outcome.exit_code
     _write_run_json(run, code)
     print_summary(run.logs)
     return code
@@ -217,13 +193,6 @@ def _take_lease(work: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
-
-
-def _logs_dir(cfg: RunConfig, run: str) -> Path:
-    logs = cfg.logs_dir or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
-    logs.mkdir(parents=True, exist_ok=True)
-    os.chmod(logs, 0o755)
-    return logs
 
 
 def _proxy_user() -> tuple[int, int]:
