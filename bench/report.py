@@ -422,6 +422,8 @@ def render(results: Mapping[str, Any]) -> str:
     add("")
     add("## Targets")
     add("")
+    add("What limits the targets that are not met, with the profiles: `bench/PROFILE.md`.")
+    add("")
     add("| case | target | awf-proxy | Squid | awf/Squid | verdict |")
     add("|---|---|---|---|---|---|")
     for v in results["targets"]:
