@@ -49,7 +49,7 @@ def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
 
 
 PROBES = r'''
-import json, socket, subprocess, sys
+import json, os, socket, subprocess, sys
 ca = sys.argv[1]
 def run(*cmd, timeout=20):
     try:
@@ -104,6 +104,10 @@ r = {
  "still_blocked_after_tampering": run("nc", "-z", "-w", "3", "198.51.100.10", "22"),
  "still_working_after_tampering": run(*C, "http://allowed.test/"),
  "caps": run("grep", "-E", "^(CapEff|CapBnd|NoNewPrivs)", "/proc/self/status"),
+ # straight to the transparent listener (the proxy's own address, port 3129): refused
+ "self_connection": run(*C, "--noproxy", "*", "-o", "/dev/null", "-w", "%{http_code}",
+                        "-H", "Host: allowed.test",
+                        os.environ["HTTP_PROXY"].replace(":3128", ":3129") + "/"),
 }
 print("PROBES " + json.dumps(r))
 '''
@@ -153,6 +157,15 @@ def test_denied_http_gets_403(probes: dict[str, dict[str, object]], name: str) -
 def test_denied_tls_fails(probes: dict[str, dict[str, object]], name: str) -> None:
     assert not ok(probes[name]), probes[name]
     assert "hello" not in str(probes[name]["out"])
+
+
+def test_transparent_listener_is_not_reachable_directly(
+        probes: dict[str, dict[str, object]]) -> None:
+    """The agent's table lets it reach the proxy only on 3128 and 53: a direct connection to the
+    transparent port is refused before it could ever be a self-connection."""
+    probe = probes["self_connection"]
+    assert probe["rc"] == 7, probe  # curl: could not connect
+    assert "hello" not in str(probe["out"])
 
 
 def test_dns_answers_allowed_names(probes: dict[str, dict[str, object]]) -> None:
