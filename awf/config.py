@@ -59,6 +59,10 @@ class RunConfig:
     tty: bool = False
     enable_host_access: bool = False  # host.docker.internal, through the proxy
     work_dir: Path | None = None  # where the run's own work directory is made
+    memory_limit: int | None = None  # bytes; None: 6 GiB, at most 3/4 of the host's memory
+    pids_limit: int = 1000
+    cpus: float | None = None  # None: the host's CPUs less half of one, at least 1
+    enable_docker: bool = False  # a filtered Docker API for sibling containers
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -120,6 +124,15 @@ def run_parser() -> argparse.ArgumentParser:
     add("--env-file", metavar="PATH", help="docker: KEY=VALUE lines for the command")
     add("-t", "--tty", action="store_true",
         help="docker: give the command a terminal and forward your keyboard (interactive)")
+    add("--memory-limit", metavar="SIZE", help="docker: the command's memory, no swap "
+        "(default 6g, at most 3/4 of this host's; k, m, g suffixes)")
+    add("--pids-limit", metavar="N", help="docker: most processes and threads at once "
+        "(default 1000)")
+    add("--cpus", "--cpu-limit", dest="cpus", metavar="N",
+        help="docker: CPUs for the command (default: this host's less half of one)")
+    add("--enable-docker", action="store_true",
+        help="docker: give the command a filtered Docker API; its containers share the "
+        "sandbox's network and rules, and cannot be privileged or mount the host")
     add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return p
 
@@ -169,7 +182,45 @@ def parse_run(argv: Sequence[str]) -> RunConfig:
         tty=ns.tty,
         enable_host_access=ns.enable_host_access,
         work_dir=_work_dir(ns.work_dir),
+        memory_limit=None if ns.memory_limit is None else parse_size("--memory-limit",
+                                                                      ns.memory_limit),
+        pids_limit=_positive_int("--pids-limit", ns.pids_limit, 1000),
+        cpus=None if ns.cpus is None else _positive_float("--cpus", ns.cpus),
+        enable_docker=ns.enable_docker,
     )
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmgt]?)b?", re.IGNORECASE)
+
+
+def parse_size(flag: str, text: str) -> int:
+    """'6g', '512m', '1048576' -> bytes; at least 6 MiB (Docker's floor)."""
+    m = _SIZE.fullmatch(text.strip())
+    if m is None:
+        raise ConfigError(f"{flag} {text!r}: not a size (examples: 6g, 512m)")
+    scale = 1024 ** "_kmgt".index(m.group(2).lower() or "_")
+    size = int(float(m.group(1)) * scale)
+    if size < 6 * 1024 * 1024:
+        raise ConfigError(f"{flag} {text!r}: at least 6m")
+    return size
+
+
+def _positive_int(flag: str, text: str | None, default: int) -> int:
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{flag} {text!r}: not a positive whole number")
+    return int(text)
+
+
+def _positive_float(flag: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not 0 < value < 4096:
+        raise ConfigError(f"{flag} {text!r}: not a positive number of CPUs")
+    return value
 
 
 def _work_dir(value: str | None) -> Path | None:

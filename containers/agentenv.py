@@ -142,6 +142,26 @@ def parse_volume(spec: str, *, environ: Mapping[str, str], forbidden: Sequence[s
     return Volume(source, target, mode == "ro")
 
 
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|_KEY$|_PAT$", re.IGNORECASE)
+# served once per process by the one-shot-token library, whether forwarded or not (upstream's)
+ONE_SHOT_DEFAULTS = ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_PAT", "GITHUB_PERSONAL_ACCESS_TOKEN",
+                     "GITHUB_API_TOKEN", "GH_ACCESS_TOKEN", "COPILOT_GITHUB_TOKEN",
+                     "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN",
+                     "GEMINI_API_KEY")
+
+
+def is_secret(name: str) -> bool:
+    """Names that travel in the secrets file, never in the container's Env (ARCHITECTURE §6)."""
+    return name in ONE_SHOT_DEFAULTS or bool(_SECRET_NAME.search(name))
+
+
+def split_secrets(env: Sequence[tuple[str, str]]
+                  ) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """(what may be seen, the secrets): the secrets reach only the command's environment."""
+    plain = tuple((k, v) for k, v in env if not is_secret(k))
+    return plain, {k: v for k, v in env if is_secret(k)}
+
+
 def command_argv(command: Sequence[str]) -> tuple[str, ...]:
     """One argument runs under bash -c (so $VARs expand inside); several run as they are."""
     if len(command) == 1:

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import pwd
 import queue
 import secrets
 import shutil
@@ -41,7 +42,7 @@ from awf.config import RunConfig
 from awf.errors import AwfError, ConfigError, DockerError, SandboxError
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
-from containers import agentenv, labels, topology
+from containers import agentenv, hostview, labels, seccomp, topology
 from containers.driver import ContainerInfo, NetworkInfo
 from containers.keeper import FAILED as KEEPER_FAILED
 from containers.keeper import READY as KEEPER_READY
@@ -84,6 +85,11 @@ class Prepared:
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in cfg.volumes)
+    for spec, v in zip(cfg.volumes, volumes, strict=True):
+        store = hostview.secret_store(v.source) or hostview.secret_store(v.target)
+        if store is not None:
+            raise ConfigError(f"-v {spec!r}: {store} holds credentials and is never mounted "
+                              "into the sandbox")
     env_file: list[tuple[str, str]] = []
     if cfg.env_file is not None:
         try:
@@ -130,6 +136,7 @@ class Run:
     error: str | None = None
     interrupted: bool = False
     subnets: topology.Subnets | None = None
+    masked: tuple[str, ...] = ()
 
     def mark(self, what: str) -> None:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
@@ -450,7 +457,13 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     keeper_watch = _Watch(run.driver, keeper_spec.name,
                           lambda ls: any(ln.startswith(KEEPER_READY) for ln in ls),
                           KEEPER_FAILED, run.t0)
-    _start_both(run, [(proxy_spec, proxy_watch), (keeper_spec, keeper_watch)])
+    starting = [(proxy_spec, proxy_watch), (keeper_spec, keeper_watch)]
+    if cfg.enable_docker:
+        guard_spec = _guard_spec(run, runtime, agent_image, environ)
+        starting.append((guard_spec, _Watch(
+            run.driver, guard_spec.name,
+            lambda ls: any(ln.startswith(GUARD_READY) for ln in ls), GUARD_FAILED, run.t0)))
+    _start_both(run, starting)
     got_keeper = next(ln for ln in keeper_watch.lines if ln.startswith(KEEPER_READY)).split()[-1]
     got_proxy = next((ln.split()[-1] for ln in proxy_watch.lines if ln.startswith(PROXY_RULES)),
                      "")
@@ -476,6 +489,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.output.start()
     with _terminal(run, sock) if cfg.tty else contextlib.nullcontext(lambda: None) as started:
         run.driver.start(agent_spec.name)
+        unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
         run.mark("exec")
         started()
         return _wait_agent(run, agent_spec.name, proxy_spec.name)
@@ -518,37 +532,171 @@ def _terminal(run: Run, sock: object) -> Iterator[Callable[[], None]]:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
+AGENT_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "SETPCAP", "KILL",
+              "DAC_READ_SEARCH")  # PID 1's, for setup; the command gets none (entry.py)
+ENTRY_IN_IMAGE = "/usr/local/lib/awf/entry.py"
+ENTRY_MOUNTED = "/run/awf/agent/entry.py"  # --agent-image: containers/agent/ bound in
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def workspace(environ: dict[str, str]) -> str | None:
+    """$GITHUB_WORKSPACE, else the current directory; None (with a warning) if it is the
+    host's root or a system directory, which must never be handed to the sandbox rw."""
+    path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
+    if hostview.usable_workspace(path):
+        return path
+    say(f"the workspace {path} is a system directory; it is not shared with the command "
+        "(run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    return None
+
+
+def caller_home(environ: dict[str, str]) -> str:
+    who = caller()
+    home = None
+    if who is not None and "SUDO_UID" in environ:
+        try:
+            home = pwd.getpwuid(who[0]).pw_dir
+        except KeyError:
+            pass
+    home = os.path.normpath(home or environ.get("HOME") or "/root")
+    return home if home != "/" else "/tmp"
+
+
+GUARD_READY, GUARD_FAILED = "awf-guard listening on", "awf-guard: "
+GUARD_LIMITS = Limits(memory=128 * MiB, memory_swap=128 * MiB, pids=64)
+GUARD_DIR = "/run/awf-docker"  # the filtered socket, in the guard and the agent alike
+
+
+def _guard_spec(run: Run, runtime: str, agent_image: str, environ: dict[str, str]
+                ) -> ContainerSpec:
+    """--enable-docker: the only container that touches the host's Docker socket. It has no
+    network; the agent reaches it through a socket in a directory both mount."""
+    sock_dir = run.work / "docker"
+    sock_dir.mkdir(mode=0o755)
+    limits = agent_limits(run.cfg)
+    ws = workspace(environ)
+    config = {
+        "run": run.run, "network_container": run.names.keeper,
+        "allowed_bind_roots": [ws] if ws else [],
+        "labels": [list(kv) for kv in run.labels(labels.Role.SIBLING)],
+        "seccomp_json": seccomp.stage1_json(), "memory": limits.memory, "pids": limits.pids,
+        "nano_cpus": limits.nano_cpus,
+    }
+    host_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host_socket.startswith("unix://"):
+        raise ConfigError(f"--enable-docker needs a local Docker socket; DOCKER_HOST is "
+                          f"{host_socket!r}")
+    return ContainerSpec(
+        name=run.names.guard, image=runtime,
+        entrypoint=("python", "-m", "containers.guard"),
+        command=("--listen", f"{GUARD_DIR}/docker.sock", "--upstream", "/var/run/docker.sock",
+                 "--config", json.dumps(config)),
+        labels=run.labels(labels.Role.GUARD), network_mode="none",
+        mounts=(Mount(host_socket[len("unix://"):], "/var/run/docker.sock", read_only=False),
+                Mount(str(sock_dir), GUARD_DIR, read_only=False)),
+        cap_drop=("ALL",), security_opt=("no-new-privileges",), read_only=True,
+        limits=GUARD_LIMITS, user="0:0",
+    )
+
+
 def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: str,
                 environ: dict[str, str]) -> ContainerSpec:
     cfg = run.cfg
     who = caller()
-    resolv = run.work / "resolv.conf"
+    uid, gid = who if who is not None else (0, 0)
+    chroot = cfg.agent_image is None
+    root = "/host" if chroot else ""
+    resolv, hosts = run.work / "resolv.conf", run.work / "hosts"
     resolv.write_text(topology.resolv_conf(subnets))
-    os.chmod(resolv, 0o644)
+    hosts.write_text(HOSTS)
+    for path in (resolv, hosts):
+        os.chmod(path, 0o644)
     os.chmod(run.work, 0o755)
+    home = caller_home(environ)
+    ws = workspace(environ)
+    view = hostview.host_view(
+        root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=prepared.volumes,
+        resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
+        tool_cache=environ.get("RUNNER_TOOL_CACHE"))
+    tmpfs = list(view.tmpfs)
+    if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
+        tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
     no_proxy = ["localhost", "127.0.0.1", "::1", str(subnets.proxy_v4)]
     proxy_url = f"http://{subnets.proxy_v4}:{topology.EXPLICIT_PORT}" if cfg.proxy_env else None
-    home = "/root" if who is None else "/tmp"
     env = agentenv.agent_env(environ, proxy_url=proxy_url, no_proxy=",".join(no_proxy),
                              home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
                              env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
-    mounts = [Mount(str(resolv), "/etc/resolv.conf", read_only=True)]
-    mounts += [Mount(v.source, v.target, read_only=v.read_only) for v in prepared.volumes]
-    argv = agentenv.command_argv(cfg.command)
-    cpus = os.cpu_count() or 1
-    mem = _host_memory()
-    limits = Limits(memory=min(6 * 1024 * MiB, mem * 3 // 4) if mem else None,
-                    memory_swap=min(6 * 1024 * MiB, mem * 3 // 4) if mem else None,
-                    pids=1000, nano_cpus=int(max(1.0, cpus - 0.5) * 1e9))
+    plain, secrets = agentenv.split_secrets(env)
+    for name in sorted(secrets):
+        if name in agentenv.NEVER:
+            say(f"forwarding {name} to the command, as asked; it reaches no environment but "
+                "the command's, served once per process (one-shot)")
+    mounts = [*view.mounts, Mount(str(run.work / "agent.json"), "/run/awf/agent.json")]
+    if secrets:
+        secret_dir = run.work / "secrets"
+        secret_dir.mkdir(mode=0o700)
+        fd = os.open(secret_dir / "secrets.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(secrets, f)
+        mounts.append(Mount(str(secret_dir / "secrets.json"), "/run/awf/secrets.json"))
+    library = "/usr/local/lib/awf/one_shot_token.so"
+    entry = ENTRY_IN_IMAGE
+    if not chroot:
+        from containers.images import one_shot_library
+
+        library, entry = "/run/awf/one_shot_token.so", ENTRY_MOUNTED
+        mounts += [Mount(str(Path(__file__).resolve().parent / "agent"), "/run/awf/agent"),
+                   Mount(str(one_shot_library()), library)]
+    spec = {
+        "root": root or "/", "home": home, "uid": uid, "gid": gid, "groups": [gid],
+        "workdir": cfg.container_workdir or ws or home, "env": list(plain),
+        "argv": list(agentenv.command_argv(cfg.command)), "symlinks": list(view.symlinks),
+        "one_shot_library": library, "one_shot": list(agentenv.ONE_SHOT_DEFAULTS),
+        "seccomp_stage2": list(seccomp.STAGE2_DENY), "secrets_mounted": bool(secrets),
+        "tty": cfg.tty, "docker_socket": f"{GUARD_DIR}/docker.sock" if cfg.enable_docker
+        else None,
+    }
+    if cfg.enable_docker:
+        mounts.append(Mount(str(run.work / "docker"), root + GUARD_DIR, read_only=True))
+        spec["env"] = [*plain, ("DOCKER_HOST", f"unix://{GUARD_DIR}/docker.sock")]
+    (run.work / "agent.json").write_text(json.dumps(spec))
+    os.chmod(run.work / "agent.json", 0o644)
+    run.masked = view.masked
     return ContainerSpec(
-        name=run.names.agent, image=image, entrypoint=(argv[0],), command=argv[1:],
-        env=env, labels=run.labels(labels.Role.AGENT),
+        name=run.names.agent, image=image, entrypoint=("python3", entry), command=(),
+        labels=run.labels(labels.Role.AGENT),
         network_mode=f"container:{run.names.keeper}",
-        mounts=tuple(mounts), cap_drop=("ALL",), security_opt=("no-new-privileges",),
-        user=f"{who[0]}:{who[1]}" if who else "0:0",
-        working_dir=cfg.container_workdir, limits=limits, init=True,
+        mounts=tuple(mounts), tmpfs=tuple(tmpfs), cap_drop=("ALL",), cap_add=AGENT_CAPS,
+        security_opt=("no-new-privileges", "apparmor=unconfined",
+                      "seccomp=" + seccomp.stage1_json()),
+        read_only=True, user="0:0", limits=agent_limits(cfg), shm_size=64 * MiB,
         tty=cfg.tty, stdin_open=cfg.tty,
     )
+
+
+def agent_limits(cfg: RunConfig) -> Limits:
+    """--memory-limit (6 GiB, at most 3/4 of the host's, no swap), --pids-limit, --cpus."""
+    mem = _host_memory()
+    memory = cfg.memory_limit or (min(6 * 1024 * MiB, mem * 3 // 4) if mem else None)
+    cpus = cfg.cpus or max(1.0, (os.cpu_count() or 1) - 0.5)
+    return Limits(memory=memory, memory_swap=memory, pids=cfg.pids_limit,
+                  nano_cpus=int(cpus * 1e9))
+
+
+def unlink_secrets(work: Path) -> None:
+    with contextlib.suppress(OSError):
+        (work / "secrets" / "secrets.json").unlink()
+
+
+def wipe_secrets(work: Path) -> None:
+    path = work / "secrets" / "secrets.json"
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.write(b"\0" * size)
+        path.unlink()
+    except OSError:
+        pass
 
 
 def _host_memory() -> int | None:
@@ -652,6 +800,7 @@ def teardown(run: Run) -> None:
         say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
         remove_run(d, run.run, containers=run.containers, networks=run.networks)
+    wipe_secrets(run.work)
     shutil.rmtree(run.work, ignore_errors=True)
     finish_logs(run.logs)
 
@@ -715,7 +864,7 @@ def _write_run_json(run: Run, code: int) -> None:
     doc = {
         "id": run.run, "version": __version__, "backend": "docker", "exit_code": code,
         "awf_error": run.error, "command": list(run.cfg.command), "timings": run.timings,
-        "logs": str(run.logs),
+        "logs": str(run.logs), "masked": list(run.masked),
         "subnets": None if run.subnets is None else {
             "v4": str(run.subnets.v4), "v6": str(run.subnets.v6) if run.subnets.v6 else None,
             "ext": str(run.subnets.ext_v4)},

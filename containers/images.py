@@ -18,9 +18,10 @@ Each tag is a SHA-256 of that image's inputs (awf-base: suite, packages, dpkg op
 BUILDER_VERSION; the others: Dockerfile, the files that go in, the wheel set, the base tag), so
 an unchanged build costs four image inspections. Everything built carries io.awf.image=1.
 
-Seam for the one-shot-token library (a later issue): `awf-base-build` is build_rootfs_image
-with BASE_PACKAGES + BUILD_PACKAGES under its own tag, and the agent Dockerfile gains a
-`FROM awf-base-build` stage that compiles the .so and copies only it out.
+awf-agent adds containers/agent/ (the entrypoint, PID 1 of the agent container) and the
+one-shot-token library, compiled on the host with its gcc while the build context is filled
+(the host is Debian 12 like the image, and chroot host mode loads the library into the host's own
+userland anyway); no compiler reaches an image.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from awf import __version__ as AWF_VERSION
 from awf.errors import AwfError, DockerError
 from containers import labels
 from containers.driver import DockerDriver, ImageInfo
+from containers.oneshot_build import compile_one_shot
 
 Progress = Callable[[str], None]
 
@@ -65,7 +67,6 @@ BASE_PACKAGES = (
     "python3-seccomp",
     "python3-venv", "socat", "util-linux",
 )
-BUILD_PACKAGES = ("gcc", "libc6-dev")  # awf-base-build, for the one-shot-token library (later)
 # Documentation and translations are dead weight in a container (~75 MB); licences stay.
 DPKG_OPTIONS = (
     "path-exclude=/usr/share/man/*",
@@ -81,7 +82,8 @@ DPKG_OPTIONS = (
 BUILD_BACKEND = ("setuptools==80.9.0",)
 PACKAGE_DIRS = ("awf", "proxy", "netfilter", "containers")  # what the wheel is built from
 PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")  # copied if present
-AGENT_DIR = "containers/agent"  # the agent image's own files (entrypoint, later)
+AGENT_DIR = "containers/agent"  # the agent image's own files: entrypoint, one-shot library
+ONE_SHOT_SOURCE, ONE_SHOT_LIBRARY = "one_shot_token.c", "one_shot_token.so"
 
 BASE_REPO, PYDEPS_REPO = "awf-base", "awf-pydeps"
 RUNTIME_REPO, AGENT_REPO = "awf-runtime", "awf-agent"
@@ -707,6 +709,25 @@ def _runtime_context(plan: Plan, wheels: Path, progress: Progress, ctx: Path) ->
 def _agent_context(plan: Plan, ctx: Path) -> None:
     for name in plan.agent_files:
         _link_or_copy(plan.source_root / name, ctx / "agent" / Path(name).relative_to(AGENT_DIR))
+    # compiled here with the host's gcc: Debian 12 like the image (same glibc), and chroot
+    # host mode loads it into the host's own userland
+    compile_one_shot(ctx / "agent" / ONE_SHOT_SOURCE, ctx / "agent" / ONE_SHOT_LIBRARY)
+
+
+def one_shot_library(cache_dir: Path | None = None) -> Path:
+    """The compiled one-shot-token library for --agent-image runs, cached by source hash."""
+    source = find_source_root() / AGENT_DIR / ONE_SHOT_SOURCE
+    key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+    out = (cache_dir or default_cache_dir()) / f"one_shot_token-{key}.so"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            compile_one_shot(source, tmp)
+        except RuntimeError as exc:
+            raise DockerError(str(exc)) from exc
+        os.replace(tmp, out)
+    return out
 
 
 def stale_tags(found: Iterable[ImageInfo], keep: Iterable[str], *,

@@ -28,6 +28,7 @@ class Role(StrEnum):
     AGENT = "agent"
     API = "api"  # the API proxy sidecar
     GUARD = "guard"
+    SIBLING = "sibling"  # a container the command made through the guard
     NETWORK_INT = "network-int"
     NETWORK_EXT = "network-ext"
 

@@ -74,6 +74,10 @@ class Names:
     def agent(self) -> str:
         return f"awf-{self.run}-agent"
 
+    @property
+    def guard(self) -> str:
+        return f"awf-{self.run}-guard"
+
 
 def parse_subnet(flag: str, text: str | None, default: IPNetwork, prefix: int) -> IPNetwork:
     """--subnet (a /24 at most) or --subnet6 (a /64 at most); ConfigError names the fix."""

@@ -1,0 +1,126 @@
+"""The agent's mount table (containers/hostview.py) from a described host filesystem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from containers.agentenv import Volume
+from containers.hostview import (
+    CREDENTIAL_DIRS,
+    CREDENTIAL_FILES,
+    HostFacts,
+    HostView,
+    host_view,
+    secret_store,
+    usable_workspace,
+)
+from containers.spec import Mount
+
+
+def facts(files: set[str], dirs: set[str], links: dict[str, str] | None = None) -> HostFacts:
+    links = links or {}
+    return HostFacts(exists=lambda p: p in files or p in dirs or p in links,
+                     is_dir=lambda p: p in dirs, readlink=links.get)
+
+
+MERGED_USR = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}
+
+
+def view(root: str = "/host", *, files: set[str] | None = None, dirs: set[str] | None = None,
+         workspace: str | None = "/src/proj", volumes: tuple[Volume, ...] = ()) -> HostView:
+    return host_view(root=root, home="/home/u", uid=1000, gid=1000, workspace=workspace,
+                     volumes=volumes, resolv_conf="/w/resolv.conf", hosts="/w/hosts",
+                     facts=facts(files or set(), {"/usr", "/etc/ssl", *(dirs or set())},
+                                 MERGED_USR))
+
+
+def by_target(v: HostView) -> dict[str, Mount]:
+    return {m.target: m for m in v.mounts}
+
+
+def test_system_dirs_read_only_and_merged_usr_links_recreated() -> None:
+    v = view()
+    m = by_target(v)
+    assert m["/host/usr"].read_only
+    assert m["/host/usr"].source == "/usr"
+    assert m["/host/etc/ssl"].read_only
+    assert ("/bin", "usr/bin") in v.symlinks
+    assert "/host/bin" not in m
+    assert "/host/etc/shadow" not in m
+    assert "/host/root" not in m
+
+
+def test_workspace_rw_home_private_tmp_private() -> None:
+    v = view()
+    m = by_target(v)
+    assert not m["/host/src/proj"].read_only
+    tmpfs = dict(v.tmpfs)
+    assert "uid=1000" in tmpfs["/host/home/u"]
+    assert "mode=0700" in tmpfs["/host/home/u"]
+    assert "/host/tmp" in tmpfs
+    assert m["/host/etc/resolv.conf"].source == "/w/resolv.conf"
+
+
+def test_toolchains_shared_read_only() -> None:
+    v = view(dirs={"/home/u/.cargo/bin", "/home/u/.rustup"})
+    m = by_target(v)
+    assert m["/host/home/u/.cargo/bin"].read_only
+    assert m["/host/home/u/.rustup"].read_only
+
+
+@pytest.mark.parametrize("rel", CREDENTIAL_FILES)
+def test_each_credential_file_masked_in_workspace_home_and_volume(rel: str) -> None:
+    files = {f"/home/u/{rel}", f"/data/{rel}"}
+    v = view(files=files, dirs={"/data"}, workspace="/home/u",
+             volumes=(Volume("/data", "/mnt/data", False),))
+    m = by_target(v)
+    for target in (f"/host/home/u/{rel}", f"/host/mnt/data/{rel}"):
+        assert m[target].source == "/dev/null", target
+        assert m[target].read_only, target
+    assert f"/home/u/{rel}" in v.masked
+
+
+@pytest.mark.parametrize("rel", CREDENTIAL_DIRS)
+def test_each_credential_dir_covered_by_empty_read_only_tmpfs(rel: str) -> None:
+    v = view(dirs={f"/src/proj/{rel}"})
+    assert dict(v.tmpfs)[f"/host/src/proj/{rel}"].startswith("ro,")
+
+
+def test_only_existing_files_are_masked() -> None:
+    v = view()
+    assert not any(m.source == "/dev/null" for m in v.mounts)
+
+
+def test_image_mode_lays_the_same_table_at_the_root() -> None:
+    v = view("", files={"/home/u/.npmrc"}, workspace="/home/u")
+    m = by_target(v)
+    assert m["/home/u/.npmrc"].source == "/dev/null"
+    assert "/usr" not in m
+    assert v.symlinks == ()
+
+
+@pytest.mark.parametrize(("path", "ok"), [("/", False), ("/usr", False), ("/etc", False),
+                                     ("/proc/1", False), ("/run/user/1", False),
+                                     ("/dev", False), ("/home", False), ("/home/u", True),
+                                     ("/work/proj", True), ("/tmp/x", True)])
+def test_usable_workspace(path: str, ok: bool) -> None:
+    assert usable_workspace(path) is ok
+
+
+@pytest.mark.parametrize(("path", "store"), [("/home/u/.ssh", ".ssh"), ("/h/.aws/x", ".aws"),
+                                        ("/h/.gnupg", ".gnupg"), ("/h/.netrc", ".netrc"),
+                                        ("/h/proj", None), ("/h/.sshx", None)])
+def test_secret_store(path: str, store: str | None) -> None:
+    assert secret_store(path) == store
+
+
+def test_live_facts_read_this_host(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    (tmp_path / "l").symlink_to("f")
+    live = HostFacts.live()
+    assert live.exists(str(tmp_path / "f"))
+    assert live.is_dir(str(tmp_path))
+    assert live.readlink(str(tmp_path / "l")) == "f"
+    assert live.readlink(str(tmp_path)) is None
