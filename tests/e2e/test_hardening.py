@@ -391,3 +391,10 @@ def test_docker_inspect_shows_no_token(docker_ready: None, tmp_path: Path,
                              text=True, timeout=30, check=True).stdout
     assert TOKEN not in inspect
     assert "MY_API_TOKEN" not in inspect
+
+
+def test_pid1_is_invisible_to_the_sudo_caller(docker_ready: None) -> None:
+    env = {**os.environ, "SUDO_UID": "4321", "SUDO_GID": "4321"}
+    done = awf("--", "bash", "-c", "id -u; test -e /proc/1 && echo visible || echo hidden; "
+               "ls /proc | grep -cx 1", env=env)
+    assert done.stdout.split()[:3] == ["4321", "hidden", "0"], done.stdout + done.stderr
