@@ -7,4 +7,5 @@ ARG BASE
 FROM ${BASE}
 COPY agent/ /usr/local/lib/awf/
 RUN chmod 0755 /usr/local/lib/awf/one_shot_token.so && mkdir -p /host /run/awf
-ENTRYPOINT ["python3", "/usr/local/lib/awf/entry.py"]
+# No ENTRYPOINT: awf gives `python3 /usr/local/lib/awf/entry.py` itself, and the image stays
+# usable as a plain tool image (tests, siblings through the guard).
