@@ -81,6 +81,7 @@ class Prepared:
     want_v6: IPNetwork | None
     allow_ranges: tuple[IPNetwork, ...]
     dns_servers: tuple[IPAddress, ...]
+    workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -116,7 +117,8 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     ports = topology.tcp_ports(cfg.proxy.allow_ports)
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
-    return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns))
+    return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
+                    workspace(environ))
 
 
 @dataclass
@@ -459,7 +461,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
                           KEEPER_FAILED, run.t0)
     starting = [(proxy_spec, proxy_watch), (keeper_spec, keeper_watch)]
     if cfg.enable_docker:
-        guard_spec = _guard_spec(run, runtime, agent_image, environ)
+        guard_spec = _guard_spec(run, runtime, prepared.workspace)
         starting.append((guard_spec, _Watch(
             run.driver, guard_spec.name,
             lambda ls: any(ln.startswith(GUARD_READY) for ln in ls), GUARD_FAILED, run.t0)))
@@ -567,14 +569,12 @@ GUARD_LIMITS = Limits(memory=128 * MiB, memory_swap=128 * MiB, pids=64)
 GUARD_DIR = "/run/awf-docker"  # the filtered socket, in the guard and the agent alike
 
 
-def _guard_spec(run: Run, runtime: str, agent_image: str, environ: dict[str, str]
-                ) -> ContainerSpec:
+def _guard_spec(run: Run, runtime: str, ws: str | None) -> ContainerSpec:
     """--enable-docker: the only container that touches the host's Docker socket. It has no
     network; the agent reaches it through a socket in a directory both mount."""
     sock_dir = run.work / "docker"
     sock_dir.mkdir(mode=0o755)
     limits = agent_limits(run.cfg)
-    ws = workspace(environ)
     config = {
         "run": run.run, "network_container": run.names.keeper,
         "allowed_bind_roots": [ws] if ws else [],
@@ -613,7 +613,7 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         os.chmod(path, 0o644)
     os.chmod(run.work, 0o755)
     home = caller_home(environ)
-    ws = workspace(environ)
+    ws = prepared.workspace
     view = hostview.host_view(
         root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=prepared.volumes,
         resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
@@ -653,10 +653,10 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         "argv": list(agentenv.command_argv(cfg.command)), "symlinks": list(view.symlinks),
         "one_shot_library": library, "one_shot": list(agentenv.ONE_SHOT_DEFAULTS),
         "seccomp_stage2": list(seccomp.STAGE2_DENY), "secrets_mounted": bool(secrets),
-        "tty": cfg.tty, "docker_socket": f"{GUARD_DIR}/docker.sock" if cfg.enable_docker
-        else None,
+        "tty": cfg.tty, "docker_socket": None,
     }
     if cfg.enable_docker:
+        spec["docker_socket"] = f"{GUARD_DIR}/docker.sock"
         mounts.append(Mount(str(run.work / "docker"), root + GUARD_DIR, read_only=True))
         spec["env"] = [*plain, ("DOCKER_HOST", f"unix://{GUARD_DIR}/docker.sock")]
     (run.work / "agent.json").write_text(json.dumps(spec))

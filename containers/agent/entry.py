@@ -33,6 +33,7 @@ from typing import Any
 
 SPEC = "/run/awf/agent.json"
 SECRETS = "/run/awf/secrets.json"
+CHROOT_LIBRARY = "/run/awf/one_shot_token.so"  # the one-shot library's copy inside the chroot
 SETUP_FAILED = 125
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC = 32, 4096, 16384
@@ -147,8 +148,8 @@ def lay_out(spec: dict[str, Any]) -> None:
     library = spec.get("one_shot_library")
     if library and root != "/":
         os.makedirs(f"{root}/run/awf", exist_ok=True)
-        shutil.copy(library, f"{root}/run/awf/one_shot_token.so")
-        os.chmod(f"{root}/run/awf/one_shot_token.so", 0o755)
+        shutil.copy(library, root + CHROOT_LIBRARY)
+        os.chmod(root + CHROOT_LIBRARY, 0o755)
     sock = spec.get("docker_socket")
     if sock and root != "/":
         os.symlink(sock, f"{root}/run/docker.sock")
@@ -157,7 +158,7 @@ def lay_out(spec: dict[str, Any]) -> None:
 
 
 def preload_path(spec: dict[str, Any]) -> str:
-    return "/run/awf/one_shot_token.so" if spec["root"] != "/" else spec["one_shot_library"]
+    return CHROOT_LIBRARY if spec["root"] != "/" else spec["one_shot_library"]
 
 
 def check_preload(spec: dict[str, Any]) -> None:

@@ -78,25 +78,25 @@ assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7
 print("workload ok")
 """
 
-# PID 1's setup under stage 1, as containers/agent/entry.py does it, then stage 2 and exec.
+# PID 1's setup under stage 1 with containers/agent/entry.py's own functions (in the image at
+# /usr/local/lib/awf), then stage 2 and exec.
 SETUP = r"""
-import ctypes, errno, os, seccomp
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.mount(b"none", b"/mnt", b"tmpfs", 0, b"size=1m") == 0, ctypes.get_errno()
-assert libc.umount2(b"/mnt", 2) == 0, ctypes.get_errno()
+import os, sys
+sys.path.insert(0, "/usr/local/lib/awf")
+import entry
+lib = entry.load_seccomp()
+entry.mount("none", "/mnt", "tmpfs", 0, "size=1m")
+assert entry._libc.umount2(b"/mnt", entry.MNT_DETACH) == 0
 os.chroot("/")
 os.chdir("/")
-PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 24, 38
-for cap in range(41):
-    libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+entry.drop_bounding_set()
 os.setgroups([])
 os.setgid(65534)
 os.setuid(65534)
-assert libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
-flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-for name in ("mount", "umount2", "chroot", "pivot_root", "unshare", "setns"):
-    flt.add_rule(seccomp.ERRNO(errno.EPERM), name)
-flt.load()
+entry.set_caps(None)
+assert entry._libc.prctl(entry.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+entry.install_stage2(lib, ["mount", "umount", "umount2", "chroot", "pivot_root", "unshare",
+                           "setns"])
 os.execvp("sh", ["sh", "-c", "echo setup ok"])
 """
 
