@@ -1,7 +1,9 @@
 """The JSON-lines decision log (contract §6), written by one thread so the event loop never blocks.
 
-record() runs on the event loop: it bumps the summary counters and hands a shallow copy of the
-record to a queue; nothing else. The writer thread JSON-encodes whatever is queued and appends it
+record() runs on the event loop: it bumps the summary counters and hands the record to a queue;
+nothing else. A record is a mapping, or for the hot path (one per forwarded request) an `Entry`:
+a tuple of raw values, so the timestamp, the rounding and the JSON text are all made by the writer
+thread, never on the loop. The writer thread JSON-encodes whatever is queued and appends it
 with os.write on an O_APPEND descriptor, one write per batch of whole lines, so lines go out at once
 (well within the flush interval) and a reader never sees a line that will not be completed.
 
@@ -19,8 +21,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring
 from pathlib import Path
+from typing import NamedTuple
 
 from awf.errors import ConfigError
 
@@ -28,6 +32,9 @@ MAX_PENDING = 200_000  # records queued but not yet written; past it record() dr
 MAX_BATCH = 4096  # lines per os.write
 MAX_DENY_KEYS = 1000  # distinct (target, reason) pairs kept for the summary
 SUMMARY_ITEMS = 10
+
+# json.dumps's own string encoder (C): the same escaping as encode_line, for one string
+_json_string: Callable[[str], str] = encode_basestring
 
 _second: tuple[int, str] = (-1, "")  # the last second formatted: a hot path formats one per second
 
@@ -58,6 +65,55 @@ def encode_line(rec: Mapping[str, object]) -> bytes | None:
         return None
 
 
+class Entry(NamedTuple):
+    """One forwarded request, as raw values: `encode_entry` makes the contract §6 line from it
+    (the same text `encode_line` makes from the equivalent mapping, `as_mapping`)."""
+
+    started: float  # Unix time the request head was complete
+    ended: float  # Unix time the exchange ended
+    client: str
+    mode: str
+    method: str
+    host: str
+    port: int
+    url: str | None
+    decision: str
+    reason: str | None
+    status: int
+    bytes_up: int
+    bytes_down: int
+
+    def as_mapping(self) -> dict[str, object]:
+        rec: dict[str, object] = {
+            "ts": rfc3339(self.started), "client": self.client, "mode": self.mode,
+            "method": self.method, "host": self.host, "port": self.port,
+        }
+        if self.url is not None:
+            rec["url"] = self.url
+        rec.update(decision=self.decision, reason=self.reason, status=self.status,
+                   bytes_up=self.bytes_up, bytes_down=self.bytes_down,
+                   duration_ms=round((self.ended - self.started) * 1000, 1))
+        return rec
+
+
+def encode_entry(e: Entry) -> bytes | None:
+    """`encode_line(e.as_mapping())`, without building the mapping."""
+    enc = _json_string
+    url = "" if e.url is None else ',"url":' + enc(e.url)
+    reason = "null" if e.reason is None else enc(e.reason)
+    duration = round((e.ended - e.started) * 1000, 1)
+    text = (
+        f'{{"ts":"{rfc3339(e.started)}","client":{enc(e.client)},"mode":{enc(e.mode)},'
+        f'"method":{enc(e.method)},"host":{enc(e.host)},"port":{e.port:d}{url},'
+        f'"decision":{enc(e.decision)},"reason":{reason},"status":{e.status:d},'
+        f'"bytes_up":{e.bytes_up:d},"bytes_down":{e.bytes_down:d},"duration_ms":{duration!r}}}\n'
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: the general path escapes them
+        return encode_line(e.as_mapping())
+
+
 class AccessLog:
     """Decision records to a JSON-lines file (optional) and a summary of them."""
 
@@ -75,7 +131,7 @@ class AccessLog:
         self._max_pending = max_pending
         # the loop thread appends under the lock; the writer swaps the list out every interval,
         # so the two threads meet twice a second, not once per record
-        self._pending: list[Mapping[str, object]] = []
+        self._pending: list[Mapping[str, object] | Entry] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,14 +169,19 @@ class AccessLog:
         self._thread = threading.Thread(target=self._run, name="awf-access-log", daemon=True)
         self._thread.start()
 
-    def record(self, rec: Mapping[str, object]) -> None:
+    def record(self, rec: Mapping[str, object] | Entry) -> None:
         """Count one decision and queue it for the writer; O(1), no I/O. Call from one thread."""
         self._total += 1
-        decision = rec.get("decision")
+        if isinstance(rec, Entry):
+            decision: object = rec.decision
+        else:
+            decision = rec.get("decision")
         if decision == "allow":
             self._allowed += 1
         elif decision == "deny":
             self._denied += 1
+            if isinstance(rec, Entry):
+                rec = rec.as_mapping()
             key = (_target(rec), str(rec.get("reason")))
             count = self._denies.get(key)
             if count is not None:
@@ -176,7 +237,7 @@ class AccessLog:
             for start in range(0, len(batch), MAX_BATCH):
                 lines: list[bytes] = []
                 for rec in batch[start:start + MAX_BATCH]:
-                    line = encode_line(rec)
+                    line = encode_entry(rec) if isinstance(rec, Entry) else encode_line(rec)
                     if line is None:
                         self._write_lost += 1
                     else:

@@ -22,7 +22,7 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, cast
 
 from awf.errors import ConnectFailed, HeadTimeout, HostMismatch, RequestError, SelfConnection
-from proxy.access_log import rfc3339
+from proxy.access_log import Entry, rfc3339
 from proxy.http1 import (
     BadResponse,
     BodyFramer,
@@ -69,6 +69,7 @@ class ClientConnection(asyncio.Protocol):
         "_body",
         "_client",
         "_exchange",
+        "_head_deadline",
         "_head_timer",
         "_mode",
         "_orig",
@@ -91,6 +92,7 @@ class ClientConnection(asyncio.Protocol):
         self._state = HEAD
         self._pending = b""
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline = 0.0  # loop time by which the awaited head must be complete
         self._task: asyncio.Task[None] | None = None
         self._exchange: Exchange | None = None
         self._body: BodyFramer | None = None
@@ -178,7 +180,6 @@ class ClientConnection(asyncio.Protocol):
         head = self._parser.feed(data)
         if head is None:
             return
-        self._cancel_head_timer()
         rest = self._parser.take_rest()
         if head.method == b"CONNECT":
             if self._mode == "transparent":
@@ -223,7 +224,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self._pause()
         self._state = WORK
-        self._task = asyncio.get_running_loop().create_task(
+        self._task = self._server.loop.create_task(
             self._open_tunnel(decision, authority.port, rest, started)
         )
 
@@ -267,7 +268,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self._pause()
         self._state = WORK
-        self._task = asyncio.get_running_loop().create_task(self._open_exchange(ex, rest))
+        self._task = self._server.loop.create_task(self._open_exchange(ex, rest))
 
     # -- async steps (DNS, connect) ------------------------------------------------------
 
@@ -426,8 +427,13 @@ class ClientConnection(asyncio.Protocol):
 
     def head_timed_out(self) -> None:
         self._head_timer = None
-        if self._state == HEAD:
-            self._fail(HeadTimeout("no complete request head in time"))
+        if self._state != HEAD:
+            return  # a request is in progress; exchange_done starts the clock again
+        loop = self._server.loop
+        if loop.time() < self._head_deadline:  # a later head is being waited for
+            self._head_timer = loop.call_at(self._head_deadline, self.head_timed_out)
+            return
+        self._fail(HeadTimeout("no complete request head in time"))
 
     def _bug(self) -> None:
         print("awf-proxy: internal error; closing one connection:", file=sys.stderr)
@@ -475,9 +481,12 @@ class ClientConnection(asyncio.Protocol):
     # -- small helpers -----------------------------------------------------------------------
 
     def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        loop = asyncio.get_running_loop()
-        self._head_timer = loop.call_later(self._server.cfg.head_timeout, self.head_timed_out)
+        """Start the --head-timeout clock for the next head. One timer per connection, moved
+        lazily: a kept-alive client that sends its next request in time never re-arms it."""
+        loop = self._server.loop
+        self._head_deadline = loop.time() + self._server.cfg.head_timeout
+        if self._head_timer is None:
+            self._head_timer = loop.call_at(self._head_deadline, self.head_timed_out)
 
     def _cancel_head_timer(self) -> None:
         timer, self._head_timer = self._head_timer, None
@@ -651,7 +660,7 @@ class Exchange:
         self.retried = True
         client = self.client
         client._state = WORK
-        client._task = asyncio.get_running_loop().create_task(client._open_exchange(self, b""))
+        client._task = client._server.loop.create_task(client._open_exchange(self, b""))
 
     def fail(self, exc: RequestError) -> None:
         up = self.upstream
@@ -684,12 +693,10 @@ class Exchange:
         self.client.exchange_done(keep_client)
 
     def _log(self, reason: Reason | None) -> None:
-        rec = self.client._record(
-            self.head.method.decode("latin-1"), self.decision.host, self.port, self.url, None,
-            self.resp.status if self.resp is not None else 502, self.started,
-        )
-        if reason is not None:
-            rec["reason"] = reason.value
-        rec["bytes_up"] = self.bytes_up
-        rec["bytes_down"] = self.bytes_down
-        self.client._server.log_record(rec)
+        client = self.client
+        client._server.log_record(Entry(
+            self.started, time.time(), client._client, client._mode,
+            self.head.method.decode("latin-1"), self.decision.host, self.port, self.url, "allow",
+            reason.value if reason is not None else None,
+            self.resp.status if self.resp is not None else 502, self.bytes_up, self.bytes_down,
+        ))

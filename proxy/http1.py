@@ -48,7 +48,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Final
+from typing import Final, NamedTuple
 
 from awf.errors import BadRequest, HeadTooLarge
 
@@ -209,9 +209,11 @@ def _connection_options(value: bytes) -> tuple[bool, bool]:
 # -- requests ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
-    """A validated request head. `headers` keeps names as received and values without OWS."""
+class RequestHead(NamedTuple):
+    """A validated request head. `headers` keeps names as received and values without OWS.
+
+    An immutable tuple rather than a frozen dataclass: one is built per request, and a frozen
+    dataclass's __init__ costs an object.__setattr__ per field."""
 
     method: bytes
     target: bytes
@@ -221,6 +223,9 @@ class RequestHead:
     content_length: int
     keep_alive: bool
     host: bytes | None
+    # the field lines as received, final CRLF included, when no value ends in whitespace;
+    # b"" otherwise (then forwarding rebuilds them from `headers`)
+    raw_fields: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of field `name` (case-insensitive), or None."""
@@ -363,12 +368,14 @@ def _parse_request_head(raw: bytes) -> RequestHead:
     if m is not None:
         method, target, version, block = m.groups()
         headers: Fields = tuple(_FIELD_TRIM_RE.findall(block))
+        raw_fields = block
     else:  # some value ends in whitespace, or the head is bad
         m = _REQUEST_HEAD_RE.fullmatch(raw)
         if m is None:
             raise _request_head_error(raw)
         method, target, version, block = m.groups()
         headers = tuple(_FIELD_RE.findall(block))
+        raw_fields = b""
     host: bytes | None = None
     length: bytes | None = None
     coding: bytes | None = None
@@ -417,7 +424,8 @@ def _parse_request_head(raw: bytes) -> RequestHead:
             raise BadRequest("CONNECT request with a body; send the bytes through the tunnel")
         framing, size = Framing.NONE, 0
     keep_alive = not close and (keep or version == b"HTTP/1.1")
-    return RequestHead(method, target, version, headers, framing, size, keep_alive, host)
+    return RequestHead(method, target, version, headers, framing, size, keep_alive, host,
+                       raw_fields)
 
 
 def _request_line_error(line: bytes) -> BadRequest:
@@ -470,9 +478,8 @@ def _field_lines_error(lines: Iterable[bytes], what: str) -> BadRequest | None:
 # -- responses ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseHead:
-    """A response head as read (tolerantly) from the upstream."""
+class ResponseHead(NamedTuple):
+    """A response head as read (tolerantly) from the upstream (a tuple: see RequestHead)."""
 
     version: bytes
     status: int
@@ -931,6 +938,9 @@ def request_head_for_upstream(head: RequestHead, path: bytes) -> bytes:
     """The origin-form head for the origin: hop-by-hop fields dropped, framing verbatim."""
     if _TARGET_RE.fullmatch(path) is None:
         raise BadRequest(f"request path {_show(path)} is empty or has a control byte")
+    if head.raw_fields and not any(name.lower() in HOP_BY_HOP for name, _ in head.headers):
+        # nothing to drop: the field lines go on as received (they passed the strict grammar)
+        return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, path, head.raw_fields)
     parts = [head.method, b" ", path, b" HTTP/1.1\r\n"]
     _fields(parts, head.headers, _dropped(head.headers))
     parts.append(b"\r\n")

@@ -14,11 +14,11 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from awf import __version__
 from awf.errors import ConfigError, DeniedAddress, SelfConnection
-from proxy.access_log import AccessLog
+from proxy.access_log import AccessLog, Entry
 from proxy.addr import IPAddress, embedded_ipv4
 from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
 from proxy.dialer import dial
@@ -64,6 +64,9 @@ class ProxyServer:
         self._self_ports: set[int] = set()
         self._debug = cfg.log_level == "debug"
         self._idle = asyncio.Event()
+        # set by start(): connections use it instead of asyncio.get_running_loop(), which on
+        # Python 3.11 costs a getpid() system call per call
+        self.loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, None)
 
     # -- listeners ---------------------------------------------------------------------------
 
@@ -71,7 +74,7 @@ class ProxyServer:
         """Bind every listener (explicit first, then `extra`), or raise ConfigError."""
         from proxy.client import ClientConnection
 
-        loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         wanted: list[Listener] = [
             ("--listen", ep, lambda: ClientConnection(self)) for ep in self.cfg.listen
         ]
@@ -129,9 +132,11 @@ class ProxyServer:
         self.connections.discard(old)
         self.connections.add(new)
 
-    def log_record(self, rec: Mapping[str, object]) -> None:
+    def log_record(self, rec: Mapping[str, object] | Entry) -> None:
         self.log.record(rec)
         if self._debug:
+            if isinstance(rec, Entry):
+                rec = rec.as_mapping()
             print(
                 f"awf-proxy: {rec.get('decision')} {rec.get('method')} {rec.get('host')}:"
                 f"{rec.get('port')} {rec.get('status')} {rec.get('reason') or ''}",

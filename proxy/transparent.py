@@ -61,7 +61,7 @@ class TransparentConnection(asyncio.Protocol):
         except OSError:
             local = t.get_extra_info("sockname")
             self._dst = (str(local[0]), int(local[1])) if local else ("", 0)
-        self._timer = asyncio.get_running_loop().call_later(PEEK_TIMEOUT, self._timed_out)
+        self._timer = self._server.loop.call_later(PEEK_TIMEOUT, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -134,7 +134,7 @@ class TransparentConnection(asyncio.Protocol):
         t.pause_reading()
         self._done = True
         record = self._record("TLS", decision.host, port, None, 200, started)
-        self._task = asyncio.get_running_loop().create_task(
+        self._task = self._server.loop.create_task(
             self._relay(t, decision, port, record, started)
         )
 

@@ -427,6 +427,37 @@ async def test_head_timeout_is_408() -> None:
         assert loop.time() - t0 < 3
 
 
+async def test_head_timeout_counts_from_the_previous_answer(origin: Origin) -> None:
+    """On a kept-alive connection the clock starts when the previous answer is written, not
+    when the connection opened (one timer per connection is moved, not re-armed)."""
+    async with running_proxy(*policy_args(origin.port), "--head-timeout", "1") as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0.6)  # most of the first deadline is gone
+        writer.write(get(f"http://{ORIGIN}:{origin.port}/small"))
+        assert (await asyncio.wait_for(read_response(reader), 5)).status == 200
+        answered = loop.time()
+        writer.write(b"GET http://origin.test/ HTTP/1.1\r\nHost: ori")
+        resp = await asyncio.wait_for(read_response(reader), 5)
+        waited = loop.time() - answered
+        writer.close()
+        assert (resp.status, resp.reason) == (408, "head_timeout")
+        assert 0.9 <= waited < 3
+
+
+async def test_slow_answer_is_not_a_head_timeout(origin: Origin) -> None:
+    """--head-timeout bounds the wait for a request head, never an origin's answer."""
+    async with running_proxy(*policy_args(origin.port), "--head-timeout", "0.3") as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        try:
+            writer.write(get(f"http://{ORIGIN}:{origin.port}/slow/1000"))
+            assert (await asyncio.wait_for(read_response(reader), 5)).status == 200
+            writer.write(get(f"http://{ORIGIN}:{origin.port}/small"))  # still kept alive
+            assert (await asyncio.wait_for(read_response(reader), 5)).status == 200
+        finally:
+            writer.close()
+
+
 # -- malformed requests: 400, closed, and the proxy keeps serving -----------------------------
 
 

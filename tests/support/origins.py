@@ -27,6 +27,11 @@ async def _small(request: web.Request) -> web.Response:
     return web.Response(body=b"s" * 100, content_type="text/plain")
 
 
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(int(request.match_info["ms"]) / 1000)
+    return web.Response(body=b"s" * 100, content_type="text/plain")
+
+
 async def _bytes(request: web.Request) -> web.StreamResponse:
     n = int(request.match_info["n"])
     resp = web.StreamResponse()
@@ -79,6 +84,7 @@ async def http_origin(ssl_context: ssl.SSLContext | None = None) -> AsyncIterato
 
     app = web.Application(middlewares=[remember])
     app.router.add_get("/small", _small)
+    app.router.add_get("/slow/{ms}", _slow)
     app.router.add_get("/bytes/{n}", _bytes)
     app.router.add_get("/chunked/{n}", _chunked)
     app.router.add_post("/echo", _echo)

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from awf.errors import ConfigError
-from proxy.access_log import AccessLog, encode_line, rfc3339
+from proxy.access_log import AccessLog, Entry, encode_entry, encode_line, rfc3339
 from proxy.reasons import Reason
 
 
@@ -64,6 +66,45 @@ def test_encode_line_escapes_newlines_and_odd_values():
     assert line.count(b"\n") == 1
     assert json.loads(line) == {"url": "http://x.test/a\nb", "ip": "/x", "bad": "\udcff"}
     assert encode_line({"d": float("nan")}) is None
+
+
+_text = st.text(max_size=40)  # any code point, lone surrogates and controls included
+
+
+@given(
+    started=st.floats(0, 4e9), took=st.floats(0, 1e5), client=_text, mode=_text, method=_text,
+    host=_text, port=st.integers(0, 65535), url=st.none() | _text,
+    decision=st.sampled_from(["allow", "deny"]), reason=st.none() | _text,
+    status=st.integers(100, 599), up=st.integers(0, 2**63), down=st.integers(0, 2**63),
+)
+def test_entry_encodes_as_its_mapping(
+    started: float, took: float, client: str, mode: str, method: str, host: str, port: int,
+    url: str | None, decision: str, reason: str | None, status: int, up: int, down: int,
+):
+    """The hot path's hand-made JSON is byte for byte what json.dumps makes of the record."""
+    e = Entry(started, started + took, client, mode, method, host, port, url, decision, reason,
+              status, up, down)
+    assert encode_entry(e) == encode_line(e.as_mapping())
+
+
+def test_entry_line_has_the_contract_shape(tmp_path: Path):
+    path = tmp_path / "access.jsonl"
+    log = AccessLog(path, stderr_summary=False)
+    log.start()
+    log.record(Entry(1_795_464_001.123, 1_795_464_001.2, "127.0.0.1:5000", "explicit", "GET",
+                     "origin.test", 80, "http://origin.test/a", "allow", None, 200, 10, 20))
+    log.record(rec(1, decision="deny", reason="domain_not_allowed"))
+    log.close()
+    first, second = read_lines(path)
+    assert first == {
+        "ts": "2026-11-23T20:00:01.123Z", "client": "127.0.0.1:5000", "mode": "explicit",
+        "method": "GET", "host": "origin.test", "port": 80, "url": "http://origin.test/a",
+        "decision": "allow", "reason": None, "status": 200, "bytes_up": 10, "bytes_down": 20,
+        "duration_ms": 77.0,
+    }
+    assert list(first) == list(rec(0))[:6] + ["url"] + list(rec(0))[6:]  # the contract's order
+    assert second["decision"] == "deny"
+    assert log.summary().startswith("awf-proxy: 2 decisions: 1 allowed, 1 denied")
 
 
 def test_records_written_and_close_flushes(tmp_path: Path):

@@ -76,7 +76,8 @@ def test_typical_get() -> None:
         headers=((b"Host", b"api.example.test"), (b"User-Agent", b"curl/8.5.0"),
                  (b"Accept", b"*/*"), (b"Accept-Encoding", b"gzip, deflate"),
                  (b"Connection", b"keep-alive"), (b"Authorization", b"Bearer abc")),
-        framing=Framing.NONE, content_length=0, keep_alive=True, host=b"api.example.test")
+        framing=Framing.NONE, content_length=0, keep_alive=True, host=b"api.example.test",
+        raw_fields=GET[GET.index(b"\r\n") + 2:-2])
 
 
 @pytest.mark.parametrize(("raw", "headers"), [
@@ -775,6 +776,17 @@ def test_request_head_for_upstream_drops_hop_by_hop() -> None:
         b"Trailer: X-T\r\nUpgrade: h2c\r\nuser-agent: t\r\nX-Bar:  2 \r\n\r\n")
     assert request_head_for_upstream(head, b"/x?y") == (
         b"GET /x?y HTTP/1.1\r\nHost: a.test\r\nuser-agent: t\r\nX-Bar: 2\r\n\r\n")
+
+
+def test_request_head_without_hop_by_hop_fields_goes_on_as_received() -> None:
+    head = request(b"GET http://a.test/x HTTP/1.1\r\nHost: a.test\r\nX-A:\t1\r\nx-b:2\r\n\r\n")
+    assert request_head_for_upstream(head, b"/x") == (
+        b"GET /x HTTP/1.1\r\nHost: a.test\r\nX-A:\t1\r\nx-b:2\r\n\r\n")
+    # a value ending in whitespace is not kept raw: the fields are rebuilt, trimmed
+    spaced = request(b"GET /x HTTP/1.1\r\nHost: a.test\r\nX-A: 1 \r\n\r\n")
+    assert spaced.raw_fields == b""
+    assert request_head_for_upstream(spaced, b"/x") == (
+        b"GET /x HTTP/1.1\r\nHost: a.test\r\nX-A: 1\r\n\r\n")
 
 
 def test_request_head_for_upstream_keeps_framing_and_host() -> None:
