@@ -102,7 +102,8 @@ def test_entry_line_has_the_contract_shape(tmp_path: Path):
         "decision": "allow", "reason": None, "status": 200, "bytes_up": 10, "bytes_down": 20,
         "duration_ms": 77.0,
     }
-    assert list(first) == list(rec(0))[:6] + ["url"] + list(rec(0))[6:]  # the contract's order
+    keys = list(rec(0))
+    assert list(first) == [*keys[:6], "url", *keys[6:]]  # the contract's order
     assert second["decision"] == "deny"
     assert log.summary().startswith("awf-proxy: 2 decisions: 1 allowed, 1 denied")
 
