@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from awf.errors import ConfigError
-from proxy.access_log import AccessLog, Entry, encode_entry, encode_line, rfc3339
+from proxy.access_log import WAKE_AT, AccessLog, Entry, encode_entry, encode_line, rfc3339
 from proxy.reasons import Reason
 
 
@@ -177,6 +177,25 @@ async def test_ten_thousand_records_from_the_loop(tmp_path: Path):
     assert sorted(int(str(line["bytes_up"])) for line in lines) == list(range(10_000))
     assert log.dropped == 0
     assert spent < 2.0  # record() is cheap: no I/O or encoding on the loop
+
+
+def test_a_full_batch_wakes_the_writer_before_its_interval(tmp_path: Path):
+    """Under load the writer formats a few hundred lines at a time, not an interval's worth."""
+    path = tmp_path / "access.jsonl"
+    log = AccessLog(path, flush_interval=60, stderr_summary=False)
+    log.start()
+    try:
+        for i in range(WAKE_AT - 1):
+            log.record(rec(i))
+        time.sleep(0.3)
+        assert path.read_bytes() == b""  # not yet: neither the interval nor a full batch
+        log.record(rec(WAKE_AT))
+        deadline = time.monotonic() + 5
+        while len(read_lines(path)) < WAKE_AT and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(read_lines(path)) == WAKE_AT
+    finally:
+        log.close()
 
 
 def test_close_is_idempotent_and_later_records_are_not_written(tmp_path: Path):
