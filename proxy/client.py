@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 
 from awf.errors import ConnectFailed, HeadTimeout, HostMismatch, RequestError, SelfConnection
 from proxy.access_log import Entry, rfc3339
+from proxy.addr import IPAddress
 from proxy.http1 import (
     BadResponse,
     BodyFramer,
@@ -73,6 +74,7 @@ class ClientConnection(asyncio.Protocol):
         "_head_timer",
         "_mode",
         "_orig",
+        "_orig_ip",
         "_parser",
         "_pending",
         "_server",
@@ -88,6 +90,7 @@ class ClientConnection(asyncio.Protocol):
         self._server = server
         self._mode = mode  # "transparent": redirected traffic, origin-form requests named by Host
         self._orig = orig  # transparent: the original destination (address, port)
+        self._orig_ip: IPAddress | None = None  # the same address, parsed on first use
         self._parser = HeadParser()
         self._state = HEAD
         self._pending = b""
@@ -120,11 +123,19 @@ class ClientConnection(asyncio.Protocol):
         tune(t)
         self._arm_head_timer()
 
-    def adopt(self, transport: asyncio.Transport, client: str) -> None:
-        """Take over an already admitted transport (intercepted HTTP, after sniffing)."""
+    def adopt(
+        self, transport: asyncio.Transport, client: str, head: RequestHead, rest: bytes
+    ) -> None:
+        """Take over an admitted transport whose first head the sniffer already parsed
+        (intercepted HTTP): it is handled as if it had just been read here."""
         self.transport = transport
         self._client = client
-        self._arm_head_timer()
+        try:
+            self._dispatch(head, rest)
+        except RequestError as exc:
+            self._fail(exc)
+        except Exception:  # a bug: fail closed on this connection only
+            self._bug()
 
     def data_received(self, data: bytes) -> None:
         state = self._state
@@ -178,9 +189,11 @@ class ClientConnection(asyncio.Protocol):
 
     def _read_head(self, data: bytes) -> None:
         head = self._parser.feed(data)
-        if head is None:
-            return
-        rest = self._parser.take_rest()
+        if head is not None:
+            self._dispatch(head, self._parser.take_rest())
+
+    def _dispatch(self, head: RequestHead, rest: bytes) -> None:
+        """One complete request head: a tunnel, a forwarded request, /healthz or an error."""
         if head.method == b"CONNECT":
             if self._mode == "transparent":
                 raise RequestError("CONNECT goes to the explicit proxy port, not intercepted")
@@ -257,10 +270,12 @@ class ClientConnection(asyncio.Protocol):
         if not decision.allowed:
             self._deny(head.method, decision, port, url, started)
             return
-        if self._mode == "transparent" and self._server.is_self(
-            ip_address(self._orig[0].split("%")[0]), port
-        ):
-            raise SelfConnection(f"{self._orig[0]}:{port} is this proxy")
+        if self._mode == "transparent":
+            orig_ip = self._orig_ip
+            if orig_ip is None:  # once per connection (a ValueError here is a bug: fail closed)
+                orig_ip = self._orig_ip = ip_address(self._orig[0].split("%")[0])
+            if self._server.is_self(orig_ip, port):
+                raise SelfConnection(f"{self._orig[0]}:{port} is this proxy")
         ex = Exchange(self, head, path, decision, port, url, started)
         upstream = self._server.pool.take(decision.host, port)
         if upstream is not None:

@@ -14,6 +14,7 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 
 async def dial(
+    loop: asyncio.AbstractEventLoop,
     addresses: Sequence[IPAddress],
     port: int,
     factory: Callable[[], P],
@@ -21,18 +22,38 @@ async def dial(
     timeout: float,
     name: str,
 ) -> tuple[asyncio.Transport, P]:
-    """Try each checked address in order; ConnectTimeout or ConnectFailed if none answers."""
-    loop = asyncio.get_running_loop()
+    """Try each checked address in order; ConnectTimeout or ConnectFailed if none answers.
+
+    The deadline is asyncio.timeout's logic with the loop passed in: asyncio.timeout looks up
+    the loop and the task with get_running_loop(), which on Python 3.11 is a getpid() system
+    call each time, three per dial.
+    """
+    task = asyncio.current_task(loop)
+    if task is None:
+        raise RuntimeError("dial() must run in a task")
+    cancelling = task.cancelling()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = loop.call_later(timeout, expire)
     failures: list[str] = []
     try:
-        async with asyncio.timeout(timeout):
-            for ip in addresses:
-                try:
-                    transport, protocol = await loop.create_connection(factory, str(ip), port)
-                except OSError as exc:
-                    failures.append(f"{ip}: {exc.strerror or errno.errorcode.get(exc.errno or 0)}")
-                    continue
-                return transport, protocol
-    except TimeoutError:
-        raise ConnectTimeout(f"connecting to {name}:{port} took over {timeout:g} s") from None
+        for ip in addresses:
+            try:
+                transport, protocol = await loop.create_connection(factory, str(ip), port)
+            except OSError as exc:
+                failures.append(f"{ip}: {exc.strerror or errno.errorcode.get(exc.errno or 0)}")
+                continue
+            return transport, protocol
+    except asyncio.CancelledError:
+        if expired and task.uncancel() <= cancelling:  # our deadline, nobody else's cancel
+            raise ConnectTimeout(
+                f"connecting to {name}:{port} took over {timeout:g} s") from None
+        raise
+    finally:
+        timer.cancel()
     raise ConnectFailed(f"cannot connect to {name}:{port}: {'; '.join(failures) or 'no address'}")

@@ -175,7 +175,8 @@ class ProxyServer:
     async def dial(
         self, addresses: Sequence[IPAddress], port: int, factory: Callable[[], P], name: str
     ) -> tuple[asyncio.Transport, P]:
-        return await dial(addresses, port, factory, timeout=self.cfg.connect_timeout, name=name)
+        return await dial(self.loop, addresses, port, factory, timeout=self.cfg.connect_timeout,
+                          name=name)
 
     # -- health, reload, upkeep ----------------------------------------------------------
 

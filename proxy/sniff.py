@@ -14,11 +14,11 @@ fed chunk by chunk in O(n) overall, for the edge (see its docstring for why).
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from awf.errors import BadRequest
-from proxy.http1 import HeadParser, parse_authority
+from proxy.http1 import HeadParser, RequestHead, parse_authority
 from proxy.sni import BadClientHello, ClientHelloReader
 
 __all__ = ["MAX_SNIFF", "Sniffed", "Sniffer", "sniff"]
@@ -35,6 +35,9 @@ _HTTP_FIRST = frozenset(
 class Sniffed:
     kind: Literal["tls", "http"]
     host: str | None  # SNI host_name as sent, or the Host header's host (no port, IPv6 unbracketed)
+    # HTTP: the parsed head and the bytes fed after it, so the head is parsed once
+    head: RequestHead | None = field(default=None, compare=False)
+    rest: bytes = field(default=b"", compare=False)
 
 
 def sniff(data: bytes, *, max_bytes: int = MAX_SNIFF) -> Sniffed | None:
@@ -54,7 +57,8 @@ class Sniffer:
     Calling `sniff` again on a growing buffer rescans it each time, which one-byte segments
     turn into O(n^2) (about 5 s of CPU for a 16 KiB HTTP head); the edge should feed each
     received chunk here instead. After it raises, discard it; after it returns a result,
-    `feed` returns that result again and ignores the new bytes.
+    `feed` returns that result again and ignores the new bytes. `fed` counts the bytes it
+    took: an HTTP head's `rest` is followed by whatever was received beyond them.
     """
 
     __slots__ = ("_fed", "_http", "_max", "_result", "_tls")
@@ -67,6 +71,10 @@ class Sniffer:
         self._tls: ClientHelloReader | None = None
         self._http: HeadParser | None = None
         self._result: Sniffed | None = None
+
+    @property
+    def fed(self) -> int:
+        return self._fed
 
     def feed(self, data: bytes) -> Sniffed | None:
         """Add bytes; the Sniffed answer once known, None to ask for more."""
@@ -95,7 +103,7 @@ class Sniffer:
         elif self._http is not None:
             head = self._http.feed(data)
             if head is not None:
-                self._result = Sniffed("http", _host(head.host))
+                self._result = Sniffed("http", _host(head.host), head, self._http.take_rest())
             elif self._fed >= self._max:  # HeadParser raises first; the bound must not rely on it
                 raise BadRequest(f"no complete HTTP request head in the first {self._max} bytes")
         return self._result

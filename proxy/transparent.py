@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, cast
 from awf.errors import RequestError
 from proxy.access_log import rfc3339
 from proxy.client import ClientConnection, peer_text
-from proxy.http1 import error_response
+from proxy.http1 import RequestHead, error_response
 from proxy.origdst import original_destination
 from proxy.policy import Decision, Scheme
 from proxy.reasons import Reason
@@ -80,7 +80,8 @@ class TransparentConnection(asyncio.Protocol):
             return
         self._cancel_timer()
         if sniffed.kind == "http":
-            self._hand_to_http()
+            assert sniffed.head is not None
+            self._hand_to_http(sniffed.head, sniffed.rest + self._buf[self._sniffer.fed:])
         else:
             self._tls(sniffed.host)
 
@@ -100,17 +101,17 @@ class TransparentConnection(asyncio.Protocol):
 
     # -- the two kinds ---------------------------------------------------------------------
 
-    def _hand_to_http(self) -> None:
+    def _hand_to_http(self, head: RequestHead, rest: bytes) -> None:
+        """The sniffer parsed the first head: the ClientConnection takes it from there."""
         t = self.transport
         if t is None:
             return
         http = ClientConnection(self._server, mode="transparent", orig=self._dst)
         self._server.swap(self, http)
         self._done = True
+        self._buf = b""
         t.set_protocol(http)
-        http.adopt(t, self._client)
-        buf, self._buf = self._buf, b""
-        http.data_received(buf)
+        http.adopt(t, self._client, head, rest)
 
     def _tls(self, sni: str | None) -> None:
         port = self._dst[1]

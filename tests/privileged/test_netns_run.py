@@ -63,8 +63,29 @@ def udp(addr, port, family=socket.AF_INET):
         s.connect((addr, port)); s.send(b"x" * 12); s.recv(100); return "answered"
     except OSError as e:
         return type(e).__name__
+def two_on_one(pipelined):
+    """Two requests on one intercepted connection, the second for a name not allowed."""
+    a = b"GET /a HTTP/1.1\r\nHost: allowed.test\r\n\r\n"
+    b = b"GET /b HTTP/1.1\r\nHost: other.test\r\n\r\n"
+    data = b""
+    try:
+        with socket.create_connection(("198.51.100.10", 80), timeout=5) as s:
+            s.sendall(a + b if pipelined else a)
+            while not pipelined and b"hello allowed.test" not in data:
+                data += s.recv(65536) or b"!"
+            if not pipelined:
+                s.sendall(b)
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError as e:
+        data += b" " + type(e).__name__.encode()
+    import re
+    return {"rc": 0, "out": " ".join(m.decode() for m in re.findall(rb"HTTP/1\.1 (\d{3})", data)),
+            "err": data[-200:].decode("latin-1")}
 C = ["curl", "-sS", "-m", "8"]
 r = {
+ "transparent_second_request": two_on_one(False),
+ "transparent_pipelined": two_on_one(True),
  "proxy_http": run(*C, "http://allowed.test/"),
  "proxy_https": run(*C, "--cacert", ca, "https://allowed.test/"),
  "proxy_subdomain": run(*C, "http://api.allowed.test/"),
@@ -150,6 +171,14 @@ def test_allowed_https_works_end_to_end(probes: dict[str, dict[str, object]], na
                                   "ip_literal_v6", "connect_port22"])
 def test_denied_http_gets_403(probes: dict[str, dict[str, object]], name: str) -> None:
     assert "403" in str(probes[name]["out"]) + str(probes[name]["err"]), probes[name]
+
+
+@pytest.mark.parametrize("name", ["transparent_second_request", "transparent_pipelined"])
+def test_every_request_on_an_intercepted_connection_is_checked(
+        probes: dict[str, dict[str, object]], name: str) -> None:
+    """The Host of a later request on the same redirected connection is checked too, whether
+    it arrives after the first answer or in the same segment as the first head."""
+    assert probes[name]["out"] == "200 403", probes[name]
 
 
 @pytest.mark.parametrize("name", ["proxy_denied_https", "transparent_denied_sni",
