@@ -45,7 +45,7 @@ import enum
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final, NamedTuple
@@ -181,18 +181,24 @@ def _connection_tokens(values: Iterable[bytes]) -> frozenset[bytes]:
     )
 
 
-def _framing_fields(headers: Fields) -> Iterator[tuple[int, bytes, bytes]]:
+def _framing_fields(headers: Fields) -> list[tuple[int, bytes, bytes]]:
     """(kind, name, value) of the Host, Content-Length, Transfer-Encoding and Connection
     fields, and of look-alikes such as Content_Length that a server might normalise."""
+    found = []
+    spellings, lengths = _FRAMING_SPELLINGS, _FRAMING_LENGTHS
     for name, value in headers:
-        kind = _FRAMING_SPELLINGS.get(name)
-        if kind is None and len(name) in _FRAMING_LENGTHS:
+        kind = spellings.get(name)
+        if kind is None:
+            if len(name) not in lengths:
+                continue
             lower = name.lower()
             kind = _FRAMING_FIELDS.get(lower)
-            if kind is None and b"_" in lower and lower.replace(b"_", b"-") in _FRAMING_FIELDS:
+            if kind is None:
+                if b"_" not in lower or lower.replace(b"_", b"-") not in _FRAMING_FIELDS:
+                    continue
                 kind = _LOOKALIKE
-        if kind is not None:
-            yield kind, name, value
+        found.append((kind, name, value))
+    return found
 
 
 def _connection_options(value: bytes) -> tuple[bool, bool]:
@@ -508,12 +514,13 @@ class ResponseHeadParser:
     `take_rest()` gives the body start. Raises `BadResponse`.
     """
 
-    __slots__ = ("_blank", "_buf", "_final", "_max", "_method", "_scanned", "_started")
+    __slots__ = ("_blank", "_buf", "_final", "_max", "_method", "_rest", "_scanned", "_started")
 
     def __init__(self, *, request_method: bytes, max_head: int = 65_536) -> None:
         self._method = request_method
         self._max = max_head
         self._buf = bytearray()  # bytes not yet returned as a head
+        self._rest = b""  # after a final head read in one piece: the bytes after it
         self._scanned = 0
         self._blank = 0
         self._started = False
@@ -523,6 +530,18 @@ class ResponseHeadParser:
         """Add bytes; the next complete head, or None to ask for more."""
         if self._final:
             raise RuntimeError("ResponseHeadParser.feed() after the final response head")
+        if not self._buf and data[:5] == b"HTTP/":
+            # The usual case: a whole head in one piece, nothing buffered, no bare-LF lines.
+            crlf = data.find(b"\n\r\n", 0, self._max)
+            if crlf >= 0 and data.find(b"\n\n", 0, crlf + 1) < 0:
+                end = crlf + 3
+                head = _parse_response_head(data[:end], self._method)
+                if head.interim:
+                    self._buf += data[end:]
+                else:
+                    self._final = True
+                    self._rest = data[end:]
+                return head
         buf: bytes | bytearray
         if self._buf:
             self._buf += data
@@ -564,6 +583,9 @@ class ResponseHeadParser:
         """After the final head: the bytes after it (body start), cleared. Before it: b""."""
         if not self._final:
             return b""
+        if self._rest:
+            rest, self._rest = self._rest, b""
+            return rest
         rest = bytes(self._buf)
         self._buf.clear()
         return rest

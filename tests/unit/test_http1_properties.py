@@ -536,3 +536,49 @@ def test_error_responses_parse(line: str, answer: tuple[int, str]) -> None:
     assert text.count("\n") == 1
     assert "\r" not in text
     assert isinstance(conn.next_event(), h11.EndOfMessage)
+
+
+def response_events(pieces: list[bytes]) -> list[object]:
+    """Every head (status, headers, framing, length, keep-alive) and the rest, or the error."""
+    parser = ResponseHeadParser(request_method=b"GET")
+    out: list[object] = []
+    try:
+        for i, piece in enumerate(pieces):
+            head = parser.feed(piece)
+            while head is not None:
+                out.append((head.status, head.headers, head.framing, head.content_length,
+                            head.keep_alive))
+                if not head.interim:
+                    out.append(parser.take_rest() + b"".join(pieces[i + 1:]))
+                    return out
+                head = parser.feed(b"")
+    except BadResponse as exc:
+        out.append(type(exc))
+    return out
+
+
+_LINE_ENDS = st.sampled_from([b"\r\n", b"\n"])
+
+
+@st.composite
+def response_streams(draw: st.DrawFn) -> bytes:
+    """Interim heads, then a final one, any line ends, then body bytes."""
+    wire = b""
+    for status in [*draw(st.lists(st.sampled_from([100, 102, 103]), max_size=2)), 200]:
+        eol = draw(_LINE_ENDS)
+        wire += b"HTTP/1.1 %d X" % status + eol
+        for name, value in draw(st.lists(st.sampled_from(
+                [(b"Content-Length", b"3"), (b"Connection", b"close"), (b"X-A", b"1"),
+                 (b"Transfer-Encoding", b"chunked"), (b"Content_Length", b"4")]), max_size=3)):
+            wire += name + b": " + value + draw(_LINE_ENDS)
+        wire += draw(_LINE_ENDS)
+    return wire + draw(st.binary(max_size=20))
+
+
+@FAST
+@given(response_streams(), st.lists(st.integers(0, 300), max_size=6))
+def test_response_heads_read_alike_whole_or_in_pieces(wire: bytes, cuts: list[int]) -> None:
+    """The one-piece fast path and the buffered path agree, byte by byte included."""
+    whole = response_events([wire])
+    assert response_events(split(wire, cuts)) == whole
+    assert response_events([wire[i:i + 1] for i in range(len(wire))]) == whole
