@@ -133,8 +133,8 @@ class AccessLog:
         self._flush_interval = flush_interval
         self._stderr_summary = stderr_summary
         self._max_pending = max_pending
-        # the loop thread appends under the lock; the writer swaps the list out every interval,
-        # so the two threads meet twice a second, not once per record
+        # the loop thread appends under the lock; the writer swaps the list out every interval
+        # or when WAKE_AT records wait, so the threads meet once per batch, not per record
         self._pending: list[Mapping[str, object] | Entry] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -381,7 +381,9 @@ class GuardConfig:
                 problem = self._bind_problem(src)
                 if problem:
                     raise _Refused(f"HostConfig.Binds {spec!r} is refused: {problem}")
-            elif not _NAME_RE.fullmatch(src):
+            elif _NAME_RE.fullmatch(src):
+                raise _Refused(f"HostConfig.Binds {spec!r} is refused: {_NAMED_VOLUME}")
+            else:
                 raise _Refused(f"HostConfig.Binds {spec!r}: {src!r} is neither an absolute "
                                "path nor a volume name", 400)
         return binds
@@ -401,6 +403,8 @@ class GuardConfig:
                 if problem:
                     raise _Refused(f"{where} (bind) is refused: {problem}")
             elif kind == "volume":
+                if src:
+                    raise _Refused(f"{where} (volume {src!r}) is refused: {_NAMED_VOLUME}")
                 options = _fields(m.get("VolumeOptions"), _VOLUME_OPTION_KEYS,
                                   f"{where}.VolumeOptions")
                 driver = _fields(options.get("DriverConfig"), frozenset({"Name", "Options"}),
@@ -526,6 +530,12 @@ _HOST_CONFIG_KEYS: Final = _HC_PASS | frozenset(_HC_MUST_BE_UNSET) | frozenset(
     })
 _MOUNT_KEYS: Final = frozenset({"Type", "Source", "Target", "ReadOnly", "Consistency",
                                 "BindOptions", "VolumeOptions", "TmpfsOptions"})
+# Anonymous volumes die with their container (awf removes siblings with their volumes); a
+# named one outlives the run, is shared with anything else on the host that names it, and
+# would be created on the fly by a bind.
+_NAMED_VOLUME: Final = ("named volumes outlive the run and can hold other projects' data; use "
+                        "an anonymous volume (give only the container path), a tmpfs or the "
+                        "workspace")
 _VOLUME_OPTION_KEYS: Final = frozenset({"NoCopy", "Labels", "DriverConfig"})
 _EXEC_KEYS: Final = frozenset({"User", "Privileged", "Tty", "ConsoleSize", "AttachStdin",
                                "AttachStderr", "AttachStdout", "Detach", "DetachKeys", "Env",

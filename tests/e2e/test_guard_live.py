@@ -225,6 +225,8 @@ def test_info_is_redacted(live: Live) -> None:
     ("-v", "/etc:/e:ro"),
     ("--mount", "type=bind,src=/var/run,dst=/r"),
     ("--mount", "type=volume,dst=/v,volume-opt=type=none,volume-opt=o=bind,volume-opt=device=/"),
+    ("-v", "awf-test-named-volume:/v"),
+    ("--mount", "type=volume,src=awf-test-named-volume,dst=/v"),
     ("--pid", "host"),
     ("--ipc", "host"),
     ("--uts", "host"),

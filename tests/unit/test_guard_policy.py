@@ -166,12 +166,16 @@ def _refused(decision: object, status: int = 403) -> str:
     ({"Mounts": [{"Type": "tmpfs", "Target": "/t"},
                  {"Type": "bind", "Source": "/etc", "Target": "/e"}]},
      "HostConfig.Mounts[1] (bind) is refused"),
-    ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {
+    ({"Mounts": [{"Type": "volume", "Target": "/v", "VolumeOptions": {
         "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind",
                                                       "device": "/"}}}}]},
      "VolumeOptions.DriverConfig is refused"),
-    ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/v", "VolumeOptions": {
+    ({"Mounts": [{"Type": "volume", "Target": "/v", "VolumeOptions": {
         "DriverConfig": {"Name": "rclone"}}}]}, "VolumeOptions.DriverConfig is refused"),
+    ({"Mounts": [{"Type": "volume", "Source": "pgdata", "Target": "/v"}]},
+     "HostConfig.Mounts[0] (volume 'pgdata') is refused: named volumes outlive the run"),
+    ({"Binds": ["cache:/cache"]}, "HostConfig.Binds 'cache:/cache' is refused: named volumes"),
+    ({"Binds": ["other_project_db:/var/lib/db:ro"]}, "named volumes outlive the run"),
     ({"Mounts": [{"Type": "npipe", "Source": "x", "Target": "/x"}]},
      "HostConfig.Mounts[0].Type 'npipe' is refused"),
     ({"Mounts": [{"type": "bind", "source": "/", "target": "/h"}]},
@@ -283,9 +287,9 @@ def test_forced_labels_win_and_ports_and_hostname_are_dropped() -> None:
 def test_allowed_binds_mounts_and_volumes_pass() -> None:
     hc = {
         "Binds": ["/work/ws:/w", "/work/ws/:/d:ro", "/tmp/awf-1234abcd:/x:rw,z",
-                  "cache:/cache", "/anonymous"],
+                  "/anonymous"],
         "Mounts": [{"Type": "bind", "Source": "/work/ws/", "Target": "/m", "ReadOnly": True},
-                   {"Type": "volume", "Source": "data", "Target": "/data",
+                   {"Type": "volume", "Target": "/data",
                     "VolumeOptions": {"NoCopy": True, "DriverConfig": {"Name": "local"}}},
                    {"Type": "volume", "Target": "/anon"},
                    {"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1 << 20}}],
