@@ -22,7 +22,7 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, cast
 
 from awf.errors import ConnectFailed, HeadTimeout, HostMismatch, RequestError, SelfConnection
-from proxy.access_log import Entry, rfc3339
+from proxy.access_log import Entry
 from proxy.addr import IPAddress
 from proxy.http1 import (
     BadResponse,
@@ -473,25 +473,11 @@ class ClientConnection(asyncio.Protocol):
         status: int,
         started: float,
     ) -> dict[str, object]:
-        rec: dict[str, object] = {
-            "ts": rfc3339(started),
-            "client": self._client,
-            "mode": self._mode,
-            "method": method,
-            "host": host,
-            "port": port,
-        }
-        if url is not None:
-            rec["url"] = url
-        rec.update(
-            decision="deny" if reason is not None else "allow",
-            reason=reason.value if reason is not None else None,
-            status=status,
-            bytes_up=0,
-            bytes_down=0,
-            duration_ms=round((time.time() - started) * 1000, 1),
-        )
-        return rec
+        return Entry(
+            started, time.time(), self._client, self._mode, method, host, port, url,
+            "deny" if reason is not None else "allow",
+            reason.value if reason is not None else None, status, 0, 0,
+        ).as_mapping()
 
     # -- small helpers -----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, cast
 
 from awf.errors import RequestError
-from proxy.access_log import rfc3339
+from proxy.access_log import Entry
 from proxy.client import ClientConnection, peer_text
 from proxy.http1 import RequestHead, error_response
 from proxy.origdst import original_destination
@@ -188,22 +188,14 @@ class TransparentConnection(asyncio.Protocol):
         self, method: str, host: str, port: int, reason: Reason | None, status: int,
         started: float,
     ) -> dict[str, object]:
-        return {
-            "ts": rfc3339(started),
-            "client": self._client,
-            "mode": "transparent",
-            "method": method,
-            "host": host,
-            "port": port,
-            "decision": "deny" if reason is not None else "allow",
-            "reason": reason.value if reason is not None else None,
-            "status": status,
-            "bytes_up": 0,
-            "bytes_down": 0,
-            "duration_ms": round((time.time() - started) * 1000, 1),
-            "original_dst": f"[{self._dst[0]}]:{port}" if ":" in self._dst[0]
-            else f"{self._dst[0]}:{port}",
-        }
+        rec = Entry(
+            started, time.time(), self._client, "transparent", method, host, port, None,
+            "deny" if reason is not None else "allow",
+            reason.value if reason is not None else None, status, 0, 0,
+        ).as_mapping()
+        rec["original_dst"] = (f"[{self._dst[0]}]:{port}" if ":" in self._dst[0]
+                               else f"{self._dst[0]}:{port}")
+        return rec
 
     def _log(
         self, method: str, host: str, port: int, reason: Reason | None, status: int,
