@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -83,10 +83,10 @@ class Watch(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Allow:
-    """Forward the request; `path` replaces the request path (pinned to a full ID) if set."""
+class _Forward:
+    """How a forwarded request is routed and what the guard learns from its answer."""
 
-    path: str | None = None
+    path: str | None = None  # replaces the request path (pinned to a full ID) if set
     watch: Watch = Watch.NONE
     target: str | None = None  # the full container ID the path names
     name: str | None = None  # CREATE: the name asked for
@@ -97,18 +97,15 @@ class Allow:
 
 
 @dataclass(frozen=True, slots=True)
-class Rewrite:
+class Allow(_Forward):
+    """Forward the request as the client sent it (but for `path`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite(_Forward):
     """Forward the request with `body` (JSON) instead of the client's."""
 
-    body: bytes
-    path: str | None = None
-    watch: Watch = Watch.NONE
-    target: str | None = None
-    name: str | None = None
-
-    @property
-    def tracks_create(self) -> bool:
-        return self.watch is Watch.CREATE
+    body: bytes = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +275,7 @@ class GuardConfig:
             cid = _owned_container(segs[1], owned)
             pinned = _pin(prefix, segs, cid)
             if segs[2] == "exec":
-                return Rewrite(_exec_body(body), path=pinned, watch=Watch.EXEC_CREATE,
+                return Rewrite(body=_exec_body(body), path=pinned, watch=Watch.EXEC_CREATE,
                                target=cid)
             if segs[2] == "start" and body is not None and body.strip() not in (
                     b"", b"{}", b"null"):
@@ -315,7 +312,7 @@ class GuardConfig:
             raise _Refused("Labels must be an object of strings", 400)
         spec["Labels"] = {**labels, **dict(self.labels)}
         spec["HostConfig"] = self._host_config(hc)
-        return Rewrite(_dump(spec), watch=Watch.CREATE, name=name)
+        return Rewrite(body=_dump(spec), watch=Watch.CREATE, name=name)
 
     def _check_host_config(self, hc: dict[str, Any]) -> None:
         for key, why in _HC_MUST_BE_UNSET.items():

@@ -513,16 +513,16 @@ def test_exec_calls(method: str, action: str) -> None:
 
 
 def test_record_create_exec_and_remove() -> None:
-    create = Rewrite(b"{}", watch=Watch.CREATE, name="db")
+    create = Rewrite(body=b"{}", watch=Watch.CREATE, name="db")
     answer = json.dumps({"Id": OTHER, "Warnings": []}).encode()
     owned = record(OWNED, create, 201, answer)
     assert owned == OWNED | {OTHER, name_entry("db", OTHER)}
-    assert record(OWNED, Rewrite(b"{}", watch=Watch.CREATE), 201, answer) == OWNED | {OTHER}
+    assert record(OWNED, Rewrite(body=b"{}", watch=Watch.CREATE), 201, answer) == OWNED | {OTHER}
     assert record(OWNED, create, 409, b'{"message":"conflict"}') == OWNED
     assert record(OWNED, create, 201, b'{"Id":"../x"}') == OWNED
     assert record(OWNED, create, 201, b"garbage") == OWNED
     assert record(OWNED, create, 201, b"[]") == OWNED
-    ex = Rewrite(b"{}", path="/x", watch=Watch.EXEC_CREATE, target=CID)
+    ex = Rewrite(body=b"{}", path="/x", watch=Watch.EXEC_CREATE, target=CID)
     assert record(OWNED, ex, 201, answer) == OWNED | {exec_entry(OTHER)}
     gone = record(owned, Allow(watch=Watch.REMOVE, target=OTHER), 204, b"")
     assert gone == OWNED
