@@ -229,8 +229,8 @@ class RequestHead(NamedTuple):
     content_length: int
     keep_alive: bool
     host: bytes | None
-    # the field lines as received, final CRLF included, when no value ends in whitespace;
-    # b"" otherwise (then forwarding rebuilds them from `headers`)
+    # the field lines as received, each with its CRLF (not the empty line ending the head),
+    # when no value ends in whitespace; b"" otherwise (forwarding then rebuilds them)
     raw_fields: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
