@@ -1,3 +1,5 @@
-"""awf: an egress firewall for AI agents."""
+"""awf: an egress firewall for AI agents (the CLI and the orchestration of `awf run`)."""
 
-__version__ = "0.1.0"
+from proxy import __version__
+
+__all__ = ["__version__"]

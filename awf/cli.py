@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 
 from awf.config import OneLineParser, RunConfig, parse_run, version_text
-from awf.errors import AwfError, ConfigError
+from proxy.errors import AwfError, ConfigError
 
 USAGE = """usage: awf run [options] -- COMMAND [ARG...]
        awf cleanup [--run ID | --all] [--dry-run]
@@ -73,7 +73,7 @@ def _run_netns(cfg: RunConfig, t0: float) -> int:
     check_netns_host()
     proxy = ProxyChild.fork()  # before any thread; it imports the proxy on the other core
     try:
-        from awf.netns_run import run_netns
+        from awf.backends.netns import run_netns
     except BaseException:
         proxy.stop(1)
         raise
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         t0 = time.monotonic()
         cfg = parse_run(args)
         if cfg.backend == "docker":
-            from containers.docker_run import run_docker
+            from awf.backends.docker import run_docker
 
             return run_docker(cfg)
         return _run_netns(cfg, t0)

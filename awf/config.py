@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from awf import __version__
-from awf.errors import ConfigError
+from proxy import __version__
 from proxy.config import ProxyConfig, build_policy, merge
+from proxy.errors import ConfigError
 
 # awf run flag -> awf-proxy flag (same meaning; the upstream name --allow-host-ports is an alias)
 POLICY_FLAGS: dict[str, str] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from awf.errors import SandboxError
+from netfilter.errors import SandboxError
 
 TOOLS = ("nft", "ip", "setpriv", "unshare", "nsenter", "tini")
 

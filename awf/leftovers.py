@@ -15,9 +15,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from awf.errors import AwfError
 from netfilter import apply as nft
 from netfilter import netns
+from proxy.errors import AwfError
 
 RUNS = Path("/run/awf/runs")
 ETC_NETNS = Path("/etc/netns")
@@ -57,8 +57,8 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
     if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
         return []
     try:
+        from awf.backends.docker import dead_runs
         from containers import labels
-        from containers.docker_run import dead_runs
         from containers.rundriver import RunDriver
 
         driver = RunDriver.connect(timeout=10)

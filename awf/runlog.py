@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from awf.selftest import NAME as SELFTEST_NAME
+from netfilter.selftest import NAME as SELFTEST_NAME
 
 
 def say(msg: str) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from awf.errors import AwfError
 from awf.runlog import say
+from proxy.errors import AwfError
 
 
 class Interrupted(Exception):

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from awf import leftovers
-from awf.errors import AwfError
 from bench import cases, origin, report
 from bench.cases import CaseError, Env, Sample
 from bench.origin import DENIED_NAME, ORIGIN_NAME
@@ -51,6 +50,7 @@ from bench.stats import BenchParseError
 from netfilter import apply as nft
 from netfilter import netns
 from netfilter.ruleset import ProxySideRuleset
+from proxy.errors import AwfError
 
 T = TypeVar("T")
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from awf.errors import ConfigError
+from proxy.errors import ConfigError
 
 PASSTHROUGH = (
     "LANG", "LANGUAGE", "TZ", "TERM", "CI", "GITHUB_ACTIONS", "GITHUB_SERVER_URL",

@@ -24,7 +24,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from awf.errors import DockerError
+from containers.errors import DockerError
 from containers.spec import ContainerSpec, MountKind
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"

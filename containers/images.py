@@ -47,11 +47,12 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from awf import __version__ as AWF_VERSION
-from awf.errors import AwfError, DockerError
 from containers import labels
 from containers.driver import DockerDriver, ImageInfo
+from containers.errors import DockerError
 from containers.oneshot_build import compile_one_shot
+from proxy import __version__ as AWF_VERSION
+from proxy.errors import AwfError
 
 Progress = Callable[[str], None]
 

@@ -6,7 +6,7 @@ It holds NET_ADMIN only while it sets up: applies the agent ruleset (`inet awf`)
 it; routes everything via the proxy (the subnet's on-link route is replaced by a host route to
 the proxy alone, so even the Docker bridge's gateway address is reached only through the
 proxy); checks the routes; waits for the proxy to answer; runs the self-test of
-`awf.selftest` as uid 65534 in a child; prints `awf-netns ready <sha256>`; then execs
+`netfilter.selftest` as uid 65534 in a child; prints `awf-netns ready <sha256>`; then execs
 `setpriv` to drop every capability and sleep. Any failure prints `awf-netns failed: ...` and
 exits 125, so awf never creates the agent.
 
@@ -25,10 +25,11 @@ import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
-from awf.errors import AwfError, SandboxError
-from awf.selftest import Target, checks
 from netfilter import apply as nft
+from netfilter.errors import SandboxError
 from netfilter.ruleset import AgentRuleset, ruleset_from_spec
+from netfilter.selftest import Target, checks
+from proxy.errors import AwfError
 
 READY = "awf-netns ready"
 FAILED = "awf-netns failed:"

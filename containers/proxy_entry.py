@@ -22,9 +22,10 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from awf.errors import AwfError, SandboxError
 from netfilter import apply as nft
+from netfilter.errors import SandboxError
 from netfilter.ruleset import ProxySideRuleset, ruleset_from_spec
+from proxy.errors import AwfError
 
 FAILED = "awf-proxy failed:"
 RULES = "awf-proxy rules"

@@ -16,8 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from awf.errors import ConfigError, SandboxError
+from netfilter.errors import SandboxError
 from netfilter.ruleset import AgentRuleset, IPAddress, IPNetwork, ProxySideRuleset
+from proxy.errors import ConfigError
 
 DEFAULT_V4 = IPv4Network("172.30.0.0/24")
 DEFAULT_V6 = IPv6Network("fd61:7766::/64")

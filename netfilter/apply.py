@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from awf.errors import NetfilterError
+from netfilter.errors import NetfilterError
 from netfilter.ruleset import (
     PORT_PROTOCOLS,
     IPNetwork,

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from awf.errors import AwfError, ConfigError
 from netfilter import apply as nft
 from netfilter.ruleset import Ruleset, ruleset_from_spec
+from proxy.errors import AwfError, ConfigError
 
 PROG = "awf-netfilter"
 

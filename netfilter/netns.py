@@ -41,7 +41,7 @@ from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 from pyroute2.netlink.exceptions import NetlinkError
 
-from awf.errors import SandboxError
+from netfilter.errors import SandboxError
 
 NETNS_DIR = "/run/netns"
 PREFIX = "awf-"

@@ -37,8 +37,8 @@ from ipaddress import (
     IPv6Network,
 )
 
-from awf.errors import ConfigError
 from proxy.addr import DENIED
+from proxy.errors import ConfigError
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network

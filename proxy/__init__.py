@@ -1,1 +1,3 @@
-"""awf-proxy: the allowlisting HTTP/CONNECT proxy (see docs/proxy.md)."""
+"""awf-proxy: the allowlisting HTTP/CONNECT proxy (docs/proxy.md says how it behaves)."""
+
+__version__ = "0.1.0"

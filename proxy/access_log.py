@@ -26,7 +26,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import NamedTuple
 
-from awf.errors import ConfigError
+from proxy.errors import ConfigError
 
 MAX_PENDING = 200_000  # records queued but not yet written; past it record() drops (counted)
 MAX_BATCH = 4096  # lines per os.write

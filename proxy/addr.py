@@ -32,7 +32,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from awf.errors import ConfigError
+from proxy.errors import ConfigError
 from proxy.hostnames import fold_name
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -21,9 +21,9 @@ import traceback
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, cast
 
-from awf.errors import ConnectFailed, HeadTimeout, HostMismatch, RequestError, SelfConnection
 from proxy.access_log import Entry
 from proxy.addr import IPAddress
+from proxy.errors import ConnectFailed, HeadTimeout, HostMismatch, RequestError, SelfConnection
 from proxy.http1 import (
     BadResponse,
     BodyFramer,
@@ -420,7 +420,7 @@ class ClientConnection(asyncio.Protocol):
         """Answer a RequestError on this connection and close it."""
         if self._state == CLOSED:
             return
-        reason = Reason(exc.reason)
+        reason = exc.reason
         m = method.decode("latin-1") if method is not None else "-"
         rec = self._record(m, host, port, url, reason, exc.status, started or time.time())
         if reason in (Reason.DNS_FAILURE, Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT):
@@ -673,7 +673,7 @@ class Exchange:
             self.client._fail(exc, method=self.head.method, host=self.decision.host,
                               port=self.port, url=self.url, started=self.started)
         else:
-            self._finish(reusable=False, keep_client=False, reason=Reason(exc.reason))
+            self._finish(reusable=False, keep_client=False, reason=exc.reason)
 
     def abandon(self) -> None:
         """The client went away: the origin connection cannot be reused."""

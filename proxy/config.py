@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from awf import __version__
-from awf.errors import ConfigError
+from proxy import __version__
 from proxy.addr import IPAddress
+from proxy.errors import ConfigError
 from proxy.policy import Policy, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
 

@@ -7,8 +7,8 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from awf.errors import ConnectFailed, ConnectTimeout
 from proxy.addr import IPAddress
+from proxy.errors import ConnectFailed, ConnectTimeout
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 

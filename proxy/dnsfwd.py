@@ -43,8 +43,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from awf.errors import AwfError, ConfigError
 from proxy.access_log import rfc3339
+from proxy.errors import AwfError, ConfigError
 from proxy.hostnames import normalise_name
 from proxy.policy import Policy, Scheme
 from proxy.reasons import Reason

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Final, NamedTuple
 
-from awf.errors import BadRequest, HeadTooLarge
+from proxy.errors import BadRequest, BadResponse, HeadTooLarge
 
 __all__ = [
     "Authority",
@@ -69,10 +69,6 @@ __all__ = [
     "request_head_for_upstream",
     "response_head_for_client",
 ]
-
-
-class BadResponse(Exception):
-    """The upstream sent a response head or body framing we cannot forward safely."""
 
 
 class Framing(enum.Enum):

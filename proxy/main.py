@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from awf.errors import ConfigError
 from proxy.access_log import AccessLog
 from proxy.config import ProxyConfig, build_policy, parse_argv, static_answers
+from proxy.errors import ConfigError
 from proxy.policy import Policy
 from proxy.resolver import Resolver
 from proxy.server import Listener, ProxyServer

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
-from awf.errors import ConfigError
 from proxy.addr import (
     AddressSet,
     IPAddress,
@@ -39,6 +38,7 @@ from proxy.addr import (
     parse_ip_literal,
     parse_network,
 )
+from proxy.errors import ConfigError
 from proxy.hostnames import normalise_name, normalise_pattern
 from proxy.reasons import Reason
 

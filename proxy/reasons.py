@@ -1,8 +1,16 @@
-"""Reason tokens of contract §6, their statuses and their precedence."""
+"""Reason tokens of the access log and `X-Awf-Reason` (docs/proxy.md §6), each with its status.
+
+This table is the only place a reason's status is written: `Reason.status` reads it, and every
+`RequestError` subclass names its reason, so its status is derived from here too.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+NO_ANSWER = 0
+"""The status logged for a refusal that gets no HTTP answer (TLS without SNI: the connection is
+closed, there is no HTTP to answer in)."""
 
 
 class Reason(StrEnum):
@@ -20,6 +28,8 @@ class Reason(StrEnum):
     CONNECT_TIMEOUT = "connect_timeout"
     OVERLOADED = "overloaded"
     HEAD_TIMEOUT = "head_timeout"
+    RESPONSE_TIMEOUT = "response_timeout"
+    BAD_RESPONSE = "bad_response"
     NO_SNI = "no_sni"
 
     @property
@@ -42,5 +52,7 @@ STATUS: dict[Reason, int] = {
     Reason.CONNECT_TIMEOUT: 504,
     Reason.OVERLOADED: 503,
     Reason.HEAD_TIMEOUT: 408,
-    Reason.NO_SNI: 0,
+    Reason.RESPONSE_TIMEOUT: 504,
+    Reason.BAD_RESPONSE: 502,
+    Reason.NO_SNI: NO_ANSWER,
 }

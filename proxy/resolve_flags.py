@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from awf.errors import AwfError, ConfigError
+from proxy.errors import AwfError, ConfigError
 from proxy.hostnames import normalise_name
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

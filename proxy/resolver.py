@@ -35,7 +35,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
-from awf.errors import ConfigError, DnsFailure
+from proxy.errors import ConfigError, DnsFailure
 from proxy.resolve_flags import parse_dns_servers, parse_ip_text, parse_resolve
 
 __all__ = ["Lookup", "Outcome", "Resolver", "parse_dns_servers", "parse_resolve"]

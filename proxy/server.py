@@ -16,12 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Protocol, TypeVar, cast
 
-from awf import __version__
-from awf.errors import ConfigError, DeniedAddress, SelfConnection
+from proxy import __version__
 from proxy.access_log import AccessLog, Entry
 from proxy.addr import IPAddress, embedded_ipv4
 from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
 from proxy.dialer import dial
+from proxy.errors import ConfigError, DeniedAddress, SelfConnection
 from proxy.localaddrs import local_addresses
 from proxy.policy import Decision, Policy
 from proxy.resolver import Resolver

@@ -2,7 +2,7 @@
 
 Sans-IO: bytes in, a `ClientHelloInfo` (or `None`: need more bytes) out. The contract is
 mitmproxy's `parse_client_hello`: a hello, `None`, or a `ValueError` (here `NotTls` or
-`BadClientHello`, which are also `awf.errors.BadRequest`). Nothing else escapes on any input.
+`BadClientHello`, which are also `proxy.errors.BadRequest`). Nothing else escapes on any input.
 
 Wire format (RFC 8446 §5.1 and §4.1.2, RFC 6066 §3, RFC 7301 §3.1):
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from awf.errors import BadRequest
+from proxy.errors import BadRequest
 
 __all__ = [
     "MAX_HELLO",

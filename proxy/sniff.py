@@ -17,7 +17,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Literal
 
-from awf.errors import BadRequest
+from proxy.errors import BadRequest
 from proxy.http1 import HeadParser, RequestHead, parse_authority
 from proxy.sni import BadClientHello, ClientHelloReader
 

@@ -15,13 +15,13 @@ import time
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, cast
 
-from awf.errors import RequestError
 from proxy.access_log import Entry
 from proxy.client import ClientConnection, peer_text
+from proxy.errors import RequestError
 from proxy.http1 import RequestHead, error_response
 from proxy.origdst import original_destination
 from proxy.policy import Decision, Scheme
-from proxy.reasons import Reason
+from proxy.reasons import NO_ANSWER, Reason
 from proxy.relay import open_relay
 from proxy.sni import BadClientHello, NotTls
 from proxy.sniff import Sniffer
@@ -74,7 +74,7 @@ class TransparentConnection(asyncio.Protocol):
             self._end()
             return
         except RequestError as exc:
-            self._answer(exc.status, Reason(exc.reason), f"awf-proxy: {exc.reason}: {exc}")
+            self._answer(exc.status, exc.reason, f"awf-proxy: {exc.reason}: {exc}")
             return
         if sniffed is None:
             return
@@ -116,17 +116,19 @@ class TransparentConnection(asyncio.Protocol):
     def _tls(self, sni: str | None) -> None:
         port = self._dst[1]
         if sni is None:
-            self._log("TLS", "", port, Reason.NO_SNI, 0)
+            self._log("TLS", "", port, Reason.NO_SNI, NO_ANSWER)
             self._end()
             return
         started = time.time()
         decision = self._server.policy.decide(sni, port, Scheme.HTTPS)
         if not decision.allowed:
-            self._log("TLS", decision.host or sni, port, decision.reason, 0, started=started)
+            self._log("TLS", decision.host or sni, port, decision.reason, NO_ANSWER,
+                      started=started)
             self._end()
             return
         if self._server.is_self(ip_address(self._dst[0].split("%")[0]), port):
-            self._log("TLS", decision.host, port, Reason.SELF_CONNECTION, 0, started=started)
+            self._log("TLS", decision.host, port, Reason.SELF_CONNECTION, NO_ANSWER,
+                      started=started)
             self._end()
             return
         t = self.transport
@@ -149,7 +151,7 @@ class TransparentConnection(asyncio.Protocol):
                                     first_up=first, record=record, started=started)
         except RequestError as exc:
             self._task = None
-            self._log("TLS", decision.host, port, Reason(exc.reason), 0, started=started,
+            self._log("TLS", decision.host, port, exc.reason, NO_ANSWER, started=started,
                       note=str(exc))
             self._end()
             return

@@ -12,9 +12,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from awf.errors import ConfigError
 from containers.guard.policy import GuardConfig
 from containers.guard.server import Guard
+from proxy.errors import ConfigError
 
 
 async def _run(listen: str, upstream: str, cfg: GuardConfig) -> int:

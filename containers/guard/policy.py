@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from awf.errors import ConfigError
+from proxy.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CAPS",

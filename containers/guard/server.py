@@ -23,9 +23,9 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-from awf.errors import BadRequest, HeadTooLarge
 from containers.guard import policy
 from containers.guard.policy import Allow, GuardConfig, Refuse, Rewrite, Watch
+from proxy.errors import BadRequest, HeadTooLarge
 from proxy.http1 import (
     HOP_BY_HOP,
     BadResponse,

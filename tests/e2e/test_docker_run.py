@@ -508,13 +508,13 @@ def assert_no_leftovers() -> None:
 def test_a_failed_start_names_the_container_and_quotes_its_last_lines(wan: wanmod.Wan) -> None:
     """What awf does when the keeper (or the proxy) fails before it is ready: the real
     readiness watch on a real container that prints the keeper's failure line and exits."""
-    from awf.errors import SandboxError
+    from awf.backends.docker import _start_both, _Watch
     from containers import labels
-    from containers.docker_run import _start_both, _Watch
     from containers.images import ensure_images
     from containers.keeper import FAILED, READY
     from containers.rundriver import RunDriver
     from containers.spec import ContainerSpec
+    from netfilter.errors import SandboxError
 
     driver = RunDriver.connect()
     image = ensure_images(driver, progress=lambda line: None).runtime

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from awf.errors import DockerError
 from containers import labels
 from containers.driver import DockerDriver
+from containers.errors import DockerError
 from containers.images import ensure_images
 from containers.spec import ContainerSpec, NetworkAttachment
 from tests.support.needs import need_docker

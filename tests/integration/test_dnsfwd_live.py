@@ -339,7 +339,7 @@ async def test_ipv6_loopback():
 
 
 async def test_port_in_use_is_a_config_error(rig: Rig):
-    from awf.errors import ConfigError
+    from proxy.errors import ConfigError
 
     other = DnsForwarder(policy_ref=policy, resolver=Resolver(servers=[("127.0.0.1", 9)]),
                          log=lambda _rec: None)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from awf.errors import DnsFailure
+from proxy.errors import DnsFailure
 from proxy.resolver import NEGATIVE_TTL, Outcome, Resolver
 from tests.dns_stub import StubDns, Zone
 

@@ -28,9 +28,9 @@ from ipaddress import IPv4Address, ip_address
 
 import pytest
 
-from awf.errors import NetfilterError, SandboxError
 from netfilter import apply as nft
 from netfilter import netns
+from netfilter.errors import NetfilterError, SandboxError
 from netfilter.ruleset import AgentRuleset, ProxySideRuleset
 
 pytestmark = pytest.mark.privileged

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from awf.errors import ConfigError
 from proxy.access_log import WAKE_AT, AccessLog, Entry, encode_entry, encode_line, rfc3339
+from proxy.errors import ConfigError
 from proxy.reasons import Reason
 
 

@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
-from awf.errors import ConfigError
 from proxy.addr import AddressSet, IPAddress, embedded_ipv4, is_denied_address, parse_ip_literal
+from proxy.errors import ConfigError
 
 V4 = ipaddress.IPv4Address
 V6 = ipaddress.IPv6Address

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from awf.errors import DockerError
 from containers import labels
 from containers.driver import DockerDriver
+from containers.errors import DockerError
 from containers.spec import ContainerSpec, Limits, Mount, MountKind, NetworkAttachment
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from awf.config import parse_run
-from awf.errors import ConfigError, SandboxError
 from containers import agentenv, topology
+from netfilter.errors import SandboxError
+from proxy.errors import ConfigError
 
 
 def test_default_subnets_and_fixed_addresses() -> None:

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from awf.errors import ConfigError
 from containers.guard.policy import (
     DEFAULT_CAPS,
     Allow,
@@ -24,6 +23,7 @@ from containers.guard.policy import (
     record,
     redact_info,
 )
+from proxy.errors import ConfigError
 
 MiB = 1 << 20
 SECCOMP = '{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}'

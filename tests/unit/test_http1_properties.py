@@ -16,7 +16,7 @@ import h11
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from awf.errors import BadRequest, RequestError
+from proxy.errors import BadRequest, RequestError
 from proxy.http1 import (  # the private names: to check the fast path against the slow one
     _FIELD_TRIM_RE,
     _RESPONSE_HEAD_TRIM_RE,

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from awf.errors import DockerError
 from containers import images
 from containers.driver import ImageInfo, parse_import_result
+from containers.errors import DockerError
 from containers.images import AptSource
 
 HOST_SOURCES = """\

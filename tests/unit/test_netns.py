@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awf.errors import SandboxError
+from netfilter.errors import SandboxError
 from netfilter.netns import AgentLink, pick_subnet
 
 POOL4, POOL6 = IPv4Network("10.213.0.0/16"), IPv6Network("fd61:7766:1::/48")

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from awf.errors import ConfigError
 from proxy import policy as policy_module
+from proxy.errors import ConfigError
 from proxy.policy import (
     DANGEROUS_PORTS,
     Decision,

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from awf.errors import ConfigError, DnsFailure
+from proxy.errors import ConfigError, DnsFailure
 from proxy.resolver import (
     NEGATIVE_TTL,
     Lookup,

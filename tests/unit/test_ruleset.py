@@ -15,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awf.errors import ConfigError
 from netfilter.apply import LiveChain, LiveTable, _elements, differences, read_live, rule_shape
 from netfilter.ruleset import (
     AgentRuleset,
@@ -30,6 +29,7 @@ from netfilter.ruleset import (
     ruleset_to_spec,
 )
 from proxy.addr import is_denied_address
+from proxy.errors import ConfigError
 
 GOLDEN = Path(__file__).parent / "netfilter_golden"
 

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from awf.errors import BadRequest
+from proxy.errors import BadRequest
 from proxy.sni import (
     MAX_HELLO,
     BadClientHello,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from awf.errors import BadRequest, HeadTooLarge
+from proxy.errors import BadRequest, HeadTooLarge
 from proxy.sni import BadClientHello, NotTls
 from proxy.sniff import MAX_SNIFF, Sniffed, Sniffer, sniff
 from tests.unit.sni_hellos import (

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from awf.errors import SandboxError
 from awf.supervise import supervise
+from netfilter.errors import SandboxError
 
 
 def test_the_commands_code_and_teardown() -> None:

@@ -37,20 +37,22 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from types import FrameType
 
-from awf import __version__
 from awf.config import RunConfig
-from awf.errors import AwfError, ConfigError, DockerError, SandboxError
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
 from containers import agentenv, hostview, labels, seccomp, topology
 from containers.driver import ContainerInfo, NetworkInfo
+from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
 from containers.keeper import READY as KEEPER_READY
 from containers.proxy_entry import FAILED as PROXY_FAILED
 from containers.proxy_entry import RULES as PROXY_RULES
 from containers.rundriver import STDERR, RunDriver
 from containers.spec import ContainerSpec, Limits, Mount, NetworkAttachment
+from netfilter.errors import SandboxError
 from netfilter.ruleset import IPAddress, IPNetwork, ruleset_to_spec
+from proxy import __version__
+from proxy.errors import AwfError, ConfigError
 
 STARTUP_TIMEOUT = 30.0
 NOBODY = 65534

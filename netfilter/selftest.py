@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from awf.errors import SandboxError
+from netfilter.errors import SandboxError
 
 CLONE_NEWNET = 0x40000000
 PROBE_V4 = "192.0.2.1"  # TEST-NET-1: never a real destination

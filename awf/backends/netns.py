@@ -31,16 +31,18 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
-from awf import __version__, leftovers
+from awf import leftovers
 from awf.config import RunConfig
-from awf.errors import AwfError, SandboxError
 from awf.proxy_child import ProxyChild
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
-from awf.selftest import Target, run_in_netns
 from awf.supervise import supervise
 from netfilter import apply as nft
 from netfilter import netns
+from netfilter.errors import SandboxError
 from netfilter.ruleset import AgentRuleset, ProxySideRuleset
+from netfilter.selftest import Target, run_in_netns
+from proxy import __version__
+from proxy.errors import AwfError
 
 EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
 ETC_NETNS = Path("/etc/netns")
