@@ -59,9 +59,9 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
     try:
         from awf.backends.docker import dead_runs
         from containers import labels
-        from containers.rundriver import RunDriver
+        from containers.driver import DockerDriver
 
-        driver = RunDriver.connect(timeout=10)
+        driver = DockerDriver.from_env(timeout=10)
     except (AwfError, ImportError):
         return []
     try:
@@ -107,9 +107,9 @@ def remove(items: list[Leftover]) -> None:
     docker_items = [i for i in items if i.kind in ("container", "network")]
     if docker_items:
         try:
-            from containers.rundriver import RunDriver
+            from containers.driver import DockerDriver
 
-            driver = RunDriver.connect(timeout=30)
+            driver = DockerDriver.from_env(timeout=30)
             try:
                 for item in docker_items:  # containers come first in find()'s order
                     try:

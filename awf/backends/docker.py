@@ -41,13 +41,12 @@ from awf.config import RunConfig
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
 from containers import agentenv, hostview, labels, seccomp, topology
-from containers.driver import ContainerInfo, NetworkInfo
+from containers.driver import STDERR, ContainerInfo, DockerDriver, NetworkInfo
 from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
 from containers.keeper import READY as KEEPER_READY
 from containers.proxy_entry import FAILED as PROXY_FAILED
 from containers.proxy_entry import RULES as PROXY_RULES
-from containers.rundriver import STDERR, RunDriver
 from containers.spec import ContainerSpec, Limits, Mount, NetworkAttachment
 from netfilter.errors import SandboxError
 from netfilter.ruleset import IPAddress, IPNetwork, ruleset_to_spec
@@ -130,7 +129,7 @@ class Run:
     logs: Path
     work: Path
     t0: float
-    driver: RunDriver
+    driver: DockerDriver
     names: topology.Names
     timings: dict[str, float] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)
@@ -160,7 +159,7 @@ def run_docker(cfg: RunConfig) -> int:
     environ = dict(os.environ)
     prepared = prepare(cfg, environ)
     early: dict[str, float] = {}
-    driver = RunDriver.connect()
+    driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
     reap_dead_runs(driver)
     from containers.images import ensure_images
@@ -242,7 +241,7 @@ def host_networks() -> list[IPNetwork]:
     return nets
 
 
-def _taken(driver: RunDriver) -> list[IPNetwork]:
+def _taken(driver: DockerDriver) -> list[IPNetwork]:
     nets: list[IPNetwork] = host_networks() + driver.network_subnets()
     try:
         for line in Path("/etc/resolv.conf").read_text().splitlines():
@@ -375,7 +374,7 @@ def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[Con
 class _Watch:
     """Follows one container's log lines until it is ready or fails."""
 
-    def __init__(self, driver: RunDriver, name: str, ready: Callable[[list[str]], bool],
+    def __init__(self, driver: DockerDriver, name: str, ready: Callable[[list[str]], bool],
                  failed: str, t0: float) -> None:
         self.name, self.lines, self.done = name, [], threading.Event()
         self.ok = False
@@ -708,7 +707,7 @@ def _host_memory() -> int | None:
         return None
 
 
-def _pump(driver: RunDriver, sock: object, tty: bool = False) -> None:
+def _pump(driver: DockerDriver, sock: object, tty: bool = False) -> None:
     """The agent's stdout and stderr, byte for byte, to ours."""
     try:
         for kind, data in driver.frames(sock, tty=tty):
@@ -757,7 +756,7 @@ def _drain_output(run: Run) -> None:
         run.output.join(5)
 
 
-def _stop(driver: RunDriver, name: str, grace: float) -> None:
+def _stop(driver: DockerDriver, name: str, grace: float) -> None:
     """SIGTERM (the init passes it on), then SIGKILL after `grace` seconds."""
     try:
         if not driver.kill(name, "SIGTERM"):
@@ -807,7 +806,7 @@ def teardown(run: Run) -> None:
     finish_logs(run.logs)
 
 
-def remove_run(driver: RunDriver, run: str, *, containers: list[str] | None = None,
+def remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,
                networks: list[str] | None = None) -> list[str]:
     """Force-remove a run's containers, then its networks (those we know of and those the
     label finds), in parallel; idempotent. Returns what it removed."""
@@ -831,13 +830,13 @@ def remove_run(driver: RunDriver, run: str, *, containers: list[str] | None = No
     return [f"container {c}" for c in names] + [f"network {x}" for x in nets]
 
 
-def reap_dead_runs(driver: RunDriver) -> None:
+def reap_dead_runs(driver: DockerDriver) -> None:
     """Remove runs on this host whose owner process is gone (a killed awf)."""
     for run in dead_runs(driver):
         remove_run(driver, run)
 
 
-def dead_runs(driver: RunDriver) -> list[str]:
+def dead_runs(driver: DockerDriver) -> list[str]:
     found = driver.list_by_label(labels.RUN)
     host = socket.gethostname()
     runs: dict[str, bool] = {}

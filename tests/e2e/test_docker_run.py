@@ -448,10 +448,10 @@ def test_agent_image_flag(wan: wanmod.Wan) -> None:
     assert done.returncode == 125
     assert "awf-no-such-image" in done.stderr
     # any local image: here a tag of the runtime image, told apart by its /opt/awf
+    from containers.driver import DockerDriver
     from containers.images import ensure_images
-    from containers.rundriver import RunDriver
 
-    driver = RunDriver.connect()
+    driver = DockerDriver.from_env()
     tag = f"awf-test-agent:{os.getpid()}"
     try:
         driver.tag(ensure_images(driver, progress=lambda line: None).runtime, tag)
@@ -510,13 +510,13 @@ def test_a_failed_start_names_the_container_and_quotes_its_last_lines(wan: wanmo
     readiness watch on a real container that prints the keeper's failure line and exits."""
     from awf.backends.docker import _start_both, _Watch
     from containers import labels
+    from containers.driver import DockerDriver
     from containers.images import ensure_images
     from containers.keeper import FAILED, READY
-    from containers.rundriver import RunDriver
     from containers.spec import ContainerSpec
     from netfilter.errors import SandboxError
 
-    driver = RunDriver.connect()
+    driver = DockerDriver.from_env()
     image = ensure_images(driver, progress=lambda line: None).runtime
     name = f"awf-test-fail-{os.getpid()}"
     spec = ContainerSpec(name=name, image=image, entrypoint=("sh", "-c"),

@@ -129,10 +129,10 @@ def hidden_chroot(docker_ready: None, fake_home: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def hidden_image(docker_ready: None, fake_home: Path) -> dict[str, object]:
     """--agent-image: no chroot, the same table laid out at the image's root."""
+    from containers.driver import DockerDriver
     from containers.images import ensure_images
-    from containers.rundriver import RunDriver
 
-    driver = RunDriver.connect()
+    driver = DockerDriver.from_env()
     try:
         image = ensure_images(driver, progress=lambda _: None).runtime
     finally:
