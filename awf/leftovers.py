@@ -57,9 +57,9 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
     if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
         return []
     try:
-        from awf.backends.docker import dead_runs
         from containers import labels
         from containers.driver import DockerDriver
+        from containers.runs import dead_runs
 
         driver = DockerDriver.from_env(timeout=10)
     except (AwfError, ImportError):

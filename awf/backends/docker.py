@@ -40,8 +40,8 @@ from types import FrameType
 from awf.config import RunConfig
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
-from containers import agentenv, hostview, labels, seccomp, topology
-from containers.driver import STDERR, ContainerInfo, DockerDriver, NetworkInfo
+from containers import agentenv, hostview, labels, runs, seccomp, topology
+from containers.driver import STDERR, DockerDriver
 from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
 from containers.keeper import READY as KEEPER_READY
@@ -800,65 +800,23 @@ def teardown(run: Run) -> None:
     if run.cfg.keep_containers:
         say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
-        remove_run(d, run.run, containers=run.containers, networks=run.networks)
+        _remove_run(d, run.run, containers=run.containers, networks=run.networks)
     wipe_secrets(run.work)
     shutil.rmtree(run.work, ignore_errors=True)
     finish_logs(run.logs)
 
 
-def remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,
-               networks: list[str] | None = None) -> list[str]:
-    """Force-remove a run's containers, then its networks (those we know of and those the
-    label finds), in parallel; idempotent. Returns what it removed."""
-    found = driver.list_by_label(labels.RUN, run)
-    names = list(dict.fromkeys([*(containers or []), *(c.name for c in found.containers)]))
-    nets = list(dict.fromkeys([*(networks or []), *(x.name for x in found.networks)]))
-    errors: list[str] = []
-
-    def attempt(func: Callable[[str], None], name: str) -> None:
-        try:
-            func(name)
-        except AwfError as exc:
-            errors.append(str(exc))
-
-    with ThreadPoolExecutor(max(1, len(names))) as pool:
-        list(pool.map(lambda c: attempt(driver.remove, c), names))
-    with ThreadPoolExecutor(max(1, len(nets))) as pool:
-        list(pool.map(lambda x: attempt(driver.remove_network, x), nets))
-    if errors:
-        say("cleanup: " + "; ".join(errors))
-    return [f"container {c}" for c in names] + [f"network {x}" for x in nets]
-
-
 def reap_dead_runs(driver: DockerDriver) -> None:
     """Remove runs on this host whose owner process is gone (a killed awf)."""
-    for run in dead_runs(driver):
-        remove_run(driver, run)
+    for dead in runs.dead_runs(driver):
+        _remove_run(driver, dead)
 
 
-def dead_runs(driver: DockerDriver) -> list[str]:
-    found = driver.list_by_label(labels.RUN)
-    host = socket.gethostname()
-    runs: dict[str, bool] = {}
-    objects: list[ContainerInfo | NetworkInfo] = [*found.containers, *found.networks]
-    for obj in objects:
-        run = obj.label(labels.RUN)
-        if run is None or obj.label(labels.TEST) is not None:
-            continue
-        pid = obj.label(labels.OWNER_PID)
-        alive = obj.label(labels.HOST) == host and pid is not None and _alive(pid)
-        runs[run] = runs.get(run, False) or alive
-    return sorted(r for r, alive in runs.items() if not alive)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
+def _remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,
+                networks: list[str] | None = None) -> None:
+    _removed, errors = runs.remove_run(driver, run, containers=containers, networks=networks)
+    if errors:
+        say("cleanup: " + "; ".join(errors))
 
 
 def _write_run_json(run: Run, code: int) -> None:
