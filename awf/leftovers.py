@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from netfilter import apply as nft
 from netfilter import netns
@@ -128,17 +129,15 @@ def remove(items: list[Leftover]) -> None:
             continue
         try:
             if item.kind == "netns":
-                subprocess.run(["ip", "netns", "delete", item.name], capture_output=True,
-                               timeout=10, check=False)
+                netns.remove_netns(item.name)
             elif item.kind == "link":
-                subprocess.run(["ip", "link", "delete", item.name], capture_output=True,
-                               timeout=10, check=False)
+                netns.delete_link(item.name)
             elif item.kind == "table":
                 nft.remove(item.name)
             elif item.kind == "dir":
                 shutil.rmtree(item.name, ignore_errors=True)
             unregister(item.run)
-        except (AwfError, OSError, subprocess.SubprocessError) as exc:
+        except (AwfError, OSError, NetlinkError) as exc:
             errors.append(f"{item}: {exc}")
     if errors:
         raise AwfError("could not remove: " + "; ".join(errors))

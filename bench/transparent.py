@@ -23,7 +23,6 @@ table, the two processes) is removed on every path, Ctrl-C included, and is regi
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import re
@@ -49,6 +48,7 @@ from bench.services import Service, ServiceError
 from bench.stats import BenchParseError
 from netfilter import apply as nft
 from netfilter import netns
+from netfilter.errors import SandboxError
 from netfilter.ruleset import ProxySideRuleset
 from proxy.errors import AwfError
 
@@ -57,11 +57,9 @@ T = TypeVar("T")
 ORIGINAL_DST = "192.0.2.1"  # TEST-NET-1: reachable only through the redirect
 ORIGIN_ADDR = "127.0.80.1"  # the case's origin: nginx on :80 and :443 (loopback, not 127.0.0.1)
 REDIRECTED_PORTS = (80, 443)
-CLONE_NEWNET = 0x40000000
 PROBE_TIMEOUT = 5.0
 MEASURE_ERRORS = (CaseError, ServiceError, BenchParseError, OSError, subprocess.TimeoutExpired)
 
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,32 +117,11 @@ def skip_reason(awf_bin: Path) -> str | None:
 
 
 def in_netns(name: str, fn: Callable[[], T], timeout: float = 30.0) -> T:
-    """Run fn in a short-lived thread that has joined network namespace `name` (setns only
-    changes the calling thread; sockets keep the namespace they were made in)."""
-    results: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            fd = os.open(f"{netns.NETNS_DIR}/{name}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({name!r}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            results.append(fn())
-        except BaseException as exc:  # handed to the caller's thread
-            errors.append(exc)
-
-    worker = threading.Thread(target=body, name=f"bench-in-{name}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise CaseError(f"a probe in namespace {name!r} did not finish in {timeout:g} s")
-    if errors:
-        raise errors[0]
-    return results[0]
+    """Run fn in a short-lived thread that has joined network namespace `name`."""
+    try:
+        return netns.run_in(name, fn, timeout=timeout, what=f"a probe in namespace {name!r}")
+    except SandboxError as exc:
+        raise CaseError(str(exc)) from exc
 
 
 def _read_status(sock: socket.socket | ssl.SSLSocket) -> int:

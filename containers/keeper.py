@@ -19,16 +19,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from netfilter import apply as nft
+from netfilter import netns, selftest
 from netfilter.errors import SandboxError
 from netfilter.ruleset import AgentRuleset, ruleset_from_spec
-from netfilter.selftest import Target, checks
+from netfilter.selftest import Target
 from proxy.errors import AwfError
 
 READY = "awf-netns ready"
@@ -37,41 +37,21 @@ NOBODY = 65534
 PROBE_GATEWAY_V4 = "192.0.2.1"
 
 
-def _ip(batch: str, family: str = "-4") -> None:
-    done = subprocess.run(["ip", family, "-batch", "-"], input=batch, text=True,
-                          capture_output=True, timeout=10, check=False)
-    if done.returncode != 0:
-        raise SandboxError(f"ip could not set the routes: {done.stderr.strip()}")
-
-
-def _route_via(dst: str) -> str | None:
-    done = subprocess.run(["ip", "-j", "route", "get", dst], text=True, capture_output=True,
-                          timeout=10, check=False)
-    if done.returncode != 0:
-        return None
-    routes = json.loads(done.stdout or "[]")
-    return str(routes[0].get("gateway")) if routes and routes[0].get("gateway") else None
-
-
 def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
     dev = "eth0"
-    _ip(f"route del {subnet_v4} dev {dev}\n"
-        f"route replace {agent.proxy_v4}/32 dev {dev} scope link\n"
-        f"route replace default via {agent.proxy_v4} dev {dev}\n")
+    netns.route_only_via(dev, ip_network(subnet_v4), agent.proxy_v4)
     if subnet_v6 is not None and agent.proxy_v6 is not None:
-        _ip(f"route del {subnet_v6} dev {dev}\n"
-            f"route replace {agent.proxy_v6}/128 dev {dev}\n"
-            f"route replace default via {agent.proxy_v6} dev {dev}\n", "-6")
+        netns.route_only_via(dev, ip_network(subnet_v6), agent.proxy_v6)
     net4 = ip_network(subnet_v4)
     for dst in (PROBE_GATEWAY_V4, str(net4.network_address + 1)):
-        via = _route_via(dst)
+        via = netns.route_gateway(dst)
         if via != str(agent.proxy_v4):
             raise SandboxError(f"the route to {dst} goes via {via}, not the proxy "
                                f"{agent.proxy_v4}")
     if subnet_v6 is not None and agent.proxy_v6 is not None:
         net6 = ip_network(subnet_v6)
         for dst in ("2001:db8::1", str(net6.network_address + 1)):
-            via = _route_via(dst)
+            via = netns.route_gateway(dst)
             if via != str(agent.proxy_v6):
                 raise SandboxError(f"the route to {dst} goes via {via}, not the proxy "
                                    f"{agent.proxy_v6}")
@@ -120,13 +100,11 @@ def selftest_as_nobody(target: Target) -> None:
             os.setgroups([])
             os.setgid(NOBODY)
             os.setuid(NOBODY)
-            for what, check in checks(target):
-                try:
-                    check()
-                except (AwfError, OSError) as exc:
-                    os.write(w, f"{what}: {exc}".encode())
-                    code = 1
-                    break
+            try:
+                selftest.run(target)
+            except AwfError as exc:
+                os.write(w, str(exc).encode())
+                code = 1
         except BaseException as exc:  # report anything, never fall back into the parent
             os.write(w, repr(exc).encode())
             code = 2
@@ -136,7 +114,9 @@ def selftest_as_nobody(target: Target) -> None:
         message = pipe.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SandboxError(f"self-test failed: {message or 'the check process died'}")
+        if not message.startswith("self-test failed: "):
+            message = f"self-test failed: {message or 'the check process died'}"
+        raise SandboxError(message)
 
 
 def setup(spec: dict[str, object]) -> str:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from ipaddress import IPv4Address
 
 from netfilter import apply as nft
+from netfilter import netns
 from netfilter.errors import SandboxError
 from netfilter.ruleset import ProxySideRuleset, ruleset_from_spec
 from proxy.errors import AwfError
@@ -78,13 +79,8 @@ def _egress_routes(gateway: str) -> None:
     """The proxy's only way out is -ext: its default route goes to -ext's gateway (Docker may
     have picked -int's, which leads nowhere), and it has no IPv6 default route (-ext is IPv4
     only), so an IPv6 upstream fails at once instead of hanging."""
-    done = subprocess.run(["ip", "-4", "route", "replace", "default", "via", gateway],
-                          capture_output=True, text=True, timeout=10, check=False)
-    if done.returncode != 0:
-        raise SandboxError(f"cannot route the proxy's egress via {gateway}: "
-                           f"{done.stderr.strip()}")
-    subprocess.run(["ip", "-6", "route", "del", "default"], capture_output=True, timeout=10,
-                   check=False)
+    netns.set_default_route(IPv4Address(gateway))
+    netns.delete_default_route(6)
 
 
 def _cap_eff() -> int:

@@ -1,6 +1,11 @@
-"""The netns backend's plumbing: one agent namespace joined to the host by a veth pair.
+"""Network namespaces, links, addresses and routes: the only module of awf that speaks netlink
+(pyroute2) or runs the ``ip`` command, and the only one that ``setns``es a thread.
 
-pyroute2 does namespaces, links, addresses and routes; nft is ``netfilter.apply``'s job.
+For the netns backend: one agent namespace joined to the host by a veth pair, the host's taken
+subnets, leftovers by name, and ``ip netns exec`` (the command's prefix: it gives the command the
+namespace's own ``/etc/netns/NAME/resolv.conf``). For the containers: the keeper's and the
+proxy's routes. For everyone: ``run_in``, a function run in a thread inside a namespace. nft is
+``netfilter.apply``'s job.
 
 ``create`` works from one short-lived thread, because ``unshare``/``setns`` of the network
 namespace only change the calling thread: the thread opens a netlink socket in the host
@@ -30,12 +35,15 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import (
+    IPv4Address,
     IPv4Interface,
     IPv4Network,
+    IPv6Address,
     IPv6Interface,
     IPv6Network,
     ip_network,
 )
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
@@ -51,7 +59,10 @@ IFNAMSIZ = 15  # usable characters
 _RUN = re.compile(r"[a-z0-9][a-z0-9-]{0,9}")  # "awf-" + run + "h" fits IFNAMSIZ
 CREATE_TIMEOUT = 10.0
 
+RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 253, 255
+
 Network = IPv4Network | IPv6Network
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,22 +276,42 @@ def _build(link: AgentLink, progress: _Progress) -> None:
         os.close(host_ns)
 
 
-def _in_thread(func: Callable[[], None], what: str) -> None:
+def run_in(netns: str | None, func: Callable[[], T], *, timeout: float, what: str) -> T:
+    """``func()`` in a short-lived thread that first ``setns``es into network namespace
+    ``netns`` (a name in /run/netns, or a path), or stays in ours when it is None; its result,
+    or its exception re-raised here. A namespace switch changes only the calling thread, and a
+    socket keeps the namespace it was made in, so the caller's threads never move.
+    SandboxError if the namespace cannot be entered or ``func`` runs past ``timeout``."""
+    results: list[T] = []
     errors: list[BaseException] = []
 
     def body() -> None:
         try:
-            func()
+            if netns is not None:
+                _enter(netns if "/" in netns else f"{NETNS_DIR}/{netns}")
+            results.append(func())
         except BaseException as exc:  # handed to the caller's thread below
             errors.append(exc)
 
     worker = threading.Thread(target=body, name=f"awf-netns-{what}", daemon=True)
     worker.start()
-    worker.join(CREATE_TIMEOUT)
+    worker.join(timeout)
     if worker.is_alive():
-        raise SandboxError(f"{what} did not finish in {CREATE_TIMEOUT:g} s")
+        raise SandboxError(f"{what} did not finish within {timeout:g} s")
     if errors:
         raise errors[0]
+    return results[0]
+
+
+def _enter(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise SandboxError(f"cannot enter {path}: {exc.strerror}") from exc
 
 
 def create(link: AgentLink) -> None:
@@ -291,7 +322,8 @@ def create(link: AgentLink) -> None:
                            f"{link.run!r} is alive or crashed (try 'awf cleanup')")
     progress = _Progress()
     try:
-        _in_thread(lambda: _build(link, progress), f"create {link.netns}")
+        run_in(None, lambda: _build(link, progress), timeout=CREATE_TIMEOUT,
+               what=f"create {link.netns}")
     except BaseException as exc:
         cleanup_errors = _rollback(link, progress)
         if not isinstance(exc, OSError | NetlinkError | SandboxError):
@@ -309,18 +341,19 @@ def _rollback(link: AgentLink, progress: _Progress) -> str:
     problems = []
     if progress.veth:
         try:
-            _delete_link(link.host_if)
+            delete_link(link.host_if)
         except (OSError, NetlinkError) as exc:
             problems.append(f"delete {link.host_if!r}: {exc}")
     if progress.mounted or os.path.exists(f"{NETNS_DIR}/{link.netns}"):
         try:
-            _remove_netns(link.netns)
+            remove_netns(link.netns)
         except OSError as exc:
             problems.append(f"remove {link.netns!r}: {exc}")
     return "; ".join(problems)
 
 
-def _delete_link(name: str) -> bool:
+def delete_link(name: str) -> bool:
+    """Delete host link ``name`` (a veth takes its peer with it); False if there is none."""
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -334,7 +367,8 @@ def _delete_link(name: str) -> bool:
     return True
 
 
-def _remove_netns(name: str) -> bool:
+def remove_netns(name: str) -> bool:
+    """Unmount and unlink /run/netns/``name`` (``ip netns delete``); False if there is none."""
     path = f"{NETNS_DIR}/{name}"
     if not os.path.exists(path):
         return False
@@ -351,8 +385,8 @@ def destroy(link_or_run: AgentLink | str) -> None:
         check_run(link_or_run)
         host_if, ns = f"{PREFIX}{link_or_run}h", f"{PREFIX}{link_or_run}"
     try:
-        _delete_link(host_if)
-        _remove_netns(ns)
+        delete_link(host_if)
+        remove_netns(ns)
     except FileNotFoundError:
         pass  # removed between the check and the unlink: gone is what we want
     except (OSError, NetlinkError) as exc:
@@ -376,3 +410,68 @@ def leftovers(prefix: str = PREFIX) -> list[str]:
     except (OSError, NetlinkError) as exc:
         raise SandboxError(f"cannot list host links: {exc}") from exc
     return sorted(names)
+
+
+def exec_argv(netns: str) -> list[str]:
+    """The prefix that runs a command in namespace ``netns`` with a private mount namespace in
+    which /etc/netns/``netns``/* is bind-mounted over /etc/* (so /etc/resolv.conf is the run's):
+    ``ip netns exec``, which does exactly that."""
+    return ["ip", "netns", "exec", netns]
+
+
+# --- routes in the calling thread's namespace (the keeper's and the proxy container's) ---------
+
+
+def _family(addr: IPv4Address | IPv6Address | Network) -> int:
+    return socket.AF_INET if addr.version == 4 else socket.AF_INET6
+
+
+def route_only_via(dev: str, subnet: Network, proxy: IPv4Address | IPv6Address) -> None:
+    """On ``dev``: drop ``subnet``'s on-link route, reach ``proxy`` alone on-link, and send
+    everything else (the subnet's other addresses included) via ``proxy``."""
+    family, host = _family(proxy), 32 if proxy.version == 4 else 128
+    anywhere = "0.0.0.0/0" if proxy.version == 4 else "::/0"
+    try:
+        with IPRoute() as ipr:
+            found = ipr.link_lookup(ifname=dev)
+            if not found:
+                raise SandboxError(f"no interface {dev!r} to route via the proxy")
+            idx = found[0]
+            ipr.route("del", family=family, dst=str(subnet), oif=idx, scope=RT_SCOPE_NOWHERE)
+            ipr.route("replace", family=family, dst=f"{proxy}/{host}", oif=idx,
+                      scope=RT_SCOPE_LINK)
+            ipr.route("replace", family=family, dst=anywhere, gateway=str(proxy), oif=idx)
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"could not route {subnet} on {dev!r} via {proxy}: {exc}") from exc
+
+
+def route_gateway(dst: str) -> str | None:
+    """The gateway of the kernel's route to ``dst``; None if it is on-link or unroutable."""
+    try:
+        with IPRoute() as ipr:
+            found = ipr.route("get", dst=dst, family=_family(ip_network(dst).network_address))
+    except (OSError, NetlinkError):
+        return None
+    gateways = [m.get("gateway") for m in found if m.get("gateway")]
+    return str(gateways[0]) if gateways else None
+
+
+def set_default_route(gateway: IPv4Address | IPv6Address) -> None:
+    """Replace the default route of ``gateway``'s family with one via ``gateway``."""
+    anywhere = "0.0.0.0/0" if gateway.version == 4 else "::/0"
+    try:
+        with IPRoute() as ipr:
+            ipr.route("replace", family=_family(gateway), dst=anywhere, gateway=str(gateway))
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot set the default route via {gateway}: {exc}") from exc
+
+
+def delete_default_route(version: int) -> bool:
+    """Delete the IPv4 or IPv6 default route; False if there was none."""
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        with IPRoute() as ipr:
+            ipr.route("del", family=family, dst="0.0.0.0/0" if version == 4 else "::/0")
+    except (OSError, NetlinkError):
+        return False
+    return True

@@ -6,24 +6,21 @@ proxy fails; HTTP to an arbitrary address on port 80 is intercepted and denied b
 transparent listener; the DNS forwarder answers NXDOMAIN for a name that is not allowed. Any
 failure raises SandboxError and the command never runs.
 
-The checks run in a short-lived thread that `setns`es into the agent namespace (a network
-namespace switch is per thread), so no process is started for them.
+The netns backend runs the checks in a thread that `netfilter.netns.run_in` puts in the agent
+namespace, so no process is started for them; the keeper runs them in a child of its own.
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
 import socket
 import struct
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from netfilter import netns
 from netfilter.errors import SandboxError
 
-CLONE_NEWNET = 0x40000000
 PROBE_V4 = "192.0.2.1"  # TEST-NET-1: never a real destination
 PROBE_V6 = "2001:db8::1"
 NAME = "awf-selftest.invalid"
@@ -35,17 +32,6 @@ class Target:
     proxy_v6: IPv6Address | None
     explicit_port: int = 3128
     dns_port: int = 53
-
-
-def _setns(path: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise SandboxError(f"cannot enter {path}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def _http(family: int, addr: tuple[str, int], request: bytes) -> bytes:
@@ -165,30 +151,21 @@ def checks(target: Target) -> list[tuple[str, Callable[[], None]]]:
     return out
 
 
-def run_in_netns(netns_path: str, target: Target, timeout: float = 15.0) -> None:
-    """Run every check from inside the namespace; SandboxError names the first that failed."""
-    failure: list[BaseException] = []
-
-    def body() -> None:
+def run(target: Target) -> None:
+    """Every check, from the calling thread's namespace; SandboxError names the first that
+    failed."""
+    for what, check in checks(target):
         try:
-            _setns(netns_path)
-            for what, check in checks(target):
-                try:
-                    check()
-                except SandboxError as exc:
-                    raise SandboxError(f"self-test failed: {what}: {exc}") from exc
-                except OSError as exc:
-                    raise SandboxError(f"self-test failed: {what}: {exc}") from exc
-        except BaseException as exc:  # handed to the caller's thread
-            failure.append(exc)
+            check()
+        except (SandboxError, OSError) as exc:
+            raise SandboxError(f"self-test failed: {what}: {exc}") from exc
 
-    thread = threading.Thread(target=body, name="awf-selftest", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise SandboxError(f"self-test did not finish within {timeout:g} s")
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, SandboxError):
-            raise exc
+
+def run_in_netns(netns_path: str, target: Target, timeout: float = 15.0) -> None:
+    """`run` from inside the namespace at `netns_path` (a thread of ours enters it)."""
+    try:
+        netns.run_in(netns_path, lambda: run(target), timeout=timeout, what="self-test")
+    except SandboxError:
+        raise
+    except Exception as exc:
         raise SandboxError(f"self-test failed: {exc!r}") from exc

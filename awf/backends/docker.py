@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +47,7 @@ from containers.keeper import READY as KEEPER_READY
 from containers.proxy_entry import FAILED as PROXY_FAILED
 from containers.proxy_entry import RULES as PROXY_RULES
 from containers.spec import ContainerSpec, Limits, Mount, NetworkAttachment
+from netfilter import netns
 from netfilter.errors import SandboxError
 from netfilter.ruleset import IPAddress, IPNetwork, ruleset_to_spec
 from proxy import __version__
@@ -213,36 +213,8 @@ def _proxy_user() -> tuple[int, int]:
 # --- start ------------------------------------------------------------------------------------
 
 
-def host_networks() -> list[IPNetwork]:
-    """Every address and route (all tables) of this host, from `ip -j` (a few ms; pyroute2
-    costs ~0.2 s to import, which the warm start cannot afford)."""
-    nets: list[IPNetwork] = []
-    try:
-        outs = [subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True).stdout
-                for argv in (["ip", "-j", "addr", "show"],
-                             ["ip", "-j", "-4", "route", "show", "table", "all"],
-                             ["ip", "-j", "-6", "route", "show", "table", "all"])]
-    except (OSError, subprocess.SubprocessError):
-        from netfilter.netns import host_networks as via_netlink
-
-        return list(via_netlink())
-    for link in json.loads(outs[0] or "[]"):
-        for a in link.get("addr_info") or []:
-            if a.get("local") and a.get("prefixlen") is not None:
-                nets.append(ip_network(f"{a['local']}/{a['prefixlen']}", strict=False))
-    for text in outs[1:]:
-        for route in json.loads(text or "[]"):
-            dst = route.get("dst")
-            if dst and dst != "default":
-                try:
-                    nets.append(ip_network(dst, strict=False))
-                except ValueError:
-                    pass
-    return nets
-
-
 def _taken(driver: DockerDriver) -> list[IPNetwork]:
-    nets: list[IPNetwork] = host_networks() + driver.network_subnets()
+    nets: list[IPNetwork] = [*netns.host_networks(), *driver.network_subnets()]
     try:
         for line in Path("/etc/resolv.conf").read_text().splitlines():
             words = line.split()

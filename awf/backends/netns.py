@@ -154,7 +154,7 @@ def _command_argv(run: Run, link: netns.AgentLink) -> list[str]:
     if len(command) == 1:  # one string: a shell command line, so $VARs expand inside
         command = ["bash", "-c", command[0]]
     return [
-        "ip", "netns", "exec", link.netns,
+        *netns.exec_argv(link.netns),
         "setpriv", "--pdeathsig", "KILL", "--",
         "unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--",
         # tini is the namespace's init: the command keeps default signal dispositions

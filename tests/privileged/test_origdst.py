@@ -15,26 +15,23 @@ only the calling thread), so the test process itself never leaves its own namesp
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import secrets
 import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
 import uvloop
 
+from netfilter import netns
 from proxy.origdst import original_destination
 
 pytestmark = pytest.mark.privileged
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _require_root_and_tools() -> None:
@@ -57,19 +54,7 @@ def run(*argv: str, stdin: str | None = None) -> None:
 
 def in_netns(name: str, fn: Callable[[], T]) -> T:
     """Run fn in a fresh thread that has joined network namespace `name`."""
-
-    def enter_and_run() -> T:
-        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns into {name!r}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
-        return fn()
-
-    with ThreadPoolExecutor(1, thread_name_prefix="awf-test-netns") as pool:
-        return pool.submit(enter_and_run).result(timeout=30)
+    return netns.run_in(name, fn, timeout=30, what=f"a probe in {name!r}")
 
 
 class Netns:
