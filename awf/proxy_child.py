@@ -13,10 +13,14 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
+
+from netfilter.errors import SandboxError
 
 PR_SET_PDEATHSIG = 1
 
@@ -80,6 +84,30 @@ class ProxyChild:
             n = os.write(self._go, view)
             view = view[n:]
         self._close_go()
+
+    def wait_ready(self, ready: Callable[[list[str]], bool], timeout: float) -> None:
+        """Read the child's stderr until `ready(lines so far)`: readiness from the proxy's own
+        lines, never a fixed sleep. SandboxError if it exits first or `timeout` passes."""
+        fd = self.stderr_fd
+        seen: list[str] = []
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while not ready(seen):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SandboxError(f"awf-proxy did not start within {timeout:g} s; "
+                                   f"its last lines: {' | '.join(seen[-5:])}")
+            r, _, _ = select.select([fd], [], [], left)
+            if not r:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                self.wait(5)
+                raise SandboxError(f"awf-proxy exited with status {self.returncode} before it "
+                                   f"was ready: {' | '.join(seen[-5:]) or 'no output'}")
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            seen += [raw.decode(errors="replace") for raw in lines]
 
     def _close_go(self) -> None:
         if self._go >= 0:

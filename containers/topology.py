@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from netfilter.errors import SandboxError
-from netfilter.ruleset import AgentRuleset, IPAddress, IPNetwork, ProxySideRuleset
+from netfilter.ruleset import (
+    DNS_PORT,
+    EXPLICIT_PORT,
+    TRANSPARENT_PORT,
+    AgentRuleset,
+    IPAddress,
+    IPNetwork,
+    ProxySideRuleset,
+)
 from proxy.errors import ConfigError
 
 DEFAULT_V4 = IPv4Network("172.30.0.0/24")
@@ -25,7 +33,6 @@ DEFAULT_V6 = IPv6Network("fd61:7766::/64")
 POOL_V4 = IPv4Network("10.213.0.0/16")
 POOL_V6_BASE = int(IPv6Network("fd61:7766::/48").network_address)
 PROXY_OFFSET, KEEPER_OFFSET = 0x10, 0x20  # .10/::10 (decimal 10 for IPv4), ::20
-EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,11 @@ class Subnets:
     @property
     def proxy_v4(self) -> IPv4Address:
         return self.v4.network_address + 10
+
+    @property
+    def proxy_addrs(self) -> tuple[IPAddress, ...]:
+        """The proxy's -int addresses: the only ones it listens on (never -ext's)."""
+        return (self.proxy_v4,) if self.proxy_v6 is None else (self.proxy_v4, self.proxy_v6)
 
     @property
     def keeper_v4(self) -> IPv4Address:
@@ -158,23 +170,3 @@ def agent_ruleset(subnets: Subnets, ports: frozenset[int]) -> AgentRuleset:
         tcp_ports=ports,
         docker_dns=True,
     )
-
-
-def proxy_listen_args(subnets: Subnets) -> list[str]:
-    """The proxy listens on its -int addresses only, never on -ext."""
-    addrs = [str(subnets.proxy_v4)]
-    if subnets.proxy_v6 is not None:
-        addrs.append(f"[{subnets.proxy_v6}]")
-    args: list[str] = []
-    for flag, port in (("--listen", EXPLICIT_PORT), ("--transparent-listen", TRANSPARENT_PORT),
-                       ("--dns-listen", DNS_PORT)):
-        for a in addrs:
-            args += [flag, f"{a}:{port}"]
-    return args
-
-
-def resolv_conf(subnets: Subnets) -> str:
-    servers = [str(subnets.proxy_v4)]
-    if subnets.proxy_v6 is not None:
-        servers.append(str(subnets.proxy_v6))
-    return "".join(f"nameserver {s}\n" for s in servers) + "options timeout:2 attempts:2\n"

@@ -43,6 +43,10 @@ from proxy.errors import ConfigError
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
 
+# awf-proxy's ports in a sandbox (both backends): what the rulesets let in and redirect to, and
+# what `awf.run.proxy_argv` tells the proxy to listen on
+EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
+
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _IFNAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}")
 PORT_PROTOCOLS = ("tcp", "udp", "dccp", "sctp", "udplite")  # th dport is a real port for these

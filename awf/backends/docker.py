@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from types import FrameType
+from typing import ClassVar
 
+import containers
+from awf import run as shared
 from awf.config import RunConfig
-from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
-from awf.supervise import supervise
 from containers import agentenv, hostview, labels, runs, seccomp, topology
 from containers.driver import STDERR, DockerDriver
 from containers.errors import DockerError
@@ -122,27 +123,26 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
                     workspace(environ))
 
 
-@dataclass
-class Run:
-    cfg: RunConfig
-    run: str
-    logs: Path
+@dataclass(kw_only=True)
+class Run(shared.Record):
+    BACKEND: ClassVar[str] = "docker"
     work: Path
-    t0: float
     driver: DockerDriver
     names: topology.Names
-    timings: dict[str, float] = field(default_factory=dict)
     networks: list[str] = field(default_factory=list)
     containers: list[str] = field(default_factory=list)
     agent: str | None = None
     output: threading.Thread | None = None
-    error: str | None = None
     interrupted: bool = False
     subnets: topology.Subnets | None = None
     masked: tuple[str, ...] = ()
 
-    def mark(self, what: str) -> None:
-        self.timings[what] = round(time.monotonic() - self.t0, 4)
+    def run_json(self, code: int) -> dict[str, object]:
+        return {**super().run_json(code), "masked": list(self.masked),
+                "subnets": None if self.subnets is None else {
+                    "v4": str(self.subnets.v4),
+                    "v6": str(self.subnets.v6) if self.subnets.v6 else None,
+                    "ext": str(self.subnets.ext_v4)}}
 
     def labels(self, role: labels.Role) -> tuple[tuple[str, str], ...]:
         return (*labels.run_labels(self.run, role, owner_pid=os.getpid(),
@@ -176,7 +176,7 @@ def run_docker(cfg: RunConfig) -> int:
                           "load it first (nothing can be pulled)")
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
-    run = Run(cfg=cfg, run=run_id, logs=logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
+    run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
               driver=driver, names=topology.Names(run_id))
     run.timings.update(early)
     lease = _take_lease(work)
@@ -188,13 +188,8 @@ def run_docker(cfg: RunConfig) -> int:
         finally:
             os.close(lease)
 
-    outcome = supervise(lambda: _run(run, prepared, images.runtime, agent_image, environ),
-                        finish)
-    run.error = outcome.error
-    code = outcome.exit_code
-    _write_run_json(run, code)
-    print_summary(run.logs)
-    return code
+    return shared.conduct(run, lambda: _run(run, prepared, images.runtime, agent_image, environ),
+                          finish)
 
 
 def _take_lease(work: Path) -> int:
@@ -206,7 +201,7 @@ def _take_lease(work: Path) -> int:
 
 
 def _proxy_user() -> tuple[int, int]:
-    who = caller()
+    who = shared.caller()
     return who if who is not None else (NOBODY, NOBODY)
 
 
@@ -265,8 +260,8 @@ def _create_networks(run: Run, prepared: Prepared) -> topology.Subnets:
             if "overlap" in text.lower() and attempt + 1 < CREATE_RETRIES:
                 continue  # raced with another run or network: the next choice sees it
             if subnets.v6 is not None and run.cfg.ipv6 == "auto" and "overlap" not in text:
-                say("Docker refused the IPv6 subnet; going on with IPv4 only (IPv6 disabled "
-                    "in the sandbox)")
+                shared.say("Docker refused the IPv6 subnet; going on with IPv4 only (IPv6 "
+                           "disabled in the sandbox)")
                 ipv6 = False
                 continue
             raise errors[0]
@@ -281,8 +276,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
                                      dns_servers=prepared.dns_servers)
     uid, gid = _proxy_user()
-    argv = [*topology.proxy_listen_args(subnets), "--log-dir", "/logs", "--drain-timeout", "1",
-            "--log-level", run.cfg.log_level, *run.cfg.proxy_args]
+    argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
     gateway = subnets.ext_v4.network_address + 1
     if run.cfg.enable_host_access:
         # host.docker.internal is this host's address on the egress bridge: a name like any
@@ -426,9 +420,8 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     proxy_spec, proxy_sha = _proxy_spec(run, subnets, prepared, runtime)
     keeper_spec, keeper_sha = _keeper_spec(run, subnets, runtime)
     families = 2 if subnets.v6 is not None else 1
-    proxy_watch = _Watch(run.driver, proxy_spec.name,
-                         lambda ls: sum(ln.startswith("awf-proxy listening on ")
-                                        for ln in ls) >= 3 * families, PROXY_FAILED, run.t0)
+    proxy_watch = _Watch(run.driver, proxy_spec.name, lambda ls: shared.listening(ls, families),
+                         PROXY_FAILED, run.t0)
     keeper_watch = _Watch(run.driver, keeper_spec.name,
                           lambda ls: any(ln.startswith(KEEPER_READY) for ln in ls),
                           KEEPER_FAILED, run.t0)
@@ -452,8 +445,8 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     (run.logs / "agent.nft").write_text(topology.agent_ruleset(
         subnets, topology.tcp_ports(cfg.proxy.allow_ports)).render())
     if cfg.log_level == "debug":
-        say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
-            "self-test passed")
+        shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
+                   "self-test passed")
     agent_spec = _agent_spec(run, subnets, prepared, agent_image, environ)
     run.driver.create_container(agent_spec)
     run.containers.append(agent_spec.name)
@@ -511,6 +504,7 @@ AGENT_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "SETPCAP", "KILL",
               "DAC_READ_SEARCH")  # PID 1's, for setup; the command gets none (entry.py)
 ENTRY_IN_IMAGE = "/usr/local/lib/awf/entry.py"
 ENTRY_MOUNTED = "/run/awf/agent/entry.py"  # --agent-image: containers/agent/ bound in
+AGENT_SOURCE = Path(containers.__file__).resolve().parent / "agent"
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
@@ -520,13 +514,13 @@ def workspace(environ: dict[str, str]) -> str | None:
     path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
     if hostview.usable_workspace(path):
         return path
-    say(f"the workspace {path} is a system directory; it is not shared with the command "
-        "(run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    shared.say(f"the workspace {path} is a system directory; it is not shared with the command "
+               "(run awf from your project's directory, or set GITHUB_WORKSPACE)")
     return None
 
 
 def caller_home(environ: dict[str, str]) -> str:
-    who = caller()
+    who = shared.caller()
     home = None
     if who is not None and "SUDO_UID" in environ:
         try:
@@ -575,12 +569,12 @@ def _guard_spec(run: Run, runtime: str, ws: str | None) -> ContainerSpec:
 def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: str,
                 environ: dict[str, str]) -> ContainerSpec:
     cfg = run.cfg
-    who = caller()
+    who = shared.caller()
     uid, gid = who if who is not None else (0, 0)
     chroot = cfg.agent_image is None
     root = "/host" if chroot else ""
     resolv, hosts = run.work / "resolv.conf", run.work / "hosts"
-    resolv.write_text(topology.resolv_conf(subnets))
+    resolv.write_text(shared.resolv_conf(subnets.proxy_addrs))
     hosts.write_text(HOSTS)
     for path in (resolv, hosts):
         os.chmod(path, 0o644)
@@ -595,15 +589,15 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
         tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
     no_proxy = ["localhost", "127.0.0.1", "::1", str(subnets.proxy_v4)]
-    proxy_url = f"http://{subnets.proxy_v4}:{topology.EXPLICIT_PORT}" if cfg.proxy_env else None
-    env = agentenv.agent_env(environ, proxy_url=proxy_url, no_proxy=",".join(no_proxy),
+    url = shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None
+    env = agentenv.agent_env(environ, proxy_url=url, no_proxy=",".join(no_proxy),
                              home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
                              env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
     plain, secrets = agentenv.split_secrets(env)
     for name in sorted(secrets):
         if name in agentenv.NEVER:
-            say(f"forwarding {name} to the command, as asked; it reaches no environment but "
-                "the command's, served once per process (one-shot)")
+            shared.say(f"forwarding {name} to the command, as asked; it reaches no environment but "
+                       "the command's, served once per process (one-shot)")
     mounts = [*view.mounts, Mount(str(run.work / "agent.json"), "/run/awf/agent.json")]
     if secrets:
         secret_dir = run.work / "secrets"
@@ -618,7 +612,7 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         from containers.images import one_shot_library
 
         library, entry = "/run/awf/one_shot_token.so", ENTRY_MOUNTED
-        mounts += [Mount(str(Path(__file__).resolve().parent / "agent"), "/run/awf/agent"),
+        mounts += [Mount(str(AGENT_SOURCE), "/run/awf/agent"),
                    Mount(str(one_shot_library()), library)]
     spec = {
         "root": root or "/", "home": home, "uid": uid, "gid": gid, "groups": [gid],
@@ -691,36 +685,33 @@ def _pump(driver: DockerDriver, sock: object, tty: bool = False) -> None:
 
 
 def _wait_agent(run: Run, agent: str, proxy: str) -> int:
-    events: queue.Queue[tuple[str, int | Exception]] = queue.Queue()
+    exits: dict[str, queue.Queue[int | Exception]] = {agent: queue.Queue(), proxy: queue.Queue()}
 
-    def waiter(what: str, name: str) -> None:
+    def waiter(name: str) -> None:
         try:
-            events.put((what, run.driver.wait(name)))
+            exits[name].put(run.driver.wait(name))
         except Exception as exc:  # handed to the main thread
-            events.put((what, exc))
+            exits[name].put(exc)
 
-    for what, name in (("agent", agent), ("proxy", proxy)):
-        threading.Thread(target=waiter, args=(what, name), daemon=True).start()
-    deadline = (time.monotonic() + run.cfg.agent_timeout) if run.cfg.agent_timeout else None
-    while True:
-        wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+    for name in exits:
+        threading.Thread(target=waiter, args=(name,), daemon=True).start()
+
+    def exited(name: str, timeout: float) -> int | None:
         try:
-            what, result = events.get(timeout=wait)
+            result = exits[name].get(timeout=timeout)
         except queue.Empty:
-            if deadline is not None and time.monotonic() >= deadline:
-                say(f"--agent-timeout expired after {run.cfg.agent_timeout:g} s; stopping the "
-                    "command")
-                _stop(run.driver, agent, 10)
-                return 124
-            continue
+            return None
+        exits[name].put(result)  # it stays known
         if isinstance(result, Exception):
+            what = "agent" if name == agent else "proxy"
             raise DockerError(f"lost the {what} container: {result}")
-        if what == "agent":
-            _drain_output(run)
-            return result
-        # egress is gone: stop the command, fail closed
-        _stop(run.driver, agent, 2)
-        raise SandboxError(f"awf-proxy died (status {result}); the command was stopped")
+        return result
+
+    code = shared.wait_agent(run.cfg, agent=lambda t: exited(agent, t),
+                             proxy=lambda: exited(proxy, 0),
+                             stop=lambda grace: _stop(run.driver, agent, grace))
+    _drain_output(run)
+    return code
 
 
 def _drain_output(run: Run) -> None:
@@ -770,12 +761,12 @@ def teardown(run: Run) -> None:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
             job.result()
     if run.cfg.keep_containers:
-        say(f"containers kept; remove them with: awf cleanup --run {run.run}")
+        shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
         _remove_run(d, run.run, containers=run.containers, networks=run.networks)
     wipe_secrets(run.work)
     shutil.rmtree(run.work, ignore_errors=True)
-    finish_logs(run.logs)
+    shared.finish_logs(run.logs)
 
 
 def reap_dead_runs(driver: DockerDriver) -> None:
@@ -788,18 +779,4 @@ def _remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None 
                 networks: list[str] | None = None) -> None:
     _removed, errors = runs.remove_run(driver, run, containers=containers, networks=networks)
     if errors:
-        say("cleanup: " + "; ".join(errors))
-
-
-def _write_run_json(run: Run, code: int) -> None:
-    doc = {
-        "id": run.run, "version": __version__, "backend": "docker", "exit_code": code,
-        "awf_error": run.error, "command": list(run.cfg.command), "timings": run.timings,
-        "logs": str(run.logs), "masked": list(run.masked),
-        "subnets": None if run.subnets is None else {
-            "v4": str(run.subnets.v4), "v6": str(run.subnets.v6) if run.subnets.v6 else None,
-            "ext": str(run.subnets.ext_v4)},
-    }
-    write_run_json(run.logs, doc)
-
-
+        shared.say("cleanup: " + "; ".join(errors))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from awf.config import parse_run
+from awf.run import proxy_argv, resolv_conf
 from containers import agentenv, topology
 from netfilter.errors import SandboxError
 from proxy.errors import ConfigError
@@ -87,10 +88,10 @@ def test_rulesets_and_listeners() -> None:
     agent = topology.agent_ruleset(s, ports)
     assert agent.docker_dns
     assert agent.tcp_ports == frozenset({80, 443, 8080})
-    args = topology.proxy_listen_args(s)
+    args = proxy_argv(s.proxy_addrs, parse_run(["--", "true"]), "/logs")
     assert args[:4] == ["--listen", "172.30.0.10:3128", "--listen", "[fd61:7766::10]:3128"]
     assert "0.0.0.0" not in " ".join(args)
-    assert topology.resolv_conf(s).startswith("nameserver 172.30.0.10\nnameserver fd61:7766::10")
+    assert resolv_conf(s.proxy_addrs).startswith("nameserver 172.30.0.10\nnameserver fd61:7766::10")
 
 
 def test_env_layers_and_never_passed() -> None:

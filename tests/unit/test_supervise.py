@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from awf.supervise import supervise
+from awf.run import supervise
 from netfilter.errors import SandboxError
 
 

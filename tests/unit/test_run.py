@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from awf.runlog import summary_lines
+from awf.run import summary_lines
 
 
 def test_summary_counts_and_lists_denials(tmp_path: Path) -> None:

@@ -1,0 +1,258 @@
+"""`awf run`'s shared part: what both backends do the same way, written once.
+
+Each backend (`awf.backends.netns`, `awf.backends.docker`) is a script of steps over this:
+
+- the run record (`Record`: id, logs, timings with `mark`, the error that ended the run) and
+  `conduct`, which runs the backend's body under `supervise` and then, on every path, writes
+  `run.json` and prints the summary;
+- `supervise`: SIGINT/SIGTERM raise `Interrupted` (the first one only); the teardown runs with
+  both ignored, so cleanup is never cut short. The exit code follows ARCHITECTURE §4.1: the
+  command's own, 128+N after signal N reached awf, or the AwfError's code;
+- `wait_agent`: waiting for the command, stopping it when the proxy dies (fail closed) or
+  `--agent-timeout` expires (124);
+- what the proxy is told (`proxy_argv`: its ports, listeners, log directory and policy flags) and
+  what the command's resolver is (`resolv_conf`);
+- the user's side: `say` (every `[awf]` line of a run goes to stderr through it), `caller` (the
+  sudo caller), the logs directory and its ownership, `run.json` and the summary.
+
+Logs are kept after the run, mode 0644 in a 0755 directory, owned by the sudo caller, so
+reading them never needs sudo (finding L4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from types import FrameType
+from typing import ClassVar
+
+from awf.config import RunConfig
+from netfilter.errors import SandboxError
+from netfilter.ruleset import DNS_PORT, EXPLICIT_PORT, TRANSPARENT_PORT
+from netfilter.selftest import NAME as SELFTEST_NAME
+from proxy import __version__
+from proxy.errors import AwfError
+
+# --- the user's side ------------------------------------------------------------------------
+
+
+def say(msg: str) -> None:
+    print(f"[awf] {msg}", file=sys.stderr, flush=True)
+
+
+def caller() -> tuple[int, int] | None:
+    """The sudo caller (uid, gid), or None when awf runs as a plain user or root."""
+    uid, gid = os.environ.get("SUDO_UID"), os.environ.get("SUDO_GID")
+    if uid and gid and uid.isdigit() and gid.isdigit() and int(uid) != 0:
+        return int(uid), int(gid)
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
+    return None
+
+
+def logs_dir(chosen: Path | None, run: str) -> Path:
+    """--proxy-logs-dir, or $TMPDIR/awf-logs-<run>; kept after the run."""
+    logs = chosen or Path(tempfile.gettempdir()) / f"awf-logs-{run}"
+    logs.mkdir(parents=True, exist_ok=True)
+    os.chmod(logs, 0o755)
+    return logs
+
+
+def finish_logs(logs: Path) -> None:
+    """Files 0644, the directory 0755, owned by the invoking user."""
+    who = caller()
+    owner = who if who is not None else (0, 0)
+    for p in [logs, *logs.iterdir()] if logs.is_dir() else []:
+        try:
+            if os.geteuid() == 0:
+                os.chown(p, *owner)
+            os.chmod(p, 0o755 if p.is_dir() else 0o644)
+        except OSError:
+            pass
+
+
+def summary_lines(access_log: Path) -> list[str]:
+    """`N requests: A allowed, D denied`, then one line per denied host:port (the self-test's
+    own probes are left out)."""
+    allowed = denied = 0
+    denials: dict[str, str] = {}
+    if access_log.exists():
+        for raw in access_log.read_text().splitlines():
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if rec.get("host") == SELFTEST_NAME:
+                continue
+            if rec.get("decision") == "allow":
+                allowed += 1
+            else:
+                denied += 1
+                denials[f"{rec.get('host') or '?'}:{rec.get('port')}"] = str(rec.get("reason"))
+    total = allowed + denied
+    lines = [f"{total} request{'s' if total != 1 else ''}: {allowed} allowed, {denied} denied"]
+    lines += [f"  denied {target} ({reason})" for target, reason in sorted(denials.items())]
+    return lines
+
+
+def print_summary(logs: Path) -> None:
+    first, *rest = summary_lines(logs / "access.jsonl")
+    say(f"{first} · logs: {logs}")
+    for line in rest:
+        say(line)
+
+
+# --- what the proxy and the command are told --------------------------------------------------
+
+
+def proxy_argv(addrs: Sequence[IPv4Address | IPv6Address], cfg: RunConfig,
+               log_dir: str) -> list[str]:
+    """awf-proxy's flags: its three listeners on each of `addrs` (never on any other address),
+    its log directory, and the run's policy flags unchanged."""
+    hosts = [str(a) if a.version == 4 else f"[{a}]" for a in addrs]
+    args: list[str] = []
+    for flag, port in (("--listen", EXPLICIT_PORT), ("--transparent-listen", TRANSPARENT_PORT),
+                       ("--dns-listen", DNS_PORT)):
+        for host in hosts:
+            args += [flag, f"{host}:{port}"]
+    return [*args, "--log-dir", log_dir, "--drain-timeout", "1", "--log-level", cfg.log_level,
+            *cfg.proxy_args]
+
+
+def listening(lines: Sequence[str], addrs: int) -> bool:
+    """Whether the proxy's output says every listener of `proxy_argv` is up."""
+    return sum(ln.startswith("awf-proxy listening on ") for ln in lines) >= 3 * addrs
+
+
+def resolv_conf(servers: Sequence[IPv4Address | IPv6Address]) -> str:
+    """The command's resolv.conf: the proxy's DNS forwarder alone."""
+    return ("".join(f"nameserver {s}\n" for s in servers)
+            + "options timeout:2 attempts:2\n")
+
+
+def proxy_url(proxy: IPv4Address) -> str:
+    return f"http://{proxy}:{EXPLICIT_PORT}"
+
+
+# --- the run record ---------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Record:
+    """One run, as both backends keep it; each backend's Run adds its own objects."""
+
+    BACKEND: ClassVar[str]
+    cfg: RunConfig
+    run: str
+    logs: Path
+    t0: float
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def mark(self, what: str) -> None:
+        self.timings[what] = round(time.monotonic() - self.t0, 4)
+
+    def run_json(self, code: int) -> dict[str, object]:
+        """run.json's fields; a backend adds its own after these."""
+        return {
+            "id": self.run, "version": __version__, "backend": self.BACKEND, "exit_code": code,
+            "awf_error": self.error, "command": list(self.cfg.command),
+            "timings": self.timings, "logs": str(self.logs),
+        }
+
+
+def write_run_json(logs: Path, doc: Mapping[str, object]) -> None:
+    (logs / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
+    finish_logs(logs)
+
+
+def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], None]) -> int:
+    """`body` under `supervise`, `teardown(interrupted)` on every path, then run.json and the
+    summary; the run's exit code."""
+    outcome = supervise(body, teardown)
+    record.error = outcome.error
+    write_run_json(record.logs, record.run_json(outcome.exit_code))
+    print_summary(record.logs)
+    return outcome.exit_code
+
+
+# --- signals ----------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    exit_code: int
+    error: str | None  # the AwfError that ended the run, if one did
+    interrupted: bool
+
+
+def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outcome:
+    """Run `body`, then `teardown(interrupted)` on every path."""
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    code: int | None = None
+    error: str | None = None
+    try:
+        code = body()
+    except Interrupted as exc:
+        say(f"{signal.Signals(exc.signum).name}: stopping the command and cleaning up")
+        code = 128 + exc.signum
+    except AwfError as exc:
+        error = str(exc)
+        code = exc.exit_code
+        say(f"error: {exc}")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            teardown(bool(received))
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+    if received and code is not None and code <= 128:
+        code = 128 + received[0]  # a signal that arrived while the command was ending
+    return Outcome(125 if code is None else code, error, bool(received))
+
+
+# --- waiting for the command ------------------------------------------------------------------
+
+
+def wait_agent(cfg: RunConfig, *, agent: Callable[[float], int | None],
+               proxy: Callable[[], int | None], stop: Callable[[float], None]) -> int:
+    """The command's exit code. `agent(t)` waits up to t seconds for it (None: still running),
+    `proxy()` is the proxy's exit status if it is gone, `stop(grace)` stops the command. If the
+    proxy dies, egress is gone: the command is stopped and the run fails closed."""
+    deadline = (time.monotonic() + cfg.agent_timeout) if cfg.agent_timeout else None
+    while True:
+        left = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
+        code = agent(left)
+        if code is not None:
+            return code
+        status = proxy()
+        if status is not None:
+            stop(2)
+            raise SandboxError(f"awf-proxy died (status {status}); the command was stopped")
+        if deadline is not None and time.monotonic() >= deadline:
+            say(f"--agent-timeout expired after {cfg.agent_timeout:g} s; stopping the command")
+            stop(10)
+            return 124
