@@ -16,7 +16,8 @@ import pytest
 
 from containers import labels
 from containers.driver import DockerDriver
-from containers.images import ImageSet, ensure_images, find_source_root, source_files
+from containers.imageplan import ImageSet, find_source_root, source_files
+from containers.images import ensure_images
 from containers.spec import ContainerSpec
 from tests.support.needs import need_docker
 

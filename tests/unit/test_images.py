@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from containers import images
+from containers import imageplan, images
 from containers.driver import ImageInfo, parse_import_result
 from containers.errors import DockerError
-from containers.images import AptSource
+from containers.imageplan import AptSource
 
 HOST_SOURCES = """\
 Types: deb
@@ -37,49 +37,50 @@ TAG = re.compile(r"[a-z-]+:[0-9a-f]{12}")
 
 
 def test_base_tag_is_stable_and_ignores_package_order():
-    tag = images.base_tag()
+    tag = imageplan.base_tag()
     assert TAG.fullmatch(tag)
     assert tag.startswith("awf-base:")
-    assert images.base_tag() == tag
-    assert images.base_tag(tuple(reversed(images.BASE_PACKAGES))) == tag
+    assert imageplan.base_tag() == tag
+    assert imageplan.base_tag(tuple(reversed(imageplan.BASE_PACKAGES))) == tag
 
 
 @pytest.mark.parametrize(
     "changed",
     [
-        {"packages": (*images.BASE_PACKAGES, "strace")},
-        {"packages": images.BASE_PACKAGES[1:]},
+        {"packages": (*imageplan.BASE_PACKAGES, "strace")},
+        {"packages": imageplan.BASE_PACKAGES[1:]},
         {"suite": "trixie"},
         {"arch": "arm64"},
     ],
 )
 def test_base_tag_changes_with_its_inputs(changed):
-    assert images.base_tag(**changed) != images.base_tag()
+    assert imageplan.base_tag(**changed) != imageplan.base_tag()
 
 
 def test_base_tag_changes_with_the_builder_version(monkeypatch):
-    before = images.base_tag()
-    monkeypatch.setattr(images, "BUILDER_VERSION", images.BUILDER_VERSION + "-next")
-    assert images.base_tag() != before
+    before = imageplan.base_tag()
+    monkeypatch.setattr(imageplan, "BUILDER_VERSION", imageplan.BUILDER_VERSION + "-next")
+    assert imageplan.base_tag() != before
 
 
 def test_stage_tag_depends_on_every_input_but_not_their_order():
     inputs = (("a.py", "1" * 64), ("b.py", "2" * 64))
-    tag = images.stage_tag("awf-runtime", base="awf-base:1", dockerfile="FROM x", inputs=inputs)
+    tag = imageplan.stage_tag("awf-runtime", base="awf-base:1", dockerfile="FROM x", inputs=inputs)
     assert TAG.fullmatch(tag)
-    same = images.stage_tag(
+    same = imageplan.stage_tag(
         "awf-runtime", base="awf-base:1", dockerfile="FROM x", inputs=inputs[::-1]
     )
     assert same == tag
     others = {
-        images.stage_tag("awf-runtime", base="awf-base:2", dockerfile="FROM x", inputs=inputs),
-        images.stage_tag("awf-runtime", base="awf-base:1", dockerfile="FROM y", inputs=inputs),
-        images.stage_tag("awf-runtime", base="awf-base:1", dockerfile="FROM x", inputs=inputs[:1]),
-        images.stage_tag(
+        imageplan.stage_tag("awf-runtime", base="awf-base:2", dockerfile="FROM x", inputs=inputs),
+        imageplan.stage_tag("awf-runtime", base="awf-base:1", dockerfile="FROM y", inputs=inputs),
+        imageplan.stage_tag("awf-runtime", base="awf-base:1", dockerfile="FROM x",
+                            inputs=inputs[:1]),
+        imageplan.stage_tag(
             "awf-runtime", base="awf-base:1", dockerfile="FROM x",
             inputs=(("a.py", "3" * 64), ("b.py", "2" * 64)),
         ),
-        images.stage_tag("awf-agent", base="awf-base:1", dockerfile="FROM x", inputs=inputs),
+        imageplan.stage_tag("awf-agent", base="awf-base:1", dockerfile="FROM x", inputs=inputs),
     }
     assert tag not in others
     assert len(others) == 5
@@ -91,7 +92,7 @@ def _tree(root: Path) -> Path:
         '[project]\nname = "awf-egress-firewall"\nversion = "0.1.0"\n'
         'dependencies = ["idna>=3.6", "PyYAML>=6.0"]\n'
     )
-    for package in images.PACKAGE_DIRS:
+    for package in imageplan.PACKAGE_DIRS:
         (root / package).mkdir()
         (root / package / "__init__.py").write_text(f'"""{package}."""\n')
     (root / "proxy" / "__pycache__").mkdir()
@@ -106,17 +107,17 @@ def _tree(root: Path) -> Path:
     return dockerfiles
 
 
-def _plan(root: Path, dockerfiles: Path) -> images.Plan:
-    return images.make_plan(root, arch="amd64", dockerfiles=dockerfiles)
+def _plan(root: Path, dockerfiles: Path) -> imageplan.Plan:
+    return imageplan.make_plan(root, arch="amd64", dockerfiles=dockerfiles)
 
 
 def test_plan_is_stable_for_an_unchanged_tree(tmp_path):
     dockerfiles = _tree(tmp_path)
     first, second = _plan(tmp_path, dockerfiles), _plan(tmp_path, dockerfiles)
     assert first.tags == second.tags
-    assert first.images == images.ImageSet(first.base, first.runtime, first.agent)
-    assert first.base == images.base_tag()
-    assert [t.split(":")[0] for t in first.tags] == list(images.REPOS)
+    assert first.images == imageplan.ImageSet(first.base, first.runtime, first.agent)
+    assert first.base == imageplan.base_tag()
+    assert [t.split(":")[0] for t in first.tags] == list(imageplan.REPOS)
     assert first.requirements == ("idna>=3.6", "PyYAML>=6.0")
     assert first.project == "awf-egress-firewall"
 
@@ -184,8 +185,8 @@ def test_agent_files_change_the_agent_tag(tmp_path):
 
 
 def test_the_real_plan_reads_our_tree():
-    root = images.find_source_root()
-    plan = images.make_plan(root, arch="amd64")
+    root = imageplan.find_source_root()
+    plan = imageplan.make_plan(root, arch="amd64")
     assert plan.project == "awf-egress-firewall"
     assert "pyproject.toml" in plan.sources
     assert "containers/images.py" in plan.sources
@@ -198,7 +199,7 @@ def test_the_real_plan_reads_our_tree():
 
 
 def test_deb822_like_this_host():
-    assert images.parse_deb822(HOST_SOURCES) == (
+    assert imageplan.parse_deb822(HOST_SOURCES) == (
         AptSource("http://deb.debian.org/debian", "bookworm", ("main",)),
         AptSource("http://deb.debian.org/debian", "bookworm-updates", ("main",)),
         AptSource("http://deb.debian.org/debian-security", "bookworm-security", ("main",)),
@@ -213,7 +214,7 @@ def test_deb822_fields_case_uris_continuations_and_disabled_stanzas():
         "Types: deb\nEnabled: no\nURIs: http://off.test/debian\nSuites: bookworm\n"
         "Components: main\n"
     )
-    assert images.parse_deb822(text) == (
+    assert imageplan.parse_deb822(text) == (
         AptSource("http://a.test/debian", "bookworm", ("main", "contrib")),
         AptSource("https://b.test/debian", "bookworm", ("main", "contrib")),
     )
@@ -228,7 +229,7 @@ def test_one_line_format():
         "deb http://security.test/debian-security bookworm-security main\n"
         "\n   \nnonsense\n"
     )
-    assert images.parse_one_line(text) == (
+    assert imageplan.parse_one_line(text) == (
         AptSource("http://a.test/debian", "bookworm", ("main", "contrib")),
         AptSource("http://security.test/debian-security", "bookworm-security", ("main",)),
     )
@@ -241,7 +242,7 @@ def test_apt_sources_reads_only_list_and_sources_files():
         "/etc/apt/sources.list.d/nodesource.sources.disabled": HOST_SOURCES.replace("deb.", "x."),
         "/etc/apt/sources.list": "deb http://list.test/debian bookworm main\n",
     }
-    found = images.apt_sources(files)
+    found = imageplan.apt_sources(files)
     assert {s.uri for s in found} == {
         "http://list.test/debian", "http://deb.debian.org/debian",
         "http://deb.debian.org/debian-security",
@@ -249,8 +250,8 @@ def test_apt_sources_reads_only_list_and_sources_files():
 
 
 def test_mirror_lines_from_this_host():
-    sources = images.apt_sources({"/etc/apt/sources.list.d/debian.sources": HOST_SOURCES})
-    assert images.mirror_lines(sources) == (
+    sources = imageplan.apt_sources({"/etc/apt/sources.list.d/debian.sources": HOST_SOURCES})
+    assert imageplan.mirror_lines(sources) == (
         "deb http://deb.debian.org/debian bookworm main",
         "deb http://deb.debian.org/debian bookworm-updates main",
         "deb http://deb.debian.org/debian-security bookworm-security main",
@@ -258,11 +259,11 @@ def test_mirror_lines_from_this_host():
 
 
 def test_mirror_lines_on_a_host_of_another_debian_release():
-    sources = images.parse_one_line(
+    sources = imageplan.parse_one_line(
         "deb http://mirror.test/debian trixie main\n"
         "deb http://mirror.test/debian-security trixie-security main\n"
     )
-    assert images.mirror_lines(sources) == ("deb http://mirror.test/debian bookworm main",)
+    assert imageplan.mirror_lines(sources) == ("deb http://mirror.test/debian bookworm main",)
 
 
 @pytest.mark.parametrize(
@@ -277,7 +278,7 @@ def test_mirror_lines_on_a_host_of_another_debian_release():
 )
 def test_no_usable_mirror_is_an_error_naming_the_fix(text):
     with pytest.raises(DockerError, match="--mirror"):
-        images.mirror_lines(images.parse_one_line(text))
+        imageplan.mirror_lines(imageplan.parse_one_line(text))
 
 
 # Commands and pip
@@ -288,7 +289,7 @@ def test_mmdebstrap_streams_a_tar_with_our_packages():
         "deb http://m.test/debian bookworm main",
         "deb http://s.test/debian-security bookworm-security main",
     )
-    cmd = images.rootfs_command("mmdebstrap", ("python3", "bash"), mirrors, "-")
+    cmd = imageplan.rootfs_command("mmdebstrap", ("python3", "bash"), mirrors, "-")
     assert cmd[:3] == ["mmdebstrap", "--variant=minbase", "--format=tar"]
     assert "--include=bash,python3" in cmd
     assert cmd[-4:] == ["bookworm", "-", *mirrors]
@@ -296,7 +297,7 @@ def test_mmdebstrap_streams_a_tar_with_our_packages():
 
 
 def test_debootstrap_takes_the_main_mirror_uri():
-    cmd = images.rootfs_command(
+    cmd = imageplan.rootfs_command(
         "debootstrap", ("bash",), ("deb http://m.test/debian bookworm main",), "/tmp/r"
     )
     assert cmd == ["debootstrap", "--variant=minbase", "--include=bash", "bookworm", "/tmp/r",
@@ -304,37 +305,37 @@ def test_debootstrap_takes_the_main_mirror_uri():
 
 
 def test_wheel_platforms_match_bookworm_glibc():
-    tags = images.wheel_platforms("amd64")
+    tags = imageplan.wheel_platforms("amd64")
     assert tags[0] == "manylinux_2_36_x86_64"
     assert "manylinux_2_17_x86_64" in tags
     assert tags[-1] == "manylinux2014_x86_64"
     assert "manylinux_2_37_x86_64" not in tags
-    assert images.wheel_platforms("arm64")[0] == "manylinux_2_36_aarch64"
+    assert imageplan.wheel_platforms("arm64")[0] == "manylinux_2_36_aarch64"
 
 
 def test_pip_download_is_binary_only_for_the_image_python(tmp_path):
-    args = images.pip_download_args(tmp_path, ("idna>=3.6",), "amd64")
+    args = imageplan.pip_download_args(tmp_path, ("idna>=3.6",), "amd64")
     assert args[:4] == ["download", "--only-binary", ":all:", "--dest"]
     joined = " ".join(args)
     assert "--python-version 3.11" in joined
     assert "--abi cp311" in joined
     assert "--platform manylinux_2_36_x86_64" in joined
-    assert args[-1 - len(images.BUILD_BACKEND)] == "idna>=3.6"
-    assert args[-1] == images.BUILD_BACKEND[-1]
+    assert args[-1 - len(imageplan.BUILD_BACKEND)] == "idna>=3.6"
+    assert args[-1] == imageplan.BUILD_BACKEND[-1]
 
 
 def test_wheelset_key_follows_requirements():
-    key = images.wheelset_key(("a>=1", "b"), "amd64")
-    assert key == images.wheelset_key(("b", "a>=1"), "amd64")
-    assert key != images.wheelset_key(("a>=2", "b"), "amd64")
-    assert key != images.wheelset_key(("a>=1", "b"), "arm64")
+    key = imageplan.wheelset_key(("a>=1", "b"), "amd64")
+    assert key == imageplan.wheelset_key(("b", "a>=1"), "amd64")
+    assert key != imageplan.wheelset_key(("a>=2", "b"), "amd64")
+    assert key != imageplan.wheelset_key(("a>=1", "b"), "arm64")
 
 
 def test_debian_arch():
-    assert images.debian_arch("x86_64") == "amd64"
-    assert images.debian_arch("aarch64") == "arm64"
+    assert imageplan.debian_arch("x86_64") == "amd64"
+    assert imageplan.debian_arch("aarch64") == "arm64"
     with pytest.raises(DockerError, match="riscv64"):
-        images.debian_arch("riscv64")
+        imageplan.debian_arch("riscv64")
 
 
 # docker import's answer
@@ -361,7 +362,7 @@ def test_import_result_errors(text):
 def test_stale_tags_spare_current_latest_young_and_foreign_tags():
     keep = ("awf-base:b1", "awf-pydeps:p1", "awf-runtime:r2", "awf-agent:a1")
     now = 10_000.0
-    old, young = int(now - images.STALE_AFTER - 1), int(now - 5)
+    old, young = int(now - imageplan.STALE_AFTER - 1), int(now - 5)
     found = [
         ImageInfo("sha256:1", ("awf-base:b1", "awf-base:latest", "awf-agent:a1"), (), old),
         ImageInfo("sha256:2", ("awf-runtime:r1",), (), old),
@@ -373,7 +374,7 @@ def test_stale_tags_spare_current_latest_young_and_foreign_tags():
         ImageInfo("sha256:8", ("awf-pydeps:p0",), (), old),
         ImageInfo("sha256:9", ("awf-pydeps:p1",), (), old),
     ]
-    assert images.stale_tags(found, keep, now=now) == (
+    assert imageplan.stale_tags(found, keep, now=now) == (
         "awf-agent:a0", "awf-pydeps:p0", "awf-runtime:r0", "awf-runtime:r1",
     )
 
@@ -392,18 +393,18 @@ def test_failure_summary_prefers_apt_errors():
         "I: removing tempdir /tmp/mmdebstrap.x...",
         "E: mmdebstrap failed to run",
     ]
-    assert images.failure_summary(lines) == (
+    assert imageplan.failure_summary(lines) == (
         "E: Failed to fetch http://127.0.0.1:9/debian/dists/bookworm/InRelease  Could not connect"
         " | E: Some index files failed to download. | E: mmdebstrap failed to run"
     )
 
 
 def test_failure_summary_without_error_lines_keeps_the_end():
-    assert images.failure_summary([f"line {i}" for i in range(9)]) == (
+    assert imageplan.failure_summary([f"line {i}" for i in range(9)]) == (
         "line 4 | line 5 | line 6 | line 7 | line 8"
     )
-    assert images.failure_summary([]) == "no output"
-    assert images.failure_summary(["E: one"]) == "E: one"
+    assert imageplan.failure_summary([]) == "no output"
+    assert imageplan.failure_summary(["E: one"]) == "E: one"
 
 
 def test_mounts_under_finds_mount_points_inside_a_tree(tmp_path):
@@ -421,9 +422,9 @@ def test_a_rootfs_without_mounts_is_removed(tmp_path):
 
 
 def test_the_pinned_build_backend_satisfies_pyproject():
-    requires = tomllib.loads((images.find_source_root() / "pyproject.toml").read_text())[
+    requires = tomllib.loads((imageplan.find_source_root() / "pyproject.toml").read_text())[
         "build-system"]["requires"]
-    pins = {Requirement(p).name: Requirement(p) for p in images.BUILD_BACKEND}
+    pins = {Requirement(p).name: Requirement(p) for p in imageplan.BUILD_BACKEND}
     for wanted in map(Requirement, requires):
         pinned = pins[wanted.name]
         (version,) = [s.version for s in pinned.specifier]

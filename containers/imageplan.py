@@ -1,0 +1,375 @@
+"""What awf's images are, computed without building anything: the plan of `containers.images`.
+
+Pure but for reading files (pyproject.toml, the Dockerfiles in containers/images/, the sources it
+hashes, the host's apt sources): it runs no process, talks to no engine and writes nothing.
+
+- which images: awf-base (a Debian root filesystem: suite, packages, dpkg options), awf-pydeps
+  (awf-base plus a venv with our dependencies), awf-runtime (awf-pydeps plus our own wheel) and
+  awf-agent, each with its Dockerfile text;
+- their tags: a SHA-256 of that image's inputs (awf-base: suite, packages, dpkg options and
+  BUILDER_VERSION; the others: Dockerfile, the files that go in, the wheel set, the base tag);
+- the arguments of the tools that build them (the rootfs command, `pip download`), the mirrors
+  from the host's apt sources, the wheel platforms for the image's Python and glibc;
+- which outdated tags may go, and the telling lines of a failed tool's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from containers.driver import ImageInfo
+from containers.errors import DockerError
+
+# Bump when the build procedure changes in a way the hashed inputs do not show.
+BUILDER_VERSION = "1"
+SUITE = "bookworm"
+VARIANT = "minbase"
+IMAGE_PYTHON = "3.11"  # bookworm's CPython; the wheels are downloaded for it
+GLIBC_MINOR = 36  # bookworm's glibc 2.36: the newest manylinux tag its wheels may carry
+BASE_PACKAGES = (
+    "bash", "ca-certificates", "coreutils", "curl", "dnsutils", "git", "iproute2",
+    "libseccomp2", "netbase", "netcat-openbsd", "nftables", "procps", "python3",
+    "python3-seccomp",
+    "python3-venv", "socat", "util-linux",
+)
+# Documentation and translations are dead weight in a container (~75 MB); licences stay.
+DPKG_OPTIONS = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/info/*",
+    "path-exclude=/usr/share/locale/*",
+    "path-include=/usr/share/locale/locale.alias",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+)
+# Our wheel is built offline (pip wheel --no-index) against this build backend from the wheel
+# cache: pinned, so the build does not change under us when setuptools releases. It must
+# satisfy pyproject.toml's [build-system] requires.
+BUILD_BACKEND = ("setuptools==80.9.0",)
+PACKAGE_DIRS = ("awf", "proxy", "netfilter", "containers")  # what the wheel is built from
+PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")  # copied if present
+AGENT_DIR = "containers/agent"  # the agent image's own files: entrypoint, one-shot library
+ONE_SHOT_SOURCE, ONE_SHOT_LIBRARY = "one_shot_token.c", "one_shot_token.so"
+
+BASE_REPO, PYDEPS_REPO = "awf-base", "awf-pydeps"
+RUNTIME_REPO, AGENT_REPO = "awf-runtime", "awf-agent"
+REPOS = (BASE_REPO, PYDEPS_REPO, RUNTIME_REPO, AGENT_REPO)
+TAG_CHARS = 12
+DOCKERFILES = Path(__file__).resolve().parent / "images"
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
+
+STALE_AFTER = 600  # seconds; an outdated image tag younger than this is kept
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSet:
+    base: str
+    runtime: str
+    agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class AptSource:
+    """One (URI, suite) of the host's apt configuration, binary packages only."""
+
+    uri: str
+    suite: str
+    components: tuple[str, ...]
+
+
+# Pure cores: hashing, apt sources, pip arguments.
+
+
+def digest(*parts: object) -> str:
+    """SHA-256 (hex) of JSON-encodable parts; the basis of every image tag."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def base_tag(
+    packages: Sequence[str] = BASE_PACKAGES,
+    *,
+    suite: str = SUITE,
+    arch: str = "amd64",
+    repo: str = BASE_REPO,
+) -> str:
+    key = digest("base", BUILDER_VERSION, suite, VARIANT, sorted(packages), DPKG_OPTIONS, arch)
+    return f"{repo}:{key[:TAG_CHARS]}"
+
+
+def stage_tag(
+    repo: str, *, base: str, dockerfile: str, inputs: Sequence[tuple[str, str]] = ()
+) -> str:
+    """Tag of an image built FROM `base`: `inputs` are (name, content hash) of what goes in."""
+    key = digest("stage", BUILDER_VERSION, repo, base, dockerfile, sorted(inputs))
+    return f"{repo}:{key[:TAG_CHARS]}"
+
+
+def parse_deb822(text: str) -> tuple[AptSource, ...]:
+    """The `deb` entries of a .sources file (RFC 822 style stanzas)."""
+    found: list[AptSource] = []
+    for stanza in re.split(r"\n[ \t]*\n", text):
+        fields: dict[str, str] = {}
+        last = ""
+        for line in stanza.splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            if line[0] in " \t" and last:
+                fields[last] += " " + line.strip()
+                continue
+            name, sep, value = line.partition(":")
+            if sep:
+                last = name.strip().lower()
+                fields[last] = value.strip()
+        if "deb" not in fields.get("types", "").split():
+            continue
+        if fields.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
+            continue
+        components = tuple(fields.get("components", "").split())
+        for uri in fields.get("uris", "").split():
+            for suite in fields.get("suites", "").split():
+                found.append(AptSource(uri.rstrip("/"), suite, components))
+    return tuple(found)
+
+
+def parse_one_line(text: str) -> tuple[AptSource, ...]:
+    """The `deb` lines of a sources.list: `deb [options] URI SUITE COMPONENT...`."""
+    found: list[AptSource] = []
+    for raw in text.splitlines():
+        line = re.sub(r"\[[^\]]*\]", " ", raw.split("#", 1)[0])  # options may hold spaces
+        words = line.split()
+        if len(words) >= 3 and words[0] == "deb":
+            found.append(AptSource(words[1].rstrip("/"), words[2], tuple(words[3:])))
+    return tuple(found)
+
+
+def apt_sources(files: Mapping[str, str]) -> tuple[AptSource, ...]:
+    """Entries of apt source files given as {path: text}; like apt, only .list and .sources."""
+    found: list[AptSource] = []
+    for path, text in sorted(files.items()):
+        if path.endswith(".sources"):
+            found += parse_deb822(text)
+        elif path.endswith(".list"):
+            found += parse_one_line(text)
+    return tuple(found)
+
+
+def mirror_lines(sources: Sequence[AptSource], suite: str = SUITE) -> tuple[str, ...]:
+    """sources.list lines for mmdebstrap: the suite's mirror, plus -updates and -security.
+
+    A host on another Debian release still names a Debian mirror: its URI serves `suite` too.
+    """
+    def usable(s: AptSource) -> bool:
+        return s.uri.startswith(("http://", "https://", "file:/")) and (
+            not s.components or "main" in s.components
+        )
+
+    main = [s for s in sources if usable(s) and s.suite == suite] or [
+        s for s in sources if usable(s) and "-" not in s.suite and s.uri.endswith("/debian")
+    ]
+    if not main:
+        raise DockerError(
+            f"no Debian mirror for {suite!r} in the host's apt sources; add one to "
+            "/etc/apt/sources.list.d/ or pass a mirror (`--mirror URL`)"
+        )
+    lines = [f"deb {main[0].uri} {suite} main"]
+    for extra in (f"{suite}-updates", f"{suite}-security"):
+        match = next((s for s in sources if usable(s) and s.suite == extra), None)
+        if match is not None:
+            lines.append(f"deb {match.uri} {extra} main")
+    return tuple(lines)
+
+
+def debian_arch(machine: str) -> str:
+    arches = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+    if machine.lower() not in arches:
+        raise DockerError(f"no awf images for machine {machine!r}; use x86_64 or aarch64")
+    return arches[machine.lower()]
+
+
+def wheel_platforms(arch: str) -> tuple[str, ...]:
+    """pip --platform values the image's glibc accepts, newest first.
+
+    pip expands only manylinux2014/2010 by itself, so each manylinux_2_N is listed.
+    """
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}[arch]
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)]
+    return (*tags, f"manylinux2014_{machine}")
+
+
+def runtime_requirements(pyproject: str) -> tuple[str, ...]:
+    """The project's runtime dependencies, as pyproject.toml states them."""
+    deps = tomllib.loads(pyproject).get("project", {}).get("dependencies", [])
+    return tuple(str(d) for d in deps)
+
+
+def project_name(pyproject: str) -> str:
+    return str(tomllib.loads(pyproject)["project"]["name"])
+
+
+def pip_download_args(dest: Path, requirements: Sequence[str], arch: str) -> list[str]:
+    args = ["download", "--only-binary", ":all:", "--dest", str(dest),
+            "--python-version", IMAGE_PYTHON, "--implementation", "cp",
+            "--abi", "cp" + IMAGE_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
+    for tag in wheel_platforms(arch):
+        args += ["--platform", tag]
+    return [*args, *requirements, *BUILD_BACKEND]
+
+
+def wheelset_key(requirements: Sequence[str], arch: str) -> str:
+    return digest("wheels", BUILDER_VERSION, IMAGE_PYTHON, arch, wheel_platforms(arch),
+                  sorted(requirements), BUILD_BACKEND)
+
+
+# File inputs.
+
+
+def _tree_files(root: Path, top: str) -> list[str]:
+    names: list[str] = []
+    base = root / top
+    if not base.is_dir():
+        return names
+    for path in sorted(base.rglob("*")):
+        rel = path.relative_to(root)
+        if any(p == "__pycache__" or p.startswith(".") for p in rel.parts):
+            continue
+        if path.is_file() and not path.name.endswith((".pyc", ".pyo")):
+            names.append(rel.as_posix())
+    return names
+
+
+def source_files(root: Path) -> tuple[str, ...]:
+    """Files our wheel is built from, relative to the source root, sorted."""
+    names = [name for name in PROJECT_FILES if (root / name).is_file()]
+    for top in PACKAGE_DIRS:
+        names += _tree_files(root, top)
+    return tuple(sorted(names))
+
+
+def file_hashes(root: Path, names: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (name, hashlib.sha256((root / name).read_bytes()).hexdigest()) for name in names
+    )
+
+
+def find_source_root() -> Path:
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise DockerError(
+            f"no awf source tree (pyproject.toml) at {str(root)!r}; awf images are built "
+            "from a source checkout: run `awf images build` from one"
+        )
+    return root
+
+
+def host_apt_files() -> dict[str, str]:
+    files: dict[str, str] = {}
+    for entry in APT_SOURCES:
+        paths = sorted(entry.iterdir()) if entry.is_dir() else [entry]
+        for path in paths:
+            if path.is_file():
+                with contextlib.suppress(OSError, UnicodeDecodeError):
+                    files[str(path)] = path.read_text()
+    return files
+
+
+# The plan: which tags, from which inputs. Computing it reads files but builds nothing.
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    base: str
+    pydeps: str  # awf-base plus a venv holding our dependencies: awf-runtime's parent
+    runtime: str
+    agent: str
+    arch: str
+    source_root: Path
+    sources: tuple[str, ...]
+    requirements: tuple[str, ...]
+    project: str
+    pydeps_dockerfile: str
+    runtime_dockerfile: str
+    agent_dockerfile: str
+    agent_files: tuple[str, ...]
+
+    @property
+    def tags(self) -> tuple[str, str, str, str]:
+        """Every image, parents first."""
+        return (self.base, self.pydeps, self.runtime, self.agent)
+
+    @property
+    def images(self) -> ImageSet:
+        return ImageSet(base=self.base, runtime=self.runtime, agent=self.agent)
+
+
+def make_plan(source_root: Path, *, arch: str, dockerfiles: Path = DOCKERFILES) -> Plan:
+    pyproject = (source_root / "pyproject.toml").read_text()
+    requirements = runtime_requirements(pyproject)
+    pydeps_df = (dockerfiles / "pydeps.Dockerfile").read_text()
+    runtime_df = (dockerfiles / "runtime.Dockerfile").read_text()
+    agent_df = (dockerfiles / "agent.Dockerfile").read_text()
+    base = base_tag(arch=arch)
+    sources = source_files(source_root)
+    agent_files = tuple(_tree_files(source_root, AGENT_DIR))
+    pydeps = stage_tag(
+        PYDEPS_REPO, base=base, dockerfile=pydeps_df,
+        inputs=(("wheels", wheelset_key(requirements, arch)),),
+    )
+    runtime = stage_tag(
+        RUNTIME_REPO, base=pydeps, dockerfile=runtime_df, inputs=file_hashes(source_root, sources)
+    )
+    agent = stage_tag(
+        AGENT_REPO, base=base, dockerfile=agent_df, inputs=file_hashes(source_root, agent_files)
+    )
+    return Plan(
+        base=base, pydeps=pydeps, runtime=runtime, agent=agent, arch=arch,
+        source_root=source_root, sources=sources, requirements=requirements,
+        project=project_name(pyproject), pydeps_dockerfile=pydeps_df,
+        runtime_dockerfile=runtime_df, agent_dockerfile=agent_df, agent_files=agent_files,
+    )
+
+
+# Reading results.
+
+
+def failure_summary(lines: Sequence[str]) -> str:
+    """The telling part of a failed tool's output: its first error lines (apt's "E:") and its
+    last, else the last lines."""
+    stripped = [line.strip() for line in lines if line.strip()]
+    errors = [line for line in stripped if line.startswith(("E:", "ERROR"))]
+    picked = errors[:2] + errors[-1:] if len(errors) > 2 else errors or stripped[-5:]
+    return " | ".join(picked) or "no output"
+
+
+def rootfs_command(tool: str, packages: Sequence[str], mirrors: Sequence[str],
+                   target: str) -> list[str]:
+    """The command that builds the root filesystem; mmdebstrap writes a tar to `target` "-"."""
+    include = "--include=" + ",".join(sorted(packages))
+    if tool == "mmdebstrap":
+        opts = [f"--dpkgopt={o}" for o in DPKG_OPTIONS]
+        return ["mmdebstrap", f"--variant={VARIANT}", "--format=tar", include, *opts,
+                SUITE, target, *mirrors]
+    mirror = mirrors[0].split()[1]  # debootstrap takes one mirror URI
+    return ["debootstrap", f"--variant={VARIANT}", include, SUITE, target, mirror]
+
+
+def stale_tags(found: Iterable[ImageInfo], keep: Iterable[str], *,
+               now: float) -> tuple[str, ...]:
+    """Tags of our repositories other than `keep` and :latest, on images over STALE_AFTER old.
+
+    The age margin spares a concurrent `awf run` that looked its tag up just before a rebuild.
+    """
+    wanted, repos = set(keep), set(REPOS)
+    return tuple(sorted(
+        tag
+        for image in found
+        if now - image.created > STALE_AFTER
+        for tag in image.tags
+        if tag.split(":", 1)[0] in repos and tag not in wanted and not tag.endswith(":latest")
+    ))
