@@ -1,6 +1,7 @@
 """`awf`: the command line. It picks every exit code of awf and prints every error that ends a
-command (`awf: ...`, one line). During `awf run`, `awf.run.say` prints the `[awf]` lines and the
-summary, and the command's own output passes through unchanged.
+command (`awf: ...`, one line) and the answers of `cleanup`, `images` and `--version`. During
+`awf run`, `awf.run` prints the `[awf]` lines and the summary, and the command's own output
+passes through unchanged.
 
     awf run [options] -- COMMAND     (also: awf [options] -- COMMAND)
     awf cleanup [--run ID | --all] [--dry-run]

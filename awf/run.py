@@ -12,8 +12,9 @@ Each backend (`awf.backends.netns`, `awf.backends.docker`) is a script of steps 
   `--agent-timeout` expires (124);
 - what the proxy is told (`proxy_argv`: its ports, listeners, log directory and policy flags) and
   what the command's resolver is (`resolv_conf`);
-- the user's side: `say` (every `[awf]` line of a run goes to stderr through it), `caller` (the
-  sudo caller), the logs directory and its ownership, `run.json` and the summary.
+- the user's side: `say` and `progress` (every line `awf run` itself prints goes to stderr
+  through them; the command's own output passes through its backend), `caller` (the sudo
+  caller), the logs directory and its ownership, `run.json` and the summary.
 
 Logs are kept after the run, mode 0644 in a 0755 directory, owned by the sudo caller, so
 reading them never needs sudo (finding L4).
@@ -46,6 +47,11 @@ from proxy.errors import AwfError
 
 def say(msg: str) -> None:
     print(f"[awf] {msg}", file=sys.stderr, flush=True)
+
+
+def progress(line: str) -> None:
+    """A line of a long step's own output (an image build), as it comes."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def caller() -> tuple[int, int] | None:

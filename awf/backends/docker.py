@@ -165,8 +165,7 @@ def run_docker(cfg: RunConfig) -> int:
     from containers.images import ensure_images
 
     try:
-        images = ensure_images(driver, progress=lambda line: print(line, file=sys.stderr,
-                                                                     flush=True))
+        images = ensure_images(driver, progress=shared.progress)
     except OSError as exc:
         raise DockerError(f"cannot prepare awf's images: {exc}") from exc
     early["images"] = round(time.monotonic() - t0, 4)
