@@ -120,9 +120,9 @@ class StubDns:
         self.counts[(name, dns.rdatatype.to_text(question.rdtype))] += 1
         await self.gate.wait()
         if udp and name in self.zone.truncate:
-            response = dns.message.make_response(query)
-            response.flags |= dns.flags.TC
-            return response.to_wire()
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.TC
+            return truncated.to_wire()
         response = self.zone.respond(query)
         return None if response is None else response.to_wire()
 
