@@ -55,7 +55,10 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxy.errors import BadRequest, ConfigError
+from proxy.addr import parse_ip_literal
+from proxy.errors import BadRequest, ConfigError, RequestError
+from proxy.hostnames import normalise_name
+from proxy.http1 import parse_absolute_target, parse_authority
 from proxy.policy import Policy, Scheme, check_port, parse_domain_list, parse_entry
 from proxy.reasons import Reason
 
@@ -359,10 +362,60 @@ def decide_url(rules: UrlRules, method: str, scheme: Scheme | str, host: str, po
     return UrlDecision(False, Reason.URL_NOT_ALLOWED, d.host, target=target)
 
 
+def decide_bumped(rules: UrlRules, tunnel_host: str, tunnel_port: int, method: str,
+                  host_header: bytes | None, target: bytes) -> UrlDecision:
+    """One request inside a bumped tunnel opened for ``tunnel_host:tunnel_port`` (the CONNECT
+    authority, or the SNI name and original port), in ARCHITECTURE §8's order:
+
+    1. the ``Host`` header (and the authority of an absolute-form target) must name the tunnel's
+       host and port (443 may be left out), compared normalised; otherwise ``misdirected``
+       (421); a missing or malformed one is ``bad_request``;
+    2. and 3. ``decide_url`` over ``https`` (blocklist, then the URL rules).
+    """
+    try:
+        tunnel = _host_key(tunnel_host)
+    except ValueError:
+        return UrlDecision(False, Reason.BAD_REQUEST, tunnel_host)
+    if host_header is None:
+        return UrlDecision(False, Reason.BAD_REQUEST, tunnel)
+    if not target.startswith(b"/") and b"://" in target[:10]:
+        try:
+            scheme, authority, target = parse_absolute_target(target)
+        except RequestError:
+            return UrlDecision(False, Reason.BAD_REQUEST, tunnel)
+        if scheme != b"https" or authority.port != tunnel_port or not _same_host(
+                authority.host, tunnel):
+            return UrlDecision(False, Reason.MISDIRECTED, tunnel)
+    try:
+        given = parse_authority(host_header, default_port=443)
+    except RequestError:
+        return UrlDecision(False, Reason.BAD_REQUEST, tunnel)
+    if given.port != tunnel_port or not _same_host(given.host, tunnel):
+        return UrlDecision(False, Reason.MISDIRECTED, tunnel)
+    try:
+        text = target.decode("ascii")
+    except UnicodeDecodeError:
+        return UrlDecision(False, Reason.BAD_REQUEST, tunnel)
+    return decide_url(rules, method, Scheme.HTTPS, tunnel_host, tunnel_port, text)
+
+
+def _host_key(host: str) -> str:
+    ip = parse_ip_literal(host)
+    return str(ip) if ip is not None else normalise_name(host)
+
+
+def _same_host(given: str, tunnel: str) -> bool:
+    try:
+        return _host_key(given) == tunnel
+    except ValueError:
+        return False
+
+
 __all__ = [
     "UrlDecision",
     "UrlRule",
     "UrlRules",
+    "decide_bumped",
     "decide_url",
     "normalise_target",
     "parse_rule",

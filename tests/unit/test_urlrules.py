@@ -13,6 +13,7 @@ from proxy.policy import Policy, Scheme
 from proxy.reasons import Reason
 from proxy.urlrules import (
     UrlRules,
+    decide_bumped,
     decide_url,
     normalise_target,
     parse_rule,
@@ -373,3 +374,72 @@ def test_no_catastrophic_backtracking() -> None:
     assert d.reason == NOT_URL
     assert time.perf_counter() - started < 2.0
     assert decide_url(rules, "GET", HTTPS, "r.test", 443, path + "b").allowed
+
+
+# ---------------------------------------------------------------------------- inside a bump
+
+BUMPED: list[tuple[str, int, str, bytes | None, bytes, Reason | None]] = [
+    ("api.github.com", 443, "GET", b"api.github.com", b"/repos/a", OK),
+    ("api.github.com", 443, "GET", b"API.GitHub.com.", b"/repos/a", OK),
+    ("api.github.com", 443, "GET", b"api.github.com:443", b"/repos/a", OK),
+    ("API.github.com", 443, "GET", b"api.github.com", b"/repos/a", OK),
+    ("api.github.com", 443, "GET", b"api.github.com", b"/user", NOT_URL),
+    ("api.github.com", 443, "GET", b"api.github.com", b"/repos/a%2Fb", BAD),
+    # the Host check comes first: a request for another host on this tunnel is 421
+    ("api.github.com", 443, "GET", b"evil.test", b"/repos/a", Reason.MISDIRECTED),
+    ("api.github.com", 443, "GET", b"github.com", b"/user", Reason.MISDIRECTED),
+    ("github.com", 443, "GET", b"api.github.com", b"/user", Reason.MISDIRECTED),
+    ("api.github.com", 443, "GET", b"api.github.com:8443", b"/repos/a", Reason.MISDIRECTED),
+    ("api.github.com", 8443, "GET", b"api.github.com", b"/repos/a", Reason.MISDIRECTED),
+    ("api.github.com", 8443, "GET", b"api.github.com:8443", b"/repos/a", OK),
+    ("api.github.com", 443, "GET", b"gist.github.com", b"/", Reason.MISDIRECTED),
+    ("api.github.com", 443, "GET", None, b"/repos/a", BAD),
+    ("api.github.com", 443, "GET", b"user@api.github.com", b"/repos/a", BAD),
+    ("api.github.com", 443, "GET", b"api.github.com:x", b"/repos/a", BAD),
+    ("api.github.com", 443, "GET", b"", b"/repos/a", BAD),
+    ("api.github.com", 443, "GET", b"api.github.com", b"/repos/\xc3\xa9", BAD),
+    # absolute-form inside the tunnel: its authority must agree too
+    ("api.github.com", 443, "GET", b"api.github.com", b"https://api.github.com/repos/a", OK),
+    ("api.github.com", 443, "GET", b"api.github.com", b"https://evil.test/repos/a",
+     Reason.MISDIRECTED),
+    ("api.github.com", 443, "GET", b"api.github.com", b"http://api.github.com/repos/a",
+     Reason.MISDIRECTED),
+    ("api.github.com", 443, "GET", b"api.github.com",
+     b"https://api.github.com:8443/repos/a", Reason.MISDIRECTED),
+    ("api.github.com", 443, "GET", b"api.github.com", b"https://api.github.com/user",
+     NOT_URL),
+    # IP tunnels
+    ("2001:db8::1", 443, "GET", b"[2001:db8::1]", b"/ipv6/a", OK),
+    ("2001:db8::1", 443, "GET", b"[2001:db8:0::1]:443", b"/ipv6/a", OK),
+    ("203.0.113.7", 443, "GET", b"203.0.113.7", b"/ip/a", OK),
+    ("203.0.113.7", 443, "GET", b"203.0.113.8", b"/ip/a", Reason.MISDIRECTED),
+    # the blocklist and the allowlist still rule
+    ("gist.github.com", 443, "GET", b"gist.github.com", b"/", Reason.DOMAIN_BLOCKED),
+    ("evil.test", 443, "GET", b"evil.test", b"/", Reason.DOMAIN_NOT_ALLOWED),
+    ("github.com", 443, "POST", b"github.com", b"/anything", OK),
+]
+
+
+@pytest.mark.parametrize(("tunnel", "port", "method", "host", "target", "reason"), BUMPED)
+def test_decide_bumped(tunnel: str, port: int, method: str, host: bytes | None, target: bytes,
+                       reason: Reason | None) -> None:
+    decision = decide_bumped(RULES, tunnel, port, method, host, target)
+    assert decision.reason == reason
+    assert decision.allowed is (reason is None)
+
+
+def test_misdirected_is_421() -> None:
+    assert Reason.MISDIRECTED.status == 421
+    assert Reason.URL_NOT_ALLOWED.status == 403
+    assert Reason.UPSTREAM_TLS_FAILED.status == 502
+
+
+def test_the_ca_covers_every_pattern_host() -> None:
+    """The integration feeds --allow-domains plus the patterns' hosts to the CA's constraints."""
+    from proxy.bump_ca import constraints_for
+    c = constraints_for(["github.com", "*.example.org", "example.info", *RULES.host_entries()])
+    for host in ("api.github.com", "api-v2.example.com", "a.cdn.test", "svc.example.edu",
+                 "2001:db8::1", "203.0.113.7", "uploads.example.org"):
+        assert c.permits(host), host
+    assert not c.permits("plain.example.info.evil.test")
+    assert not c.permits("203.0.113.8")
