@@ -11,7 +11,8 @@ The CA:
   key can sign nothing else. Each allow entry contributes its *literal suffix*: the labels after
   the last label holding ``*`` (``*.example.com`` and ``api-*.example.com`` give ``example.com``;
   ``github.com`` gives ``github.com``, which in RFC 5280 covers its subdomains, as contract §2
-  does). IP and CIDR entries become ``iPAddress`` subtrees. Constraints of one type say nothing
+  does). IP and CIDR entries become ``iPAddress`` subtrees (an IPv4 one with its IPv4-mapped
+  IPv6 twin, as the policy allows both spellings). Constraints of one type say nothing
   about the other, so when no name (no address) is allowed the CA *excludes* every name (the
   empty ``dNSName``, which matches all) or every address (``0.0.0.0/0``, ``::/0``). Plain
   blocked names and blocked networks inside a permitted subtree are excluded too.
@@ -66,6 +67,7 @@ ALPN = ("http/1.1",)
 
 _ALL_V4 = ipaddress.IPv4Network("0.0.0.0/0")
 _ALL_V6 = ipaddress.IPv6Network("::/0")
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _CN_MAX = 64  # X.520 upper bound on commonName
 
 
@@ -162,7 +164,12 @@ def _looks_like_ip(host: str) -> bool:
 
 
 def _collapse(networks: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    """Merged networks, v4 first; each IPv4 network brings its IPv4-mapped IPv6 twin
+    (``::ffff:a.b.c.d``), which the policy treats as the same address but X.509 does not."""
     nets = list(networks)
+    nets += [ipaddress.IPv6Network((int(_MAPPED.network_address) | int(n.network_address),
+                                    96 + n.prefixlen))
+             for n in nets if isinstance(n, ipaddress.IPv4Network)]
     v4 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv4Network))
     v6 = ipaddress.collapse_addresses(n for n in nets if isinstance(n, ipaddress.IPv6Network))
     return (*v4, *v6)

@@ -73,10 +73,13 @@ def test_constraints_are_the_literal_suffixes() -> None:
                        "secure.example.net")
     assert c.networks == (ipaddress.ip_network("198.51.100.0/24"),
                           ipaddress.ip_network("203.0.113.7/32"),
+                          ipaddress.ip_network("::ffff:198.51.100.0/120"),   # mapped twins
+                          ipaddress.ip_network("::ffff:203.0.113.7/128"),
                           ipaddress.ip_network("2001:db8::1/128"))
     # only plain blocked names and networks inside what is permitted
     assert c.excluded_names == ("gist.github.com",)
-    assert c.excluded_networks == (ipaddress.ip_network("198.51.100.128/25"),)
+    assert c.excluded_networks == (ipaddress.ip_network("198.51.100.128/25"),
+                                   ipaddress.ip_network("::ffff:198.51.100.128/121"))
 
 
 @pytest.mark.parametrize(("allow", "names"), [
@@ -139,7 +142,10 @@ def test_bad_entry_is_a_config_error() -> None:
     ("198.51.100.200", False),           # blocked half of the /24
     ("2001:db8::1", True),
     ("2001:db8::2", False),
-    ("::ffff:203.0.113.7", False),       # a different iPAddress to X.509
+    ("::ffff:203.0.113.7", True),        # the policy allows the mapped spelling too
+    ("::ffff:203.0.113.8", False),
+    ("::ffff:198.51.100.200", False),
+    ("64:ff9b::203.0.113.7", False),     # NAT64: not the same address to the policy either
 ])
 def test_permits(ca: CertificateAuthority, host: str, permitted: bool) -> None:
     assert ca.constraints.permits(host) is permitted
@@ -192,10 +198,13 @@ def test_ca_fields() -> None:
     assert permitted == {"example.com", "githubusercontent.com", "github.com",
                          "secure.example.net", ipaddress.ip_network("198.51.100.0/24"),
                          ipaddress.ip_network("203.0.113.7/32"),
+                         ipaddress.ip_network("::ffff:198.51.100.0/120"),
+                         ipaddress.ip_network("::ffff:203.0.113.7/128"),
                          ipaddress.ip_network("2001:db8::1/128")}
     assert nc.value.excluded_subtrees is not None
     assert {t.value for t in nc.value.excluded_subtrees} == {
-        "gist.github.com", ipaddress.ip_network("198.51.100.128/25")}
+        "gist.github.com", ipaddress.ip_network("198.51.100.128/25"),
+        ipaddress.ip_network("::ffff:198.51.100.128/121")}
     assert ca.constraints == constraints_for(ALLOW, BLOCK)
     assert CertificateAuthority.of(ca.key, cert).constraints == ca.constraints
 
@@ -298,7 +307,7 @@ def _openssl_verify(tmp_path: Path, ca: CertificateAuthority, leaf: x509.Certifi
 @needs_openssl
 @pytest.mark.parametrize("host", ["github.com", "api.github.com", "raw.githubusercontent.com",
                                   "api-v2.example.com", "secure.example.net", "203.0.113.7",
-                                  "198.51.100.9", "2001:db8::1"])
+                                  "198.51.100.9", "2001:db8::1", "::ffff:203.0.113.7"])
 def test_openssl_verifies_a_leaf(tmp_path: Path, ca: CertificateAuthority,
                                  leaf_key: ec.EllipticCurvePrivateKey, host: str) -> None:
     leaf = ca.issue(host, leaf_key)
@@ -318,6 +327,8 @@ def test_openssl_verifies_a_leaf(tmp_path: Path, ca: CertificateAuthority,
     ("203.0.113.8", "permitted subtree violation"),
     ("198.51.100.200", "excluded subtree violation"),        # blocked half
     ("2001:db8::2", "permitted subtree violation"),
+    ("::ffff:198.51.100.200", "excluded subtree violation"),
+    ("64:ff9b::cb00:7107", "permitted subtree violation"),
 ])
 def test_openssl_rejects_a_leaf_forged_outside_the_constraints(
         tmp_path: Path, ca: CertificateAuthority, leaf_key: ec.EllipticCurvePrivateKey,
