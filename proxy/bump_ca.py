@@ -481,7 +481,13 @@ class LeafCache:
         return len(self._contexts)
 
     def __contains__(self, host: object) -> bool:
-        return isinstance(host, str) and host in self._contexts
+        """Is a context for ``host`` (any accepted spelling) cached?"""
+        if not isinstance(host, str):
+            return False
+        try:
+            return leaf_name(host) in self._contexts
+        except ValueError:
+            return False
 
     def close(self) -> None:
         self._contexts.clear()

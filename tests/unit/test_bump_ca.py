@@ -506,6 +506,8 @@ def test_lru_bound(ca: CertificateAuthority) -> None:
         cache.context_for("d.github.com")                    # evicts b, the oldest
         assert len(cache) == 3
         assert "b.github.com" not in cache
+        assert "A.GITHUB.COM." in cache
+        assert "a..b" not in cache
         assert all(n in cache for n in ("a.github.com", "c.github.com", "d.github.com"))
         assert cache.issued == 4
         cache.context_for("b.github.com")                    # made again
