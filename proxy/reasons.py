@@ -10,7 +10,7 @@ from enum import StrEnum
 
 NO_ANSWER = 0
 """The status logged for a refusal that gets no HTTP answer (TLS without SNI: the connection is
-closed, there is no HTTP to answer in)."""
+closed, there is no HTTP to answer in), or for non-TLS bytes on a bumped connection."""
 
 
 class Reason(StrEnum):
@@ -31,6 +31,11 @@ class Reason(StrEnum):
     RESPONSE_TIMEOUT = "response_timeout"
     BAD_RESPONSE = "bad_response"
     NO_SNI = "no_sni"
+    # SSL bump and --allow-urls (ARCHITECTURE §8)
+    URL_NOT_ALLOWED = "url_not_allowed"
+    MISDIRECTED = "misdirected"
+    UPSTREAM_TLS_FAILED = "upstream_tls_failed"
+    NOT_TLS = "not_tls"
 
     @property
     def status(self) -> int:
@@ -55,4 +60,8 @@ STATUS: dict[Reason, int] = {
     Reason.RESPONSE_TIMEOUT: 504,
     Reason.BAD_RESPONSE: 502,
     Reason.NO_SNI: NO_ANSWER,
+    Reason.URL_NOT_ALLOWED: 403,
+    Reason.MISDIRECTED: 421,
+    Reason.UPSTREAM_TLS_FAILED: 502,
+    Reason.NOT_TLS: NO_ANSWER,
 }
