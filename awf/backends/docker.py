@@ -37,6 +37,7 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from types import FrameType
 
+import containers
 from awf.config import RunConfig
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
@@ -647,7 +648,8 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         from containers.images import one_shot_library
 
         library, entry = "/run/awf/one_shot_token.so", ENTRY_MOUNTED
-        mounts += [Mount(str(Path(__file__).resolve().parent / "agent"), "/run/awf/agent"),
+        agent_dir = Path(containers.__file__).resolve().parent / "agent"
+        mounts += [Mount(str(agent_dir), "/run/awf/agent"),
                    Mount(str(one_shot_library()), library)]
     spec = {
         "root": root or "/", "home": home, "uid": uid, "gid": gid, "groups": [gid],
