@@ -31,6 +31,8 @@ class Reason(StrEnum):
     RESPONSE_TIMEOUT = "response_timeout"
     BAD_RESPONSE = "bad_response"
     NO_SNI = "no_sni"
+    NAME_TOO_LONG = "name_too_long"  # DNS: a label over 63 or a name over --dns-max-name-length
+    DNS_BUDGET = "dns_budget"  # DNS: too many distinct names under one allowed name per minute
 
     @property
     def status(self) -> int:
@@ -55,4 +57,6 @@ STATUS: dict[Reason, int] = {
     Reason.RESPONSE_TIMEOUT: 504,
     Reason.BAD_RESPONSE: 502,
     Reason.NO_SNI: NO_ANSWER,
+    Reason.NAME_TOO_LONG: 403,  # DNS only: answered REFUSED, never an HTTP status
+    Reason.DNS_BUDGET: 403,  # DNS only: answered REFUSED, never an HTTP status
 }
