@@ -354,6 +354,7 @@ def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[Con
                ("net.ipv4.conf.default.accept_redirects", "0")]
     if subnets.v6 is not None:
         sysctls += [("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0"),
+                    ("net.ipv6.conf.eth0.accept_ra", "0"),  # all/default miss an existing eth0
                     ("net.ipv6.conf.all.accept_redirects", "0"),
                     ("net.ipv6.conf.default.accept_redirects", "0")]
     else:
