@@ -583,7 +583,7 @@ def _guard_spec(run: Run, runtime: str, ws: str | None) -> ContainerSpec:
         "allowed_bind_roots": [ws] if ws else [],
         "labels": [list(kv) for kv in run.labels(labels.Role.SIBLING)],
         "seccomp_json": seccomp.stage1_json(), "memory": limits.memory, "pids": limits.pids,
-        "nano_cpus": limits.nano_cpus,
+        "nano_cpus": limits.nano_cpus, "resolv_conf": str(run.work / "resolv.conf"),
     }
     host_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host_socket.startswith("unix://"):
