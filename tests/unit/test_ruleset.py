@@ -241,6 +241,23 @@ def test_docker_dns_is_refused_before_loopback_is_accepted() -> None:
     assert "127.0.0.11" not in agent().render()
 
 
+def test_routed_tcp_leaves_only_via_the_proxys_next_hop() -> None:
+    """Issue 20: no TCP 80/443 accept without the proxy as next hop (an fe80:: address on the
+    link is its own next hop, so it falls through to refuse and is counted)."""
+    for ruleset in (agent(), full_agent()):
+        out = ruleset.model().chains[0].rules
+        tcp = [r.render() for r in out if r.action == "accept" and "443" in r.render()]
+        assert tcp == [
+            "meta nfproto ipv4 rt ip nexthop 10.213.0.1 meta l4proto tcp th dport "
+            f"{{ {', '.join(map(str, sorted(ruleset.tcp_ports)))} }} accept",
+            "meta nfproto ipv6 rt ip6 nexthop fd61:7766:1::1 meta l4proto tcp th dport "
+            f"{{ {', '.join(map(str, sorted(ruleset.tcp_ports)))} }} accept"]
+        assert out[-1].render() == "goto refuse"
+    v4only = [r.render() for r in agent(proxy_v6=None).model().chains[0].rules]
+    assert [r for r in v4only if "443" in r] == [
+        "meta nfproto ipv4 rt ip nexthop 10.213.0.1 meta l4proto tcp th dport { 80, 443 } accept"]
+
+
 # --- contract §4 for the proxy's own egress --------------------------------------------------
 
 
