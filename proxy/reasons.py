@@ -36,6 +36,8 @@ class Reason(StrEnum):
     MISDIRECTED = "misdirected"
     UPSTREAM_TLS_FAILED = "upstream_tls_failed"
     NOT_TLS = "not_tls"
+    NAME_TOO_LONG = "name_too_long"  # DNS: a label over 63 or a name over --dns-max-name-length
+    DNS_BUDGET = "dns_budget"  # DNS: too many distinct names under one allowed name per minute
 
     @property
     def status(self) -> int:
@@ -64,4 +66,6 @@ STATUS: dict[Reason, int] = {
     Reason.MISDIRECTED: 421,
     Reason.UPSTREAM_TLS_FAILED: 502,
     Reason.NOT_TLS: NO_ANSWER,
+    Reason.NAME_TOO_LONG: 403,  # DNS only: answered REFUSED, never an HTTP status
+    Reason.DNS_BUDGET: 403,  # DNS only: answered REFUSED, never an HTTP status
 }

@@ -355,6 +355,7 @@ def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[Con
                ("net.ipv4.conf.default.accept_redirects", "0")]
     if subnets.v6 is not None:
         sysctls += [("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0"),
+                    ("net.ipv6.conf.eth0.accept_ra", "0"),  # all/default miss an existing eth0
                     ("net.ipv6.conf.all.accept_redirects", "0"),
                     ("net.ipv6.conf.default.accept_redirects", "0")]
     else:
@@ -583,7 +584,7 @@ def _guard_spec(run: Run, runtime: str, ws: str | None) -> ContainerSpec:
         "allowed_bind_roots": [ws] if ws else [],
         "labels": [list(kv) for kv in run.labels(labels.Role.SIBLING)],
         "seccomp_json": seccomp.stage1_json(), "memory": limits.memory, "pids": limits.pids,
-        "nano_cpus": limits.nano_cpus,
+        "nano_cpus": limits.nano_cpus, "resolv_conf": str(run.work / "resolv.conf"),
     }
     host_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host_socket.startswith("unix://"):
