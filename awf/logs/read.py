@@ -322,7 +322,13 @@ def docker_runs() -> dict[str, int]:
 
 
 def search_dirs() -> list[Path]:
-    """Where `awf run` puts logs by default: $TMPDIR (awf.runlog.logs_dir)."""
+    """Where `awf run` puts logs by default: $TMPDIR (awf.runlog.logs_dir uses
+    tempfile.gettempdir()). The first of $TMPDIR, $TEMP, $TMP that is a directory counts even
+    when this user cannot write to it (gettempdir() would skip it): reading needs no write."""
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        value = os.environ.get(var)
+        if value and os.path.isdir(value):
+            return [Path(value)]
     return [Path(tempfile.gettempdir())]
 
 
