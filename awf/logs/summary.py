@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from awf.logs.stats import Counts, HostCount, sorted_hosts
+from awf.logs.stats import TIMES, Counts, HostCount, host_port, sorted_hosts
 from awf.logs.suggest import Suggestion
 
 MAX_ROWS = 50
@@ -56,6 +56,17 @@ def _names(names: list[str]) -> str:
     return shown + (f", … {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else "")
 
 
+def rows(hosts: list[HostCount], limit: int = MAX_ROWS) -> list[HostCount]:
+    """At most `limit` hosts, in their order; when some must go, the hosts with denials or
+    failures stay first (they are what a reader looks for)."""
+    if len(hosts) <= limit:
+        return hosts
+    trouble = [h for h in hosts if h.denied or h.would_deny or h.failed][:limit]
+    keep = {id(h) for h in trouble}
+    keep |= {id(h) for h in [h for h in hosts if id(h) not in keep][:limit - len(trouble)]}
+    return [h for h in hosts if id(h) in keep]
+
+
 def markdown(c: Counts, hint: Suggestion | None = None, *, open_: bool = True) -> str:
     """The `<details>` block: the headline, a table by host, DNS and drops, and the
     `--allow-domains` that would have let the denied names through."""
@@ -64,7 +75,7 @@ def markdown(c: Counts, hint: Suggestion | None = None, *, open_: bool = True) -
     hosts = sorted_hosts(c)
     if hosts:
         out += ["| Host | Allowed | Denied | Reason |", "|---|---:|---:|---|"]
-        for h in hosts[:MAX_ROWS]:
+        for h in rows(hosts):
             denied = h.denied + h.would_deny
             reason = reasons_cell(h)
             out.append(f"| {cell(h.host or '(none)')} | {h.allowed} | {denied} |"
@@ -86,3 +97,19 @@ def markdown(c: Counts, hint: Suggestion | None = None, *, open_: bool = True) -
         out.pop()
     out.append("</details>")
     return "\n".join(out) + "\n"
+
+
+def stderr_lines(c: Counts, hint: Suggestion | None = None, *, limit: int = 20) -> list[str]:
+    """The post-run summary on stderr, without the `[awf] ` prefix: the count, one line per
+    denied or failed `host:port` with its reason, and the `--allow-domains` hint."""
+    lines = [c.summary_line()]
+    targets = sorted(c.targets.items(), key=lambda kv: (-kv[1], kv[0]))
+    for (host, port, reason), n in targets[:limit]:
+        what = "failed" if reason in c.failures and reason not in c.denials else "denied"
+        lines.append(f"  {what} {host_port(host, port)} ({reason})"
+                     + (f" {TIMES}{n}" if n > 1 else ""))
+    if len(targets) > limit:
+        lines.append(f"  … {len(targets) - limit} more (awf logs --decision deny)")
+    if hint is not None and hint.added:
+        lines.append(f"To allow the denied domains: {hint.flag}")
+    return lines
