@@ -529,3 +529,32 @@ async def test_follow_a_running_proxy_until_it_ends(tmp_path: Path) -> None:
     assert code == 0, err
     assert " DENY CONNECT late.example:443 403 domain_not_allowed" in rest.decode()
     assert err == b""
+
+
+def test_colour_on_a_terminal_only(run_dir: Path) -> None:
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "awf.cli", "logs", "--source", str(run_dir),
+                            "--decision", "deny"], stdout=secondary, stderr=subprocess.PIPE,
+                           cwd=ROOT, timeout=30, env={**os.environ, "TERM": "xterm"})
+        os.close(secondary)
+        secondary = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert p.returncode == 0
+    assert out.count(b"\x1b[31mDENY\x1b[0m") == 4
+    plain = awf_proc("--source", str(run_dir), "--decision", "deny")
+    assert "\x1b" not in plain.out

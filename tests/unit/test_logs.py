@@ -380,3 +380,17 @@ def test_filter_hides_selftest_unless_all() -> None:
     assert Filter(host="*.test")(dns("evil.test"))
     assert not Filter(since=1e10)(rec("a.test"))
     assert not Filter(since=0)({"host": "a.test", "ts": "garbage"})
+
+
+def test_the_short_way_counts_like_the_general_one() -> None:
+    recs = [rec("a.test", client="[fd00::20]:5000", up=3), rec("a.test", client="10.0.0.2:1"),
+            rec("a.test", client="10.0.0.2:2", reason="connect_failed"),
+            rec("b.test", "deny", "domain_not_allowed", client="nohost"),
+            rec("b.test", "deny", "domain_not_allowed", client="[fd00::20]:7"),
+            rec("c.test", ts="2026-12-06T00:00:00.000Z"), rec(NAME), {**rec("d.test"), "port": 1.5}]
+    fast, general = Tally(), Tally()
+    for r in recs * 3:
+        fast.add(r)
+        general._add_general(r)
+    assert fast.result().to_json() == general.result().to_json()
+    assert fast.result().addresses == {"fd00::20": 6, "10.0.0.2": 12, "nohost": 3}
