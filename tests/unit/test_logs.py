@@ -159,9 +159,10 @@ def test_a_big_file_split_among_processes_counts_the_same(tmp_path: Path) -> Non
     lines[1234] = "{broken"
     lines[2500] = "[]"
     path = tmp_path / "access.jsonl"
-    path.write_text("\n".join(lines) + "\n")
+    lines[2000] = ""  # a blank line: skipped, not malformed
+    path.write_text("\n".join(lines))  # no newline after the last line
     results = []
-    for workers in (1, 2, 3):
+    for workers in (1, 2, 3, 7):
         warnings: list[str] = []
         reader = read.Reader(warn=warnings.append)
         tally = Tally()
@@ -169,8 +170,8 @@ def test_a_big_file_split_among_processes_counts_the_same(tmp_path: Path) -> Non
         results.append(tally.result().to_json())
         assert reader.malformed == 2
         assert warnings == [f"{path}: line 1235 is not a JSON object; skipped"]
-    assert results[0] == results[1] == results[2]
-    assert results[0]["requests"] == 2998
+    assert results[0] == results[1] == results[2] == results[3]
+    assert results[0]["requests"] == 2997
 
 
 # -- the reader ----------------------------------------------------------------------------
