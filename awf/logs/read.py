@@ -506,14 +506,21 @@ def tally_access(path: Path, tally: Any, reader: Reader, *, workers: int | None 
     bounds = [size * i // workers for i in range(workers + 1)]
     ranges = list(itertools.pairwise(bounds))
     try:
+        parts = None
         if workers > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
+            from concurrent.futures.process import BrokenProcessPool
 
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as ex:
-                parts = list(ex.map(_tally_range, [str(path)] * workers, [a for a, _ in ranges],
-                                    [b for _, b in ranges], [tally.api_proxy] * workers))
-        else:
+            try:
+                with ProcessPoolExecutor(workers,
+                                         mp_context=multiprocessing.get_context("fork")) as ex:
+                    parts = list(ex.map(_tally_range, [str(path)] * workers,
+                                        [a for a, _ in ranges], [b for _, b in ranges],
+                                        [tally.api_proxy] * workers))
+            except BrokenProcessPool:  # a worker died (killed, out of memory): do it here
+                parts = None
+        if parts is None:
             parts = [_tally_range(str(path), 0, size, tally.api_proxy)]
     except OSError as exc:
         raise NoLogs(f"cannot read {path}: {exc.strerror}") from exc
@@ -526,14 +533,16 @@ def tally_access(path: Path, tally: Any, reader: Reader, *, workers: int | None 
         before += lines
 
 
-def load_counts(source: Source, reader: Reader | None = None) -> Counts:
-    """The `stats.Counts` of a source: its access log, DNS log and network-layer drops."""
+def load_counts(source: Source, reader: Reader | None = None, *,
+                workers: int | None = None) -> Counts:
+    """The `stats.Counts` of a source: its access log, DNS log and network-layer drops.
+    `workers`: see `tally_access`."""
     from awf.logs.stats import Tally
 
     reader = reader or Reader()
     tally = Tally(source.run.api_proxy if source.run is not None else frozenset())
     if source.access is not None:
-        tally_access(source.access, tally, reader)
+        tally_access(source.access, tally, reader, workers=workers)
     if source.dns is not None:
         for rec, _ in reader.records(source.dns):
             tally.add_dns(rec)
@@ -544,6 +553,9 @@ def load_counts(source: Source, reader: Reader | None = None) -> Counts:
     return counts
 
 
-def count_dir(logs: Path) -> Counts:
-    """The true count of a finished run's logs directory (for the post-run summary)."""
-    return load_counts(dir_source(logs, docker=False))
+def count_dir(logs: Path, reader: Reader | None = None) -> Counts:
+    """The true count of a finished run's logs directory, for the post-run summary: in this
+    process only (awf may still have threads then, and forking a threaded process is unsafe),
+    never asking Docker. Malformed lines are counted (`Counts.malformed`); `reader` decides
+    how they are reported (by default one `awf logs: warning:` line per file)."""
+    return load_counts(dir_source(logs, docker=False), reader, workers=1)
