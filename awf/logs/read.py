@@ -272,7 +272,7 @@ def run_state(path: Path, run_id: str, *, docker: bool = True,
         return "running", owner, doc
     if docker_live is None and docker:
         docker_live = docker_runs()
-    for key in (str(path), run):
+    for key in (os.path.realpath(path), run):
         if docker_live and key in docker_live:
             return "running", docker_live[key], doc
     return ("finished" if doc else "unfinished"), None, doc
@@ -310,7 +310,7 @@ def docker_runs() -> dict[str, int]:
             out[run] = int(pid)
             logs = obj.label(labels.LOGS_DIR)
             if logs:
-                out[logs] = int(pid)
+                out[os.path.realpath(logs)] = int(pid)
     except Exception:
         return {}
     finally:
@@ -344,7 +344,7 @@ def find_runs(dirs: list[Path] | None = None, *, docker: bool = True) -> list[Ru
             continue
         for p in entries:
             if p.name.startswith(PREFIX) and p.is_dir():
-                paths[str(p)] = (p, p.name[len(PREFIX):])
+                paths[os.path.realpath(p)] = (p, p.name[len(PREFIX):])
     for key in live:  # --proxy-logs-dir of live Docker runs
         if key.startswith("/") and key not in paths and Path(key).is_dir():
             paths[key] = (Path(key), Path(key).name.removeprefix(PREFIX))
