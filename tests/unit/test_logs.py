@@ -395,3 +395,44 @@ def test_the_short_way_counts_like_the_general_one() -> None:
         general._add_general(r)
     assert fast.result().to_json() == general.result().to_json()
     assert fast.result().addresses == {"fd00::20": 6, "10.0.0.2": 12, "nohost": 3}
+
+
+def test_docker_runs_from_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Docker backend records a live run only in its containers' labels."""
+    import os
+    import socket
+
+    from containers import labels
+    from containers.driver import ContainerInfo, Labelled
+    from containers.rundriver import RunDriver
+
+    logs = tmp_path / "custom-logs"
+    logs.mkdir()
+    me, host = str(os.getpid()), socket.gethostname()
+
+    def info(run: str, pid: str, where: str, *extra: tuple[str, str]) -> ContainerInfo:
+        return ContainerInfo(run, f"awf-{run}-proxy", "running", (
+            (labels.RUN, run), (labels.OWNER_PID, pid), (labels.HOST, where),
+            (labels.LOGS_DIR, str(logs)), *extra))
+
+    class Fake:
+        def list_by_label(self, key: str) -> Labelled:
+            assert key == labels.RUN
+            return Labelled((info("aaaa0001", me, host), info("aaaa0002", "999999999", host),
+                             info("aaaa0003", me, "elsewhere"),
+                             info("aaaa0004", me, host, (labels.TEST, "1"))), ())
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")
+    monkeypatch.setenv("AWF_LOGS_DOCKER", "1")
+    monkeypatch.setattr(RunDriver, "connect", classmethod(lambda cls, timeout=60: Fake()))
+    live = read.docker_runs()
+    assert live == {"aaaa0001": os.getpid(), os.path.realpath(logs): os.getpid()}
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "nothing-here"))
+    (tmp_path / "nothing-here").mkdir()
+    [run] = read.find_runs()
+    assert (run.path, run.state, run.pid) == (logs, "running", os.getpid())
+    monkeypatch.setenv("AWF_LOGS_DOCKER", "0")
+    assert read.docker_runs() == {}
