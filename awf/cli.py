@@ -3,6 +3,7 @@
     awf run [options] -- COMMAND     (also: awf [options] -- COMMAND)
     awf cleanup [--run ID | --all] [--dry-run]
     awf images build [--force]
+    awf logs [stats|summary|suggest] ...   (awf/logs/cli.py)
     awf --version
 """
 
@@ -18,6 +19,7 @@ from proxy.errors import AwfError, ConfigError
 USAGE = """usage: awf run [options] -- COMMAND [ARG...]
        awf cleanup [--run ID | --all] [--dry-run]
        awf images build [--force]
+       awf logs [stats|summary|suggest] [--source RUN|DIR|FILE|running] [options]
        awf --version
 
 awf runs COMMAND with no way to the network but awf-proxy. See `awf run --help`."""
@@ -93,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cleanup(args[1:])
         if args[0] == "images":
             return _images(args[1:])
+        if args[0] == "logs":
+            from awf.logs.cli import main as logs
+
+            return logs(args[1:])
         if args[0] == "run":
             args = args[1:]
         elif not (args[0].startswith("-")):
