@@ -146,6 +146,8 @@ def load(spec: str, parser: argparse.ArgumentParser, stdin: TextIO | None = None
             raise ConfigError(f"--config {name}: unknown key {key!r} (neither one of awf's keys, "
                               "the long flag names with _ for -, nor upstream awf's; see "
                               "docs/config.md)")
+        if value is None:  # `key:` with no value (as --print-config shows unset keys)
+            continue
         out.values[action.dest] = _as_flag_value(action, value, f"--config {name}: {key}")
         out.where[action.dest] = key
     return out
@@ -195,7 +197,7 @@ def _apply_row(out: FileValues, parser: argparse.ArgumentParser, path: str, row:
             return  # antigravity wins, as upstream
         out.values[dest], out.where[dest] = converted, path
         return
-    if isinstance(action, UpstreamFlag):  # the post-merge check notes or refuses it
+    if isinstance(action, UpstreamFlag) and _same(action.row, row):  # checked after the merge
         out.values[action.dest] = _as_flag_value(action, value, here)
         out.where[action.dest] = path
         return
@@ -204,6 +206,11 @@ def _apply_row(out: FileValues, parser: argparse.ArgumentParser, path: str, row:
     if row.status is Status.REFUSED:
         raise ConfigError(f"{here}: {row.reason}")
     out.notes.append(f"{path} in {out.name}: {row.reason}")
+
+
+def _same(a: Row, b: Row) -> bool:
+    return (a.status, a.reason, a.inert, a.empty_inert) == (b.status, b.reason, b.inert,
+                                                             b.empty_inert)
 
 
 def _show(value: Any) -> str:
@@ -255,6 +262,7 @@ class Layered:
     sources: dict[str, str]  # dest -> flag | file | default
     file: FileValues
     notes: list[str]
+    keys: dict[str, str] = field(default_factory=dict)  # dest -> its flat key (long flag name)
 
 
 def parse_layered(parser: argparse.ArgumentParser, argv: Sequence[str],
@@ -290,12 +298,19 @@ def parse_layered(parser: argparse.ArgumentParser, argv: Sequence[str],
         value = merged[action.dest]
         if action.row.asks_nothing(value) or action.row.silent:
             continue
-        where = (action.option_strings[-1] if sources[action.dest] == "flag"
-                 else f"{file.where[action.dest]} in {file.name}")
+        from_flag = sources[action.dest] == "flag"
         if action.row.status is Status.REFUSED:
+            where = (action.option_strings[-1] if from_flag
+                     else f"--config {file.name}: {file.where[action.dest]}")
             raise ConfigError(f"{where}: {action.row.reason}")
+        where = (action.option_strings[-1] if from_flag
+                 else f"{file.where[action.dest]} in {file.name}")
         notes.append(f"{where}: {action.row.reason}")
-    return Layered(argparse.Namespace(**merged), sources, file, notes)
+    keys = {}
+    for action in actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        keys[action.dest] = flag_dest(longs[0]) if longs else action.dest
+    return Layered(argparse.Namespace(**merged), sources, file, notes, keys)
 
 
 def take_localhost(entries: Sequence[str]) -> tuple[list[str], bool]:
@@ -338,7 +353,8 @@ def effective_items(layered: Layered) -> Iterator[tuple[str, Any, str]]:
     for dest in sorted(vars(layered.ns)):
         if dest in NOT_IN_FILE or (dest in upstream_only and layered.sources[dest] == "default"):
             continue
-        yield dest, redact(dest, getattr(layered.ns, dest)), layered.sources[dest]
+        key = layered.keys.get(dest, dest)
+        yield key, redact(key, getattr(layered.ns, dest)), layered.sources[dest]
 
 
 def render_effective(items: Sequence[tuple[str, Any, str]], config: str | None) -> str:
