@@ -92,7 +92,7 @@ def docker_rulesets(cfg: RunConfig) -> str:
         v6 = (topology.parse_subnet("--subnet6", cfg.subnet6, topology.DEFAULT_V6, 64)
               if cfg.subnet6 else topology.DEFAULT_V6)
     subnets = topology.Subnets(v4, v6, topology.POOL_V4)  # type: ignore[arg-type]
-    ports = topology.tcp_ports(cfg.proxy.allow_ports)  # as awf/backends/docker.py does
+    ports = topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)  # as the backend
     ranges: list[IPNetwork] = [ip_network(item.strip(), strict=False)
                                for entry in cfg.proxy.allow_range
                                for item in entry.split(",") if item.strip()]

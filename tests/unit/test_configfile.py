@@ -470,6 +470,13 @@ def test_port_scoped_entries_pass_through():
         run("-d", "svc.example.com:22", "--", "true")
 
 
+def test_port_scoped_ports_reach_the_rulesets(tmp_path: Path):
+    cfg = run("-d", "svc.example.com:8080", "--", "true")
+    write_audit(cfg, tmp_path)
+    nft = (tmp_path / "rulesets.nft").read_text()
+    assert "th dport { 80, 443, 8080 } redirect to :3129" in nft
+
+
 # ------------------------------------------------------------------------------ --audit-dir
 
 
