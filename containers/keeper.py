@@ -5,7 +5,9 @@
 It holds NET_ADMIN only while it sets up: applies the agent ruleset (`inet awf`) and verifies
 it; routes everything via the proxy (the subnet's on-link route is replaced by a host route to
 the proxy alone, so even the Docker bridge's gateway address is reached only through the
-proxy); checks the routes; waits for the proxy to answer; runs the self-test of
+proxy); removes every other route of the main table, so the namespace keeps exactly the routes
+of `route_plan`; checks that router advertisements are off on eth0 (`accept_ra` 0, set by the
+container's sysctls); checks the routes; waits for the proxy to answer; runs the self-test of
 `netfilter.selftest` as uid 65534 in a child; prints `awf-netns ready <sha256>`; then execs
 `setpriv` to drop every capability and sleep. Any failure prints `awf-netns failed: ...` and
 exits 125, so awf never creates the agent.
@@ -22,7 +24,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from netfilter import apply as nft
@@ -53,15 +56,97 @@ def _route_via(dst: str) -> str | None:
     return str(routes[0].get("gateway")) if routes and routes[0].get("gateway") else None
 
 
-def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
-    dev = "eth0"
-    _ip(f"route del {subnet_v4} dev {dev}\n"
-        f"route replace {agent.proxy_v4}/32 dev {dev} scope link\n"
-        f"route replace default via {agent.proxy_v4} dev {dev}\n")
+DEV = "eth0"
+
+
+LINK_LOCAL_V6 = "fe80::/64"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The routes awf puts in the agent's namespace (pure data): per family the `ip -batch`
+    text that makes them, and the destinations the main table may hold afterwards.
+
+    The kernel's `fe80::/64 dev eth0` is the one route kept that awf did not write: through it
+    the host's and the bridge's link-local addresses were reached outside the proxy, and it is
+    the ruleset that refuses that now (TCP 80/443 only via the proxy's next hop), recording
+    each attempt in @rejected6 (l3-drops.json). Without the route the kernel would refuse at
+    connect() with ENETUNREACH, fail closed too, but before nftables sees a packet, so the
+    attempt would go unrecorded."""
+
+    v4: str
+    v6: str | None
+    keep_v4: frozenset[str]
+    keep_v6: frozenset[str]
+
+
+def route_plan(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None,
+               dev: str = DEV) -> RoutePlan:
+    v4 = (f"route del {subnet_v4} dev {dev}\n"
+          f"route replace {agent.proxy_v4}/32 dev {dev} scope link\n"
+          f"route replace default via {agent.proxy_v4} dev {dev}\n")
+    v6 = None
+    keep_v6: frozenset[str] = frozenset()
     if subnet_v6 is not None and agent.proxy_v6 is not None:
-        _ip(f"route del {subnet_v6} dev {dev}\n"
-            f"route replace {agent.proxy_v6}/128 dev {dev}\n"
-            f"route replace default via {agent.proxy_v6} dev {dev}\n", "-6")
+        v6 = (f"route del {subnet_v6} dev {dev}\n"
+              f"route replace {agent.proxy_v6}/128 dev {dev}\n"
+              f"route replace default via {agent.proxy_v6} dev {dev}\n")
+        keep_v6 = frozenset({"default", str(agent.proxy_v6), LINK_LOCAL_V6})
+    return RoutePlan(v4, v6, frozenset({"default", str(agent.proxy_v4)}), keep_v6)
+
+
+def stray_routes(routes: Sequence[Mapping[str, object]], keep: frozenset[str]) -> list[str]:
+    """`ip -batch` lines deleting every route of `ip -j route show` (the main table) whose
+    destination is not in the plan: an RA's, the subnet's, anything else."""
+    out = []
+    for route in routes:
+        dst = str(route.get("dst", ""))
+        if dst in keep:
+            continue
+        dev = route.get("dev")
+        out.append(f"route del {dst}" + (f" dev {dev}" if dev else "") + "\n")
+    return out
+
+
+def _routes(family: str) -> list[dict[str, object]]:
+    done = subprocess.run(["ip", "-j", family, "route", "show", "table", "main"], text=True,
+                          capture_output=True, timeout=10, check=False)
+    if done.returncode != 0:
+        raise SandboxError(f"ip could not list the routes: {done.stderr.strip()}")
+    routes = json.loads(done.stdout or "[]")
+    return [r for r in routes if isinstance(r, dict)]
+
+
+def _only_planned(family: str, keep: frozenset[str]) -> None:
+    stray = stray_routes(_routes(family), keep)
+    if stray:
+        _ip("".join(stray), family)
+    left = stray_routes(_routes(family), keep)
+    if left:
+        raise SandboxError(f"routes awf did not make are still there: {''.join(left).strip()}")
+
+
+def check_no_router_advertisements(dev: str = DEV) -> None:
+    """eth0 must ignore router advertisements (a route must come only from awf). Docker applies
+    `net.ipv6.conf.eth0.accept_ra=0` from the container's sysctls; this checks it took."""
+    path = f"/proc/sys/net/ipv6/conf/{dev}/accept_ra"
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+    except FileNotFoundError:
+        return  # IPv6 is off in this namespace
+    if value != "0":
+        raise SandboxError(f"{path} is {value}, not 0: router advertisements could add routes")
+
+
+def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
+    plan = route_plan(agent, subnet_v4, subnet_v6)
+    _ip(plan.v4)
+    _only_planned("-4", plan.keep_v4)
+    if plan.v6 is not None:
+        _ip(plan.v6, "-6")
+        _only_planned("-6", plan.keep_v6)
+        check_no_router_advertisements()
     net4 = ip_network(subnet_v4)
     for dst in (PROBE_GATEWAY_V4, str(net4.network_address + 1)):
         via = _route_via(dst)

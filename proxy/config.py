@@ -50,6 +50,8 @@ class ProxyConfig:
     head_timeout: float = 30.0
     drain_timeout: float = 5.0
     log_level: str = "info"
+    dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
+    dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -75,6 +77,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "head_timeout": ("--head-timeout", "seconds"),
     "drain_timeout": ("--drain-timeout", "seconds"),
     "log_level": ("--log-level", "level"),
+    "dns_max_name_length": ("--dns-max-name-length", "count"),
+    "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
 }
 
 
@@ -99,6 +103,12 @@ def _parser() -> _Parser:
         help="listener for redirected traffic (SO_ORIGINAL_DST; name from SNI or Host)")
     add("--dns-listen", action="append", metavar="ADDR:PORT",
         help="DNS forwarder (UDP and TCP) answering only allowed names")
+    add("--dns-max-name-length", metavar="N",
+        help="DNS forwarder: REFUSED for a name longer than N characters (default 100) or with "
+        "a label over 63")
+    add("--dns-subdomain-budget", metavar="N",
+        help="DNS forwarder: at most N distinct names per allowed domain per minute (default "
+        "100); past it new names get REFUSED")
     add("--allow-domains", action="append", metavar="LIST",
         help="comma-separated allowed entries: name (and its subdomains), *-pattern, IP or CIDR")
     add("--allow-domains-file", action="append", metavar="PATH")

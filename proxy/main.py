@@ -68,6 +68,8 @@ async def serve(
                 policy_ref=lambda: server.policy,
                 resolver_ref=lambda: server.resolver,
                 log=dns_log.record,
+                max_name_length=cfg.dns_max_name_length,
+                subdomain_budget=cfg.dns_subdomain_budget,
             )
             try:
                 bound = await fwd.start(host, port)

@@ -37,6 +37,7 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from types import FrameType
 
+import containers
 from awf.config import RunConfig
 from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
@@ -354,6 +355,7 @@ def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[Con
                ("net.ipv4.conf.default.accept_redirects", "0")]
     if subnets.v6 is not None:
         sysctls += [("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0"),
+                    ("net.ipv6.conf.eth0.accept_ra", "0"),  # all/default miss an existing eth0
                     ("net.ipv6.conf.all.accept_redirects", "0"),
                     ("net.ipv6.conf.default.accept_redirects", "0")]
     else:
@@ -582,7 +584,7 @@ def _guard_spec(run: Run, runtime: str, ws: str | None) -> ContainerSpec:
         "allowed_bind_roots": [ws] if ws else [],
         "labels": [list(kv) for kv in run.labels(labels.Role.SIBLING)],
         "seccomp_json": seccomp.stage1_json(), "memory": limits.memory, "pids": limits.pids,
-        "nano_cpus": limits.nano_cpus,
+        "nano_cpus": limits.nano_cpus, "resolv_conf": str(run.work / "resolv.conf"),
     }
     host_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host_socket.startswith("unix://"):
@@ -647,7 +649,8 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         from containers.images import one_shot_library
 
         library, entry = "/run/awf/one_shot_token.so", ENTRY_MOUNTED
-        mounts += [Mount(str(Path(__file__).resolve().parent / "agent"), "/run/awf/agent"),
+        agent_dir = Path(containers.__file__).resolve().parent / "agent"
+        mounts += [Mount(str(agent_dir), "/run/awf/agent"),
                    Mount(str(one_shot_library()), library)]
     spec = {
         "root": root or "/", "home": home, "uid": uid, "gid": gid, "groups": [gid],
