@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -82,6 +83,27 @@ def _run_netns(cfg: RunConfig, t0: float) -> int:
     return run_netns(cfg, proxy, t0)
 
 
+def _before_run(cfg: RunConfig) -> bool:
+    """--config's notes, --print-config (True: done), --audit-dir, --docker-host."""
+    for note in cfg.notes:
+        print(f"awf: note: {note}", file=sys.stderr)
+    if cfg.print_config:
+        from awf.configfile import render_effective
+
+        print(render_effective(cfg.effective, cfg.config_file), end="")
+        return True
+    if cfg.audit_dir is not None:
+        from awf.audit import write_audit
+
+        try:
+            write_audit(cfg, cfg.audit_dir)
+        except OSError as exc:
+            raise ConfigError(f"--audit-dir {str(cfg.audit_dir)!r}: {exc.strerror}") from exc
+    if cfg.docker_host:
+        os.environ["DOCKER_HOST"] = cfg.docker_host  # what awf's Docker client connects to
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -105,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"unknown command {args[0]!r}; try: awf run -- COMMAND")
         t0 = time.monotonic()
         cfg = parse_run(args)
+        if _before_run(cfg):
+            return 0
         if cfg.backend == "docker":
             from awf.backends.docker import run_docker
 
