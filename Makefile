@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PKGS := nftables iproute2 curl dnsutils mmdebstrap debootstrap socat netcat-openbsd procps util-linux tini gcc libc6-dev libssl-dev nginx-light
 
-.PHONY: test demo lint typecheck pytest sysdeps venv bench bench-quick clean cleanup
+.PHONY: test demo lint typecheck pytest sysdeps venv bench bench-quick clean cleanup fuzz
 
 sysdeps:
 	@scripts/ensure-apt.sh $(APT_PKGS)
@@ -31,6 +31,12 @@ pytest: sysdeps venv
 	$(VENV)/bin/pytest
 
 test: sysdeps venv lint typecheck pytest
+
+# the adversarial suite at length: each of tests/fuzz's targets for AWF_FUZZ_SECONDS (about 10 min
+# in all); `make test` runs the same targets for 3 s each
+FUZZ_SECONDS ?= 120
+fuzz: sysdeps venv
+	AWF_FUZZ_SECONDS=$(FUZZ_SECONDS) $(VENV)/bin/pytest tests/fuzz
 
 demo: sysdeps venv
 	@$(PY) -m awf.demo

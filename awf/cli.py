@@ -6,11 +6,13 @@ passes through unchanged.
     awf run [options] -- COMMAND     (also: awf [options] -- COMMAND)
     awf cleanup [--run ID | --all] [--dry-run]
     awf images build [--force]
+    awf logs [stats|summary|suggest] ...   (awf/logs/cli.py)
     awf --version
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from proxy.errors import AwfError, ConfigError
 USAGE = """usage: awf run [options] -- COMMAND [ARG...]
        awf cleanup [--run ID | --all] [--dry-run]
        awf images build [--force]
+       awf logs [stats|summary|suggest] [--source RUN|DIR|FILE|running] [options]
        awf --version
 
 awf runs COMMAND with no way to the network but awf-proxy. See `awf run --help`."""
@@ -83,6 +86,27 @@ def _run_netns(cfg: RunConfig, t0: float) -> int:
     return run_netns(cfg, proxy, t0)
 
 
+def _before_run(cfg: RunConfig) -> bool:
+    """--config's notes, --print-config (True: done), --audit-dir, --docker-host."""
+    for note in cfg.notes:
+        print(f"awf: note: {note}", file=sys.stderr)
+    if cfg.print_config:
+        from awf.configfile import render_effective
+
+        print(render_effective(cfg.effective, cfg.config_file), end="")
+        return True
+    if cfg.audit_dir is not None:
+        from awf.audit import write_audit
+
+        try:
+            write_audit(cfg, cfg.audit_dir)
+        except OSError as exc:
+            raise ConfigError(f"--audit-dir {str(cfg.audit_dir)!r}: {exc.strerror}") from exc
+    if cfg.docker_host:
+        os.environ["DOCKER_HOST"] = cfg.docker_host  # what awf's Docker client connects to
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -96,12 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cleanup(args[1:])
         if args[0] == "images":
             return _images(args[1:])
+        if args[0] == "logs":
+            from awf.logs.cli import main as logs
+
+            return logs(args[1:])
         if args[0] == "run":
             args = args[1:]
         elif not (args[0].startswith("-")):
             raise ConfigError(f"unknown command {args[0]!r}; try: awf run -- COMMAND")
         t0 = time.monotonic()
         cfg = parse_run(args)
+        if _before_run(cfg):
+            return 0
         if cfg.backend == "docker":
             from awf.backends.docker import run_docker
 

@@ -13,8 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TextIO
 
+from awf import configfile
 from proxy import __version__
 from proxy.config import ProxyConfig, build_policy, merge
 from proxy.errors import ConfigError
@@ -32,6 +33,7 @@ POLICY_FLAGS: dict[str, str] = {
 }
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+API_PROVIDERS = ("copilot", "openai", "anthropic", "gemini")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,17 @@ class RunConfig:
     pids_limit: int = 1000
     cpus: float | None = None  # None: the host's CPUs less half of one, at least 1
     enable_docker: bool = False  # a filtered Docker API for sibling containers
+    # --- --config and upstream awf's flags (awf/configfile.py, docs/config.md) ---
+    audit_dir: Path | None = None  # --audit-dir: the policy, redacted config and rulesets
+    diagnostics: bool = False  # --diagnostics/--diagnostic-logs: recorded, not yet acted on
+    docker_host: str | None = None  # --docker-host: DOCKER_HOST for awf's Docker client
+    api_proxy: bool = True  # --no-api-proxy (upstream: --no-enable-api-proxy) makes it False
+    api_targets: tuple[tuple[str, str], ...] = ()  # (provider, host) for the API proxy sidecar
+    intercept_ports: frozenset[int] = frozenset()  # 80, 443, --allow-ports and HOST:PORT ports
+    config_file: str | None = None  # what --config named ('-': standard input)
+    print_config: bool = False  # --print-config: print `effective` and exit 0
+    effective: tuple[tuple[str, Any, str], ...] = ()  # (key, value, flag|file|default), redacted
+    notes: tuple[str, ...] = ()  # informational lines for stderr (upstream flags with no effect)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -77,7 +90,8 @@ def run_parser() -> argparse.ArgumentParser:
         prog="awf run",
         description="Run COMMAND with no way to the network but awf-proxy, which lets through "
         "only the allowed domains and logs every decision. --backend netns (root, no Docker) "
-        "is a network sandbox: it does not hide files or credentials.",
+        "is a network sandbox: it does not hide files or credentials. Upstream awf's flags "
+        "and config keys are accepted too; docs/config.md says what each one does here.",
         allow_abbrev=False,
     )
     add = p.add_argument
@@ -101,13 +115,14 @@ def run_parser() -> argparse.ArgumentParser:
     add("--proxy-logs-dir", metavar="DIR", help="where access.jsonl and run.json go")
     add("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     add("--ipv6", choices=("auto", "on", "off"), default="auto")
-    add("--subnet", metavar="CIDR", help="docker: the internal network's IPv4 /24 "
-        "(default 172.30.0.0/24; a taken one falls back to 10.213.N.0/24)")
+    add("--subnet", "--network-subnet", metavar="CIDR",
+        help="docker: the internal network's IPv4 /24 (default 172.30.0.0/24; a taken one "
+        "falls back to 10.213.N.0/24)")
     add("--subnet6", metavar="CIDR", help="docker: its IPv6 /64 (default fd61:7766::/64)")
     add("-v", "--mount", dest="volumes", action="append", default=[],
         metavar="HOST:CONTAINER[:ro|rw]", help="docker: bind-mount a host path (rw by default)")
     add("--container-workdir", metavar="DIR", help="docker: the command's working directory")
-    add("--keep-containers", action="store_true",
+    add("--keep-containers", "-k", action="store_true",
         help="docker: leave the containers and networks for inspection (awf cleanup --run ID)")
     add("--agent-image", metavar="IMAGE", help="docker: run the command in this local image "
         "instead of awf-agent")
@@ -130,23 +145,53 @@ def run_parser() -> argparse.ArgumentParser:
         "(default 1000)")
     add("--cpus", "--cpu-limit", dest="cpus", metavar="N",
         help="docker: CPUs for the command (default: this host's less half of one)")
-    add("--enable-docker", action="store_true",
+    add("--enable-docker", "--enable-dind", action="store_true",
         help="docker: give the command a filtered Docker API; its containers share the "
         "sandbox's network and rules, and cannot be privileged or mount the host")
+    # --- --config and upstream awf's flags (awf/configfile.py, docs/config.md) ---
+    add("--config", metavar="FILE|-", help="YAML or JSON settings ('-': standard input): awf's "
+        "keys (the long flag names, _ for -) or upstream awf's schema; flags win")
+    add("--print-config", action="store_true",
+        help="print the effective configuration, each value's source, and exit")
+    add("--audit-dir", metavar="DIR", help="write the effective policy, the redacted config "
+        "and the rulesets awf will apply into DIR before the run")
+    add("--diagnostics", "--diagnostic-logs", dest="diagnostics", action="store_true",
+        help="keep diagnostics of a failed run (see docs/config.md)")
+    add("--docker-host", metavar="URI", help="docker: the Docker daemon awf uses "
+        "(default: $DOCKER_HOST)")
+    add("--no-api-proxy", "--no-enable-api-proxy", dest="no_api_proxy", action="store_true",
+        help="do not start the API proxy sidecar")
+    for provider in API_PROVIDERS:
+        add(f"--{provider}-api-target", metavar="HOST",
+            help=f"the {provider} API host the API proxy sidecar sends to")
+    configfile.add_upstream_flags(p)
     add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return p
 
 
-def parse_run(argv: Sequence[str]) -> RunConfig:
-    ns = run_parser().parse_args(list(argv))
+def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
+    layered = configfile.parse_layered(run_parser(), argv, stdin)  # flags > --config > defaults
+    ns = layered.ns
+    if ns.allow_domains:  # upstream's `localhost` keyword: the host, as --enable-host-access
+        ns.allow_domains, localhost = configfile.take_localhost(ns.allow_domains)
+        if localhost and not ns.enable_host_access:
+            ns.enable_host_access = True
+            layered.sources["enable_host_access"] = (
+                f"{layered.sources['allow_domains']} (the localhost keyword)")
+        ns.allow_domains = ns.allow_domains or None
+    if ns.agent_image in ("default", "act"):  # upstream's presets: ours is awf-agent
+        if ns.agent_image == "act":
+            layered.notes.append("--agent-image act: no GitHub Actions parity preset here; "
+                                 "using awf-agent (name a local image to use another)")
+        ns.agent_image = None
     command = list(ns.command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
+    if not command and not ns.print_config:
         raise ConfigError("no command given: awf run [options] -- COMMAND [ARG...]")
     flags = {k: getattr(ns, k) for k in POLICY_FLAGS if getattr(ns, k) is not None}
     proxy_cfg = merge(flags, None)
-    build_policy(proxy_cfg)  # exactly the proxy's validation
+    policy = build_policy(proxy_cfg)  # exactly the proxy's validation
     proxy_args: list[str] = []
     for key, value in flags.items():
         for item in value if isinstance(value, list) else [value]:
@@ -187,6 +232,17 @@ def parse_run(argv: Sequence[str]) -> RunConfig:
         pids_limit=_positive_int("--pids-limit", ns.pids_limit, 1000),
         cpus=None if ns.cpus is None else _positive_float("--cpus", ns.cpus),
         enable_docker=ns.enable_docker,
+        audit_dir=Path(ns.audit_dir) if ns.audit_dir else None,
+        diagnostics=ns.diagnostics,
+        docker_host=ns.docker_host,
+        api_proxy=not ns.no_api_proxy,
+        api_targets=tuple((p, getattr(ns, f"{p}_api_target")) for p in API_PROVIDERS
+                          if getattr(ns, f"{p}_api_target")),
+        intercept_ports=frozenset({80, 443} | proxy_cfg.allow_ports | policy.scoped_ports()),
+        config_file=ns.config,
+        print_config=ns.print_config,
+        effective=tuple(configfile.effective_items(layered)),
+        notes=tuple(layered.notes),
     )
 
 

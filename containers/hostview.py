@@ -13,8 +13,13 @@ laid out at the image's root (`root=""`) and there is no chroot.
   $RUNNER_TOOL_CACHE;
 - read-write: the workspace ($GITHUB_WORKSPACE, else the current directory), -v mounts, and a
   private /tmp and an empty $HOME made for the run;
-- hidden: every credential file of CREDENTIAL_FILES under any mounted directory is covered by
-  /dev/null (read-only), every directory of CREDENTIAL_DIRS by an empty read-only tmpfs.
+- hidden: every entry of CREDENTIALS (one table: the agents', clouds', forges' and package
+  managers' well-known credential files and directories) wherever a mounted directory holds it
+  (`credential_paths`: below it as below a home, below it when it is one of the entry's parent
+  directories, e.g. a -v of ~/.config, and in the caller's home when that lies below it): a
+  file is covered by /dev/null (read-only), a directory by an empty read-only tmpfs; the other
+  files next to it stay readable. A -v of an entry itself, or of a path inside a directory
+  entry, is refused (`secret_store`), like the whole stores of SECRET_STORES.
 
 /dev, /sys and a hidepid /proc are the entrypoint's (containers/agent/entry.py): Docker cannot
 bind the container's own /dev, and the host's must never be seen.
@@ -23,8 +28,9 @@ bind the container's own /dev, and the host's must never be seen.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from containers.agentenv import Volume
 from containers.spec import Mount
@@ -36,21 +42,121 @@ ETC_ALLOW = (
     "localtime", "timezone",
 )
 TOOLCHAINS = (".cargo/bin", ".rustup", ".nvm", ".local/bin", ".local/lib", ".local/pipx")
-CREDENTIAL_FILES = (
-    ".docker/config.json", ".npmrc", ".composer/auth.json", ".ssh/id_rsa", ".ssh/id_ed25519",
-    ".ssh/id_ecdsa", ".ssh/id_dsa", ".aws/credentials", ".aws/config", ".kube/config",
-    ".azure/credentials", ".azure/msal_token_cache.bin", ".azure/msal_token_cache.json",
-    ".azure/accessTokens.json", ".azure/service_principal_entries.json", ".cargo/credentials",
-    ".cargo/credentials.toml", ".claude/.credentials.json", ".gemini/oauth_creds.json",
-    ".gemini/google_accounts.json", ".gemini/access_tokens.json", ".config/gh/hosts.yml",
-    ".config/gcloud/credentials.db", ".config/gcloud/access_tokens.db",
-    ".config/gcloud/application_default_credentials.json", ".config/doctl/config.yaml",
-    ".config/rclone/rclone.conf", ".config/containers/auth.json",
-    ".config/pulumi/credentials.json", ".config/helm/repositories.yaml",
-    ".netrc", ".git-credentials",
+
+
+class Kind(StrEnum):
+    FILE = "file"  # covered by /dev/null, read-only
+    DIR = "dir"  # covered by an empty read-only tmpfs
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One well-known credential, as a path relative to a home. Only this path is covered;
+    the other files of its directory stay readable."""
+
+    path: str
+    kind: Kind
+    owner: str  # whose it is, for the reader
+
+
+def _f(path: str, owner: str) -> Credential:
+    return Credential(path, Kind.FILE, owner)
+
+
+def _d(path: str, owner: str) -> Credential:
+    return Credential(path, Kind.DIR, owner)
+
+
+# THE table of credentials (both backends use it; tests/unit/test_hostview.py has a test per
+# entry, tests/e2e/test_hardening.py and test_credentials.py read them through real mounts).
+CREDENTIALS: tuple[Credential, ...] = (
+    # containers, registries and package managers
+    _f(".docker/config.json", "Docker registry logins"),
+    _f(".config/containers/auth.json", "Podman/Buildah registry logins"),
+    _f(".npmrc", "npm tokens"),
+    _f(".yarnrc.yml", "Yarn npmAuthToken"),
+    _f(".pypirc", "PyPI upload tokens"),
+    _f(".cargo/credentials", "crates.io token (old name)"),
+    _f(".cargo/credentials.toml", "crates.io token"),
+    _f(".m2/settings.xml", "Maven server passwords"),
+    _f(".m2/settings-security.xml", "Maven master password"),
+    _f(".gradle/gradle.properties", "Gradle repository and signing credentials"),
+    _f(".gem/credentials", "RubyGems API key"),
+    _f(".composer/auth.json", "Composer tokens"),
+    _f(".config/composer/auth.json", "Composer tokens (XDG)"),
+    _f(".nuget/NuGet/NuGet.Config", "NuGet feed credentials"),
+    _f(".config/helm/repositories.yaml", "Helm repository passwords"),
+    # git and forges
+    _f(".netrc", "HTTP logins (git, curl)"),
+    _f(".git-credentials", "git credential store"),
+    _f(".config/git/credentials", "git credential store (XDG)"),
+    _f(".config/gh/hosts.yml", "GitHub CLI token"),
+    _f(".config/glab-cli/config.yml", "GitLab CLI token"),
+    _f(".config/github-copilot/hosts.json", "GitHub Copilot token"),
+    _f(".config/github-copilot/apps.json", "GitHub Copilot token"),
+    _d(".config/hub", "hub token"),
+    # ssh
+    _f(".ssh/id_rsa", "SSH key"),
+    _f(".ssh/id_ed25519", "SSH key"),
+    _f(".ssh/id_ecdsa", "SSH key"),
+    _f(".ssh/id_dsa", "SSH key"),
+    _f(".ssh/id_ed25519_sk", "SSH key (security key handle)"),
+    _f(".ssh/id_ecdsa_sk", "SSH key (security key handle)"),
+    # AI agents
+    _f(".claude/.credentials.json", "Claude Code OAuth tokens"),
+    _f(".claude.json", "Claude Code account (may hold primaryApiKey)"),
+    _f(".codex/auth.json", "Codex CLI tokens"),
+    _f(".gemini/oauth_creds.json", "Gemini CLI OAuth tokens"),
+    _f(".gemini/google_accounts.json", "Gemini CLI accounts"),
+    _f(".gemini/access_tokens.json", "Gemini CLI tokens"),
+    _f(".gemini/mcp-oauth-tokens.json", "Gemini CLI MCP OAuth tokens"),
+    _f(".gemini/.env", "Gemini CLI API key"),
+    _f(".huggingface/token", "Hugging Face token (old place)"),
+    _f(".cache/huggingface/token", "Hugging Face token"),
+    _d(".copilot/logs", "Copilot CLI logs (tokens in requests)"),
+    _d(".cache/mcp-logs", "MCP server logs"),
+    _d(".local/state/sandboxes", "sandbox state"),
+    # clouds
+    _f(".aws/credentials", "AWS keys"),
+    _f(".aws/config", "AWS profiles (may hold keys)"),
+    _d(".aws/sso/cache", "AWS SSO tokens"),
+    _d(".aws/cli/cache", "AWS CLI assumed-role credentials"),
+    _f(".config/gcloud/credentials.db", "gcloud credentials"),
+    _f(".config/gcloud/access_tokens.db", "gcloud access tokens"),
+    _f(".config/gcloud/application_default_credentials.json", "Google ADC"),
+    _d(".config/gcloud/legacy_credentials", "gcloud credentials (old format)"),
+    _f(".azure/credentials", "Azure credentials"),
+    _f(".azure/accessTokens.json", "Azure CLI tokens (old)"),
+    _f(".azure/msal_token_cache.json", "Azure CLI tokens"),
+    _f(".azure/msal_token_cache.bin", "Azure CLI tokens (encrypted cache)"),
+    _f(".azure/msal_http_cache.bin", "Azure CLI HTTP cache"),
+    _f(".azure/service_principal_entries.json", "Azure service principal secrets"),
+    _f(".azure/service_principal_entries.bin", "Azure service principal secrets"),
+    _f(".kube/config", "Kubernetes credentials"),
+    _f(".terraform.d/credentials.tfrc.json", "Terraform Cloud token"),
+    _f(".terraformrc", "Terraform CLI config (may hold tokens)"),
+    _f(".config/doctl/config.yaml", "DigitalOcean token"),
+    _f(".config/hcloud/cli.toml", "Hetzner Cloud token"),
+    _f(".pulumi/credentials.json", "Pulumi token"),
+    _f(".config/pulumi/credentials.json", "Pulumi token (XDG)"),
+    _f(".fly/config.yml", "Fly.io token"),
+    _f(".wrangler/config/default.toml", "Cloudflare Wrangler OAuth (old place)"),
+    _f(".config/.wrangler/config/default.toml", "Cloudflare Wrangler OAuth"),
+    _f(".config/configstore/firebase-tools.json", "Firebase CLI tokens"),
+    _f(".local/share/com.vercel.cli/auth.json", "Vercel CLI token"),
+    _f(".databrickscfg", "Databricks tokens"),
+    _f(".config/rclone/rclone.conf", "rclone remotes"),
+    _f(".boto", "gsutil/boto keys"),
+    _f(".s3cfg", "s3cmd keys"),
+    _d(".config/heroku", "Heroku token"),
+    # secret managers and databases
+    _f(".vault-token", "Vault token"),
+    _d(".config/op", "1Password CLI"),
+    _f(".pgpass", "PostgreSQL passwords"),
+    _f(".my.cnf", "MySQL password"),
 )
-CREDENTIAL_DIRS = (".local/state/sandboxes", ".config/heroku", ".config/hub", ".config/op",
-                   ".copilot/logs", ".cache/mcp-logs")
+CREDENTIAL_FILES = tuple(c.path for c in CREDENTIALS if c.kind is Kind.FILE)
+CREDENTIAL_DIRS = tuple(c.path for c in CREDENTIALS if c.kind is Kind.DIR)
 # Never mounted by -v at all: whole secret stores (ARCHITECTURE §5.1)
 SECRET_STORES = (".ssh", ".aws", ".docker", ".kube", ".gnupg", ".netrc", ".gitconfig",
                  ".git-credentials")
@@ -142,25 +248,61 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
     masked: list[str] = []
     taken = {m.target for m in mounts} | {t for t, _ in tmpfs}
     for source, target in shared:
-        for rel in CREDENTIAL_FILES:
-            path, dest = posixpath.join(source, rel), at(posixpath.join(target, rel))
-            if dest not in taken and facts.exists(path) and not facts.is_dir(path):
+        for cred, path, inside in credential_paths(source, target, home):
+            dest = at(inside)
+            if dest in taken:
+                continue
+            if cred.kind is Kind.FILE and facts.exists(path) and not facts.is_dir(path):
                 mounts.append(Mount("/dev/null", dest))
-                taken.add(dest)
-                masked.append(path)
-        for rel in CREDENTIAL_DIRS:
-            path, dest = posixpath.join(source, rel), at(posixpath.join(target, rel))
-            if dest not in taken and facts.is_dir(path):
+            elif cred.kind is Kind.DIR and facts.is_dir(path):
                 tmpfs.append((dest, "ro,nosuid,nodev,noexec,size=4k,mode=0555"))
-                taken.add(dest)
-                masked.append(path)
+            else:
+                continue
+            taken.add(dest)
+            masked.append(path)
     return HostView(tuple(mounts), tuple(tmpfs), tuple(links), tuple(masked))
 
 
+def credential_paths(source: str, target: str, home: str
+                     ) -> Iterator[tuple[Credential, str, str]]:
+    """(entry, host path, path in the sandbox) of every place a CREDENTIALS entry may sit in a
+    directory mounted from `source` at `target`:
+
+    - below `source` as below a home (a workspace that is the home, a copy of a home);
+    - below `source` when `source` is one of the entry's own parent directories: a -v of
+      ~/.config holds gh/hosts.yml, a -v of ~/.claude holds .credentials.json (matched by the
+      directory names, wherever that directory lives);
+    - in the caller's home, when the home lies below `source` (a -v of /home).
+
+    A `source` that is itself an entry, or lies inside a directory entry, is refused before
+    this (`secret_store`)."""
+    src = posixpath.normpath(source)
+    dst = posixpath.normpath(target)
+    src_parts = src.split("/")
+    home = posixpath.normpath(home)
+    home_below = home.startswith(src.rstrip("/") + "/")
+    for cred in CREDENTIALS:
+        parts = cred.path.split("/")
+        for k in range(len(parts)):  # k: how many of the entry's leading names `src` ends with
+            if k and src_parts[-k:] != parts[:k]:
+                continue
+            rest = "/".join(parts[k:])
+            yield cred, posixpath.join(src, rest), posixpath.join(dst, rest)
+        if home_below:
+            inside = posixpath.join(dst, home[len(src.rstrip("/")) + 1:], cred.path)
+            yield cred, posixpath.join(home, cred.path), inside
+
+
 def secret_store(path: str) -> str | None:
-    """The secret store `path` is or lies in (for -v's refusal), else None."""
-    parts = posixpath.normpath(path).split("/")
+    """The secret store `path` is or lies in, or the CREDENTIALS entry it is or lies in (for
+    -v's refusal), else None."""
+    norm = posixpath.normpath(path)
+    parts = norm.split("/")
     for name in SECRET_STORES:
         if name in parts:
             return name
+    for cred in CREDENTIALS:
+        if norm.endswith("/" + cred.path) or (
+                cred.kind is Kind.DIR and f"/{cred.path}/" in norm + "/"):
+            return cred.path
     return None

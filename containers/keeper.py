@@ -5,7 +5,9 @@
 It holds NET_ADMIN only while it sets up: applies the agent ruleset (`inet awf`) and verifies
 it; routes everything via the proxy (the subnet's on-link route is replaced by a host route to
 the proxy alone, so even the Docker bridge's gateway address is reached only through the
-proxy); checks the routes; waits for the proxy to answer; runs the self-test of
+proxy); removes every other route of the main table, so the namespace keeps exactly the routes
+of `route_plan`; checks that router advertisements are off on eth0 (`accept_ra` 0, set by the
+container's sysctls); checks the routes; waits for the proxy to answer; runs the self-test of
 `netfilter.selftest` as uid 65534 in a child; prints `awf-netns ready <sha256>`; then execs
 `setpriv` to drop every capability and sleep. Any failure prints `awf-netns failed: ...` and
 exits 125, so awf never creates the agent.
@@ -21,7 +23,8 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from netfilter import apply as nft
@@ -37,11 +40,68 @@ NOBODY = 65534
 PROBE_GATEWAY_V4 = "192.0.2.1"
 
 
-def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
-    dev = "eth0"
-    netns.route_only_via(dev, ip_network(subnet_v4), agent.proxy_v4)
+DEV = "eth0"
+LINK_LOCAL_V6 = "fe80::/64"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """The destinations the agent namespace's main table may hold once awf routed it (pure
+    data): the default route and the proxy's host route, per family.
+
+    The kernel's `fe80::/64 dev eth0` is the one route kept that awf did not write: through it
+    the host's and the bridge's link-local addresses were reached outside the proxy, and it is
+    the ruleset that refuses that now (TCP 80/443 only via the proxy's next hop), recording
+    each attempt in @rejected6 (l3-drops.json). Without the route the kernel would refuse at
+    connect() with ENETUNREACH, fail closed too, but before nftables sees a packet, so the
+    attempt would go unrecorded."""
+
+    keep_v4: frozenset[str]
+    keep_v6: frozenset[str]  # empty: no IPv6 in this namespace
+
+
+def route_plan(agent: AgentRuleset, subnet_v6: str | None) -> RoutePlan:
+    keep_v6: frozenset[str] = frozenset()
     if subnet_v6 is not None and agent.proxy_v6 is not None:
-        netns.route_only_via(dev, ip_network(subnet_v6), agent.proxy_v6)
+        keep_v6 = frozenset({"default", str(agent.proxy_v6), LINK_LOCAL_V6})
+    return RoutePlan(frozenset({"default", str(agent.proxy_v4)}), keep_v6)
+
+
+def stray_routes(routes: Iterable[str], keep: frozenset[str]) -> list[str]:
+    """The destinations of `routes` (the main table's, see `netns.main_routes`) not in the plan:
+    an RA's, the subnet's, anything else."""
+    return [dst for dst in routes if dst not in keep]
+
+
+def _only_planned(version: int, keep: frozenset[str]) -> None:
+    for dst in stray_routes(netns.main_routes(version), keep):
+        netns.delete_route(dst, version)
+    left = stray_routes(netns.main_routes(version), keep)
+    if left:
+        raise SandboxError(f"routes awf did not make are still there: {', '.join(left)}")
+
+
+def check_no_router_advertisements(dev: str = DEV) -> None:
+    """eth0 must ignore router advertisements (a route must come only from awf). Docker applies
+    `net.ipv6.conf.eth0.accept_ra=0` from the container's sysctls; this checks it took."""
+    path = f"/proc/sys/net/ipv6/conf/{dev}/accept_ra"
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+    except FileNotFoundError:
+        return  # IPv6 is off in this namespace
+    if value != "0":
+        raise SandboxError(f"{path} is {value}, not 0: router advertisements could add routes")
+
+
+def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
+    plan = route_plan(agent, subnet_v6)
+    netns.route_only_via(DEV, ip_network(subnet_v4), agent.proxy_v4)
+    _only_planned(4, plan.keep_v4)
+    if plan.keep_v6 and subnet_v6 is not None and agent.proxy_v6 is not None:
+        netns.route_only_via(DEV, ip_network(subnet_v6), agent.proxy_v6)
+        _only_planned(6, plan.keep_v6)
+        check_no_router_advertisements()
     net4 = ip_network(subnet_v4)
     for dst in (PROBE_GATEWAY_V4, str(net4.network_address + 1)):
         via = netns.route_gateway(dst)

@@ -445,6 +445,40 @@ def route_only_via(dev: str, subnet: Network, proxy: IPv4Address | IPv6Address) 
         raise SandboxError(f"could not route {subnet} on {dev!r} via {proxy}: {exc}") from exc
 
 
+MAIN_TABLE = 254
+
+
+def main_routes(version: int) -> list[str]:
+    """The destinations of the main table's routes of one family, as `ip -j route` writes them:
+    'default', a bare address for a host route, else the CIDR."""
+    family, full = (socket.AF_INET, 32) if version == 4 else (socket.AF_INET6, 128)
+    try:
+        with IPRoute() as ipr:
+            found = ipr.get_routes(family=family, table=MAIN_TABLE)
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot list the IPv{version} routes: {exc}") from exc
+    out = []
+    for msg in found:
+        if msg.get_attr("RTA_TABLE") not in (None, MAIN_TABLE):
+            continue
+        dst, length = msg.get_attr("RTA_DST"), msg["dst_len"]
+        out.append("default" if not dst or length == 0
+                   else str(dst) if length == full else f"{dst}/{length}")
+    return out
+
+
+def delete_route(dst: str, version: int) -> None:
+    """Delete the main table's route to ``dst`` (as `main_routes` names it)."""
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    if dst == "default":
+        dst = "0.0.0.0/0" if version == 4 else "::/0"
+    try:
+        with IPRoute() as ipr:
+            ipr.route("del", family=family, dst=dst, table=MAIN_TABLE)
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot delete the route to {dst}: {exc}") from exc
+
+
 def route_gateway(dst: str) -> str | None:
     """The gateway of the kernel's route to ``dst``; None if it is on-link or unroutable."""
     try:

@@ -245,6 +245,14 @@ def m_udp_ports(ports: Iterable[int]) -> Match:
     return Match(f"meta l4proto udp th dport {_ports(ports)}", ints=ports)
 
 
+def m_nexthop(family: Family, hop: IPAddress) -> Match:
+    """The route the packet took goes via ``hop`` (its gateway, or ``hop`` itself on-link): a
+    link-local or other on-link address, or a route awf did not make, has another next hop."""
+    proto = "ip" if family is Family.V4 else "ip6"
+    net = IPv4Network(hop) if isinstance(hop, IPv4Address) else IPv6Network(hop)
+    return Match(f"rt {proto} nexthop {hop}", nets=frozenset({net}))
+
+
 def m_dns(port: int = 53) -> Match:
     return Match(f"meta l4proto {{ tcp, udp }} th dport {port}", ints=frozenset({port}))
 
@@ -395,9 +403,12 @@ def denied_egress(allow: Iterable[IPNetwork]) -> tuple[list[IPv4Network], list[I
 class AgentRuleset:
     """The agent's namespace: only the proxy, the sidecar and routed TCP may leave.
 
-    ``tcp_ports`` (80, 443 and ``--allow-ports``) are accepted to any address: the only route
-    leads to the proxy side, which redirects them to its transparent listener. DNS goes to the
-    proxy only (§2.5 checks that UDP 53 elsewhere fails).
+    ``tcp_ports`` (80, 443 and ``--allow-ports``) are accepted to any address whose route's next
+    hop is the proxy (``rt ip nexthop``/``rt ip6 nexthop``): the proxy side redirects them to
+    its transparent listener. Anything routed elsewhere (an ``fe80::`` link-local address of the
+    bridge or the host, another on-link address, a route added behind awf's back) is refused and
+    recorded; with no ``proxy_v6`` no TCP leaves over IPv6 at all. DNS goes to the proxy only
+    (§2.5 checks that UDP 53 elsewhere fails).
     """
 
     table: str = "awf"
@@ -435,11 +446,15 @@ class AgentRuleset:
                             family=Family.V4,
                             note="Docker's embedded resolver exists only as 127.0.0.11"))
         out.append(rule("accept", m_oif("lo")))
-        if self.tcp_ports:
-            out.append(rule("accept", m_tcp_ports(self.tcp_ports)))
         p4 = m_addr(Family.V4, "daddr", [IPv4Network(self.proxy_v4)])
         p6 = (m_addr(Family.V6, "daddr", [IPv6Network(self.proxy_v6)])
               if self.proxy_v6 is not None else None)
+        if self.tcp_ports:
+            routed = m_tcp_ports(self.tcp_ports)
+            out += family_pair(
+                "accept", "routed-tcp", (m_nexthop(Family.V4, self.proxy_v4), routed),
+                (m_nexthop(Family.V6, self.proxy_v6), routed)
+                if self.proxy_v6 is not None else None)
         tcp = m_tcp_ports(self.proxy_ports)
         out += family_pair("accept", "proxy-tcp", (p4, tcp), (p6, tcp) if p6 else None)
         if 53 in self.proxy_ports:

@@ -166,7 +166,12 @@ class AccessLog:
                 self._fd = os.open(self._path, flags | os.O_CREAT | os.O_EXCL, 0o644)
                 os.fchmod(self._fd, 0o644)  # whatever the umask
             except FileExistsError:
-                self._fd = os.open(self._path, flags)
+                self._fd = os.open(self._path, flags & ~os.O_WRONLY | os.O_RDWR)
+                cut = _cut_partial_line(self._fd)
+                if cut:
+                    print(f"awf-proxy: {str(self._path)!r} ended in a partial record ({cut} "
+                          "bytes, from a process killed while writing); removed it",
+                          file=sys.stderr, flush=True)
         except OSError as exc:
             raise ConfigError(
                 f"cannot open log file {str(self._path)!r}: {exc.strerror}; check --log-dir"
@@ -288,6 +293,30 @@ class AccessLog:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def _cut_partial_line(fd: int, chunk: int = 65_536) -> int:
+    """Truncate an append-only log after its last newline; returns the bytes removed.
+
+    A process killed during a write can leave a record cut short (the kernel may end a write to a
+    regular file early when a fatal signal is pending); the next writer would glue its first
+    record to it. Cutting the tail at start-up keeps the promise that every line is whole.
+    """
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        data = os.pread(fd, end - start, start)
+        newline = data.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            break
+        end = start
+    else:
+        keep = 0
+    if keep < size:
+        os.ftruncate(fd, keep)
+    return size - keep
 
 
 def _target(rec: Mapping[str, object]) -> str:

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 from proxy import __version__
 from proxy.addr import IPAddress
 from proxy.errors import ConfigError
+from proxy.hostsfile import DEFAULT as DEFAULT_HOSTS
+from proxy.hostsfile import load_hosts
 from proxy.policy import Policy, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
 
@@ -38,6 +40,7 @@ class ProxyConfig:
     allow_ports: frozenset[int] = frozenset()
     allow_range: tuple[str, ...] = ()
     resolve: tuple[tuple[str, IPAddress], ...] = ()
+    hosts_file: Path | None = DEFAULT_HOSTS
     dns_servers: tuple[Endpoint, ...] | None = None
     log_dir: Path | None = None
     config: Path | None = None
@@ -47,6 +50,8 @@ class ProxyConfig:
     head_timeout: float = 30.0
     drain_timeout: float = 5.0
     log_level: str = "info"
+    dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
+    dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -63,6 +68,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "allow_ports": ("--allow-ports", "ports"),
     "allow_range": ("--allow-range", "ranges"),
     "resolve": ("--resolve", "resolve"),
+    "hosts_file": ("--hosts-file", "hosts"),
     "dns_servers": ("--dns-servers", "dns"),
     "log_dir": ("--log-dir", "path"),
     "max_connections": ("--max-connections", "count"),
@@ -71,6 +77,8 @@ _KEYS: dict[str, tuple[str, str]] = {
     "head_timeout": ("--head-timeout", "seconds"),
     "drain_timeout": ("--drain-timeout", "seconds"),
     "log_level": ("--log-level", "level"),
+    "dns_max_name_length": ("--dns-max-name-length", "count"),
+    "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
 }
 
 
@@ -95,6 +103,12 @@ def _parser() -> _Parser:
         help="listener for redirected traffic (SO_ORIGINAL_DST; name from SNI or Host)")
     add("--dns-listen", action="append", metavar="ADDR:PORT",
         help="DNS forwarder (UDP and TCP) answering only allowed names")
+    add("--dns-max-name-length", metavar="N",
+        help="DNS forwarder: REFUSED for a name longer than N characters (default 100) or with "
+        "a label over 63")
+    add("--dns-subdomain-budget", metavar="N",
+        help="DNS forwarder: at most N distinct names per allowed domain per minute (default "
+        "100); past it new names get REFUSED")
     add("--allow-domains", action="append", metavar="LIST",
         help="comma-separated allowed entries: name (and its subdomains), *-pattern, IP or CIDR")
     add("--allow-domains-file", action="append", metavar="PATH")
@@ -105,6 +119,8 @@ def _parser() -> _Parser:
     add("--allow-range", action="append", metavar="CIDR",
         help="let allowed names resolve into this normally denied range")
     add("--resolve", action="append", metavar="NAME=IP", help="static answer used before DNS")
+    add("--hosts-file", metavar="PATH",
+        help="hosts file read after --resolve and before DNS (default /etc/hosts; '' for none)")
     add("--dns-servers", metavar="LIST", help='resolvers, e.g. "1.1.1.1,127.0.0.1:5353"')
     add("--log-dir", metavar="DIR", help="write DIR/access.jsonl")
     add("--config", metavar="FILE", help="YAML or JSON file with the long options as keys")
@@ -210,6 +226,8 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
     if kind == "dns":
         return parse_dns_servers(",".join(_items(flag, raw)))
     one = raw[-1] if isinstance(raw, list) else raw
+    if kind == "hosts":
+        return Path(str(one)) if str(one) else None
     if kind == "path":
         return Path(str(one))
     if kind == "count":
@@ -285,8 +303,12 @@ def build_policy(cfg: ProxyConfig) -> Policy:
     )
 
 
-def static_answers(cfg: ProxyConfig) -> dict[str, list[IPAddress]]:
-    answers: dict[str, list[IPAddress]] = {}
+def static_answers(cfg: ProxyConfig) -> dict[str, tuple[IPAddress, ...]]:
+    """The answers that never touch DNS: the hosts file's, with `--resolve` winning per name."""
+    explicit = "hosts_file" in cfg.flags or cfg.hosts_file != DEFAULT_HOSTS
+    answers = load_hosts(cfg.hosts_file, explicit=explicit)
+    resolved: dict[str, list[IPAddress]] = {}
     for name, ip in cfg.resolve:
-        answers.setdefault(name, []).append(ip)
+        resolved.setdefault(name, []).append(ip)
+    answers.update({name: tuple(dict.fromkeys(ips)) for name, ips in resolved.items()})
     return answers

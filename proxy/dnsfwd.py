@@ -16,6 +16,17 @@ Rules for one question (the pure part: parse_query, judge, answer):
 * upstream NXDOMAIN -> NXDOMAIN, no addresses -> empty NOERROR, timeout/SERVFAIL -> SERVFAIL;
 * EDE needs EDNS: a query without OPT gets a plain NXDOMAIN (RFC 6891 forbids an unsolicited OPT).
 
+Exfiltration budget (screen): a name may carry data to whoever runs an allowed domain's
+nameservers, so before any upstream query
+* a name with a label over 63 characters or longer than max_name_length (--dns-max-name-length,
+  default 100, without the final dot) is REFUSED, reason "name_too_long", allowed or not;
+* an allowed name is counted against its base (budget_base: the shortest plain allow entry
+  covering it, or for a name allowed only by a *-pattern the parent of the shortest suffix the
+  policy allows); once a base has seen subdomain_budget (--dns-subdomain-budget, default 100)
+  distinct names first asked in the last 60 s, a new name under it is REFUSED, reason
+  "dns_budget", until some of those age out. A name already counted is answered again freely;
+  --resolve names are not counted (they never go upstream).
+
 Transport (the edge, DnsForwarder): UDP answers fit the client's EDNS payload (512 without
 EDNS, at most 1232) or are truncated with TC so the client retries over TCP. TCP uses 2-byte
 length framing (RFC 7766), several queries per connection, answered in order, with a read
@@ -29,6 +40,7 @@ import contextlib
 import errno
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -60,6 +72,12 @@ TCP_IDLE_TIMEOUT = 10.0  # for each query's length + message and each reply's wr
 CLOSE_TIMEOUT = 2.0
 
 _ADDRESS_TYPES = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}
+
+MAX_LABEL = 63  # RFC 1035 2.3.4
+DEFAULT_MAX_NAME_LENGTH = 100  # characters, without the final dot (--dns-max-name-length)
+DEFAULT_SUBDOMAIN_BUDGET = 100  # distinct names per base per BUDGET_WINDOW (--dns-subdomain-budget)
+BUDGET_WINDOW = 60.0  # seconds
+BUDGET_MAX_BASES = 4096  # bases remembered; the oldest is forgotten past it
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +149,85 @@ def parse_query(wire: bytes) -> Query | Reply | None:
     return Query(message, name, question.rdtype)
 
 
-def refuse(message: dns.message.Message) -> Reply:
+def refuse(message: dns.message.Message, reason: Reason = Reason.BAD_REQUEST) -> Reply:
     response = _response(message)
     response.set_rcode(dns.rcode.REFUSED)
-    return Reply(response, "deny", Reason.BAD_REQUEST)
+    return Reply(response, "deny", reason)
+
+
+def name_too_long(query: Query, max_length: int) -> bool:
+    """A label over 63 characters or a name over `max_length` (the final dot not counted)."""
+    text = query.qname_text.rstrip(".")
+    return len(text) > max_length or any(len(label) > MAX_LABEL for label in text.split("."))
+
+
+def budget_base(name: str, policy: Policy) -> str:
+    """The allowed name whose distinct subdomains share one budget: the shortest plain allow
+    entry covering `name` (a plain entry covers its subdomains); for a name allowed only by a
+    *-pattern, the parent of the shortest suffix the policy allows, so that x1.example.com and
+    x2.example.com under *.example.com, or a.x1.example.com and a.x2.example.com, share
+    example.com."""
+    labels = name.split(".")
+    suffixes = [".".join(labels[i:]) for i in range(len(labels) - 1, -1, -1)]  # shortest first
+    for suffix in suffixes:
+        if suffix in policy.allow_names:
+            return suffix
+    for suffix in suffixes:
+        if policy.allows_name(suffix):
+            parent = suffix.partition(".")[2]
+            return parent or suffix
+    return name
+
+
+class SubdomainBudget:
+    """Distinct names first asked in the last `window` seconds, per base; pure (the caller
+    passes the time), bounded (`limit` names per base, `max_bases` bases)."""
+
+    __slots__ = ("_limit", "_max_bases", "_seen", "_window")
+
+    def __init__(self, limit: int, *, window: float = BUDGET_WINDOW,
+                 max_bases: int = BUDGET_MAX_BASES) -> None:
+        if limit < 1:
+            raise ConfigError(f"--dns-subdomain-budget: {limit} is not a positive whole number")
+        self._limit = limit
+        self._window = window
+        self._max_bases = max_bases
+        self._seen: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
+
+    def admit(self, base: str, name: str, now: float) -> bool:
+        """True if `name` may be asked: already counted in the window, or `base` has room."""
+        names = self._seen.get(base)
+        if names is None:
+            if len(self._seen) >= self._max_bases:
+                self._seen.popitem(last=False)
+            names = self._seen[base] = OrderedDict()
+        else:
+            self._seen.move_to_end(base)
+        cutoff = now - self._window
+        while names:
+            first, at = next(iter(names.items()))
+            if at > cutoff:
+                break
+            del names[first]
+        if name in names:
+            return True
+        if len(names) >= self._limit:
+            return False
+        names[name] = now
+        return True
+
+
+def screen(query: Query, policy: Policy, local_answers: Mapping[str, Sequence[IPAddress]],
+           *, max_name_length: int, budget: SubdomainBudget, now: float) -> Verdict | Reply:
+    """judge(), after the exfiltration checks: REFUSED for a name too long (whatever the
+    policy says) or for a new allowed name past its base's budget."""
+    if name_too_long(query, max_name_length):
+        return refuse(query.message, Reason.NAME_TOO_LONG)
+    verdict = judge(query, policy, local_answers)
+    if (verdict.allowed and verdict.local is None and query.name is not None
+            and not budget.admit(budget_base(query.name, policy), query.name, now)):
+        return refuse(query.message, Reason.DNS_BUDGET)
+    return verdict
 
 
 def judge(
@@ -300,6 +393,9 @@ class DnsForwarder:
         local_answers: Mapping[str, Sequence[IPAddress]] = {},
         max_ttl: int = 60,
         clock: Callable[[], float] = time.time,
+        max_name_length: int = DEFAULT_MAX_NAME_LENGTH,
+        subdomain_budget: int = DEFAULT_SUBDOMAIN_BUDGET,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         # resolver_ref follows a resolver that SIGHUP may replace; resolver is a fixed one.
         if (resolver is None) == (resolver_ref is None):
@@ -311,6 +407,9 @@ class DnsForwarder:
         self._local = {normalise_name(name): tuple(ips) for name, ips in local_answers.items()}
         self._max_ttl = max_ttl
         self._clock = clock
+        self._max_name_length = max_name_length
+        self._budget = SubdomainBudget(subdomain_budget)
+        self._monotonic = monotonic
         self._udp: list[asyncio.DatagramTransport] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -363,11 +462,13 @@ class DnsForwarder:
 
     # One query, whatever the transport.
 
-    def _prepare(self, wire: bytes) -> tuple[Query, Verdict] | Reply | None:
+    def _prepare(self, wire: bytes) -> tuple[Query, Verdict | Reply] | Reply | None:
         parsed = parse_query(wire)
         if not isinstance(parsed, Query):
             return parsed
-        return parsed, judge(parsed, self._policy_ref(), self._local)
+        return parsed, screen(parsed, self._policy_ref(), self._local,
+                              max_name_length=self._max_name_length, budget=self._budget,
+                              now=self._monotonic())
 
     async def _finish(self, query: Query, verdict: Verdict) -> Reply:
         lookup = None
@@ -402,6 +503,9 @@ class DnsForwarder:
                 self._record(client, None, prepared)
             return prepared
         query, verdict = prepared
+        if isinstance(verdict, Reply):
+            self._record(client, query, verdict)
+            return verdict
         reply = (
             await self._finish(query, verdict)
             if verdict.needs_lookup(query)
@@ -430,6 +534,10 @@ class DnsForwarder:
                 transport.sendto(encode(prepared, udp=True), client)
                 return
             query, verdict = prepared
+            if isinstance(verdict, Reply):
+                self._record(client, query, verdict)
+                transport.sendto(encode(verdict, udp=True), client)
+                return
             if not verdict.needs_lookup(query):
                 reply = answer(
                     query,

@@ -12,8 +12,10 @@ the errors only it raises (`netfilter.errors`, `containers.errors`).
           +-- BadRequest, HeadTooLarge                     400 bad_request
           +-- HostMismatch                                 400 host_mismatch
           +-- HeadTimeout                                  408 head_timeout
-          +-- DeniedAddress, SelfConnection                403
-          +-- DnsFailure, ConnectFailed, BadResponse       502
+          +-- DeniedAddress, SelfConnection, UrlNotAllowed 403
+          +-- Misdirected                                  421
+          +-- DnsFailure, ConnectFailed, BadResponse,      502
+          |   UpstreamTlsFailed
           +-- ConnectTimeout, ResponseTimeout              504
 """
 
@@ -97,3 +99,21 @@ class BadResponse(RequestError):
 
 class ResponseTimeout(RequestError):
     reason = Reason.RESPONSE_TIMEOUT
+
+
+class UrlNotAllowed(RequestError):
+    """SSL bump: the host is named by an --allow-urls pattern, and no pattern matches."""
+
+    reason = Reason.URL_NOT_ALLOWED
+
+
+class Misdirected(RequestError):
+    """SSL bump: the inner request's Host is not the name the tunnel was opened for."""
+
+    reason = Reason.MISDIRECTED
+
+
+class UpstreamTlsFailed(RequestError):
+    """SSL bump: the origin's certificate or handshake failed verification."""
+
+    reason = Reason.UPSTREAM_TLS_FAILED

@@ -71,6 +71,8 @@ async def serve(
                 policy_ref=lambda: server.policy,
                 resolver_ref=lambda: server.resolver,
                 log=dns_log.record,
+                max_name_length=cfg.dns_max_name_length,
+                subdomain_budget=cfg.dns_subdomain_budget,
             )
             try:
                 bound = await fwd.start(host, port)
@@ -90,16 +92,16 @@ async def serve(
     access.start()
     if dns_log is not None:
         dns_log.start()
-    for endpoint in server.endpoints:
-        print(f"awf-proxy listening on {endpoint}", file=sys.stderr, flush=True)
-    if ready is not None:
-        ready(server.endpoints)
-
+    # the handlers before the "listening" lines: a supervisor may signal as soon as it reads them
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    for endpoint in server.endpoints:
+        print(f"awf-proxy listening on {endpoint}", file=sys.stderr, flush=True)
+    if ready is not None:
+        ready(server.endpoints)
     try:
         async with asyncio.TaskGroup() as tg:
             upkeep = tg.create_task(server.upkeep())

@@ -17,6 +17,12 @@ Matching:
 * Entries are normalised like requested names (``hostnames.normalise_name``), IDN entries too.
 * IP addresses and CIDRs in the allow list allow those literal addresses (exempt from §4); in the
   block list they block them, both as literals and as resolved addresses.
+* A port-scoped entry (``svc.example.com:8080``, ``svc.example.com:8000-8010``,
+  ``[2001:db8::1]:8443``) allows its name (and subdomains, patterns as above) on those ports
+  only, 80 and 443 included only if listed; the global ports (80, 443, ``--allow-ports``) do
+  not apply to it. Dangerous ports are refused at start-up as in ``--allow-ports``. The same
+  name on another port is ``port_denied``. Scoped entries are kept apart from the others, so a
+  policy without them pays nothing.
 
 Precedence (contract §6): bad_request, ip_literal, domain_blocked, domain_not_allowed,
 scheme_denied, port_denied.
@@ -83,7 +89,8 @@ _CACHE_MAX = 8192
 _CACHE_HOST_MAX = 256  # longer hosts are never valid names; do not let them fill the cache
 _STAR = "[a-z0-9_.-]"
 _PORT_ITEM = re.compile(r"([0-9]+)(?:-([0-9]+))?")
-_HOST_PORT = re.compile(r"(?:\[[^\]]*\]|[^:\[\]]*):[0-9]*")
+_HOST_PORT = re.compile(r"(?:\[[^\]]*\]|[^:\[\]]*):[A-Za-z0-9-]*")
+_SCOPED = re.compile(r"(\[[^\]/]+\]|[^:\[\]/]+):([0-9]+(?:-[0-9]+)?)")
 _FORBIDDEN = "'\"`;#\\,%"
 _ONLY_PUNCTUATION = frozenset(".*")
 
@@ -162,6 +169,7 @@ class DomainEntry:
     schemes: frozenset[Scheme]
     name: str | None = None           # normalised name or pattern
     network: IPNetwork | None = None
+    ports: frozenset[int] | None = None   # a port-scoped entry's ports; None: the global ones
 
     @property
     def wildcard(self) -> bool:
@@ -173,7 +181,16 @@ class DomainEntry:
 
     def __str__(self) -> str:
         body = str(self.network) if self.network is not None else str(self.name)
+        if self.ports is not None:
+            if self.network is not None and self.network.version == 6:
+                body = f"[{body}]"
+            body += ":" + _port_text(self.ports)
         return _PREFIX[self.mask] + body
+
+
+def _port_text(ports: frozenset[int]) -> str:
+    low, high = min(ports), max(ports)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def parse_entry(raw: str, *, what: str = "--allow-domains") -> DomainEntry:
@@ -206,13 +223,20 @@ def parse_entry(raw: str, *, what: str = "--allow-domains") -> DomainEntry:
         raise ConfigError(f"{what}: {raw!r} has no domain after its prefix; write it like "
                           "'https://example.com'")
     schemes = frozenset(Scheme(s) for s, bit in _BIT.items() if mask & bit)
+    ports: frozenset[int] | None = None
+    scoped = _SCOPED.fullmatch(text)
+    if scoped is not None:
+        text = scoped.group(1)
+        if text.startswith("["):
+            text = text[1:-1]
+        ports = parse_ports(scoped.group(2), what=f"{what}: {raw!r}")
     network = _entry_network(text, raw, what)
     if network is not None:
-        return DomainEntry(schemes, network=network)
+        return DomainEntry(schemes, network=network, ports=ports)
     if "/" in text:
         raise ConfigError(f"{what}: {raw!r} has a path; entries are domains (paths belong to "
                           "--allow-urls with SSL bump)")
-    return DomainEntry(schemes, name=_entry_name(text, raw, what))
+    return DomainEntry(schemes, name=_entry_name(text, raw, what), ports=ports)
 
 
 def _entry_network(text: str, raw: str, what: str) -> IPNetwork | None:
@@ -224,8 +248,8 @@ def _entry_network(text: str, raw: str, what: str) -> IPNetwork | None:
             raise ConfigError(f"{what}: {raw!r} looks like a pattern of IP addresses; list "
                               "them as a CIDR like '10.0.0.0/8'") from exc
         if _HOST_PORT.fullmatch(address):
-            raise ConfigError(f"{what}: {raw!r} has a port; entries are domains, ports go to "
-                              "--allow-ports") from exc
+            raise ConfigError(f"{what}: {raw!r} has a bad port; write one like "
+                              "'svc.example.com:8080' or 'svc.example.com:8000-8010'") from exc
         raise ConfigError(f"{what}: {raw!r} is neither a domain nor an IP address: "
                           f"{exc}") from exc
     if ip is None:
@@ -290,6 +314,38 @@ class Decision:
     address: IPAddress | None = None   # set when host was an IP literal (allowed or not)
 
 
+@dataclass(frozen=True, slots=True)
+class _Scoped:
+    """The port-scoped allow entries of one port set and scheme class, compiled together."""
+
+    mask: int
+    ports: frozenset[int]
+    names: frozenset[str]
+    pattern: re.Pattern[str] | None
+    addresses: AddressSet
+
+    def covers(self, name: str) -> bool:
+        return ((bool(self.names) and _covered(name, self.names))
+                or (self.pattern is not None and self.pattern.fullmatch(name) is not None))
+
+
+def _scoped(entries: Iterable[DomainEntry]) -> tuple[_Scoped, ...]:
+    groups: dict[tuple[int, frozenset[int]], list[DomainEntry]] = {}
+    for e in entries:
+        assert e.ports is not None
+        groups.setdefault((e.mask, e.ports), []).append(e)
+    out = []
+    for (mask, ports), group in groups.items():
+        patterns = [str(e.name) for e in group if e.wildcard]
+        out.append(_Scoped(
+            mask, ports,
+            names=frozenset(str(e.name) for e in group if e.name is not None and not e.wildcard),
+            pattern=_compile(patterns) if patterns else None,
+            addresses=AddressSet.of(e.network for e in group if e.network is not None),
+        ))
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Policy:
     """Built once by ``build()``; swapped whole on SIGHUP. ``decide`` is pure and memoised."""
@@ -304,6 +360,7 @@ class Policy:
     block_names: frozenset[str]
     block_pattern: re.Pattern[str] | None
     block_addresses: AddressSet
+    scoped: tuple[_Scoped, ...] = ()   # port-scoped allow entries, apart from the others
     _cache: dict[tuple[str, int, int], Decision] = field(
         default_factory=dict, init=False, repr=False)
 
@@ -317,6 +374,10 @@ class Policy:
         allows = _unique(parse_entry(e, what="--allow-domains") for e in allow_domains)
         blocks = _unique(_any_scheme(parse_entry(e, what="--block-domains"))
                          for e in block_domains)
+        for e in blocks:
+            if e.ports is not None:
+                raise ConfigError(f"--block-domains: {str(e)!r} has a port; a blocked domain is "
+                                  f"blocked on every port: write {str(e).rsplit(':', 1)[0]!r}")
         ports = DEFAULT_PORTS | {check_port(p) for p in allow_ports}
         ranges = AddressSet.parse(allow_ranges, what="--allow-range")
 
@@ -324,6 +385,8 @@ class Policy:
         patterns: dict[int, list[str]] = {}
         networks: dict[int, list[IPNetwork]] = {}
         for e in allows:
+            if e.ports is not None:
+                continue  # port-scoped: compiled apart, below
             if e.network is not None:
                 networks.setdefault(e.mask, []).append(e.network)
             elif e.wildcard:
@@ -345,6 +408,7 @@ class Policy:
                                   if e.name is not None and not e.wildcard),
             block_pattern=_compile(block_patterns) if block_patterns else None,
             block_addresses=AddressSet.of(e.network for e in blocks if e.network is not None),
+            scoped=_scoped(e for e in allows if e.ports is not None),
         )
 
     def decide(self, host: str, port: int, scheme: Scheme) -> Decision:
@@ -377,7 +441,13 @@ class Policy:
             name = normalise_name(host)
         except ValueError:
             return False
-        return not self._blocked(name) and self._name_mask(name, _BOTH) != 0
+        if self._blocked(name):
+            return False
+        return self._name_mask(name, _BOTH) != 0 or any(sc.covers(name) for sc in self.scoped)
+
+    def scoped_ports(self) -> frozenset[int]:
+        """The ports that only port-scoped entries allow (interception must cover them too)."""
+        return frozenset().union(*(sc.ports for sc in self.scoped)) - self.ports
 
     def counts(self) -> dict[str, int]:
         """Sizes for ``/healthz``; ``ports`` counts 80 and 443 too."""
@@ -397,7 +467,8 @@ class Policy:
             for m, addresses in self.allow_addresses:
                 if ip in addresses:
                     mask |= m
-            if not mask:
+            scoped = [sc for sc in self.scoped if ip in sc.addresses]
+            if not mask and not scoped:
                 return Decision(False, Reason.IP_LITERAL, name, ip)
             if ip in self.block_addresses:
                 return Decision(False, Reason.DOMAIN_BLOCKED, name, ip)
@@ -405,11 +476,13 @@ class Policy:
             if self._blocked(name):
                 return Decision(False, Reason.DOMAIN_BLOCKED, name)
             mask = self._name_mask(name, bit)
-            if not mask:
+            scoped = [sc for sc in self.scoped if sc.covers(name)] if self.scoped else []
+            if not mask and not scoped:
                 return Decision(False, Reason.DOMAIN_NOT_ALLOWED, name)
-        if not mask & bit:
+        if not (mask | _sum_masks(scoped)) & bit:
             return Decision(False, Reason.SCHEME_DENIED, name, ip)
-        if port not in self.ports:
+        if not (mask & bit and port in self.ports) and not any(
+                sc.mask & bit and port in sc.ports for sc in scoped):
             return Decision(False, Reason.PORT_DENIED, name, ip)
         return Decision(True, None, name, ip)
 
@@ -434,6 +507,13 @@ class Policy:
         return mask
 
 
+def _sum_masks(scoped: Iterable[_Scoped]) -> int:
+    mask = 0
+    for sc in scoped:
+        mask |= sc.mask
+    return mask
+
+
 def _covered(name: str, names: frozenset[str]) -> bool:
     """Is ``name`` or one of its parent domains (cut at dots) in ``names``?"""
     if name in names:
@@ -451,7 +531,7 @@ def _unique(entries: Iterable[DomainEntry]) -> tuple[DomainEntry, ...]:
 
 
 def _any_scheme(entry: DomainEntry) -> DomainEntry:
-    return DomainEntry(frozenset(Scheme), entry.name, entry.network)
+    return DomainEntry(frozenset(Scheme), entry.name, entry.network, entry.ports)
 
 
 __all__ = [

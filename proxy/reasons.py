@@ -10,7 +10,7 @@ from enum import StrEnum
 
 NO_ANSWER = 0
 """The status logged for a refusal that gets no HTTP answer (TLS without SNI: the connection is
-closed, there is no HTTP to answer in)."""
+closed, there is no HTTP to answer in), or for non-TLS bytes on a bumped connection."""
 
 
 class Reason(StrEnum):
@@ -31,6 +31,13 @@ class Reason(StrEnum):
     RESPONSE_TIMEOUT = "response_timeout"
     BAD_RESPONSE = "bad_response"
     NO_SNI = "no_sni"
+    # SSL bump and --allow-urls (ARCHITECTURE §8)
+    URL_NOT_ALLOWED = "url_not_allowed"
+    MISDIRECTED = "misdirected"
+    UPSTREAM_TLS_FAILED = "upstream_tls_failed"
+    NOT_TLS = "not_tls"
+    NAME_TOO_LONG = "name_too_long"  # DNS: a label over 63 or a name over --dns-max-name-length
+    DNS_BUDGET = "dns_budget"  # DNS: too many distinct names under one allowed name per minute
 
     @property
     def status(self) -> int:
@@ -55,4 +62,10 @@ STATUS: dict[Reason, int] = {
     Reason.RESPONSE_TIMEOUT: 504,
     Reason.BAD_RESPONSE: 502,
     Reason.NO_SNI: NO_ANSWER,
+    Reason.URL_NOT_ALLOWED: 403,
+    Reason.MISDIRECTED: 421,
+    Reason.UPSTREAM_TLS_FAILED: 502,
+    Reason.NOT_TLS: NO_ANSWER,
+    Reason.NAME_TOO_LONG: 403,  # DNS only: answered REFUSED, never an HTTP status
+    Reason.DNS_BUDGET: 403,  # DNS only: answered REFUSED, never an HTTP status
 }

@@ -1,16 +1,22 @@
-"""The proxy's own name resolution: static `--resolve` answers, then DNS.
+"""The proxy's own name resolution: static `--resolve` answers, the hosts file, then DNS.
 
-The proxy resolves a name once and dials only addresses it has checked (contract §4), so this module
-only returns addresses; callers filter them. The DNS forwarder shares this resolver and its cache.
+The proxy resolves a name once and dials only addresses it has checked (docs/proxy.md §4), so this
+module only returns addresses; callers filter them. The DNS forwarder shares this resolver and its
+cache.
 
 Algorithm:
-* Static entries (`--resolve NAME=IP`) win and never touch DNS.
-* Otherwise A and AAAA are queried concurrently with dnspython (absolute names: no search list);
-  the result is the A answers then the AAAA answers, deduplicated in order.
+* Static answers win and never touch DNS: `--resolve` entries, then the hosts file's (a name in
+  either is answered from there only, as the system resolver does with /etc/hosts).
+* Otherwise A and AAAA are queried concurrently (absolute names: no search list); the result is
+  the A answers then the AAAA answers, deduplicated in order. Each query tries the servers in
+  order over a connected UDP socket, so a server that refuses (ICMP port unreachable) is skipped
+  at once instead of costing a timeout; one attempt takes at most 2 s, a truncated answer is
+  asked again over TCP, and the whole lookup is bounded by the resolver timeout.
 * Positive results are cached for min(answer TTL, max_ttl), where the answer TTL is the smallest
   TTL along any CNAME chain. NXDOMAIN and "no addresses" are cached for NEGATIVE_TTL seconds
-  (RFC 2308 negative caching, shortened). Timeouts and server failures are not cached, so a
-  flapping upstream recovers at once, but concurrent callers still share one lookup.
+  (RFC 2308 negative caching, shortened). Timeouts and server failures are cached for
+  FAILURE_TTL seconds only: long enough that a burst of requests to a name whose DNS is down
+  fails fast, short enough that a flapping upstream recovers at once.
 * Single-flight: concurrent lookups of one name share one task. The task outlives a cancelled
   caller (the others still wait on it) and is bounded by the resolver timeout.
 * When one family fails transiently and the other answers, the answers are returned but cached
@@ -22,15 +28,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-import dns.asyncresolver
+import dns.asyncquery
 import dns.exception
+import dns.flags
+import dns.message
 import dns.name
-import dns.nameserver
+import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
@@ -43,6 +52,8 @@ __all__ = ["Lookup", "Outcome", "Resolver", "parse_dns_servers", "parse_resolve"
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NEGATIVE_TTL = 5.0
+FAILURE_TTL = 2.0
+ATTEMPT_TIMEOUT = 2.0  # one query to one server; a dead first server leaves time for the next
 MAX_CACHE_ENTRIES = 10_000
 
 
@@ -103,22 +114,14 @@ class Resolver:
         self._cache: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Task[Lookup]] = {}
         if servers is None:
-            try:
-                self._dns = dns.asyncresolver.Resolver(configure=True)
-            except dns.exception.DNSException as exc:
-                raise ConfigError(
-                    f"cannot use the system resolver ({exc}); pass --dns-servers"
-                ) from exc
-        else:
-            if not servers:
-                raise ConfigError("--dns-servers: no servers given")
-            self._dns = dns.asyncresolver.Resolver(configure=False)
-            self._dns.nameservers = [dns.nameserver.Do53Nameserver(h, p) for h, p in servers]
-        self._dns.cache = None
-        # One attempt per server may take at most 2 s, so a dead first server leaves time for the
-        # next one; the whole lookup is bounded by `timeout`.
-        self._dns.timeout = min(2.0, timeout)
-        self._dns.lifetime = timeout
+            servers = system_servers()
+        elif not servers:
+            raise ConfigError("--dns-servers: no servers given")
+        self._servers = tuple(servers)
+
+    @property
+    def static(self) -> Mapping[str, tuple[IPAddress, ...]]:
+        return self._static
 
     def cache_clear(self) -> None:
         self._cache.clear()
@@ -158,10 +161,12 @@ class Resolver:
             qname = dns.name.from_text(name)
         except dns.exception.DNSException:
             return Lookup(name, Outcome.NXDOMAIN)
+        deadline = self._clock() + self._timeout
         try:
             async with asyncio.timeout(self._timeout + 1.0):
                 v4, v6 = await asyncio.gather(
-                    self._query(qname, dns.rdatatype.A), self._query(qname, dns.rdatatype.AAAA)
+                    self._query(qname, dns.rdatatype.A, deadline),
+                    self._query(qname, dns.rdatatype.AAAA, deadline),
                 )
         except TimeoutError:
             v4 = v6 = _Family(Outcome.TIMEOUT)
@@ -170,28 +175,35 @@ class Resolver:
             self._store(name, result, self._clock() + cache_for)
         return result
 
-    async def _query(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Family:
-        try:
-            answer = await self._dns.resolve(
-                qname, rdtype, dns.rdataclass.IN, raise_on_no_answer=False, search=False
-            )
-        except dns.resolver.NXDOMAIN:
-            return _Family(Outcome.NXDOMAIN)
-        except dns.exception.Timeout:
-            return _Family(Outcome.TIMEOUT)
-        except (dns.exception.DNSException, OSError, ValueError):
-            # NoNameservers (every server said SERVFAIL/REFUSED or failed), YXDOMAIN, bad replies.
-            return _Family(Outcome.SERVFAIL)
-        if answer.rrset is None:
-            return _Family(Outcome.NODATA)
-        ips: list[IPAddress] = []
-        for rdata in answer.rrset:
-            ip = parse_ip_text(str(rdata.address))
-            if ip is not None:
-                ips.append(ip)
-        if not ips:
-            return _Family(Outcome.NODATA)
-        return _Family(Outcome.OK, tuple(ips), float(answer.chaining_result.minimum_ttl))
+    async def _query(
+        self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType, deadline: float
+    ) -> _Family:
+        """Ask the servers in order until one answers; refusing servers are dropped at once."""
+        query = dns.message.make_query(qname, rdtype, dns.rdataclass.IN)
+        query.flags |= dns.flags.RD
+        waiting = list(self._servers)  # servers that may still answer (timed out, not refused)
+        outcome = Outcome.SERVFAIL
+        while waiting:
+            for server in list(waiting):
+                left = min(ATTEMPT_TIMEOUT, deadline - self._clock())
+                if left <= 0:
+                    return _Family(Outcome.TIMEOUT)
+                try:
+                    response = await _ask(query, server, left)
+                except TimeoutError:
+                    outcome = Outcome.TIMEOUT
+                    continue
+                except (OSError, EOFError, dns.exception.DNSException, ValueError):
+                    waiting.remove(server)  # refused, unreachable or a bad reply
+                    continue
+                family = _family(response)
+                if family is None:  # SERVFAIL, REFUSED, ...: this server cannot help
+                    waiting.remove(server)
+                    continue
+                return family
+            if outcome is not Outcome.TIMEOUT:
+                break
+        return _Family(outcome)
 
     def _store(self, name: str, lookup: Lookup, expires: float) -> None:
         self._cache.pop(name, None)
@@ -202,6 +214,83 @@ class Resolver:
             while len(self._cache) >= MAX_CACHE_ENTRIES:
                 del self._cache[next(iter(self._cache))]  # oldest insertion first
         self._cache[name] = _Entry(lookup, expires)
+
+
+def system_servers() -> tuple[tuple[str, int], ...]:
+    """The system's resolvers, from /etc/resolv.conf."""
+    try:
+        conf = dns.resolver.Resolver(configure=True)
+    except dns.exception.DNSException as exc:
+        raise ConfigError(f"cannot use the system resolver ({exc}); pass --dns-servers") from exc
+    servers = tuple((str(ns), conf.nameserver_ports.get(str(ns), conf.port))
+                    for ns in conf.nameservers)
+    if not servers:
+        raise ConfigError("the system resolver lists no nameserver; pass --dns-servers")
+    return servers
+
+
+class _OneAnswer(asyncio.DatagramProtocol):
+    """Receives the reply to one query on a connected UDP socket; ICMP errors end it at once."""
+
+    def __init__(self, answer: asyncio.Future[bytes], query_id: bytes) -> None:
+        self._answer, self._id = answer, query_id
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        if data[:2] == self._id and not self._answer.done():
+            self._answer.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self._answer.done():
+            self._answer.set_exception(exc)
+
+
+async def _ask(
+    query: dns.message.Message, server: tuple[str, int], timeout: float
+) -> dns.message.Message:
+    """One query to one server: UDP, then TCP if the answer was truncated."""
+    loop = asyncio.get_running_loop()
+    wire = query.to_wire()
+    family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+    answer: asyncio.Future[bytes] = loop.create_future()
+    async with asyncio.timeout(timeout):
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _OneAnswer(answer, wire[:2]), remote_addr=server, family=family)
+        try:
+            transport.sendto(wire)
+            data = await answer
+        finally:
+            transport.close()
+        response = dns.message.from_wire(data, ignore_trailing=True)
+        if not query.is_response(response):
+            raise ValueError("the reply does not answer the query")
+        if response.flags & dns.flags.TC:
+            response = await dns.asyncquery.tcp(query, server[0], timeout=timeout, port=server[1])
+    return response
+
+
+def _family(response: dns.message.Message) -> _Family | None:
+    """The addresses in a response; None when the server could not answer (SERVFAIL, REFUSED)."""
+    rcode = response.rcode()
+    if not isinstance(response, dns.message.QueryMessage):
+        return None
+    if rcode == dns.rcode.NXDOMAIN:
+        return _Family(Outcome.NXDOMAIN)
+    if rcode != dns.rcode.NOERROR:
+        return None
+    try:
+        chain = response.resolve_chaining()
+    except dns.exception.DNSException:
+        return None
+    if chain.answer is None:
+        return _Family(Outcome.NODATA)
+    ips: list[IPAddress] = []
+    for rdata in chain.answer:
+        ip = parse_ip_text(str(rdata.address))
+        if ip is not None:
+            ips.append(ip)
+    if not ips:
+        return _Family(Outcome.NODATA)
+    return _Family(Outcome.OK, tuple(ips), float(chain.minimum_ttl))
 
 
 def _with_ttl(lookup: Lookup, ttl: float) -> Lookup:
@@ -219,8 +308,6 @@ def _combine(name: str, v4: _Family, v6: _Family, max_ttl: float) -> tuple[Looku
     outcomes = {v4.outcome, v6.outcome}
     for outcome in (Outcome.NXDOMAIN, Outcome.SERVFAIL, Outcome.TIMEOUT):
         if outcome in outcomes:
-            negative = outcome is Outcome.NXDOMAIN
-            return Lookup(name, outcome, (), NEGATIVE_TTL if negative else 0.0), (
-                NEGATIVE_TTL if negative else 0.0
-            )
+            ttl = NEGATIVE_TTL if outcome is Outcome.NXDOMAIN else FAILURE_TTL
+            return Lookup(name, outcome, (), ttl), ttl
     return Lookup(name, Outcome.NODATA, (), NEGATIVE_TTL), NEGATIVE_TTL

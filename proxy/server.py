@@ -195,20 +195,22 @@ class ProxyServer:
         try:
             cfg = merge(self.cfg.flags, self.cfg.config)
             policy = build_policy(cfg)
+            static = static_answers(cfg)
         except ConfigError as exc:
             print(f"awf-proxy: reload rejected: {exc}; the previous policy stays in force",
                   file=sys.stderr, flush=True)
             return
         self.policy = policy
         self.pool.clear()
-        if cfg.resolve != self.cfg.resolve:
-            self.resolver = Resolver(static=static_answers(cfg), servers=self.cfg.dns_servers)
+        if static != self.resolver.static:  # --resolve or the hosts file changed
+            self.resolver = Resolver(static=static, servers=self.cfg.dns_servers)
         else:
             self.resolver.cache_clear()
         # listeners and timeouts cannot change while running; the policy parts can
         self.cfg = replace(self.cfg, allow_domains=cfg.allow_domains,
                            block_domains=cfg.block_domains, allow_ports=cfg.allow_ports,
-                           allow_range=cfg.allow_range, resolve=cfg.resolve)
+                           allow_range=cfg.allow_range, resolve=cfg.resolve,
+                           hosts_file=cfg.hosts_file)
         counts = policy.counts()
         print(f"awf-proxy: policy reloaded: {counts.get('allow', 0)} allowed, "
               f"{counts.get('block', 0)} blocked entries", file=sys.stderr, flush=True)

@@ -2,7 +2,8 @@
 
 It lets tests prove what reached "upstream": a denied name must leave no count, a cached or
 single-flight lookup exactly one per type. Names in `silent` are never answered (timeouts),
-names in `servfail` get SERVFAIL, unknown names NXDOMAIN; while `gate` is clear every answer waits.
+names in `servfail` get SERVFAIL, names in `truncate` an empty truncated (TC) answer over UDP and
+the full one over TCP, unknown names NXDOMAIN; while `gate` is clear every answer waits.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Zone:
     default_ttl: int = 30
     silent: set[str] = field(default_factory=set)
     servfail: set[str] = field(default_factory=set)
+    truncate: set[str] = field(default_factory=set)
 
     def respond(self, query: dns.message.Message) -> dns.message.Message | None:
         response = dns.message.make_response(query)
@@ -111,12 +113,16 @@ class StubDns:
             if self._tcp is not None:
                 await self._tcp.wait_closed()
 
-    async def answer(self, wire: bytes) -> bytes | None:
+    async def answer(self, wire: bytes, *, udp: bool = False) -> bytes | None:
         query = dns.message.from_wire(wire)
         question = query.question[0]
         name = question.name.to_text(omit_final_dot=True).lower()
         self.counts[(name, dns.rdatatype.to_text(question.rdtype))] += 1
         await self.gate.wait()
+        if udp and name in self.zone.truncate:
+            truncated = dns.message.make_response(query)
+            truncated.flags |= dns.flags.TC
+            return truncated.to_wire()
         response = self.zone.respond(query)
         return None if response is None else response.to_wire()
 
@@ -126,7 +132,7 @@ class StubDns:
         task.add_done_callback(self._tasks.discard)
 
     async def _reply_udp(self, wire: bytes, addr: Any) -> None:
-        out = await self.answer(wire)
+        out = await self.answer(wire, udp=True)
         if out is not None and self._udp is not None and not self._udp.is_closing():
             self._udp.sendto(out, addr)
 

@@ -116,7 +116,7 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     # Build both rulesets once on the default layout: a port clash or a bad range is exit 2
     # here, before anything exists.
     probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
-    ports = topology.tcp_ports(cfg.proxy.allow_ports)
+    ports = topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
@@ -271,7 +271,7 @@ def _create_networks(run: Run, prepared: Prepared) -> topology.Subnets:
 
 def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                 runtime: str) -> tuple[ContainerSpec, str]:
-    ports = topology.tcp_ports(run.cfg.proxy.allow_ports)
+    ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
                                      dns_servers=prepared.dns_servers)
     uid, gid = _proxy_user()
@@ -309,7 +309,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
 
 
 def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[ContainerSpec, str]:
-    ports = topology.tcp_ports(run.cfg.proxy.allow_ports)
+    ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
     ruleset = topology.agent_ruleset(subnets, ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "subnet_v4": str(subnets.v4),
             "subnet_v6": str(subnets.v6) if subnets.v6 else None,
@@ -318,6 +318,7 @@ def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[Con
                ("net.ipv4.conf.default.accept_redirects", "0")]
     if subnets.v6 is not None:
         sysctls += [("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0"),
+                    ("net.ipv6.conf.eth0.accept_ra", "0"),  # all/default miss an existing eth0
                     ("net.ipv6.conf.all.accept_redirects", "0"),
                     ("net.ipv6.conf.default.accept_redirects", "0")]
     else:
@@ -442,7 +443,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
     (run.logs / "agent.nft").write_text(topology.agent_ruleset(
-        subnets, topology.tcp_ports(cfg.proxy.allow_ports)).render())
+        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)).render())
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
                    "self-test passed")
@@ -546,7 +547,7 @@ def _guard_spec(run: Run, runtime: str, ws: str | None) -> ContainerSpec:
         "allowed_bind_roots": [ws] if ws else [],
         "labels": [list(kv) for kv in run.labels(labels.Role.SIBLING)],
         "seccomp_json": seccomp.stage1_json(), "memory": limits.memory, "pids": limits.pids,
-        "nano_cpus": limits.nano_cpus,
+        "nano_cpus": limits.nano_cpus, "resolv_conf": str(run.work / "resolv.conf"),
     }
     host_socket = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     if not host_socket.startswith("unix://"):

@@ -110,7 +110,7 @@ def _run(run: Run) -> int:
 
 
 def _rulesets(run: Run, link: netns.AgentLink) -> tuple[ProxySideRuleset, AgentRuleset]:
-    ports = frozenset({80, 443} | set(run.cfg.proxy.allow_ports))
+    ports = frozenset({80, 443} | run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
     host6 = link.host_v6.ip if link.host_v6 else None
     side = ProxySideRuleset(
         table=f"awf_{run.run}",

@@ -62,6 +62,7 @@ DEFAULT_CAPS: Final = ("CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "SE
 MIN_API: Final = (1, 24)  # older versions let `start` replace the host config
 MAX_BODY: Final = 1 << 20  # request bodies the guard reads (archive PUT streams instead)
 
+RESOLV_CONF: Final = "/etc/resolv.conf"
 NAME_ENTRY: Final = "name:"
 EXEC_ENTRY: Final = "exec:"
 
@@ -171,6 +172,10 @@ class GuardConfig:
     memory: int | None = None  # ceilings
     pids: int | None = None
     nano_cpus: int | None = None
+    # The run's resolv.conf (the proxy's DNS forwarder), bound read-only at /etc/resolv.conf in
+    # every sibling: with NetworkMode=container: the engine would give it the keeper's, which
+    # names Docker's 127.0.0.11, and the agent's rules refuse that.
+    resolv_conf: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.network_container, str) or not _NAME_RE.fullmatch(
@@ -199,6 +204,9 @@ class GuardConfig:
                 raise ConfigError(f"seccomp_json is not JSON: {exc}") from exc
             if not isinstance(profile, dict):
                 raise ConfigError("seccomp_json is not a JSON object (a seccomp profile)")
+        if self.resolv_conf is not None and (
+                not isinstance(self.resolv_conf, str) or not self.resolv_conf.startswith("/")):
+            raise ConfigError(f"resolv_conf: {self.resolv_conf!r} is not an absolute path")
         for what in ("memory", "pids", "nano_cpus"):
             value = getattr(self, what)
             if value is not None and (type(value) is not int or value <= 0):
@@ -214,7 +222,7 @@ class GuardConfig:
         if not isinstance(raw, dict):
             raise ConfigError("--config must be a JSON object")
         known = {"run", "network_container", "allowed_bind_roots", "labels", "seccomp_json",
-                 "memory", "pids", "nano_cpus"}
+                 "memory", "pids", "nano_cpus", "resolv_conf"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ConfigError(f"--config: unknown keys {', '.join(unknown)}")
@@ -235,7 +243,8 @@ class GuardConfig:
                    allowed_bind_roots=tuple(roots),
                    labels=tuple((p[0], p[1]) for p in labels),
                    seccomp_json=raw.get("seccomp_json"), memory=raw.get("memory"),
-                   pids=raw.get("pids"), nano_cpus=raw.get("nano_cpus"))
+                   pids=raw.get("pids"), nano_cpus=raw.get("nano_cpus"),
+                   resolv_conf=raw.get("resolv_conf"))
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -361,6 +370,12 @@ class GuardConfig:
             _int(hc, key)
         hc["Binds"] = self._binds(hc.get("Binds"))
         hc["Mounts"] = self._mounts(hc.get("Mounts"))
+        if self.resolv_conf is not None:
+            targets = [b.split(":")[1 if ":" in b else 0] for b in hc["Binds"] or []]
+            targets += [_str(m, "Target") for m in hc["Mounts"] or []]
+            if any(posixpath.normpath(t or ".") == RESOLV_CONF for t in targets):
+                raise _Refused(f"a mount at {RESOLV_CONF} is refused: siblings resolve names "
+                               "through awf's proxy, like the command")
 
     def _binds(self, binds: object) -> list[str] | None:
         if binds is None:
@@ -446,6 +461,10 @@ class GuardConfig:
         out["SecurityOpt"] = ["no-new-privileges"] + (
             [f"seccomp={self.seccomp_json}"] if self.seccomp_json is not None else [])
         out["CgroupnsMode"] = "private"
+        if self.resolv_conf is not None:
+            out["Mounts"] = [*(out.get("Mounts") or []),
+                             {"Type": "bind", "Source": self.resolv_conf, "Target": RESOLV_CONF,
+                              "ReadOnly": True}]
         memory = _ceiling(hc.get("Memory"), self.memory)
         if memory is not None:
             out["Memory"] = memory

@@ -346,3 +346,59 @@ async def test_port_in_use_is_a_config_error(rig: Rig):
     with pytest.raises(ConfigError, match=r"--dns-listen 127\.0\.0\.1:\d+: cannot bind UDP"):
         await other.start(*rig.address)
     await other.close()
+
+
+# --- the exfiltration budget (issue 20) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_long_subdomain_of_allowed_name_is_refused_without_upstream(rig: Rig, transport: str):
+    """A 240-character subdomain of an allowed name (four 59-character labels) used to be
+    looked up upstream, carrying ~230 bytes to the allowed domain's nameservers."""
+    name = ".".join(["d" * 59] * 4) + ".allowed.test"
+    assert len(name) > 240
+    ask = rig.udp if transport == "udp" else rig.tcp
+    reply = await ask(name, "A")
+    assert reply.rcode() == dns.rcode.REFUSED
+    assert rig.stub.total() == 0
+    assert rig.logs[-1]["decision"] == "deny"
+    assert rig.logs[-1]["reason"] == "name_too_long"
+    assert rig.logs[-1]["rcode"] == "REFUSED"
+    assert rig.logs[-1]["qname"] == name
+    short = await ask("x" * 60 + ".allowed.test", "A")  # 73 characters: under the default 100
+    assert short.rcode() != dns.rcode.REFUSED
+
+
+async def test_distinct_subdomains_past_the_budget_are_refused():
+    stub = StubDns(ZONE)
+    await stub.start()
+    logs: list[Mapping[str, object]] = []
+    now = [1000.0]
+    fwd = DnsForwarder(
+        policy_ref=policy,
+        resolver=Resolver(servers=[stub.address], timeout=0.5),
+        log=logs.append,
+        subdomain_budget=3,
+        monotonic=lambda: now[0],
+    )
+    try:
+        host, port = await fwd.start("127.0.0.1", 0)
+
+        async def ask(name: str) -> dns.message.Message:
+            q = dns.message.make_query(name, "A")
+            return await dns.asyncquery.udp(q, host, port=port, timeout=TIMEOUT)
+
+        for i in range(3):
+            assert (await ask(f"s{i}.allowed.test")).rcode() == dns.rcode.NXDOMAIN  # upstream's
+        asked = stub.total()
+        over = await ask("s3.allowed.test")
+        assert over.rcode() == dns.rcode.REFUSED
+        assert stub.total() == asked  # never went upstream
+        assert logs[-1]["reason"] == "dns_budget"
+        assert logs[-1]["qname"] == "s3.allowed.test"
+        assert (await ask("s0.allowed.test")).rcode() != dns.rcode.REFUSED  # counted already
+        now[0] += 61
+        assert (await ask("s3.allowed.test")).rcode() != dns.rcode.REFUSED  # the window moved
+    finally:
+        await fwd.close()
+        await stub.close()

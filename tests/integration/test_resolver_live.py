@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from proxy.errors import DnsFailure
-from proxy.resolver import NEGATIVE_TTL, Outcome, Resolver
+from proxy.resolver import FAILURE_TTL, NEGATIVE_TTL, Outcome, Resolver
 from tests.dns_stub import StubDns, Zone
 
 pytestmark = pytest.mark.integration
@@ -36,10 +36,12 @@ def zone() -> Zone:
             "txt.test": {"TXT": ['"hello"']},
             "alias.test": {"CNAME": ["target.test"]},
             "target.test": {"A": ["192.0.2.10"]},
+            "big.test": {"A": ["192.0.2.11"]},
         },
         ttl={"both.test": 30, "long.test": 3600, "alias.test": 10, "target.test": 100},
         silent={"silent.test"},
         servfail={"broken.test"},
+        truncate={"big.test"},
     )
 
 
@@ -181,12 +183,46 @@ async def test_no_addresses(resolver: Resolver):
         assert (await resolver.lookup("txt.test")).outcome is Outcome.NODATA
 
 
-async def test_servfail_is_not_cached(resolver: Resolver, stub: StubDns):
+async def test_servfail_is_cached_briefly(resolver: Resolver, stub: StubDns, clock: Clock):
+    """A burst of requests to a name whose DNS fails costs one query, and it is asked again soon."""
     async with asyncio.timeout(10):
-        for expected in (1, 2):
+        for _ in range(3):
             with pytest.raises(DnsFailure, match=r"'broken\.test': SERVFAIL"):
                 await resolver.resolve("broken.test")
-            assert stub.counts[("broken.test", "A")] == expected
+        assert stub.counts[("broken.test", "A")] == 1
+        clock.now += FAILURE_TTL + 0.1
+        with pytest.raises(DnsFailure, match=r"'broken\.test': SERVFAIL"):
+            await resolver.resolve("broken.test")
+        assert stub.counts[("broken.test", "A")] == 2
+
+
+async def test_timeout_is_cached_briefly(stub: StubDns):
+    resolver = Resolver(servers=[stub.address], timeout=0.5)
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(5):
+        with pytest.raises(DnsFailure, match=r"'silent\.test': timeout"):
+            await resolver.resolve("silent.test")
+        start = loop.time()
+        with pytest.raises(DnsFailure, match=r"'silent\.test': timeout"):
+            await resolver.resolve("silent.test")
+    assert loop.time() - start < 0.1
+
+
+async def test_refusing_server_fails_at_once():
+    """ICMP port unreachable ends the lookup at once, not after the resolver timeout."""
+    resolver = Resolver(servers=[("127.0.0.1", 9)], timeout=5.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(10):
+        with pytest.raises(DnsFailure, match=r"cannot resolve 'v4\.test'"):
+            await resolver.resolve("v4.test")
+    assert loop.time() - start < 1.0
+
+
+async def test_truncated_answer_is_asked_again_over_tcp(resolver: Resolver, stub: StubDns):
+    async with asyncio.timeout(10):
+        assert await resolver.resolve("big.test") == (V4("192.0.2.11"),)
+    assert stub.counts[("big.test", "A")] == 2  # UDP (truncated), then TCP
 
 
 async def test_timeout(stub: StubDns):

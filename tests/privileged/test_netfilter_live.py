@@ -239,7 +239,7 @@ s = socket.socket(fam, socket.SOCK_STREAM if kind == "tcp" else socket.SOCK_DGRA
 s.settimeout(float(sys.argv[4]))
 began = time.monotonic()
 try:
-    s.connect((host, port))
+    s.connect(socket.getaddrinfo(host, port, fam, s.type)[0][4])  # keeps a %scope
     if kind == "udp":
         s.send(b"query")
     out = {"ok": True, "data": s.recv(100).decode()}
@@ -491,6 +491,24 @@ def test_docker_dns_flag_refuses_127_0_0_11(t: Topology) -> None:
     assert rows == [{"dst": "127.0.0.11", "proto": "udp", "port": 53, "count": 1}]
 
 
+def test_tcp_80_443_to_the_host_link_local_address_is_refused_and_counted(t: Topology) -> None:
+    """Issue 20: routed TCP leaves only via the proxy's next hop; the host end's fe80::
+    address is on-link, its own next hop, so the agent's table refuses it and counts it."""
+    shown = subprocess.run(["ip", "-j", "-6", "addr", "show", "dev", t.link.host_if, "scope",
+                            "link"], capture_output=True, text=True, check=True, timeout=10)
+    infos = [a for link in json.loads(shown.stdout) for a in link.get("addr_info", [])
+             if str(a.get("local", "")).startswith("fe80:")]
+    if not infos:
+        pytest.skip("the host end has no link-local address")
+    ll = str(infos[0]["local"])
+    for port in (80, 443):
+        refused_fast(probe(t, "tcp", f"{ll}%{t.link.agent_if}", port))
+    rows = nft.counters(AGENT_TABLE, netns=t.link.netns)
+    for port in (80, 443):
+        assert {"dst": ll, "proto": "tcp", "port": port, "count": 1} in rows, rows
+    assert t.listeners.drain() == []
+
+
 def test_apply_errors_name_the_table(t: Topology) -> None:
     with pytest.raises(NetfilterError, match="does not exist"):
         nft.apply(t.agent, netns="awf-no-such-netns")
@@ -552,3 +570,4 @@ def test_no_leftovers_after_teardown(topo: Topology) -> None:
     host_addrs = {str(n.network_address) for n in netns.host_networks()}
     assert topo.hosts[0] not in host_addrs
     assert topo.hosts[1] not in host_addrs
+

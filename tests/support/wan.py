@@ -74,6 +74,7 @@ class Wan:
     status: Path
     ca_pem: Path
     proc: subprocess.Popen[bytes]
+    lock: int = -1  # the flock that makes this the one wan on the machine
 
     def counts(self) -> dict[str, int]:
         data: dict[str, int] = json.loads(self.status.read_text())
@@ -85,9 +86,43 @@ class Wan:
         subprocess.run(["ip", "link", "delete", self.host_if], capture_output=True, check=False)
         subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True, check=False)
         (OWNERS / self.netns).unlink(missing_ok=True)
+        if self.lock >= 0:
+            os.close(self.lock)  # releases the flock
+            self.lock = -1
+
+
+def _take_the_wan(wait: float) -> int:
+    """One wan per machine (its addresses are fixed): wait, bounded, for another run's to go.
+    The flock dies with its process, so a crashed run never blocks the next one."""
+    import fcntl
+
+    OWNERS.mkdir(parents=True, exist_ok=True)
+    fd = os.open(OWNERS.parent / "test-wan.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise RuntimeError(f"another test run held the wan for over {wait:.0f} s; only "
+                                   "one can run at a time") from None
+            time.sleep(1)
 
 
 def start(workdir: Path) -> Wan:
+    lock = _take_the_wan(float(os.environ.get("AWF_TEST_WAN_WAIT", "1200")))
+    try:
+        wan = _start(workdir)
+    except BaseException:
+        os.close(lock)
+        raise
+    wan.lock = lock
+    return wan
+
+
+def _start(workdir: Path) -> Wan:
     import trustme
 
     reap()

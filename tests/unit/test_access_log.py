@@ -287,3 +287,26 @@ def test_write_errors_are_survived(capsys: pytest.CaptureFixture[str]):
     err = capsys.readouterr().err
     assert err.count("cannot write '/dev/full'") == 1
     assert "No space left on device" in err
+
+
+@pytest.mark.parametrize("tail", [b'{"cut":', b'{"bytes_up":9,"half', b"x" * 70_000])
+@pytest.mark.parametrize("before", [b"", b'{"old":1}\n', b'{"old":1}\n' * 10_000])
+def test_a_partial_last_line_from_a_crash_is_cut_at_start(tmp_path: Path, capsys, before, tail):
+    path = tmp_path / "access.jsonl"
+    path.write_bytes(before + tail)
+    log = AccessLog(path, stderr_summary=False)
+    log.start()
+    log.record(rec(7))
+    log.close()
+    assert path.read_bytes() == before + encode_line(rec(7))
+    assert f"ended in a partial record ({len(tail)} bytes" in capsys.readouterr().err
+
+
+def test_a_whole_last_line_is_left_alone(tmp_path: Path, capsys):
+    path = tmp_path / "access.jsonl"
+    path.write_bytes(b'{"old":1}\n')
+    log = AccessLog(path, stderr_summary=False)
+    log.start()
+    log.close()
+    assert path.read_bytes() == b'{"old":1}\n'
+    assert "partial" not in capsys.readouterr().err

@@ -16,7 +16,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.dnsfwd import Query, Reply, Verdict, answer, encode, judge, parse_query, refuse
+from proxy.config import parse_argv
+from proxy.dnsfwd import (
+    DEFAULT_MAX_NAME_LENGTH,
+    DEFAULT_SUBDOMAIN_BUDGET,
+    Query,
+    Reply,
+    SubdomainBudget,
+    Verdict,
+    answer,
+    budget_base,
+    encode,
+    judge,
+    name_too_long,
+    parse_query,
+    refuse,
+    screen,
+)
+from proxy.errors import ConfigError
 from proxy.policy import Policy
 from proxy.reasons import Reason
 from proxy.resolver import IPAddress, Lookup, Outcome
@@ -390,3 +407,107 @@ def test_denied_names_never_carry_addresses(name: str, rdtype: str, edns: bool, 
         assert reply.message.answer == []
         assert reply.message.rcode() == dns.rcode.NXDOMAIN
         assert ede_codes(reply.message) == ([(15, str(verdict.reason))] if edns else [])
+
+
+# --- the exfiltration budget (issue 20) ------------------------------------------------------
+
+PATTERNS = Policy.build(allow_domains=["*.cdn.test", "plain.test"])
+
+
+def screened(name: str, budget: SubdomainBudget | None = None, *, max_len: int = 100,
+             policy: Policy = POLICY, now: float = 0.0) -> Verdict | Reply:
+    return screen(query(name), policy, LOCAL, max_name_length=max_len,
+                  budget=budget or SubdomainBudget(100), now=now)
+
+
+def test_defaults_are_100_and_100() -> None:
+    assert DEFAULT_MAX_NAME_LENGTH == 100
+    assert DEFAULT_SUBDOMAIN_BUDGET == 100
+
+
+def test_a_240_character_subdomain_of_an_allowed_name_is_refused() -> None:
+    name = ".".join(["d" * 59] * 4) + ".allowed.test"
+    reply = screened(name)
+    assert isinstance(reply, Reply)
+    assert reply.message.rcode() == dns.rcode.REFUSED
+    assert (reply.decision, reply.reason) == ("deny", Reason.NAME_TOO_LONG)
+
+
+def test_name_length_limit_is_configurable_and_counts_without_the_final_dot() -> None:
+    name = "a" * 50 + "." + "a" * 36 + ".allowed.test"  # exactly 100
+    assert len(name) == 100
+    assert isinstance(screened(name), Verdict)
+    assert isinstance(screened("b" + name), Reply)
+    assert isinstance(screened(name, max_len=99), Reply)
+    assert isinstance(screened("b" + name, max_len=200), Verdict)
+
+
+def test_a_label_over_63_is_refused_whatever_the_length_limit() -> None:
+    # not sendable in wire form, so built from a parsed query whose text is replaced
+    q = query("allowed.test")
+    long_label = Query(q.message, "x" * 64 + ".allowed.test", q.qtype)
+    assert name_too_long(long_label, 1000)
+    assert not name_too_long(Query(q.message, "x" * 63 + ".allowed.test", q.qtype), 1000)
+
+
+def test_denied_long_name_is_refused_too() -> None:
+    reply = screened("x" * 60 + "." + "y" * 60 + ".denied.test", max_len=100)
+    assert isinstance(reply, Reply)
+    assert reply.reason == Reason.NAME_TOO_LONG
+
+
+def test_budget_base_plain_entry_and_pattern() -> None:
+    assert budget_base("allowed.test", POLICY) == "allowed.test"
+    assert budget_base("a.b.allowed.test", POLICY) == "allowed.test"
+    assert budget_base("x1.cdn.test", PATTERNS) == "cdn.test"
+    assert budget_base("a.x2.cdn.test", PATTERNS) == "cdn.test"
+    assert budget_base("q.plain.test", PATTERNS) == "plain.test"
+
+
+def test_budget_counts_distinct_names_per_base_per_minute() -> None:
+    b = SubdomainBudget(3)
+    assert all(b.admit("allowed.test", f"s{i}.allowed.test", 10.0) for i in range(3))
+    assert not b.admit("allowed.test", "s3.allowed.test", 20.0)
+    assert b.admit("allowed.test", "s1.allowed.test", 20.0)  # already counted: free
+    assert b.admit("other.test", "s3.other.test", 20.0)  # bases are separate
+    assert not b.admit("allowed.test", "s3.allowed.test", 69.9)
+    assert b.admit("allowed.test", "s3.allowed.test", 70.1)  # the first three aged out
+
+
+def test_budget_forgets_the_oldest_base_past_its_cap() -> None:
+    b = SubdomainBudget(1, max_bases=2)
+    assert b.admit("a.test", "x.a.test", 0.0)
+    assert b.admit("b.test", "x.b.test", 0.0)
+    assert b.admit("c.test", "x.c.test", 0.0)  # a.test forgotten
+    assert b.admit("a.test", "y.a.test", 0.0)
+
+
+def test_screen_refuses_a_new_allowed_name_past_the_budget_and_logs_why() -> None:
+    b = SubdomainBudget(2)
+    assert isinstance(screened("one.allowed.test", b), Verdict)
+    assert isinstance(screened("two.allowed.test", b), Verdict)
+    reply = screened("three.allowed.test", b)
+    assert isinstance(reply, Reply)
+    assert reply.message.rcode() == dns.rcode.REFUSED
+    assert reply.reason == Reason.DNS_BUDGET
+    # denied names and local answers are not counted and not refused by the budget
+    denied = screened("x.denied.test", b)
+    assert isinstance(denied, Verdict)
+    assert not denied.allowed
+    assert isinstance(screened("awf-proxy", b), Verdict)
+
+
+def test_pattern_subdomains_share_one_budget() -> None:
+    b = SubdomainBudget(2)
+    assert isinstance(screened("x1.cdn.test", b, policy=PATTERNS), Verdict)
+    assert isinstance(screened("a.x2.cdn.test", b, policy=PATTERNS), Verdict)
+    assert isinstance(screened("x3.cdn.test", b, policy=PATTERNS), Reply)
+
+
+def test_budget_flags_parse_and_default() -> None:
+    cfg = parse_argv([])
+    assert (cfg.dns_max_name_length, cfg.dns_subdomain_budget) == (100, 100)
+    cfg = parse_argv(["--dns-max-name-length", "80", "--dns-subdomain-budget", "5"])
+    assert (cfg.dns_max_name_length, cfg.dns_subdomain_budget) == (80, 5)
+    with pytest.raises(ConfigError, match="--dns-subdomain-budget"):
+        parse_argv(["--dns-subdomain-budget", "0"])

@@ -597,3 +597,38 @@ def test_config_errors(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:
         GuardConfig.from_json(text)
     assert fragment in str(caught.value)
+
+
+# -- siblings resolve through the proxy's forwarder (issue 20) ---------------------------------
+
+RESOLVING = GuardConfig(run="1234abcd", network_container="awf-1234abcd-net",
+                        allowed_bind_roots=("/work/ws",),
+                        resolv_conf="/tmp/awf-1234abcd/resolv.conf")
+
+
+def test_siblings_get_the_runs_resolv_conf() -> None:
+    sent = _sent(_create({"Mounts": [{"Type": "tmpfs", "Target": "/t"}]}, cfg=RESOLVING))
+    assert sent["HostConfig"]["Mounts"][-1] == {
+        "Type": "bind", "Source": "/tmp/awf-1234abcd/resolv.conf", "Target": "/etc/resolv.conf",
+        "ReadOnly": True}
+    assert sent["HostConfig"]["Mounts"][0]["Target"] == "/t"
+    bare = _sent(_create(dict(CLI_CREATE["HostConfig"]), cfg=RESOLVING))
+    assert [m["Target"] for m in bare["HostConfig"]["Mounts"]] == ["/etc/resolv.conf"]
+
+
+@pytest.mark.parametrize("hc", [
+    {"Binds": ["/work/ws:/etc/resolv.conf:ro"]},
+    {"Binds": ["/etc/resolv.conf"]},
+    {"Mounts": [{"Type": "bind", "Source": "/work/ws", "Target": "/etc//resolv.conf"}]},
+    {"Mounts": [{"Type": "tmpfs", "Target": "/etc/resolv.conf"}]},
+])
+def test_a_sibling_may_not_mount_its_own_resolv_conf(hc: dict[str, Any]) -> None:
+    assert "/etc/resolv.conf is refused" in _refused(_create(hc, cfg=RESOLVING))
+
+
+def test_resolv_conf_from_json() -> None:
+    cfg = GuardConfig.from_json(json.dumps({"run": "r", "network_container": "n1",
+                                            "resolv_conf": "/tmp/r/resolv.conf"}))
+    assert cfg.resolv_conf == "/tmp/r/resolv.conf"
+    with pytest.raises(ConfigError, match="resolv_conf"):
+        GuardConfig.from_json('{"run": "r", "network_container": "n1", "resolv_conf": "x"}')

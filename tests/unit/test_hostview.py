@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,12 @@ from containers.agentenv import Volume
 from containers.hostview import (
     CREDENTIAL_DIRS,
     CREDENTIAL_FILES,
+    CREDENTIALS,
+    SECRET_STORES,
+    Credential,
     HostFacts,
     HostView,
+    Kind,
     host_view,
     secret_store,
     usable_workspace,
@@ -124,3 +129,81 @@ def test_live_facts_read_this_host(tmp_path: Path) -> None:
     assert live.is_dir(str(tmp_path))
     assert live.readlink(str(tmp_path / "l")) == "f"
     assert live.readlink(str(tmp_path)) is None
+
+
+# -- issue 20: every entry masked under a -v of any of its parent directories -------------------
+
+IDS = [c.path for c in CREDENTIALS]
+
+
+def _placed(cred: Credential, base: str) -> tuple[set[str], set[str]]:
+    """(files, dirs) of a host with `cred` below `base`, and a sibling file next to it."""
+    path = f"{base}/{cred.path}"
+    parent = posixpath.dirname(path)
+    files = {f"{parent}/awf-sibling.txt"}
+    dirs = {parent}
+    if cred.kind is Kind.FILE:
+        files.add(path)
+    else:
+        dirs.add(path)
+    return files, dirs
+
+
+def _masked_at(v: HostView, target: str) -> bool:
+    m = by_target(v).get(target)
+    return (m is not None and m.source == "/dev/null") or any(
+        t == target and opts.startswith("ro,") for t, opts in v.tmpfs)
+
+
+def test_the_table_has_no_duplicates_and_names_the_agents_and_clouds() -> None:
+    assert len(IDS) == len(set(IDS))
+    for must in (".claude/.credentials.json", ".codex/auth.json", ".gemini/oauth_creds.json",
+                 ".config/gcloud/credentials.db", ".azure/msal_token_cache.json",
+                 ".kube/config", ".pypirc", ".cargo/credentials.toml", ".m2/settings.xml",
+                 ".gradle/gradle.properties", ".terraform.d/credentials.tfrc.json",
+                 ".config/gh/hosts.yml"):
+        assert must in IDS, must
+    assert set(CREDENTIAL_FILES) | set(CREDENTIAL_DIRS) == set(IDS)
+
+
+@pytest.mark.parametrize("cred", CREDENTIALS, ids=IDS)
+def test_each_credential_masked_under_a_volume_of_each_parent(cred: Credential) -> None:
+    parts = cred.path.split("/")
+    files, dirs = _placed(cred, "/home/u")
+    for k in range(1, len(parts)):  # -v ~/.config, then -v ~/.config/gh, ...
+        parent = "/home/u/" + "/".join(parts[:k])
+        if any(name in SECRET_STORES for name in parts[:k]):
+            continue  # -v of those is refused outright (test_secret_store)
+        rest = "/".join(parts[k:])
+        v = view(files=files, dirs=dirs | {parent}, workspace="/src/proj",
+                 volumes=(Volume(parent, "/mnt/p", True),))
+        assert _masked_at(v, f"/host/mnt/p/{rest}"), (parent, rest)
+        assert f"/home/u/{cred.path}" in v.masked
+        sibling = f"/host/mnt/p/{posixpath.dirname(rest)}/awf-sibling.txt".replace("//", "/")
+        assert sibling not in by_target(v)  # the file next to it stays readable
+        assert not any(t == posixpath.dirname(f"/host/mnt/p/{rest}") for t, _ in v.tmpfs)
+
+
+@pytest.mark.parametrize("cred", CREDENTIALS, ids=IDS)
+def test_each_credential_masked_in_the_home_below_a_volume(cred: Credential) -> None:
+    files, dirs = _placed(cred, "/home/u")
+    v = view(files=files, dirs=dirs | {"/home"}, volumes=(Volume("/home", "/h", True),))
+    assert _masked_at(v, f"/host/h/u/{cred.path}")
+
+
+@pytest.mark.parametrize("cred", CREDENTIALS, ids=IDS)
+def test_a_volume_of_the_credential_itself_is_refused(cred: Credential) -> None:
+    assert secret_store(f"/home/u/{cred.path}") is not None
+    if cred.kind is Kind.DIR:
+        assert secret_store(f"/home/u/{cred.path}/sub") is not None
+
+
+def test_a_volume_of_a_claude_dir_masks_only_the_credentials() -> None:
+    files = {"/home/u/.claude/.credentials.json", "/home/u/.claude/settings.json"}
+    v = view(files=files, dirs={"/home/u/.claude"},
+             volumes=(Volume("/home/u/.claude", "/home/u/.claude", True),))
+    m = by_target(v)
+    assert m["/host/home/u/.claude/.credentials.json"].source == "/dev/null"
+    assert "/host/home/u/.claude/settings.json" not in m
+    assert secret_store("/home/u/.claude") is None
+    assert secret_store("/home/u/.config") is None

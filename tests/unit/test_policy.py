@@ -1,6 +1,7 @@
 """Policy golden tables (contract §2, §3, §6), ported from upstream's policy vectors
 (docs/UPSTREAM-TESTS.md §2) and adjusted where our contract differs: we normalise case and one
-trailing dot, reject one-label names and paths/ports in entries, and let `*` match `_`."""
+trailing dot, reject one-label names and paths in entries, and let `*` match `_`. Port-scoped
+entries (`svc.example.com:8080`, amended contract §2) have their own table."""
 
 from __future__ import annotations
 
@@ -459,9 +460,14 @@ def test_entry_canonical_form(raw: str, canonical: str) -> None:
     ("github.com/path", "has a path"),
     ("https://github.com/user", "has a path"),
     ("github.com//", "has a path"),
-    ("github.com:8080", "has a port"),
-    ("https://github.com:443/", "has a port"),
-    ("[::1]:443", "has a port"),
+    ("github.com:22", "22 is never allowed"),           # port-scoped entries: dangerous ports
+    ("github.com:3000-3400", "includes 3306"),
+    ("github.com:0", "port 0 cannot be allowed"),
+    ("github.com:70000", "over 65535"),
+    ("github.com:", "bad port"),
+    ("github.com:http", "bad port"),
+    ("github.com:9010-9000", "starts after it ends"),
+    ("[::1]:", "bad port"),
     ("ftp://github.com", "scheme"),
     ("https://http://github.com", "scheme"),
     # invalid names and addresses
@@ -598,3 +604,75 @@ def test_domain_list_leaves_odd_characters_for_validation() -> None:
     [entry] = parse_domain_list("git\x0bhub.com\n")
     with pytest.raises(ConfigError, match="U\\+000B"):
         parse_entry(entry)
+
+
+# -- port-scoped entries (amended contract §2) ------------------------------------------------
+
+SCOPED = Policy.build(
+    allow_domains=["svc.example.com:8080", "range.example.com:8000-8010",
+                   "https://tls.example.com:8443", "*.mcp.example.com:3000", "both.example.com",
+                   "both.example.com:9000",
+                   "192.0.2.5:8081", "[2001:db8::5]:8082"],
+    allow_ports=[7000],
+)
+
+
+@pytest.mark.parametrize(("host", "port", "scheme", "reason"), [
+    ("svc.example.com", 8080, HTTP, None),
+    ("svc.example.com", 8080, HTTPS, None),
+    ("a.svc.example.com", 8080, HTTP, None),             # subdomains, as for any entry
+    ("svc.example.com", 80, HTTP, Reason.PORT_DENIED),   # 80 and 443 only if listed
+    ("svc.example.com", 443, HTTPS, Reason.PORT_DENIED),
+    ("svc.example.com", 7000, HTTP, Reason.PORT_DENIED),  # --allow-ports is not for it either
+    ("svc.example.com", 8081, HTTP, Reason.PORT_DENIED),
+    ("range.example.com", 8000, HTTP, None),
+    ("range.example.com", 8010, HTTP, None),
+    ("range.example.com", 8011, HTTP, Reason.PORT_DENIED),
+    ("tls.example.com", 8443, HTTPS, None),
+    ("tls.example.com", 8443, HTTP, Reason.SCHEME_DENIED),
+    ("x.mcp.example.com", 3000, HTTP, None),
+    ("mcp.example.com", 3000, HTTP, Reason.DOMAIN_NOT_ALLOWED),  # '*.' needs a label
+    ("x.mcp.example.com", 443, HTTPS, Reason.PORT_DENIED),
+    ("both.example.com", 443, HTTPS, None),               # the plain entry: the global ports
+    ("both.example.com", 7000, HTTP, None),
+    ("both.example.com", 9000, HTTP, None),               # the scoped one: its port
+    ("both.example.com", 9001, HTTP, Reason.PORT_DENIED),
+    ("192.0.2.5", 8081, HTTP, None),
+    ("192.0.2.5", 80, HTTP, Reason.PORT_DENIED),
+    ("[2001:db8::5]", 8082, HTTPS, None),
+    ("2001:db8::5", 8082, HTTPS, None),
+    ("192.0.2.6", 8081, HTTP, Reason.IP_LITERAL),
+    ("other.example.com", 8080, HTTP, Reason.DOMAIN_NOT_ALLOWED),
+    ("notsvc.example.com", 8080, HTTP, Reason.DOMAIN_NOT_ALLOWED),
+])
+def test_port_scoped_entries(host: str, port: int, scheme: Scheme, reason: Reason | None) -> None:
+    decision = SCOPED.decide(host, port, scheme)
+    assert (decision.allowed, decision.reason) == (reason is None, reason)
+
+
+def test_port_scoped_entries_blocked_and_for_dns() -> None:
+    policy = Policy.build(allow_domains=["svc.example.com:8080"],
+                          block_domains=["bad.svc.example.com"])
+    assert policy.decide("bad.svc.example.com", 8080, HTTP).reason == Reason.DOMAIN_BLOCKED
+    assert policy.allows_name("svc.example.com")
+    assert not policy.allows_name("bad.svc.example.com")
+    assert policy.scoped_ports() == frozenset({8080})
+    assert SCOPED.scoped_ports() == frozenset(
+        {8080, 8443, 3000, 9000, 8081, 8082, *range(8000, 8011)})
+
+
+@pytest.mark.parametrize(("raw", "canonical"), [
+    ("svc.example.com:8080", "svc.example.com:8080"),
+    ("HTTPS://Svc.Example.com:08443/", "https://svc.example.com:8443"),
+    ("svc.example.com:8000-8010", "svc.example.com:8000-8010"),
+    ("192.0.2.5:81", "192.0.2.5/32:81"),
+    ("[2001:db8::5]:8082", "[2001:db8::5/128]:8082"),
+])
+def test_port_scoped_canonical_form(raw: str, canonical: str) -> None:
+    assert str(parse_entry(raw)) == canonical
+
+
+def test_a_blocked_entry_with_a_port_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--block-domains: 'bad.example.com:8080' has a port; a "
+                       r"blocked domain is blocked on every port: write 'bad.example.com'"):
+        Policy.build(allow_domains=[], block_domains=["bad.example.com:8080"])

@@ -8,6 +8,7 @@ import pytest
 
 from proxy.errors import ConfigError, DnsFailure
 from proxy.resolver import (
+    FAILURE_TTL,
     NEGATIVE_TTL,
     Lookup,
     Outcome,
@@ -132,8 +133,8 @@ def test_combine_partial_failure_is_cached_briefly():
     [
         (Outcome.NXDOMAIN, Outcome.NXDOMAIN, Outcome.NXDOMAIN, NEGATIVE_TTL),
         (Outcome.NODATA, Outcome.NODATA, Outcome.NODATA, NEGATIVE_TTL),
-        (Outcome.NODATA, Outcome.TIMEOUT, Outcome.TIMEOUT, 0.0),
-        (Outcome.SERVFAIL, Outcome.TIMEOUT, Outcome.SERVFAIL, 0.0),
+        (Outcome.NODATA, Outcome.TIMEOUT, Outcome.TIMEOUT, FAILURE_TTL),
+        (Outcome.SERVFAIL, Outcome.TIMEOUT, Outcome.SERVFAIL, FAILURE_TTL),
         (Outcome.NXDOMAIN, Outcome.SERVFAIL, Outcome.NXDOMAIN, NEGATIVE_TTL),
     ],
 )

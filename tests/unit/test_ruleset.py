@@ -84,7 +84,7 @@ def test_script_replaces_the_table_atomically() -> None:
 def test_sha_is_of_the_rendered_text_and_pinned() -> None:
     a = agent()
     assert a.sha256() == hashlib.sha256(a.render().encode()).hexdigest()
-    assert a.sha256() == "d3bfc5fb80e0872fd8f12760e8628a72d5ec486323643e7c053f9fd450713575"
+    assert a.sha256() == "27175d86f67b909447b08a59d56f46f5b8602655f00e45c69f04dbc82a3b85a6"
     assert proxy().sha256() == (
         "ba72d46f40e2a6644a32343611de73694c28bb9378e127b9d167ff3efa2314fb")
     assert agent(tcp_ports=frozenset({80, 443, 8080})).sha256() != a.sha256()
@@ -122,8 +122,11 @@ def _twins_match(r4: Rule, r6: Rule) -> None:
             assert m4.nets
             assert all(isinstance(n, IPv6Network) for n in m6.nets)
             assert m6.nets
-            assert m4.text.split()[:2] == ["ip", m6.text.split()[1]]
-            assert m6.text.split()[0] == "ip6"
+            t4, t6 = m4.text.split(), m6.text.split()  # "[rt] ip daddr|nexthop ADDR"
+            i = t4.index("ip")
+            assert t6[i] == "ip6"
+            assert t4[:i] == t6[:i]
+            assert t4[i + 1] == t6[i + 1]
         else:
             assert _neutral(m4.text) == _neutral(m6.text)
         assert (m4.ints, m4.names, m4.negated) == (m6.ints, m6.names, m6.negated)
@@ -181,7 +184,7 @@ def test_agent_renders_every_port(tcp: frozenset[int], proxy_ports: frozenset[in
               sidecar_v4=IPv4Address("172.30.0.30"), sidecar_v6=IPv6Address("fd61:7766::30"))
     output = next(c for c in r.model().chains if c.name == "output")
     rendered = "\n".join(rule.render() for rule in output.rules)
-    expected = [tcp, proxy_ports, proxy_ports] + ([frozenset({53})] * 2
+    expected = [tcp, tcp, proxy_ports, proxy_ports] + ([frozenset({53})] * 2
                                                   if 53 in proxy_ports else []) + [sidecar] * 2
     assert _port_sets(rendered) == expected
 
@@ -236,6 +239,23 @@ def test_docker_dns_is_refused_before_loopback_is_accepted() -> None:
     refuse = lines.index("meta nfproto ipv4 ip daddr 127.0.0.11 goto refuse")
     assert refuse < lines.index('oifname "lo" accept')
     assert "127.0.0.11" not in agent().render()
+
+
+def test_routed_tcp_leaves_only_via_the_proxys_next_hop() -> None:
+    """Issue 20: no TCP 80/443 accept without the proxy as next hop (an fe80:: address on the
+    link is its own next hop, so it falls through to refuse and is counted)."""
+    for ruleset in (agent(), full_agent()):
+        out = ruleset.model().chains[0].rules
+        tcp = [r.render() for r in out if r.action == "accept" and "443" in r.render()]
+        assert tcp == [
+            "meta nfproto ipv4 rt ip nexthop 10.213.0.1 meta l4proto tcp th dport "
+            f"{{ {', '.join(map(str, sorted(ruleset.tcp_ports)))} }} accept",
+            "meta nfproto ipv6 rt ip6 nexthop fd61:7766:1::1 meta l4proto tcp th dport "
+            f"{{ {', '.join(map(str, sorted(ruleset.tcp_ports)))} }} accept"]
+        assert out[-1].render() == "goto refuse"
+    v4only = [r.render() for r in agent(proxy_v6=None).model().chains[0].rules]
+    assert [r for r in v4only if "443" in r] == [
+        "meta nfproto ipv4 rt ip nexthop 10.213.0.1 meta l4proto tcp th dport { 80, 443 } accept"]
 
 
 # --- contract §4 for the proxy's own egress --------------------------------------------------
