@@ -39,7 +39,7 @@ CONFIG_ERRORS = [
     (["--allow-domains", "com"], "com"),
     (["--allow-domains", "a..b.test"], "a..b.test"),
     (["--allow-domains", "github.com/path"], "github.com/path"),
-    (["--allow-domains", "github.com:8080"], "github.com:8080"),
+    (["--allow-domains", "github.com:22"], "github.com:22"),  # a dangerous port, even scoped
     (["--allow-domains", "git hub.com"], "git hub.com"),
     (["--allow-domains", "evil.com;rm"], "evil.com;rm"),
     (["--allow-ports", "5432"], "5432"),
