@@ -1,0 +1,179 @@
+"""proxy/api/providers.py: what crosses the sidecar, as tables."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.api.providers import (
+    BY_NAME,
+    PLACEHOLDER,
+    Credential,
+    ProviderName,
+    Target,
+    credential_for,
+    downstream_headers,
+    request_id,
+    strip_query_key,
+    upstream_headers,
+)
+from proxy.errors import ConfigError
+
+OPENAI = BY_NAME[ProviderName.OPENAI]
+ANTHROPIC = BY_NAME[ProviderName.ANTHROPIC]
+COPILOT = BY_NAME[ProviderName.COPILOT]
+GEMINI = BY_NAME[ProviderName.GEMINI]
+SECRET = "sk-real"
+
+CLIENT = [
+    ("Host", "172.30.0.30:10000"),
+    ("Authorization", f"Bearer {PLACEHOLDER}"),
+    ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+    ("x-api-key", PLACEHOLDER),
+    ("X-Goog-Api-Key", PLACEHOLDER),
+    ("api-key", PLACEHOLDER),
+    ("Forwarded", "for=1.2.3.4;host=evil.test"),
+    ("Via", "1.1 somewhere"),
+    ("X-Forwarded-For", "1.2.3.4"),
+    ("X-Forwarded-Host", "evil.test"),
+    ("Connection", "keep-alive, X-Secret-Hop"),
+    ("X-Secret-Hop", "drop me"),
+    ("Keep-Alive", "timeout=5"),
+    ("Transfer-Encoding", "chunked"),
+    ("Content-Length", "99"),
+    ("TE", "trailers"),
+    ("Upgrade", "websocket"),
+    ("Expect", "100-continue"),
+    ("X-Custom", f"has {PLACEHOLDER} inside"),
+    ("X-Request-ID", "client-id"),
+    ("Content-Type", "application/json"),
+    ("OpenAI-Beta", "assistants=v2"),
+    ("Accept", "text/event-stream"),
+]
+
+
+def names(headers: list[tuple[str, str]]) -> list[str]:
+    return [n.lower() for n, _ in headers]
+
+
+@pytest.mark.parametrize(("provider", "auth"), [
+    (OPENAI, [("Authorization", f"Bearer {SECRET}")]),
+    (ANTHROPIC, [("x-api-key", SECRET), ("anthropic-version", "2023-06-01")]),
+    (COPILOT, [("Authorization", f"Bearer {SECRET}"),
+               ("Copilot-Integration-Id", "copilot-developer-cli")]),
+    (GEMINI, [("x-goog-api-key", SECRET)]),
+])
+def test_upstream_headers_strip_then_inject(provider, auth) -> None:
+    cred = credential_for(provider, {provider.key_names[0]: SECRET})
+    assert cred is not None
+    out = upstream_headers(provider, cred, CLIENT, "rid-1", 12)
+    assert out == [
+        ("Content-Type", "application/json"),
+        ("OpenAI-Beta", "assistants=v2"),
+        ("Accept", "text/event-stream"),
+        *auth,
+        ("Content-Length", "12"),
+        ("X-Request-ID", "rid-1"),
+    ]
+    assert all(PLACEHOLDER not in v for _, v in out)
+
+
+def test_no_declared_length_means_no_content_length() -> None:
+    out = upstream_headers(OPENAI, Credential("OPENAI_API_KEY", SECRET), CLIENT, "r", None)
+    assert "content-length" not in names(out)
+
+
+def test_client_versions_are_kept() -> None:
+    cred = Credential("ANTHROPIC_API_KEY", SECRET)
+    out = upstream_headers(ANTHROPIC, cred, [("anthropic-version", "2024-01-01")], "r", None)
+    assert ("anthropic-version", "2024-01-01") in out
+    assert names(out).count("anthropic-version") == 1
+    out = upstream_headers(COPILOT, Credential("COPILOT_GITHUB_TOKEN", SECRET),
+                           [("copilot-integration-id", "vscode-chat")], "r", None)
+    assert names(out).count("copilot-integration-id") == 1
+
+
+@pytest.mark.parametrize(("keys", "expected"), [
+    ({"OPENAI_API_KEY": "a", "CODEX_API_KEY": "b"}, ("OPENAI_API_KEY", "a")),
+    ({"CODEX_API_KEY": "b"}, ("CODEX_API_KEY", "b")),
+    ({"ANTHROPIC_API_KEY": "x"}, None),
+    ({}, None),
+])
+def test_openai_credential(keys, expected) -> None:
+    cred = credential_for(OPENAI, keys)
+    assert (None if cred is None else (cred.name, cred.secret)) == expected
+
+
+def test_claude_oauth_token_is_a_bearer_token() -> None:
+    cred = credential_for(ANTHROPIC, {"CLAUDE_CODE_OAUTH_TOKEN": "oat"})
+    assert cred is not None
+    out = upstream_headers(ANTHROPIC, cred, [], "r", None)
+    assert ("Authorization", "Bearer oat") in out
+    assert "x-api-key" not in names(out)
+
+
+def test_credential_repr_hides_the_secret() -> None:
+    assert SECRET not in repr(Credential("OPENAI_API_KEY", SECRET))
+
+
+def test_downstream_headers() -> None:
+    out = downstream_headers([
+        ("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked"),
+        ("Connection", "close, X-Hop"), ("X-Hop", "1"), ("x-request-id", "req_openai"),
+        ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Encoding", "gzip"),
+    ], "rid")
+    assert out == [
+        ("Content-Type", "text/event-stream"), ("X-Upstream-Request-ID", "req_openai"),
+        ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("Content-Encoding", "gzip"),
+        ("X-Request-ID", "rid"),
+    ]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("", ""),
+    ("key=abc", ""),
+    ("alt=sse&key=abc", "alt=sse"),
+    ("key=abc&alt=sse&key=def", "alt=sse"),
+    ("k%65y=abc&alt=sse", "alt=sse"),
+    ("KEY=abc", "KEY=abc"),
+    ("keys=1&monkey=2&key", "keys=1&monkey=2"),
+    ("a=%2F&b=c+d", "a=%2F&b=c+d"),
+])
+def test_strip_query_key(query: str, expected: str) -> None:
+    assert strip_query_key(query) == expected
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("abc-123_x.y", "abc-123_x.y"),
+    ("a" * 128, "a" * 128),
+    ("a" * 129, "new"),
+    ("", "new"),
+    (None, "new"),
+    ("has space", "new"),
+    ("x\r\nInjected: 1", "new"),
+    ("ünicode", "new"),
+    ("a,b", "new"),
+])
+def test_request_id(given: str | None, expected: str) -> None:
+    assert request_id(given, lambda: "new") == expected
+
+
+@pytest.mark.parametrize(("text", "host", "port", "netloc"), [
+    ("api.openai.com", "api.openai.com", 443, "api.openai.com"),
+    ("API.OpenAI.com.", "api.openai.com", 443, "api.openai.com"),
+    ("127.0.0.1:9443", "127.0.0.1", 9443, "127.0.0.1:9443"),
+    ("[::1]:8443", "::1", 8443, "[::1]:8443"),
+    ("[::1]", "::1", 443, "[::1]"),
+    ("proxy.example.test:443", "proxy.example.test", 443, "proxy.example.test"),
+])
+def test_target_parse(text: str, host: str, port: int, netloc: str) -> None:
+    t = Target.parse(text, flag="--openai-api-target")
+    assert (t.host, t.port, t.netloc) == (host, port, netloc)
+
+
+@pytest.mark.parametrize("text", [
+    "https://api.openai.com", "api.openai.com/v1", "user@host", "", "host:", "host:0",
+    "host:70000", "host:x", "::1", "[::1", "bad_host!", "[::1]x",
+])
+def test_target_parse_refuses(text: str) -> None:
+    with pytest.raises(ConfigError, match="--openai-api-target"):
+        Target.parse(text, flag="--openai-api-target")
