@@ -50,17 +50,17 @@ async def serve(cfg: ApiProxyConfig, *, ready: Callable[[], None] | None = None)
                 f"--listen-host/--port-base: cannot listen on {cfg.listen_host}: "
                 f"{exc.strerror or exc}; is another awf-api-proxy running?"
             ) from exc
-        for host, port, name in bound:
-            print(f"awf-api-proxy listening on {format_endpoint(host, port)} ({name})",
-                  file=sys.stderr, flush=True)
-        print(READY, file=sys.stderr, flush=True)
-        if ready is not None:
-            ready()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT):  # before `ready`: a stop may follow at once
             loop.add_signal_handler(sig, stop.set)
         try:
+            for host, port, name in bound:
+                print(f"awf-api-proxy listening on {format_endpoint(host, port)} ({name})",
+                      file=sys.stderr, flush=True)
+            print(READY, file=sys.stderr, flush=True)
+            if ready is not None:
+                ready()
             await stop.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):

@@ -5,7 +5,8 @@ could carry a credential or steer routing is removed: the client's own auth (`Au
 `Proxy-Authorization`, `x-api-key`, `x-goog-api-key`, `api-key`), hop-by-hop headers and those
 named in `Connection`, `Host`, `Forwarded`, `Via`, `X-Forwarded-*`, and any header whose value
 holds the placeholder token. Then the provider's real auth is added. The target host is the
-configured one, never the request's; Gemini's `key=` query parameter is removed.
+configured one, never the request's; Gemini's `key=` query parameter is removed, and so is
+any query parameter holding the placeholder.
 """
 
 from __future__ import annotations
@@ -217,11 +218,20 @@ def downstream_headers(upstream: Iterable[tuple[str, str]], request_id: str) -> 
     return out
 
 
-def strip_query_key(raw_query: str) -> str:
-    """A raw (still percent-encoded) query without its `key` parameters; the rest unchanged."""
-    if not raw_query:
+def clean_query(raw_query: str, *, drop_key: bool) -> str:
+    """A raw (still percent-encoded) query without the parameters that carry a credential:
+    `key` (Gemini's, when `drop_key`) and any holding the placeholder; the rest unchanged."""
+    if not raw_query or (not drop_key and "%" not in raw_query
+                         and PLACEHOLDER not in raw_query):
         return raw_query
-    kept = [part for part in raw_query.split("&") if _param_name(part) != "key"]
+    kept = []
+    for part in raw_query.split("&"):
+        name = _param_name(part)
+        if drop_key and name == "key":
+            continue
+        if PLACEHOLDER in part or PLACEHOLDER in unquote_plus(part):
+            continue
+        kept.append(part)
     return "&".join(kept)
 
 

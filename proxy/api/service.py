@@ -36,10 +36,10 @@ from proxy.api.providers import (
     Provider,
     ProviderName,
     Target,
+    clean_query,
     credential_for,
     downstream_headers,
     request_id,
-    strip_query_key,
     upstream_headers,
 )
 from proxy.api.ratelimit import RateLimiter
@@ -271,9 +271,8 @@ class Exchange:
         path = rel.raw_path
         if not path.startswith("/"):
             raise Refusal(400, "bad_request", "awf-api-proxy: the request target must be a path")
-        query = rel.raw_query_string
-        if self.route.provider.name is ProviderName.GEMINI:
-            query = strip_query_key(query)
+        query = clean_query(rel.raw_query_string,
+                            drop_key=self.route.provider.name is ProviderName.GEMINI)
         target = self.route.target
         return URL.build(scheme="https", host=target.host, port=target.port, path=path,
                          query_string=query, encoded=True)

@@ -10,10 +10,10 @@ from proxy.api.providers import (
     Credential,
     ProviderName,
     Target,
+    clean_query,
     credential_for,
     downstream_headers,
     request_id,
-    strip_query_key,
     upstream_headers,
 )
 from proxy.errors import ConfigError
@@ -137,9 +137,20 @@ def test_downstream_headers() -> None:
     ("KEY=abc", "KEY=abc"),
     ("keys=1&monkey=2&key", "keys=1&monkey=2"),
     ("a=%2F&b=c+d", "a=%2F&b=c+d"),
+    (f"alt=sse&token={PLACEHOLDER}", "alt=sse"),
+    ("t=placeholder%2Dtoken%2Dfor%2Dcredential%2Disolation&a=1", "a=1"),
 ])
-def test_strip_query_key(query: str, expected: str) -> None:
-    assert strip_query_key(query) == expected
+def test_clean_query_for_gemini(query: str, expected: str) -> None:
+    assert clean_query(query, drop_key=True) == expected
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("key=abc&alt=sse", "key=abc&alt=sse"),
+    (f"key={PLACEHOLDER}&alt=sse", "alt=sse"),
+    ("a=%2F&b=c+d", "a=%2F&b=c+d"),
+])
+def test_clean_query_for_the_others(query: str, expected: str) -> None:
+    assert clean_query(query, drop_key=False) == expected
 
 
 @pytest.mark.parametrize(("given", "expected"), [
