@@ -122,6 +122,21 @@ async def fake_providers(tmp: Path, names: tuple[str, ...] = ("127.0.0.1", "api.
         await resp.write_eof()
         return resp
 
+    async def burst(request: web.Request) -> web.StreamResponse:
+        """n completion chunks as fast as they can go, then the usage chunk (bench)."""
+        n = int(request.match_info["n"])
+        event = _sse(None, {"id": "c", "object": "chat.completion.chunk",
+                            "choices": [{"index": 0, "delta": {"content": "token "}}]})
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for _ in range(n):
+            await resp.write(event)
+        await resp.write(_sse(None, {"choices": [], "usage": {"prompt_tokens": 10,
+                                                               "completion_tokens": n}}))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
     async def status(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
         headers = {"Retry-After": "7"} if code == 429 else {}
@@ -164,6 +179,7 @@ async def fake_providers(tmp: Path, names: tuple[str, ...] = ("127.0.0.1", "api.
     app.router.add_post("/v1/messages", messages)
     app.router.add_post("/v1beta/models/{model}", gemini)
     app.router.add_get("/sse/{n}", gated_sse)
+    app.router.add_post("/stream/{n}", burst)
     app.router.add_route("*", "/status/{code}", status)
     app.router.add_get("/bytes/{n}", download)
     app.router.add_post("/upload", upload)

@@ -1,0 +1,151 @@
+"""What awf-api-proxy adds to a streamed LLM request: latency and the sidecar's CPU.
+
+The same streamed request (an OpenAI-style SSE completion of `--events` chunks plus the usage
+chunk) is made `--requests` times directly to a local TLS origin, then through the sidecar
+(plain HTTP in, TLS out, key injected, usage metered, one log line each), one at a time and
+then `--concurrency` at once. The client and the origin share this process; the sidecar is a
+real `awf-api-proxy` process whose CPU time comes from /proc/<pid>/stat. No assertions: it
+prints a table.
+
+    python -m bench.api_proxy [--requests 300] [--events 50] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import ssl
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.api_proxy import (
+    KEYS,
+    ApiProxyProc,
+    fake_providers,
+    running_api_proxy,
+    target_args,
+    write_keys,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    case: str
+    requests: int
+    wall_s: float
+    latencies: list[float]  # seconds, first byte of the request to the end of the stream
+    first_event: list[float]  # seconds to the first SSE event
+    cpu_s: float | None  # the sidecar's CPU over the run
+
+    def line(self, base: Row | None) -> str:
+        med = statistics.median(self.latencies) * 1000
+        p95 = sorted(self.latencies)[int(0.95 * (len(self.latencies) - 1))] * 1000
+        ttfe = statistics.median(self.first_event) * 1000
+        added = "" if base is None else \
+            f"{med - statistics.median(base.latencies) * 1000:+.2f}"
+        cpu = "" if self.cpu_s is None else f"{self.cpu_s / self.requests * 1e6:,.0f}"
+        rate = self.requests / self.wall_s
+        return (f"| {self.case} | {self.requests} | {med:.2f} | {p95:.2f} | {ttfe:.2f} | "
+                f"{added} | {rate:,.0f} | {cpu} |")
+
+
+async def one(session: aiohttp.ClientSession, url: str, body: bytes,
+              headers: dict[str, str]) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    first = 0.0
+    async with session.post(url, data=body, headers=headers) as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"{url}: {resp.status} {await resp.text()}")
+        async for _ in resp.content.iter_any():
+            if not first:
+                first = time.perf_counter() - t0
+    return time.perf_counter() - t0, first
+
+
+async def run_case(case: str, url: str, n: int, concurrency: int, ctx: ssl.SSLContext,
+                   headers: dict[str, str], sidecar: ApiProxyProc | None) -> Row:
+    body = b'{"model":"gpt-bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(min(20, n)):  # warm: connections, caches
+            await one(session, url, body, headers)
+        cpu0 = sidecar.cpu_seconds() if sidecar else None
+        latencies: list[float] = []
+        firsts: list[float] = []
+        todo = iter(range(n))
+
+        async def worker() -> None:
+            for _ in todo:
+                total, first = await one(session, url, body, headers)
+                latencies.append(total)
+                firsts.append(first)
+
+        t0 = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(concurrency):
+                tg.create_task(worker())
+        wall = time.perf_counter() - t0
+        cpu = sidecar.cpu_seconds() - cpu0 if sidecar and cpu0 is not None else None
+    return Row(case, n, wall, latencies, firsts, cpu)
+
+
+async def bench(n: int, events: int, concurrency: int) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="awf-bench-api-") as tmp_name:
+        tmp = Path(tmp_name)
+        async with fake_providers(tmp) as fake:
+            ctx = ssl.create_default_context(cafile=str(fake.ca_file))
+            keys = write_keys(tmp / "keys", KEYS)
+            path = f"/stream/{events}"
+            direct_url = f"https://127.0.0.1:{fake.port}{path}"
+            direct_headers = {"Authorization": f"Bearer {KEYS['OPENAI_API_KEY']}",
+                              "Content-Type": "application/json"}
+            proxied_headers = {"Authorization": "Bearer placeholder",
+                               "Content-Type": "application/json"}
+            async with running_api_proxy(
+                "--keys-file", str(keys), "--extra-ca-certs", str(fake.ca_file),
+                "--log-dir", str(tmp / "logs"), *target_args(fake.port),
+            ) as sidecar:
+                url = sidecar.url("openai", path)
+                rows: list[tuple[Row, Row]] = []
+                for c in (1, concurrency):
+                    direct = await run_case(f"direct, c={c}", direct_url, n, c, ctx,
+                                            direct_headers, None)
+                    via = await run_case(f"via awf-api-proxy, c={c}", url, n, c, ctx,
+                                         proxied_headers, sidecar)
+                    rows.append((direct, via))
+                rss = sidecar.rss_peak_kib()
+    lines = [
+        f"awf-api-proxy bench: {n} streamed requests per case, {events} SSE events each "
+        f"(+ usage), {os.cpu_count()} CPUs; sidecar RSS peak {rss / 1024:.1f} MiB",
+        "",
+        "| case | requests | median ms | p95 ms | first event ms | added ms (median) | req/s "
+        "| sidecar CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for direct, via in rows:
+        lines.append(direct.line(None))
+        lines.append(via.line(direct))
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.api_proxy",
+                                 description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--events", type=int, default=50)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args(argv)
+    for line in asyncio.run(bench(args.requests, args.events, args.concurrency)):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
