@@ -42,6 +42,12 @@ async def serve(cfg: ApiProxyConfig, *, ready: Callable[[], None] | None = None)
     log = AccessLog(_log_path(cfg.log_dir), stderr_summary=False)
     log.start()
     api = ApiProxy(cfg, log)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    # installed before `ready` (a stop may follow at once) and kept until the log is flushed, so
+    # a repeated SIGTERM during the shutdown grace cannot cut the last records
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
         try:
             bound = await api.start()
@@ -50,24 +56,20 @@ async def serve(cfg: ApiProxyConfig, *, ready: Callable[[], None] | None = None)
                 f"--listen-host/--port-base: cannot listen on {cfg.listen_host}: "
                 f"{exc.strerror or exc}; is another awf-api-proxy running?"
             ) from exc
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):  # before `ready`: a stop may follow at once
-            loop.add_signal_handler(sig, stop.set)
+        for host, port, name in bound:
+            print(f"awf-api-proxy listening on {format_endpoint(host, port)} ({name})",
+                  file=sys.stderr, flush=True)
+        print(READY, file=sys.stderr, flush=True)
+        if ready is not None:
+            ready()
+        await stop.wait()
+    finally:
         try:
-            for host, port, name in bound:
-                print(f"awf-api-proxy listening on {format_endpoint(host, port)} ({name})",
-                      file=sys.stderr, flush=True)
-            print(READY, file=sys.stderr, flush=True)
-            if ready is not None:
-                ready()
-            await stop.wait()
+            await api.close()
+            await asyncio.to_thread(log.close)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-    finally:
-        await api.close()
-        await asyncio.to_thread(log.close)
     return 0
 
 

@@ -16,6 +16,7 @@ connection, so the agent sees a truncated body, never a complete-looking one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
@@ -46,6 +47,7 @@ from proxy.api.ratelimit import RateLimiter
 from proxy.api.usage import UsageMeter
 
 MAX_LOGGED_PATH = 2048
+MAX_HEAD_LINE = 65536  # a provider's response header line; aiohttp's default is 8190
 SHUTDOWN_GRACE = 2.0  # seconds in-flight requests get after SIGTERM (awf waits 3)
 # Headers aiohttp's client would otherwise add on its own; the agent's pass through as sent.
 SKIP_AUTO = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -137,6 +139,7 @@ class ApiProxy:
             for prov in PROVIDERS
         ]
         self._runners: list[web.AppRunner] = []
+        self.closing = False
         self.session: aiohttp.ClientSession | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -154,6 +157,8 @@ class ApiProxy:
             trust_env=False,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=SKIP_AUTO,
+            max_line_size=MAX_HEAD_LINE,
+            max_field_size=MAX_HEAD_LINE,
         )
         bound: list[tuple[str, int, ProviderName]] = []
         try:
@@ -161,8 +166,11 @@ class ApiProxy:
                 app = web.Application()
                 app[ROUTE] = route
                 app.router.add_route("*", "/{tail:.*}", self._handle)
+                # handler_cancellation: an agent that hangs up mid-stream cancels its handler,
+                # which closes the upstream connection, so the provider stops generating
                 runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                       shutdown_timeout=SHUTDOWN_GRACE)
+                                       shutdown_timeout=SHUTDOWN_GRACE,
+                                       handler_cancellation=True)
                 await runner.setup()
                 self._runners.append(runner)
                 site = web.TCPSite(runner, self.cfg.listen_host, self.cfg.port_for(index),
@@ -176,6 +184,8 @@ class ApiProxy:
         return bound
 
     async def close(self) -> None:
+        """Stop listening; in-flight exchanges get SHUTDOWN_GRACE seconds, then are cut."""
+        self.closing = True
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -253,6 +263,9 @@ class Exchange:
         except Refusal as refusal:
             self.status, self.error = refusal.status, refusal.kind
             return refusal.response(self.rid)
+        except asyncio.CancelledError:  # the agent hung up (handler_cancellation) or shutdown
+            self.error = self.error or ("shutdown" if self.proxy.closing else "client_gone")
+            raise
         finally:
             self.proxy.record(self)
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -146,6 +149,23 @@ async def test_sse_events_arrive_one_by_one(sidecar: ApiProxyProc, fake: FakePro
         assert await resp.content.read() == b""
 
 
+async def test_an_agent_hanging_up_mid_stream_is_noticed_at_once(
+    sidecar: ApiProxyProc, fake: FakeProviders, tmp_path: Path,
+) -> None:
+    """The origin sends nothing more until released; the sidecar must still notice the agent
+    left (and drop the upstream) without waiting for the next event."""
+    async with aiohttp.ClientSession() as own:
+        resp = await own.get(sidecar.url("openai", "/sse/3"))
+        async with asyncio.timeout(5):
+            await resp.content.readuntil(b"\n\n")
+        resp.close()  # drop the connection mid-stream
+    async with asyncio.timeout(5):
+        await fake.hung_up.wait()  # the sidecar dropped its upstream connection too
+    [rec] = await wait_log(tmp_path / "logs" / "api-proxy.jsonl", 1)
+    assert rec["error"] == "client_gone"
+    assert rec["streamed"] is True
+
+
 async def test_a_cut_upstream_is_a_visible_truncation(sidecar: ApiProxyProc,
                                                        client: aiohttp.ClientSession,
                                                        tmp_path: Path) -> None:
@@ -213,6 +233,32 @@ async def test_ready_lines_and_sigterm(sidecar: ApiProxyProc) -> None:
         for p in ("openai", "anthropic", "copilot", "gemini")
     ] + ["awf-api-proxy ready"]
     assert await sidecar.stop() == 0
+
+
+async def test_sigterm_cuts_a_stream_in_flight_after_the_grace(
+    sidecar: ApiProxyProc, client: aiohttp.ClientSession, tmp_path: Path,
+) -> None:
+    async with client.get(sidecar.url("openai", "/sse/3")) as resp:
+        async with asyncio.timeout(5):
+            await resp.content.readuntil(b"\n\n")
+        sidecar.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with asyncio.timeout(10):
+                await resp.read()
+    assert await sidecar.stop() == 0
+    [rec] = log_lines(tmp_path / "logs" / "api-proxy.jsonl")
+    assert rec["error"] == "shutdown"
+
+
+async def test_connect_is_refused(sidecar: ApiProxyProc, fake: FakeProviders) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports["openai"])
+    writer.write(b"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read(4096)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 4")  # 404 from the router: no path, nothing forwarded
+    assert fake.seen == []
 
 
 # -- usage log ----------------------------------------------------------------------------------
@@ -342,3 +388,19 @@ async def test_egress_proxy_down_is_a_502(fake: FakeProviders, tmp_path: Path,
             assert resp.status == 502
             assert resp.headers["X-Awf-Reason"] == "egress_failed"
             assert "http://127.0.0.1:9" in (await resp.json())["error"]["message"]
+
+
+async def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy.api.main", "--port-base", str(port),
+            stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(30):
+            _, err = await proc.communicate()
+    assert proc.returncode == 2
+    text = err.decode()
+    assert text.count("\n") == 1
+    assert text.startswith("awf-api-proxy: --listen-host/--port-base: cannot listen")

@@ -42,6 +42,7 @@ class FakeProviders:
     ca_file: Path = Path()
     seen: list[dict[str, str]] = field(default_factory=list)
     release: asyncio.Queue[None] = field(default_factory=asyncio.Queue)
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)  # a gated stream's client left
 
 
 def _sse(event: str | None, data: object) -> bytes:
@@ -116,9 +117,13 @@ async def fake_providers(tmp: Path, names: tuple[str, ...] = ("127.0.0.1", "api.
         """Event i+1 is sent only after the test took event i from the sidecar."""
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for i in range(int(request.match_info["n"])):
-            await resp.write(_sse(None, {"i": i}))
-            await fake.release.get()
+        try:
+            for i in range(int(request.match_info["n"])):
+                await resp.write(_sse(None, {"i": i}))
+                await fake.release.get()
+        except asyncio.CancelledError:  # handler_cancellation: the client hung up
+            fake.hung_up.set()
+            raise
         await resp.write_eof()
         return resp
 
@@ -185,7 +190,8 @@ async def fake_providers(tmp: Path, names: tuple[str, ...] = ("127.0.0.1", "api.
     app.router.add_post("/upload", upload)
     app.router.add_get("/truncated", truncated)
     app.router.add_route("*", "/{tail:.*}", echo)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                           shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
     await site.start()
