@@ -5,6 +5,7 @@ that should not be, and egress through a real awf-proxy."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import signal
 import socket
@@ -303,6 +304,21 @@ async def test_usage_log_has_tokens_and_no_secrets(sidecar: ApiProxyProc,
     text = (tmp_path / "logs" / "api-proxy.jsonl").read_text() + sidecar.stderr
     for secret in [*KEYS.values(), PLACEHOLDER, "SHOULD-NOT-BE-LOGGED", "Bearer"]:
         assert secret not in text
+
+
+async def test_a_compressed_body_passes_as_sent_and_is_metered(
+    sidecar: ApiProxyProc, tmp_path: Path,
+) -> None:
+    async with (aiohttp.ClientSession(auto_decompress=False) as raw,
+                raw.post(sidecar.url("openai", "/gzipped"),
+                         headers={"Accept-Encoding": "gzip"}) as resp):
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = await resp.read()
+    assert json.loads(gzip.decompress(body)) == {"usage": {"prompt_tokens": 21,
+                                                           "completion_tokens": 2}}
+    [rec] = await wait_log(tmp_path / "logs" / "api-proxy.jsonl", 1)
+    assert (rec["input_tokens"], rec["output_tokens"]) == (21, 2)
+    assert rec["bytes_down"] == len(body)
 
 
 # -- rate limits --------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import json
 import os
 import signal as _signal
@@ -175,6 +176,12 @@ async def fake_providers(tmp: Path, names: tuple[str, ...] = ("127.0.0.1", "api.
         request.transport.abort()
         return resp
 
+    async def gzipped(request: web.Request) -> web.Response:
+        body = gzip.compress(json.dumps({"usage": {"prompt_tokens": 21,
+                                                   "completion_tokens": 2}}).encode())
+        return web.Response(body=body, headers={"Content-Type": "application/json",
+                                                "Content-Encoding": "gzip"})
+
     async def echo(request: web.Request) -> web.Response:
         return web.json_response({"path": request.raw_path})
 
@@ -189,6 +196,7 @@ async def fake_providers(tmp: Path, names: tuple[str, ...] = ("127.0.0.1", "api.
     app.router.add_get("/bytes/{n}", download)
     app.router.add_post("/upload", upload)
     app.router.add_get("/truncated", truncated)
+    app.router.add_post("/gzipped", gzipped)
     app.router.add_route("*", "/{tail:.*}", echo)
     runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
                            shutdown_timeout=1.0)
