@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.api.providers import (
     BY_NAME,
@@ -10,6 +12,7 @@ from proxy.api.providers import (
     Credential,
     ProviderName,
     Target,
+    auth_headers,
     clean_query,
     credential_for,
     downstream_headers,
@@ -188,3 +191,42 @@ def test_target_parse(text: str, host: str, port: int, netloc: str) -> None:
 def test_target_parse_refuses(text: str) -> None:
     with pytest.raises(ConfigError, match="--openai-api-target"):
         Target.parse(text, flag="--openai-api-target")
+
+
+_NAMES = st.sampled_from([
+    "Authorization", "authorization", "PROXY-AUTHORIZATION", "x-api-key", "X-Goog-Api-Key",
+    "api-key", "Host", "Forwarded", "Via", "X-Forwarded-Proto", "x-forwarded-anything",
+    "Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "TE", "Trailer",
+    "Content-Type", "Accept", "X-Custom", "OpenAI-Organization", "X-Request-ID",
+])
+_VALUES = st.one_of(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E),
+                            max_size=30),
+                    st.just(PLACEHOLDER), st.just(f"Bearer {PLACEHOLDER}"))
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=20),
+       st.sampled_from([OPENAI, ANTHROPIC, COPILOT, GEMINI]))
+def test_no_client_auth_or_placeholder_ever_leaves(client, provider) -> None:
+    cred = credential_for(provider, {provider.key_names[0]: SECRET})
+    assert cred is not None
+    out = upstream_headers(provider, cred, client, "rid", None)
+    assert all(PLACEHOLDER not in v for _, v in out)
+    sent = names(out)
+    for name in ("host", "proxy-authorization", "forwarded", "via", "connection",
+                 "keep-alive", "transfer-encoding", "upgrade", "te", "trailer"):
+        assert name not in sent
+    assert not any(n.startswith("x-forwarded-") for n in sent)
+    auth = [(n.lower(), v) for n, v in out
+            if n.lower() in ("authorization", "x-api-key", "x-goog-api-key", "api-key")]
+    assert auth == [(n.lower(), v) for n, v in auth_headers(provider, cred)]
+    assert sent.count("x-request-id") == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from(["key", "k%65y", "alt", "KEY", "q", "key+"]),
+                          st.sampled_from(["", "v", PLACEHOLDER, "a%20b"])), max_size=8))
+def test_clean_query_never_lets_a_gemini_key_or_the_placeholder_through(params) -> None:
+    query = "&".join(f"{k}={v}" for k, v in params)
+    out = clean_query(query, drop_key=True)
+    assert PLACEHOLDER not in out
+    for part in out.split("&") if out else []:
+        assert part.split("=", 1)[0] not in ("key", "k%65y")
