@@ -7,7 +7,7 @@ then `--concurrency` at once. The client and the origin share this process; the 
 real `awf-api-proxy` process whose CPU time comes from /proc/<pid>/stat. No assertions: it
 prints a table.
 
-    python -m bench.api_proxy [--requests 300] [--events 50] [--concurrency 8]
+    python -m bench.api_proxy [--requests 300] [--events 50] [--concurrency 8] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -36,24 +36,40 @@ from tests.support.api_proxy import (
 
 
 @dataclass(frozen=True, slots=True)
-class Row:
-    case: str
-    requests: int
+class Run:
+    """One repetition of one case."""
+
+    latencies: list[float]  # seconds, request start to the end of the stream
+    first_event: list[float]  # seconds to the first bytes of the stream
     wall_s: float
-    latencies: list[float]  # seconds, first byte of the request to the end of the stream
-    first_event: list[float]  # seconds to the first SSE event
     cpu_s: float | None  # the sidecar's CPU over the run
 
-    def line(self, base: Row | None) -> str:
-        med = statistics.median(self.latencies) * 1000
-        p95 = sorted(self.latencies)[int(0.95 * (len(self.latencies) - 1))] * 1000
-        ttfe = statistics.median(self.first_event) * 1000
-        added = "" if base is None else \
-            f"{med - statistics.median(base.latencies) * 1000:+.2f}"
-        cpu = "" if self.cpu_s is None else f"{self.cpu_s / self.requests * 1e6:,.0f}"
-        rate = self.requests / self.wall_s
-        return (f"| {self.case} | {self.requests} | {med:.2f} | {p95:.2f} | {ttfe:.2f} | "
-                f"{added} | {rate:,.0f} | {cpu} |")
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+    @property
+    def p95_ms(self) -> float:
+        return sorted(self.latencies)[int(0.95 * (len(self.latencies) - 1))] * 1000
+
+
+def spread(values: Sequence[float], fmt: str) -> str:
+    """'median [min-max]' over the repetitions, as the rest of bench/ reports."""
+    med = statistics.median(values)
+    if len(values) == 1:
+        return format(med, fmt)
+    return f"{format(med, fmt)} [{format(min(values), fmt)} to {format(max(values), fmt)}]"
+
+
+def row(case: str, runs: list[Run], base: list[Run] | None, n: int) -> str:
+    added = "" if base is None else spread(
+        [r.median_ms - b.median_ms for r, b in zip(runs, base, strict=True)], "+.2f")
+    cpus = [r.cpu_s / n * 1e6 for r in runs if r.cpu_s is not None]
+    cpu = spread(cpus, ",.0f") if cpus else ""
+    return (f"| {case} | {spread([r.median_ms for r in runs], '.2f')} | "
+            f"{spread([r.p95_ms for r in runs], '.2f')} | "
+            f"{spread([statistics.median(r.first_event) * 1000 for r in runs], '.2f')} | "
+            f"{added} | {spread([n / r.wall_s for r in runs], ',.0f')} | {cpu} |")
 
 
 async def one(session: aiohttp.ClientSession, url: str, body: bytes,
@@ -69,8 +85,8 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes,
     return time.perf_counter() - t0, first
 
 
-async def run_case(case: str, url: str, n: int, concurrency: int, ctx: ssl.SSLContext,
-                   headers: dict[str, str], sidecar: ApiProxyProc | None) -> Row:
+async def run_case(url: str, n: int, concurrency: int, ctx: ssl.SSLContext,
+                   headers: dict[str, str], sidecar: ApiProxyProc | None) -> Run:
     body = b'{"model":"gpt-bench","stream":true,"messages":[{"role":"user","content":"hi"}]}'
     connector = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -93,10 +109,10 @@ async def run_case(case: str, url: str, n: int, concurrency: int, ctx: ssl.SSLCo
                 tg.create_task(worker())
         wall = time.perf_counter() - t0
         cpu = sidecar.cpu_seconds() - cpu0 if sidecar and cpu0 is not None else None
-    return Row(case, n, wall, latencies, firsts, cpu)
+    return Run(latencies, firsts, wall, cpu)
 
 
-async def bench(n: int, events: int, concurrency: int) -> list[str]:
+async def bench(n: int, events: int, concurrency: int, repeat: int) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="awf-bench-api-") as tmp_name:
         tmp = Path(tmp_name)
         async with fake_providers(tmp) as fake:
@@ -113,25 +129,27 @@ async def bench(n: int, events: int, concurrency: int) -> list[str]:
                 "--log-dir", str(tmp / "logs"), *target_args(fake.port),
             ) as sidecar:
                 url = sidecar.url("openai", path)
-                rows: list[tuple[Row, Row]] = []
-                for c in (1, concurrency):
-                    direct = await run_case(f"direct, c={c}", direct_url, n, c, ctx,
-                                            direct_headers, None)
-                    via = await run_case(f"via awf-api-proxy, c={c}", url, n, c, ctx,
-                                         proxied_headers, sidecar)
-                    rows.append((direct, via))
+                results: dict[int, tuple[list[Run], list[Run]]] = {
+                    c: ([], []) for c in (1, concurrency)}
+                for _ in range(repeat):  # interleaved, so a load change hits both sides
+                    for c, (direct, via) in results.items():
+                        direct.append(await run_case(direct_url, n, c, ctx, direct_headers,
+                                                     None))
+                        via.append(await run_case(url, n, c, ctx, proxied_headers, sidecar))
                 rss = sidecar.rss_peak_kib()
+    load = os.getloadavg()[0]
     lines = [
-        f"awf-api-proxy bench: {n} streamed requests per case, {events} SSE events each "
-        f"(+ usage), {os.cpu_count()} CPUs; sidecar RSS peak {rss / 1024:.1f} MiB",
+        f"awf-api-proxy bench: {n} streamed requests per case and repetition, {events} SSE "
+        f"events each (+ usage), {repeat} repetitions (median [range]), {os.cpu_count()} "
+        f"CPUs, load average {load:.1f}; sidecar RSS peak {rss / 1024:.1f} MiB",
         "",
-        "| case | requests | median ms | p95 ms | first event ms | added ms (median) | req/s "
+        "| case | median ms | p95 ms | first bytes ms | added ms (median) | req/s "
         "| sidecar CPU µs/req |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for direct, via in rows:
-        lines.append(direct.line(None))
-        lines.append(via.line(direct))
+    for c, (direct, via) in results.items():
+        lines.append(row(f"direct, c={c}", direct, None, n))
+        lines.append(row(f"via awf-api-proxy, c={c}", via, direct, n))
     return lines
 
 
@@ -141,8 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--events", type=int, default=50)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
-    for line in asyncio.run(bench(args.requests, args.events, args.concurrency)):
+    for line in asyncio.run(bench(args.requests, args.events, args.concurrency, args.repeat)):
         print(line)
     return 0
 
