@@ -9,6 +9,7 @@ one `awf-api-proxy listening on HOST:PORT (provider)` line per listener, then
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -37,7 +38,9 @@ def _log_path(log_dir: Path | None) -> Path | None:
 
 
 async def serve(cfg: ApiProxyConfig, *, ready: Callable[[], None] | None = None) -> int:
-    from proxy.api.service import ApiProxy  # aiohttp: loaded only once the flags are good
+    from proxy.api.service import ApiProxy, QuietClientErrors  # aiohttp: once flags are good
+
+    logging.getLogger("aiohttp.server").addFilter(QuietClientErrors())
 
     log = AccessLog(_log_path(cfg.log_dir), stderr_summary=False)
     log.start()

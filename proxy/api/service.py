@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import ssl
 import time
 import uuid
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from proxy.access_log import AccessLog, rfc3339
@@ -102,6 +104,15 @@ class Refusal(Exception):
         resp.headers["X-Awf-Reason"] = self.kind
         resp.headers["X-Request-ID"] = rid
         return resp
+
+
+class QuietClientErrors(logging.Filter):
+    """Drop aiohttp's tracebacks for malformed requests: each was already answered 400, and its
+    bytes (the agent's) have no place on stderr. Anything else still logs, traceback and all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
 
 
 def client_ssl_context(extra_ca_certs: Path | None) -> ssl.SSLContext:

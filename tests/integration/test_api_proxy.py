@@ -262,6 +262,25 @@ async def test_connect_is_refused(sidecar: ApiProxyProc, fake: FakeProviders) ->
     assert fake.seen == []
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n",
+    b"GET /v1 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET /v1 HTTP/1.1\r\nBad Header Line\r\n\r\n",
+])
+async def test_a_malformed_request_is_a_quiet_400(request_bytes: bytes, sidecar: ApiProxyProc,
+                                                  fake: FakeProviders) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.ports["openai"])
+    writer.write(request_bytes)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.0 400")
+    assert fake.seen == []
+    assert await sidecar.stop() == 0
+    assert "Traceback" not in sidecar.stderr
+
+
 # -- usage log ----------------------------------------------------------------------------------
 
 
