@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from urllib.parse import unquote_plus
 
+from yarl import URL
+
 from proxy.errors import ConfigError
 from proxy.hostnames import normalise_name
 
@@ -142,9 +144,20 @@ class Target:
             raise ConfigError(f"{flag}: {host!r} is not a hostname or IP address: {exc}") from exc
 
     @property
+    def url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == 443 else f"{host}:{self.port}"
+        return self.url_host if self.port == 443 else f"{self.url_host}:{self.port}"
+
+    def url(self, raw_path: str, raw_query: str) -> URL:
+        """https://target + the request's path and query, both still percent-encoded as sent.
+        The host is always the target's: a path like `//evil.test/x` stays a path."""
+        if not raw_path.startswith("/"):
+            raise ValueError(f"not an origin-form path: {raw_path[:40]!r}")
+        return URL.build(scheme="https", host=self.url_host, port=self.port, path=raw_path,
+                         query_string=raw_query, encoded=True)
 
 
 HOP_BY_HOP = frozenset({

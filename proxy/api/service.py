@@ -292,14 +292,13 @@ class Exchange:
 
     def _url(self) -> URL:
         rel = self.request.rel_url
-        path = rel.raw_path
-        if not path.startswith("/"):
-            raise Refusal(400, "bad_request", "awf-api-proxy: the request target must be a path")
         query = clean_query(rel.raw_query_string,
                             drop_key=self.route.provider.name is ProviderName.GEMINI)
-        target = self.route.target
-        return URL.build(scheme="https", host=target.host, port=target.port, path=path,
-                         query_string=query, encoded=True)
+        try:
+            return self.route.target.url(rel.raw_path, query)
+        except ValueError as exc:
+            raise Refusal(400, "bad_request",
+                          "awf-api-proxy: the request target must be a path") from exc
 
     async def _forward(self) -> web.StreamResponse:
         route, request, proxy = self.route, self.request, self.proxy

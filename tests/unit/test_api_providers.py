@@ -184,6 +184,24 @@ def test_target_parse(text: str, host: str, port: int, netloc: str) -> None:
     assert (t.host, t.port, t.netloc) == (host, port, netloc)
 
 
+@pytest.mark.parametrize(("target", "path", "query", "url"), [
+    (Target("api.openai.com"), "/v1/chat/completions", "", "https://api.openai.com/v1/chat/completions"),
+    (Target("::1", 8443), "/v1/x%2Fy", "a=%20b", "https://[::1]:8443/v1/x%2Fy?a=%20b"),
+    (Target("127.0.0.1", 9000), "//evil.test/x", "", "https://127.0.0.1:9000//evil.test/x"),
+])
+def test_target_url(target: Target, path: str, query: str, url: str) -> None:
+    built = target.url(path, query)
+    assert str(built) == url
+    assert built.host == target.host
+    assert built.port == target.port
+
+
+@pytest.mark.parametrize("path", ["http://evil.test/x", "evil.test:443", "*", ""])
+def test_target_url_needs_a_path(path: str) -> None:
+    with pytest.raises(ValueError, match="origin-form"):
+        Target("api.openai.com").url(path, "")
+
+
 @pytest.mark.parametrize("text", [
     "https://api.openai.com", "api.openai.com/v1", "user@host", "", "host:", "host:0",
     "host:70000", "host:x", "::1", "[::1", "bad_host!", "[::1]x",
