@@ -1,7 +1,8 @@
 """The sidecar's listeners: one aiohttp application per provider, forwarding to its target.
 
 A request is forwarded as it arrives and its answer as it is produced: the body goes up through
-an async iterator over `request.content`, the response comes back `readany()` by `readany()`
+an async iterator over `request.content` (a small body with a Content-Length is read whole
+first, so head and body leave in one write), the response comes back `readany()` by `readany()`
 into `StreamResponse.write`, which waits for the agent's socket to drain. Nothing is buffered
 beyond aiohttp's own flow-control windows, so an SSE event reaches the agent when the provider
 sends it and a 1 GiB body passes in constant memory. `auto_decompress=False`: bytes pass as
@@ -49,6 +50,7 @@ from proxy.api.ratelimit import RateLimiter
 from proxy.api.usage import UsageMeter
 
 MAX_LOGGED_PATH = 2048
+SMALL_BODY = 64 * 1024  # a request body up to this size is read whole, then sent with the head
 MAX_HEAD_LINE = 65536  # a provider's response header line; aiohttp's default is 8190
 SHUTDOWN_GRACE = 2.0  # seconds in-flight requests get after SIGTERM (awf waits 3)
 # Headers aiohttp's client would otherwise add on its own; the agent's pass through as sent.
@@ -318,7 +320,19 @@ class Exchange:
         declared = request.content_length
         headers = upstream_headers(prov, route.cred, request.headers.items(), self.rid,
                                    declared)
-        body = self._body() if request.body_exists else None
+        body: bytes | AsyncIterator[bytes] | None = None
+        if declared is not None and declared <= SMALL_BODY:
+            # most API calls: one JSON document, sent with the head in one write
+            try:
+                body = await request.content.readexactly(declared) if declared else None
+            except (asyncio.IncompleteReadError, HttpProcessingError, ConnectionError) as exc:
+                raise Refusal(400, "bad_request",
+                              "awf-api-proxy: the request body ended before its "
+                              "Content-Length") from exc
+            self.bytes_up = len(body or b"")
+            self._count_bytes(self.bytes_up)
+        elif request.body_exists:
+            body = self._body()  # streamed as it arrives
         session = proxy.session
         if session is None:  # closed: shutting down
             raise Refusal(503, "shutting_down", "awf-api-proxy is shutting down")
@@ -393,15 +407,20 @@ class Exchange:
             self._count_bytes(len(chunk))
             if self.meter is not None:
                 self.meter.feed(chunk)
+            if content.is_eof():  # the last piece: send it with the terminator, one write
+                return await self._finish(resp, chunk)
             try:
                 await resp.write(chunk)
             except ConnectionError:
                 self.error = "client_gone"
                 return resp
+        return await self._finish(resp, b"")
+
+    async def _finish(self, resp: web.StreamResponse, last: bytes) -> web.StreamResponse:
         if self.meter is not None:
             self.meter.finish()
         try:
-            await resp.write_eof()
+            await resp.write_eof(last)
         except ConnectionError:
             self.error = "client_gone"
         return resp
