@@ -407,20 +407,15 @@ class Exchange:
             self._count_bytes(len(chunk))
             if self.meter is not None:
                 self.meter.feed(chunk)
-            if content.is_eof():  # the last piece: send it with the terminator, one write
-                return await self._finish(resp, chunk)
             try:
                 await resp.write(chunk)
             except ConnectionError:
                 self.error = "client_gone"
                 return resp
-        return await self._finish(resp, b"")
-
-    async def _finish(self, resp: web.StreamResponse, last: bytes) -> web.StreamResponse:
         if self.meter is not None:
             self.meter.finish()
         try:
-            await resp.write_eof(last)
+            await resp.write_eof()
         except ConnectionError:
             self.error = "client_gone"
         return resp
