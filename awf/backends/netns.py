@@ -9,9 +9,9 @@
       forward: drop
 
 Order: namespace and veth, then the proxy (a child that dies with us: PR_SET_PDEATHSIG), the two
-tables applied and verified, the self-test, and only then the command: as the invoking user
-(SUDO_UID/SUDO_GID) or as root with every capability dropped and no_new_privs, in its own PID
-namespace (so nothing it starts outlives the run), with /etc/resolv.conf naming the forwarder
+tables applied and verified, the self-test, and only then the command, in its sandbox
+(awf/backends/netnsbox.py): its own PID and mount namespaces, the Docker agent's view of the
+host, never uid 0, no capabilities, seccomp, with /etc/resolv.conf naming the forwarder
 (`ip netns exec` bind-mounts /etc/netns/awf-<run>/resolv.conf in a private mount namespace).
 Cleanup runs on every path and is idempotent; `awf cleanup` finds what a killed run left by name.
 """
@@ -32,9 +32,10 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 from awf import leftovers
+from awf.backends import netnsbox
 from awf.config import RunConfig
 from awf.proxy_child import ProxyChild
-from awf.runlog import caller, finish_logs, logs_dir, print_summary, say, write_run_json
+from awf.runlog import finish_logs, logs_dir, print_summary, say, write_run_json
 from awf.supervise import supervise
 from netfilter import apply as nft
 from netfilter import netns
@@ -47,7 +48,6 @@ from proxy.errors import AwfError
 EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT = 3128, 3129, 53
 ETC_NETNS = Path("/etc/netns")
 PROXY_START_TIMEOUT = 20.0
-_PASS_ENV_DROP = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
 
 
 @dataclass
@@ -132,37 +132,11 @@ def _rulesets(run: Run, link: netns.AgentLink) -> tuple[ProxySideRuleset, AgentR
     return side, agent
 
 
-def _command_env(run: Run, link: netns.AgentLink) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in _PASS_ENV_DROP and not k.startswith(("SUDO_", "AWF_"))}
-    if run.cfg.proxy_env:
-        url = f"http://{link.host_v4.ip}:{EXPLICIT_PORT}"
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env[name] = url
-        no_proxy = "localhost,127.0.0.1,::1"
-        env["NO_PROXY"] = env["no_proxy"] = no_proxy
-    env.update(dict(run.cfg.env))
-    return env
-
-
-def _command_argv(run: Run, link: netns.AgentLink) -> list[str]:
-    who = caller()
-    drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    if who is not None:
-        drop = ["--reuid", str(who[0]), "--regid", str(who[1]), "--clear-groups", *drop]
-    command = list(run.cfg.command)
-    if len(command) == 1:  # one string: a shell command line, so $VARs expand inside
-        command = ["bash", "-c", command[0]]
-    return [
-        "ip", "netns", "exec", link.netns,
-        "setpriv", "--pdeathsig", "KILL", "--",
-        "unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--",
-        # tini is the namespace's init: the command keeps default signal dispositions
-        # (an init ignores signals it has no handler for), zombies are reaped, and the exit
-        # status is the command's (128+N after signal N)
-        "tini", "-g", "-s", "--",
-        "setpriv", *drop, "--", *command,
-    ]
+def _command(run: Run, link: netns.AgentLink) -> subprocess.Popen[bytes]:
+    """The command in its sandbox (awf/backends/netnsbox.py, containers/sandbox.py)."""
+    url = f"http://{link.host_v4.ip}:{EXPLICIT_PORT}" if run.cfg.proxy_env else None
+    return netnsbox.start(run.cfg, netns=link.netns, proxy_url=url,
+                          no_proxy="localhost,127.0.0.1,::1", logs=run.logs)
 
 
 def _exit_status(code: int) -> int:
@@ -256,7 +230,7 @@ def _run(run: Run) -> int:
     run.mark("selftest")
     if cfg.log_level == "debug":
         say(f"run {run.run}: {link.netns} {link.agent_v4} via {link.host_v4.ip}; self-test passed")
-    run.agent = subprocess.Popen(_command_argv(run, link), env=_command_env(run, link))
+    run.agent = _command(run, link)
     run.mark("exec")
     return _wait_agent(run, run.agent, run.proxy)
 
