@@ -19,7 +19,11 @@ The command never runs as uid 0: the sudo caller's uid and gid, else SANDBOX_ID.
 SANDBOX_ID the workspace is an idmapped bind mount: its owner's uid and gid on disk are
 SANDBOX_ID in the mount, so the command writes there as if it owned the directory, and what
 it creates belongs on disk to the workspace's owner. Seccomp: the Docker agent's stage 1 and
-stage 2 and a filter that refuses setuid and setgid bits (`containers/seccomp.py`).
+stage 2, a filter that refuses setuid and setgid bits and one that refuses TIOCSTI and
+TIOCLINUX (`containers/seccomp.py`).
+
+A workspace that is root's home, or holds it, is never shared: as SANDBOX_ID the command would
+own root's dotfiles through the idmapped mount (a line in /root/.bashrc is root on the host).
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ def identity(environ: Mapping[str, str]) -> tuple[int, int, bool]:
     if uid.isdigit() and gid.isdigit() and int(uid) != 0:
         return int(uid), int(gid), True
     return SANDBOX_ID, SANDBOX_ID, False
+
+
+def usable_workspace(path: str, root_home: str) -> bool:
+    """hostview's rule, and never root's home or a directory that holds it."""
+    path = posixpath.normpath(path)
+    return hostview.usable_workspace(path) and not (
+        posixpath.normpath(root_home) + "/").startswith(path.rstrip("/") + "/")
 
 
 def plan(*, command: Sequence[str], environ: Mapping[str, str], home: str,
@@ -85,7 +96,8 @@ def plan(*, command: Sequence[str], environ: Mapping[str, str], home: str,
         "masked": list(view.masked), "uid": uid, "gid": gid, "groups": [], "home": home,
         "workdir": ws or home, "env": list(env),
         "argv": list(agentenv.command_argv(command)),
-        "seccomp_profiles": [seccomp.stage1_profile(), seccomp.no_setid_files_profile()],
+        "seccomp_profiles": [seccomp.stage1_profile(), seccomp.no_setid_files_profile(),
+                             seccomp.no_terminal_injection_profile()],
         "seccomp_stage2": list(seccomp.STAGE2_DENY),
     }
 

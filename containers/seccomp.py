@@ -211,3 +211,20 @@ def no_setid_files_profile() -> dict[str, object]:
                                        _masked_eq(mode, bit, bit)]})
     rules.append({"names": ["openat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
     return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+
+
+# --- no keystrokes pushed into the caller's terminal (the netns sandbox) ------------------------
+
+TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+
+
+def no_terminal_injection_profile() -> dict[str, object]:
+    """A filter stacked on stage 1 in the netns sandbox: no TIOCSTI or TIOCLINUX ioctl.
+
+    The command shares awf's session, so its controlling terminal is the caller's: TIOCSTI
+    would push keystrokes into the caller's shell, run as the caller (root, often) once awf
+    exits. The Docker backend's command has a terminal of its own. The request is compared on
+    its low 32 bits, the ones the kernel reads, so high bits cannot slip past the filter."""
+    return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+         "args": [_masked_eq(1, 0xFFFFFFFF, request)]} for request in (TIOCSTI, TIOCLINUX)]}

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import containers
 from awf.config import RunConfig
+from awf.runlog import say
 from containers import agentenv, hostview, sandbox
 from proxy.errors import ConfigError
 
@@ -34,9 +35,18 @@ SETUP_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def workspace(environ: dict[str, str]) -> str | None:
-    """$GITHUB_WORKSPACE, else the current directory; None if it is a system directory."""
+    """$GITHUB_WORKSPACE, else the current directory; None (with a warning) if it is a system
+    directory or root's home."""
     path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
-    return path if hostview.usable_workspace(path) else None
+    try:
+        root_home = os.path.realpath(pwd.getpwuid(0).pw_dir)
+    except KeyError:
+        root_home = "/root"
+    if sandbox.usable_workspace(path, root_home):
+        return path
+    say(f"the workspace {path} is a system directory or root's home; it is not shared with the "
+        "command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    return None
 
 
 def home(environ: dict[str, str]) -> str:

@@ -132,6 +132,27 @@ def setuid_create():
     except OSError as e:
         return err(e)
 
+def tiocsti():
+    """In a child that makes a pty its controlling terminal, as the caller's terminal is the
+    command's: push one byte into its input."""
+    import fcntl, termios
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            master, slave = os.openpty()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            fcntl.ioctl(slave, termios.TIOCSTI, b"x")
+            os.write(w, b"pushed")
+        except OSError as e:
+            os.write(w, err(e).encode())
+        os._exit(0)
+    os.close(w)
+    out = os.read(r, 100).decode()
+    os.waitpid(pid, 0)
+    return out
+
 def write_workspace():
     with open("made-in-sandbox", "w") as f:
         f.write("hello\n")
@@ -173,6 +194,7 @@ r = {
     "bpf": bpf(),
     "perf_event_open": perf_event_open(),
     "io_uring_setup": io_uring_setup(),
+    "tiocsti": tiocsti(),
 }
 print("PROBES " + json.dumps(r))
 '''
@@ -399,3 +421,24 @@ def test_stdin_and_exit_status_pass_through(box: Box) -> None:
                           check=False, env=box.env, cwd=box.workspace)
     assert done.returncode == 3, done.stderr[-2000:]
     assert done.stdout == "got:hello\n"
+
+
+def test_keystrokes_cannot_be_pushed_into_the_terminal(box: Box) -> None:
+    assert box.probes["tiocsti"] == "EPERM"
+
+
+def test_roots_home_is_never_the_workspace(box: Box) -> None:
+    """Run from /root: as the sandbox uid the command would own root's dotfiles through the
+    idmapped workspace; it gets an empty home instead, and the host's /root is untouched."""
+    probe = Path("/root") / f".awf-sbx-probe-{secrets.token_hex(4)}"
+    env = {k: v for k, v in box.env.items() if k != "GITHUB_WORKSPACE"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                               "--allow-domains", "allowed.test", "--", "bash", "-c",
+                               f"echo planted >> {probe}; ls -A /root 2>/dev/null | wc -l"],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env=env, cwd="/root")
+        assert not probe.exists(), done.stdout + done.stderr[-2000:]
+        assert "root's home" in done.stderr
+    finally:
+        probe.unlink(missing_ok=True)

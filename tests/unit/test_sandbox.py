@@ -8,7 +8,7 @@ import pytest
 
 from containers import seccomp
 from containers.hostview import HostFacts
-from containers.sandbox import MASK_TMPFS, ROOT, SANDBOX_ID, identity, plan
+from containers.sandbox import MASK_TMPFS, ROOT, SANDBOX_ID, identity, plan, usable_workspace
 
 MERGED_USR = {"/bin": "usr/bin", "/sbin": "usr/sbin", "/lib": "usr/lib", "/lib64": "usr/lib64"}
 DIRS = {"/usr", "/etc/ssl", "/src/proj", "/src/proj/.config/heroku", "/root/.cargo/bin"}
@@ -111,7 +111,8 @@ def test_ids_env_and_seccomp() -> None:
     assert spec["argv"] == ["bash", "-c", "echo hi"]
     assert spec["workdir"] == "/src/proj"
     assert spec["seccomp_profiles"] == [seccomp.stage1_profile(),
-                                        seccomp.no_setid_files_profile()]
+                                        seccomp.no_setid_files_profile(),
+                                        seccomp.no_terminal_injection_profile()]
     assert spec["seccomp_stage2"] == list(seccomp.STAGE2_DENY)
 
 
@@ -162,3 +163,25 @@ def test_setid_mode_refused_only_when_creating(name: str, flags: int, mode: int)
 def test_openat2_is_enosys() -> None:
     assert _rules("openat2") == [{"names": ["openat2"], "action": "SCMP_ACT_ERRNO",
                                   "errnoRet": 38}]
+
+
+@pytest.mark.parametrize(("path", "ok"), [
+    ("/root", False), ("/root/", False), ("/", False), ("/usr", False), ("/run/x", False),
+    ("/root/proj", True), ("/rootx", True), ("/home/u/proj", True), ("/srv", True),
+])
+def test_usable_workspace_never_roots_home(path: str, ok: bool) -> None:
+    assert usable_workspace(path, "/root") is ok
+
+
+def test_roots_home_elsewhere_and_its_parents_are_refused() -> None:
+    assert usable_workspace("/var/lib/root", "/var/lib/root") is False
+    assert usable_workspace("/var/lib", "/var/lib/root") is False
+    assert usable_workspace("/var/lib/rootfs", "/var/lib/root") is True
+
+
+def test_terminal_injection_ioctls_refused_on_the_low_32_bits() -> None:
+    profile: dict[str, Any] = seccomp.no_terminal_injection_profile()
+    assert profile["defaultAction"] == "SCMP_ACT_ALLOW"
+    assert [r["args"] for r in profile["syscalls"]] == [
+        [{"index": 1, "value": 0xFFFFFFFF, "valueTwo": req, "op": "SCMP_CMP_MASKED_EQ"}]
+        for req in (0x5412, 0x541C)]
