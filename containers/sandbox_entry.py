@@ -7,10 +7,12 @@ the secrets forwarded with -e never touch a disk). Then, in this order:
 1. Read the spec and close the memfd; load libseccomp.
 2. Open every bind source (O_PATH) before anything is mounted: the root is a tmpfs over /tmp,
    which may hide a source (a workspace under /tmp).
-3. Mount the spec's table in order. A target is made if missing and must contain no symlink
-   (a planted link must not steer a mount): a credential mask on a symlink is skipped (the
-   link then leads into the sandbox's own tree, where its target is masked or absent), any
-   other is a setup failure. The workspace is an idmapped bind mount when the spec says so.
+3. Mount the spec's table in order. A target is made if missing, must contain no symlink (a
+   planted link must not steer a mount) and is pinned by an O_PATH descriptor that the mount
+   goes onto: a credential mask on a symlink is skipped (the link then leads into the
+   sandbox's own tree, where its target is masked or absent), any other is a setup failure.
+   Binds are made with open_tree/mount_setattr/move_mount, their flags set before they are
+   attached; the workspace is an idmapped bind when the spec says so.
 4. The merged-/usr links, a minimal /dev (null, zero, full, random, urandom, tty, a new
    devpts instance, a private /dev/shm), a fresh read-only sysfs, the hidepid procfs with
    Docker's masks (entry.mount_proc), empty /run and /var; the root read-only.
@@ -28,6 +30,7 @@ import ctypes
 import json
 import os
 import posixpath
+import stat
 import sys
 from typing import Any
 
@@ -46,7 +49,7 @@ SETUP_FAILED = 125
 CLONE_NEWUSER = 0x10000000
 AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
-MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH = 0x4, 0x40
 MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 1, 2, 4, 0x100000
 # the same numbers on x86_64 and aarch64 (new calls share one table)
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
@@ -83,16 +86,23 @@ def _tmpfs(target: str, options: str) -> None:
     entry.mount("tmpfs", target, "tmpfs", flags, ",".join(data))
 
 
-def _mountpoint(root: str, target: str, *, is_dir: bool) -> bool:
-    """Make `target` if missing; False if a symlink lies on its way (or it leaves the root)."""
+def _mountpoint(root: str, target: str, *, is_dir: bool) -> int | None:
+    """`target` (made if missing), pinned by an O_PATH descriptor; None if a symlink lies on its
+    way or it leaves the root. Mounting on the descriptor, not the path, leaves no window for a
+    link planted between the check and the mount (a concurrent run on the same workspace)."""
     if not os.path.lexists(target):
         os.makedirs(posixpath.dirname(target), mode=0o755, exist_ok=True)
         if is_dir:
             os.mkdir(target, 0o755)
         else:
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
-    real = os.path.realpath(target)
-    return real == target and (real + "/").startswith(root + "/")
+    if os.path.realpath(target) != target or not (target + "/").startswith(root + "/"):
+        return None
+    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if stat.S_ISLNK(os.fstat(fd).st_mode) or os.readlink(f"/proc/self/fd/{fd}") != target:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _userns(uid_map: list[int], gid_map: list[int]) -> int:
@@ -133,24 +143,32 @@ def _syscall(nr: int, *args: Any) -> int:
     return rc
 
 
-def _idmapped_bind(source_fd: int, target: str, uid_map: list[int], gid_map: list[int]) -> None:
-    userns = _userns(uid_map, gid_map)
+def _bind(source_fd: int, target_fd: int, what: str, *, read_only: bool, nodev: bool,
+          idmap: tuple[list[int], list[int]] | None = None) -> None:
+    """A bind of `source_fd` onto `target_fd`, its flags (and idmapping) set on the detached
+    copy before it is attached: never a remount by path."""
+    attrs = MOUNT_ATTR_NOSUID | (MOUNT_ATTR_NODEV if nodev else 0)
+    attrs |= MOUNT_ATTR_RDONLY if read_only else 0
+    userns = -1
     try:
+        if idmap is not None:
+            userns = _userns(*idmap)
+            attrs |= MOUNT_ATTR_IDMAP
         tree = _syscall(SYS_OPEN_TREE, ctypes.c_int(source_fd), b"",
                         ctypes.c_uint(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH))
         try:
-            attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0,
-                              userns)
+            attr = _MountAttr(attrs, 0, 0, max(userns, 0))
             _syscall(SYS_MOUNT_SETATTR, ctypes.c_int(tree), b"", ctypes.c_uint(AT_EMPTY_PATH),
                      ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
-            _syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree), b"", ctypes.c_int(AT_FDCWD),
-                     target.encode(), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+            _syscall(SYS_MOVE_MOUNT, ctypes.c_int(tree), b"", ctypes.c_int(target_fd), b"",
+                     ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH))
         finally:
             os.close(tree)
     except SetupError as exc:
-        raise SetupError(f"idmapped workspace {target}: {exc}") from exc
+        raise SetupError(f"bind {what}: {exc}") from exc
     finally:
-        os.close(userns)
+        if userns >= 0:
+            os.close(userns)
 
 
 def lay_out(spec: dict[str, Any]) -> None:
@@ -163,20 +181,21 @@ def lay_out(spec: dict[str, Any]) -> None:
     try:
         for i, m in enumerate(mounts):
             target = m["target"]
-            if not _mountpoint(root, target, is_dir=m["type"] == "tmpfs"
-                               or os.path.isdir(f"/proc/self/fd/{sources[i]}")):
+            is_dir = m["type"] == "tmpfs" or stat.S_ISDIR(os.fstat(sources[i]).st_mode)
+            pinned = _mountpoint(root, target, is_dir=is_dir)
+            if pinned is None:
                 if m["mask"]:
                     continue
                 raise SetupError(f"mount target {target} is reached through a symlink")
-            if m["type"] == "tmpfs":
-                _tmpfs(target, m["options"])
-            elif m["type"] == "idmap":
-                _idmapped_bind(sources[i], target, m["uid_map"], m["gid_map"])
-            else:
-                entry.mount(f"/proc/self/fd/{sources[i]}", target, None, MS_BIND)
-                nodev = 0 if m["source"] == "/dev/null" else MS_NODEV  # a mask reads empty
-                entry.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NOSUID | nodev
-                            | (MS_RDONLY if m["read_only"] else 0))
+            try:
+                if m["type"] == "tmpfs":
+                    _tmpfs(f"/proc/self/fd/{pinned}", m["options"])
+                else:
+                    _bind(sources[i], pinned, target, read_only=m["read_only"],
+                          nodev=m["source"] != "/dev/null",  # a mask reads empty
+                          idmap=(m["uid_map"], m["gid_map"]) if m["type"] == "idmap" else None)
+            finally:
+                os.close(pinned)
     finally:
         for fd in sources.values():
             os.close(fd)

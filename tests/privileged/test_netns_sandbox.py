@@ -195,6 +195,9 @@ r = {
     "perf_event_open": perf_event_open(),
     "io_uring_setup": io_uring_setup(),
     "tiocsti": tiocsti(),
+    "passwd_lines": len(read("/etc/passwd").splitlines()),
+    "usr_bin_count": len(listing("/usr/bin")),
+    "heroku_link": listing(".config/heroku")[:3],
 }
 print("PROBES " + json.dumps(r))
 '''
@@ -257,9 +260,12 @@ def make_workspace(base: Path, owner: tuple[int, int] | None) -> Path:
     (ws / ".config" / "gh").mkdir(parents=True)
     (ws / ".config" / "gh" / "hosts.yml").write_text("github.com:\n  oauth_token: gh-secret\n")
     (ws / "awf-logs").mkdir()
+    # links planted where credential masks go (a previous run could): never followed by a mount
+    (ws / ".git-credentials").symlink_to("/etc/passwd")
+    (ws / ".config" / "heroku").symlink_to("/usr")
     for p in [ws, *ws.rglob("*")]:
         if owner is not None:
-            os.chown(p, *owner)
+            os.chown(p, *owner, follow_symlinks=False)
     os.chmod(base, 0o755)
     return ws
 
@@ -442,3 +448,11 @@ def test_roots_home_is_never_the_workspace(box: Box) -> None:
         assert "root's home" in done.stderr
     finally:
         probe.unlink(missing_ok=True)
+
+
+def test_links_planted_at_mask_paths_do_not_steer_mounts(box: Box) -> None:
+    """The setup skips a mask whose path is a symlink (it would mount wherever the link
+    points); the link then leads inside the sandbox's own tree, and the run goes on."""
+    assert box.probes["passwd_lines"] > 0  # type: ignore[operator]
+    assert box.probes["usr_bin_count"] > 10  # type: ignore[operator]
+    assert box.probes["heroku_link"] == sorted(os.listdir("/usr"))[:3]
