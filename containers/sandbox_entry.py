@@ -7,10 +7,12 @@ the secrets forwarded with -e never touch a disk). Then, in this order:
 1. Read the spec and close the memfd; load libseccomp.
 2. Open every bind source (O_PATH) before anything is mounted: the root is a tmpfs over /tmp,
    which may hide a source (a workspace under /tmp).
-3. Mount the spec's table in order. A target is made if missing, must contain no symlink (a
-   planted link must not steer a mount) and is pinned by an O_PATH descriptor that the mount
-   goes onto: a credential mask on a symlink is skipped (the link then leads into the
-   sandbox's own tree, where its target is masked or absent), any other is a setup failure.
+3. Mount the spec's table in order. A target is reached one component at a time from the
+   root with O_NOFOLLOW (missing parts made with mkdirat/openat on the way), must contain no
+   symlink (a planted link must neither steer a mount nor make this process create anything
+   on the host) and is pinned by an O_PATH descriptor that the mount goes onto: a credential
+   mask on a symlink is skipped (the link then leads into the sandbox's own tree, where its
+   target is masked or absent), any other is a setup failure.
    Binds are made with open_tree/mount_setattr/move_mount, their flags set before they are
    attached; the workspace is an idmapped bind when the spec says so.
 4. The merged-/usr links, a minimal /dev (null, zero, full, random, urandom, tty, a new
@@ -29,7 +31,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import posixpath
 import stat
 import sys
 from typing import Any
@@ -87,21 +88,34 @@ def _tmpfs(target: str, options: str) -> None:
 
 
 def _mountpoint(root: str, target: str, *, is_dir: bool) -> int | None:
-    """`target` (made if missing), pinned by an O_PATH descriptor; None if a symlink lies on its
-    way or it leaves the root. Mounting on the descriptor, not the path, leaves no window for a
-    link planted between the check and the mount (a concurrent run on the same workspace)."""
-    if not os.path.lexists(target):
-        os.makedirs(posixpath.dirname(target), mode=0o755, exist_ok=True)
-        if is_dir:
-            os.mkdir(target, 0o755)
-        else:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
-    if os.path.realpath(target) != target or not (target + "/").startswith(root + "/"):
+    """`target` pinned by an O_PATH descriptor, its missing parts made on the way; None if a
+    symlink lies on the way or it is outside the root. The walk goes one component at a time
+    from the root, each opened with O_NOFOLLOW relative to the last and each missing one made
+    there (mkdirat, openat): a link planted in the workspace can neither steer a mount nor make
+    this process, root outside any chroot, create a file or directory elsewhere on the host.
+    The mount then goes onto the descriptor, not the path, leaving no window between the
+    check and the mount."""
+    if target != root and not target.startswith(root + "/"):
         return None
-    fd = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
-    if stat.S_ISLNK(os.fstat(fd).st_mode) or os.readlink(f"/proc/self/fd/{fd}") != target:
-        os.close(fd)
-        return None
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    parts = [p for p in target[len(root):].split("/") if p]
+    for i, name in enumerate(parts):
+        try:
+            try:
+                step = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if i < len(parts) - 1 or is_dir:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                else:
+                    os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=fd))
+                step = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = step
+        if stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
     return fd
 
 

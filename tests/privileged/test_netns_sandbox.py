@@ -456,3 +456,36 @@ def test_links_planted_at_mask_paths_do_not_steer_mounts(box: Box) -> None:
     assert box.probes["passwd_lines"] > 0  # type: ignore[operator]
     assert box.probes["usr_bin_count"] > 10  # type: ignore[operator]
     assert box.probes["heroku_link"] == sorted(os.listdir("/usr"))[:3]
+
+
+@pytest.mark.parametrize(("mask", "code"), [(False, 125), (True, 127)])
+def test_a_mount_through_a_symlink_fails_closed(tmp_path: Path, mask: bool, code: int) -> None:
+    """sandbox_entry itself, in a throwaway PID and mount namespace: a target that runs through
+    a link is exit 125 before the command exists; a credential mask there is skipped instead
+    (the setup goes on, and exec finds no `true` in this bare root: 127)."""
+    need_root()
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "link").symlink_to("/etc")
+    spec = {
+        "root": "/tmp", "symlinks": [], "uid": SANDBOX_ID, "gid": SANDBOX_ID, "groups": [],
+        "home": "/", "workdir": "/", "env": [["PATH", "/usr/bin:/bin"]],
+        "argv": ["true"], "seccomp_profiles": [], "seccomp_stage2": [],
+        "mounts": [
+            {"type": "tmpfs", "target": "/tmp", "options": "rw,size=1m", "mask": False},
+            {"type": "bind", "source": str(ws), "target": f"/tmp{ws}", "read_only": False,
+             "mask": False},
+            {"type": "tmpfs", "target": f"/tmp{ws}/link/x", "options": "ro,size=4k",
+             "mask": mask},
+        ],
+    }
+    root = str(Path(__file__).resolve().parents[2])
+    boot = (f"import os, sys; sys.path.insert(0, {root!r}); fd = os.memfd_create('s'); "
+            "os.write(fd, sys.argv[1].encode()); "
+            "from containers.sandbox_entry import main; sys.exit(main(fd))")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "--pid", "--fork",
+                           sys.executable, "-I", "-c", boot, json.dumps(spec)],
+                          capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    assert done.returncode == code, done.stderr
+    assert ("reached through a symlink" in done.stderr) is not mask
+    assert not os.path.exists("/etc/x")
