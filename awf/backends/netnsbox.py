@@ -8,9 +8,10 @@
           tini -g -s                   PID 1: signals to the group, zombies reaped, the status
             python -I containers/sandbox_entry.py <fd>   the mounts, then the command
 
-The spec goes in a memfd, so -e secrets never touch a disk. The setup runs under `python -I`
-from awf's own install with / as its working directory: nothing in the workspace or the
-environment can put code on its path.
+The spec goes in a memfd, so -e secrets never touch a disk. The setup runs under
+`python -I -S` from awf's own install (stdlib and containers/ only) with / as its working
+directory: nothing in the workspace, the environment or a site-packages .pth file can put code
+on its path.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def start(cfg: RunConfig, *, netns: str, proxy_url: str | None, no_proxy: str,
             "unshare", "--pid", "--fork", "--kill-child=KILL", "--mount", "--ipc",
             "--propagation", "private", "--",
             "tini", "-g", "-s", "--",
-            sys.executable, "-I", "-c", _BOOT.format(root=_PACKAGE_ROOT), str(fd),
+            sys.executable, "-I", "-S", "-c", _BOOT.format(root=_PACKAGE_ROOT), str(fd),
         ]
         return subprocess.Popen(argv, env={"PATH": SETUP_PATH}, cwd="/", pass_fds=(fd,))
     finally:
