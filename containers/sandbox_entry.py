@@ -16,8 +16,9 @@ the secrets forwarded with -e never touch a disk). Then, in this order:
    Binds are made with open_tree/mount_setattr/move_mount, their flags set before they are
    attached; the workspace is an idmapped bind when the spec says so.
 4. The merged-/usr links, a minimal /dev (null, zero, full, random, urandom, tty, a new
-   devpts instance, a private /dev/shm), a fresh read-only sysfs, the hidepid procfs with
-   Docker's masks (entry.mount_proc), empty /run and /var; the root read-only.
+   devpts instance, a private /dev/shm), a fresh read-only sysfs (/sys/firmware masked), the
+   hidepid procfs with Docker's masks (entry.mount_proc), empty /run and /var; the root
+   read-only.
 5. entry.become_command: chroot, working directory, bounding and ambient sets emptied, the
    caller's or SANDBOX_ID's uid and gid, no capabilities, no_new_privs, the seccomp profiles
    (stage 1, no setuid files) and stage 2, exec.
@@ -222,6 +223,9 @@ def lay_out(spec: dict[str, Any]) -> None:
             os.symlink(link, f"{root}/var/{name}")
     _dev(f"{root}/dev")
     entry.mount("sysfs", f"{root}/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    if os.path.isdir(f"{root}/sys/firmware"):  # Docker's mask (ACPI tables, EFI variables)
+        entry.mount("tmpfs", f"{root}/sys/firmware", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
+                    "size=0")
     entry.mount_proc(f"{root}/proc")
     entry.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
 

@@ -198,6 +198,8 @@ r = {
     "passwd_lines": len(read("/etc/passwd").splitlines()),
     "usr_bin_count": len(listing("/usr/bin")),
     "heroku_link": listing(".config/heroku")[:3],
+    "sys_firmware": listing("/sys/firmware"),
+    "sys_writable": writable("/sys/kernel/mm/transparent_hugepage/enabled"),
 }
 print("PROBES " + json.dumps(r))
 '''
@@ -364,6 +366,11 @@ def test_own_logs_under_the_workspace_are_hidden_and_read_only(box: Box) -> None
     assert box.probes["logs_in_ws"] == []
     assert box.probes["logs_in_ws_forged"] in ("EROFS", "EACCES")
     assert "0 requests" in box.stderr  # the summary counted no forged record
+
+
+def test_sys_is_read_only_and_firmware_masked(box: Box) -> None:
+    assert box.probes["sys_firmware"] in ([], "ENOENT")
+    assert box.probes["sys_writable"] in ("EROFS", "EACCES", "ENOENT")
 
 
 def test_processes_outside_the_command_are_invisible(box: Box) -> None:
