@@ -60,6 +60,22 @@ def test_pip_install_allowed_by_resolve(forge: forgemod.Forge, sandbox: Sandbox,
     assert "tiny from pypi.test" in done.stdout
 
 
+@pytest.mark.parametrize("transparent", [False, True])
+def test_pip_install_over_plain_http(forge: forgemod.Forge, sandbox: Sandbox, ws: Path,
+                                     transparent: bool) -> None:
+    """Plain HTTP to the index, through the proxy variables or, with them unset, intercepted."""
+    unset = "unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy; " if transparent else ""
+    done = sandbox(ALLOWED, unset + wl.PIP_INSTALL_HTTP, ws)
+    assert done.returncode == 0, explain(done)
+    assert "tiny from pypi.test" in done.stdout
+
+
+def test_git_clone_over_plain_http(forge: forgemod.Forge, sandbox: Sandbox, ws: Path) -> None:
+    done = sandbox(ALLOWED, wl.GIT_CLONE_HTTP, ws)
+    assert done.returncode == 0, explain(done)
+    assert "a repository on git.test" in done.stdout
+
+
 def test_pip_install_denied_fails_fast_with_403(forge: forgemod.Forge, sandbox: Sandbox,
                                                 ws: Path) -> None:
     """With the README's PIP_RETRIES=1, pip prints the proxy's 403 once and gives up."""

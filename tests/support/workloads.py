@@ -59,6 +59,9 @@ PIP_INSTALL = (
     f"v/bin/python -c 'import {forge.PIP_PACKAGE}; print({forge.PIP_PACKAGE}.VALUE)'"
 )
 
+PIP_INSTALL_HTTP = PIP_INSTALL.replace("https://pypi.test/simple",
+                                       "http://pypi.test/simple --trusted-host pypi.test")
+
 GIT = "git -c user.name=agent -c user.email=agent@agent.test"
 GIT_CLONE_AND_PUSH = (
     f"set -e; cd \"$WS\"; {GIT} clone https://git.test/repo.git repo; cd repo; cat README; "
@@ -66,6 +69,7 @@ GIT_CLONE_AND_PUSH = (
     f"{GIT} push origin main"
 )
 GIT_CLONE = f"set -e; cd \"$WS\"; {GIT} clone https://git.test/repo.git repo"
+GIT_CLONE_HTTP = f"set -e; cd \"$WS\"; {GIT} clone http://git.test/repo.git repo; cat repo/README"
 GIT_PUSH = (
     f"set -e; cd \"$WS/repo\"; echo again > again.txt; {GIT} add again.txt; "
     f"{GIT} commit -q -m 'denied push'; {GIT} push origin main"
