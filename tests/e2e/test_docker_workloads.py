@@ -72,12 +72,13 @@ def sandbox(wan: wanmod.Wan) -> Sandbox:
 # -- --container-workdir -------------------------------------------------------------------------
 
 
-def _in_workdir(wan: wanmod.Wan, ws: Path, workdir: str) -> subprocess.CompletedProcess[str]:
+def _in_workdir(wan: wanmod.Wan, ws: Path, workdir: str, env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "docker",
                            "--allow-domains", "allowed.test", "-v", f"{ws}:/ws",
                            "--container-workdir", workdir, "--", "bash", "-c",
                            "pwd; touch here"], capture_output=True, text=True, timeout=300,
-                          check=False, cwd=ws)
+                          check=False, cwd=ws, env=env)
 
 
 def test_a_missing_container_workdir_is_created(wan: wanmod.Wan, ws: Path) -> None:
@@ -95,3 +96,13 @@ def test_a_container_workdir_that_cannot_be_made_is_a_clear_error(wan: wanmod.Wa
     assert done.returncode == 125, done.stderr
     assert "/usr/awf-no-such-dir" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_missing_container_workdir_belongs_to_the_sudo_caller(wan: wanmod.Wan,
+                                                                ws: Path) -> None:
+    os.chown(ws, 4321, 4321)
+    env = {**os.environ, "SUDO_UID": "4321", "SUDO_GID": "4321"}
+    done = _in_workdir(wan, ws, "/ws/mine", env)
+    assert done.returncode == 0, done.stderr
+    assert (ws / "mine").stat().st_uid == 4321
+    assert (ws / "mine" / "here").stat().st_uid == 4321
