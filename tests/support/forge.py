@@ -151,6 +151,15 @@ def _http_backend() -> str:
     return str(Path(exec_path) / "git-http-backend")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (`ip netns exec` execs the server): a test run killed outright
+    takes its servers with it, instead of leaving them in a deleted namespace."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def start(wan: wanmod.Wan, workdir: Path) -> Forge:
     assert wan.ca is not None, "the wan keeps its CA for the stand-ins' certificates"
     root = workdir / "forge"
@@ -177,7 +186,7 @@ def start(wan: wanmod.Wan, workdir: Path) -> Forge:
     server = Path(__file__).with_name("forge_server.py")
     with open(root / "server.log", "wb") as log:  # the servers' tracebacks, if any
         proc = subprocess.Popen([*inside, sys.executable, str(server), str(root / "conf.json")],
-                                stdout=subprocess.PIPE, stderr=log)
+                                stdout=subprocess.PIPE, stderr=log, preexec_fn=_die_with_parent)
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != b"ready":
         proc.kill()
