@@ -1,5 +1,5 @@
 """The workload tests both backends run: pip, git, npm, cargo, clients that ignore the proxy
-variables, and an allowed name sent to a foreign address.
+variables, an allowed name sent to a foreign address, and the exit codes users script against.
 
 tests/privileged/test_netns_workloads.py and tests/e2e/test_docker_workloads.py import these
 tests and provide the fixtures: `forge` (tests/support/forge.py's stand-ins, in the wan's
