@@ -205,6 +205,9 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             timeout = -1
         if not timeout > 0:
             raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
+    if ns.backend == "netns" and ns.container_workdir is not None:  # it would be ignored
+        raise ConfigError("--container-workdir is for --backend docker; the netns backend runs "
+                          "the command in awf's current directory (cd there first)")
     return RunConfig(
         command=tuple(command),
         backend=ns.backend,

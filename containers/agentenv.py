@@ -38,6 +38,9 @@ NEVER_PREFIXES = ("SUDO_", "DOCKER_", "LD_", "AWF_")
 _OTLP_HEADERS = re.compile(r"OTEL_EXPORTER_OTLP_.*HEADERS")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# the toolchains chroot host mode mounts from $HOME (containers/hostview.py TOOLCHAINS) that hold
+# commands: after the system's, so they add commands (cargo, rustc, pipx's) and shadow none
+HOME_TOOL_DIRS = (".cargo/bin", ".local/bin")
 MAX_VALUE, MAX_TOTAL = 64 * 1024, 1024 * 1024
 REFUSED_TARGETS = ("/proc", "/sys", "/dev", "/run/awf")
 REFUSED_SOURCES = ("/", "/proc", "/sys", "/dev")
@@ -69,7 +72,8 @@ def agent_env(caller: Mapping[str, str], *, proxy_url: str | None, no_proxy: str
               explicit: Sequence[tuple[str, str]], tty: bool = False
               ) -> tuple[tuple[str, str], ...]:
     """The container's environment, in a stable order."""
-    env: dict[str, str] = {"HOME": home, "PATH": AGENT_PATH}
+    path = ":".join([AGENT_PATH, *(f"{home.rstrip('/')}/{d}" for d in HOME_TOOL_DIRS)])
+    env: dict[str, str] = {"HOME": home, "PATH": path}
     if tty:
         env.update(TERM="xterm-256color", FORCE_COLOR="1")
     else:
