@@ -151,3 +151,28 @@ def test_docker_flags_parse() -> None:
     assert cfg.exclude_env == ("X",)
     with pytest.raises(ConfigError):
         parse_run(["--exclude-env", "1bad", "--", "true"])
+
+
+def test_command_path_github_path_first_latest_first_then_host_then_default() -> None:
+    got = agentenv.command_path("/usr/bin:/h/bin::rel:/usr/bin", "/a/bin\n\n /b/bin \n")
+    assert got[:3] == ["/b/bin", "/a/bin", "/usr/bin"]
+    assert got[3] == "/h/bin"
+    assert "rel" not in got
+    assert got[-1] == "/bin"
+    assert len(got) == len(set(got))
+
+
+def test_ca_variables_pass_only_when_their_file_is_visible() -> None:
+    caller = {n: f"/seen/{n}" for n in agentenv.CA_VARS} | {"SSL_CERT_FILE": "/tmp/hidden.pem"}
+    env = dict(agentenv.agent_env(caller, proxy_url=None, no_proxy="", home="/h",
+                                  env_all=False, exclude=[], env_file=[], explicit=[],
+                                  path="/x/bin:/usr/bin",
+                                  visible=lambda p: p.startswith("/seen/")))
+    assert env["PATH"] == "/x/bin:/usr/bin"
+    assert env["NODE_EXTRA_CA_CERTS"] == "/seen/NODE_EXTRA_CA_CERTS"
+    assert "SSL_CERT_FILE" not in env
+    env = dict(agentenv.agent_env(caller, proxy_url=None, no_proxy="", home="/h",
+                                  env_all=False, exclude=["PIP_CERT"], env_file=[],
+                                  explicit=[], visible=lambda p: True))
+    assert "PIP_CERT" not in env
+    assert env["PATH"] == agentenv.AGENT_PATH
