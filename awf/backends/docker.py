@@ -84,6 +84,7 @@ class Prepared:
     allow_ranges: tuple[IPNetwork, ...]
     dns_servers: tuple[IPAddress, ...]
     workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
+    share_home: tuple[str, ...] = ()  # --share-home, resolved and checked
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -120,7 +121,20 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ))
+                    workspace(environ), _share_home(cfg, environ))
+
+
+def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
+    """--share-home DIR: a directory under the caller's home, resolved (exit 2 otherwise)."""
+    home = caller_home(environ)
+    out: list[str] = []
+    for spec in cfg.share_home:
+        path = os.path.realpath(os.path.join(home, os.path.expanduser(spec)))
+        why = hostview.share_home_error(path, home, hostview.HostFacts.live())
+        if why is not None:
+            raise ConfigError(f"--share-home {spec!r}: {why}")
+        out.append(path)
+    return tuple(out)
 
 
 @dataclass(kw_only=True)
@@ -519,6 +533,33 @@ def workspace(environ: dict[str, str]) -> str | None:
     return None
 
 
+def _github_path(environ: dict[str, str]) -> str:
+    """The file $GITHUB_PATH names (Actions: one directory a line), or ""."""
+    name = environ.get("GITHUB_PATH")
+    try:
+        if name and os.path.isfile(name) and os.path.getsize(name) <= MiB:
+            return Path(name).read_text(errors="replace")
+    except OSError:
+        pass
+    return ""
+
+
+def _engine_homes(home: str, uid: int, gid: int) -> tuple[str, ...]:
+    """The engines' state directories, made (the caller's, 0700) when missing so that what
+    the command writes there stays on the host. A symlink is left alone (hostview skips it)."""
+    out = hostview.engine_homes(home)
+    if home in ("/", "/tmp") or not os.path.isdir(home):
+        return ()
+    for path in out:
+        if not os.path.lexists(path):
+            try:
+                os.mkdir(path, 0o700)
+                os.chown(path, uid, gid)
+            except OSError:
+                pass
+    return out
+
+
 def caller_home(environ: dict[str, str]) -> str:
     who = shared.caller()
     home = None
@@ -581,10 +622,24 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     os.chmod(run.work, 0o755)
     home = caller_home(environ)
     ws = prepared.workspace
+    engines = _engine_homes(home, uid, gid)
     view = hostview.host_view(
         root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=prepared.volumes,
         resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
-        tool_cache=environ.get("RUNNER_TOOL_CACHE"))
+        tool_cache=environ.get("RUNNER_TOOL_CACHE"),
+        path_dirs=agentenv.command_path(environ.get("PATH", ""), _github_path(environ)),
+        share_rw=(*engines, *prepared.share_home), gh_aw=True,
+        private=(str(run.work), str(run.logs)))
+
+    def visible(path: str) -> bool:
+        return os.path.exists(path) and view.sees(path)
+
+    for name in agentenv.CA_VARS:
+        value = environ.get(name)
+        if value and name not in cfg.exclude_env and not visible(value):
+            shared.say(f"{name}={value} is not visible in the sandbox; not passed (put the "
+                       "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
+                       "or -v it)")
     tmpfs = list(view.tmpfs)
     if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
         tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
@@ -592,7 +647,9 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     url = shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None
     env = agentenv.agent_env(environ, proxy_url=url, no_proxy=",".join(no_proxy),
                              home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
-                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
+                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty,
+                             path=":".join(view.path) or agentenv.AGENT_PATH,
+                             visible=visible)
     plain, secrets = agentenv.split_secrets(env)
     for name in sorted(secrets):
         if name in agentenv.NEVER:

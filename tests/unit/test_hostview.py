@@ -374,3 +374,14 @@ def test_sees() -> None:
     assert not v.sees("/tmp/ca.pem")  # the private /tmp
     assert not v.sees("/srv/ca.pem")
     assert not v.sees("relative.pem")
+
+
+def test_a_volume_at_a_shared_dir_wins() -> None:
+    v = host_view(root="/host", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                  volumes=(Volume("/home/u/.claude", "/home/u/.claude", True),),
+                  resolv_conf="/w/r", hosts="/w/h",
+                  facts=facts(set(), {"/usr", "/home/u/.claude"}),
+                  share_rw=("/home/u/.claude",))
+    targets = [m.target for m in v.mounts]
+    assert targets.count("/host/home/u/.claude") == 1
+    assert by_target(v)["/host/home/u/.claude"].read_only
