@@ -380,11 +380,12 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
             shared.append((tool_cache, tool_cache))
     taken_by_v = {posixpath.normpath(v.target) for v in volumes}  # a -v of it wins
     for path in dict.fromkeys(rw_dirs):
-        if (path not in taken_by_v and facts.is_dir(path) and facts.readlink(path) is None and secret_store(path) is None
-                and ws != home and not (ws and _under(path, ws))):
+        if (path not in taken_by_v and facts.is_dir(path) and facts.readlink(path) is None
+                and secret_store(path) is None and ws != home and not (ws and _under(path, ws))):
             mounts.append(Mount(path, at(path), read_only=False))
             shared.append((path, path))
-    if gh_aw and GH_AW_DIR not in taken_by_v and facts.is_dir(GH_AW_DIR) and facts.readlink(GH_AW_DIR) is None:
+    if (gh_aw and GH_AW_DIR not in taken_by_v and facts.is_dir(GH_AW_DIR)
+            and facts.readlink(GH_AW_DIR) is None):
         mounts.append(Mount(GH_AW_DIR, at(GH_AW_DIR), read_only=False))
         shared.append((GH_AW_DIR, GH_AW_DIR))
         for hidden in GH_AW_HIDDEN:
