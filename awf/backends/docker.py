@@ -16,6 +16,7 @@ cleanup` finds what a killed run left by the io.awf.run label.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -85,6 +86,8 @@ class Prepared:
     dns_servers: tuple[IPAddress, ...]
     workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
     share_home: tuple[str, ...] = ()  # --share-home, resolved and checked
+    attach: tuple[str, ...] = ()  # --topology-attach networks, checked (the proxy joins them)
+    attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -137,6 +140,62 @@ def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+# --- --topology-attach (docs/decisions.md) ----------------------------------------------------
+
+
+def _topology_attach(driver: DockerDriver, names: tuple[str, ...]
+                     ) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+    """Each network checked (exit 2 otherwise): Prepared's `attach` and `attach_ranges`."""
+    attach: list[str] = []
+    ranges: list[IPNetwork] = []
+    for name in names:
+        info = driver.inspect_network(name)
+        if info is None:
+            raise ConfigError(f"--topology-attach {name!r}: no such Docker network (create it "
+                              "and start the containers the command should reach on it)")
+        got = attach_ranges(name, info)
+        attach.append(str(info.get("Name") or name))
+        ranges.extend(r for r in got if r not in ranges)
+    return tuple(attach), tuple(ranges)
+
+
+def attach_ranges(name: str, info: dict[str, object]) -> tuple[IPNetwork, ...]:
+    """The destinations an attached network adds for allowed names: its subnets less their
+    gateways (the host's address on that bridge: reaching the host stays
+    --enable-host-access's). Refused: host, none, awf's own networks, a network with no
+    subnet, and one whose subnets hold non-private addresses."""
+    driver = str(info.get("Driver") or "")
+    labels_ = info.get("Labels") or {}
+    if driver in ("host", "null", "none") or name in ("host", "none"):
+        raise ConfigError(f"--topology-attach {name!r}: a {driver or name} network has no "
+                          "subnet to join; name a bridge or overlay network")
+    if isinstance(labels_, dict) and labels.RUN in labels_:
+        raise ConfigError(f"--topology-attach {name!r}: that is an awf run's own network")
+    out: list[IPNetwork] = []
+    ipam = info.get("IPAM") or {}
+    configs = ipam.get("Config") if isinstance(ipam, dict) else None
+    for pool in configs or []:
+        try:
+            subnet = ip_network(str(pool.get("Subnet")), strict=False)
+        except ValueError:
+            continue
+        if not subnet.is_private or subnet.prefixlen == 0:
+            raise ConfigError(f"--topology-attach {name!r}: its subnet {subnet} is not a "
+                              "private range; awf does not widen the proxy's egress to it")
+        gateway = pool.get("Gateway")
+        try:
+            gw = ip_address(str(gateway).split("/")[0]) if gateway else None
+        except ValueError:
+            gw = None
+        if gw is not None and gw in subnet:
+            out.extend(subnet.address_exclude(ip_network(gw)))  # type: ignore[arg-type]
+        else:
+            out.append(subnet)
+    if not out:
+        raise ConfigError(f"--topology-attach {name!r}: the network has no IP subnet")
+    return tuple(sorted(out, key=lambda n: (n.version, str(n))))
+
+
 @dataclass(kw_only=True)
 class Run(shared.Record):
     BACKEND: ClassVar[str] = "docker"
@@ -187,6 +246,9 @@ def run_docker(cfg: RunConfig) -> int:
     if cfg.agent_image and not driver.image_exists(cfg.agent_image):
         raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
                           "load it first (nothing can be pulled)")
+    if cfg.topology_attach:
+        nets, ranges = _topology_attach(driver, cfg.topology_attach)
+        prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
     run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
@@ -286,10 +348,13 @@ def _create_networks(run: Run, prepared: Prepared) -> topology.Subnets:
 def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                 runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
-    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
+    ranges = (*prepared.allow_ranges, *prepared.attach_ranges)  # --topology-attach's subnets
+    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges,
                                      dns_servers=prepared.dns_servers)
     uid, gid = _proxy_user()
     argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
+    for net in prepared.attach_ranges:
+        argv += ["--allow-range", str(net)]
     gateway = subnets.ext_v4.network_address + 1
     if run.cfg.enable_host_access:
         # host.docker.internal is this host's address on the egress bridge: a name like any
@@ -297,7 +362,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         argv += ["--allow-domains", HOST_NAME, "--resolve", f"{HOST_NAME}={gateway}",
                  "--allow-range", f"{gateway}/32"]
         ruleset = topology.proxy_ruleset(
-            subnets, ports, allow_ranges=(*prepared.allow_ranges, ip_network(f"{gateway}/32")),
+            subnets, ports, allow_ranges=(*ranges, ip_network(f"{gateway}/32")),
             dns_servers=prepared.dns_servers)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway)}
@@ -312,7 +377,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         labels=run.labels(labels.Role.PROXY),
         network=n.int_net, ipv4_address=str(subnets.proxy_v4),
         ipv6_address=str(subnets.proxy_v6) if subnets.proxy_v6 else None,
-        extra_networks=(NetworkAttachment(n.ext_net),),
+        extra_networks=(NetworkAttachment(n.ext_net),
+                        *(NetworkAttachment(net) for net in prepared.attach)),
         mounts=(Mount(str(run.logs), "/logs", read_only=False),
                 Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),

@@ -176,3 +176,25 @@ def test_ca_variables_pass_only_when_their_file_is_visible() -> None:
                                   explicit=[], visible=lambda p: True))
     assert "PIP_CERT" not in env
     assert env["PATH"] == agentenv.AGENT_PATH
+
+
+def test_topology_attach_ranges_are_the_subnet_less_its_gateway() -> None:
+    from ipaddress import ip_address, ip_network
+
+    from awf.backends.docker import attach_ranges
+    from proxy.errors import ConfigError
+
+    info: dict[str, object] = {"Name": "mcpg", "Driver": "bridge", "Labels": {},
+            "IPAM": {"Config": [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"},
+                                {"Subnet": "fd00:1::/64"}]}}
+    got = attach_ranges("mcpg", info)
+    assert not any(ip_address("172.18.0.1") in n for n in got)
+    assert any(ip_address("172.18.0.2") in n for n in got)
+    assert any(ip_address("172.18.255.254") in n for n in got)
+    assert ip_network("fd00:1::/64") in got
+    for bad in ({**info, "Driver": "host"}, {**info, "Driver": "null"},
+                {**info, "Labels": {"io.awf.run": "ab12cd34"}},
+                {**info, "IPAM": {"Config": []}},
+                {**info, "IPAM": {"Config": [{"Subnet": "8.8.8.0/24"}]}}):
+        with pytest.raises(ConfigError):
+            attach_ranges("mcpg", bad)
