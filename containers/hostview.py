@@ -78,6 +78,9 @@ ETC_ALLOW = (
 # --share-home of them shares them read-write (their credential files still masked).
 TOOLCHAINS = (".cargo", ".rustup", ".nvm", ".local", ".pyenv", ".sdkman", ".volta", ".bun",
               ".deno", ".dotnet", "go")
+# A PATH directory inside one of these is mounted with the whole toolchain (shims and proxies
+# call into the rest of it by absolute path)
+TOOLCHAIN_ROOTS = frozenset(TOOLCHAINS) - {"go", ".local"}
 # The engines' own state, shared read-write with the host (credential files inside masked)
 ENGINE_HOMES = (".copilot", ".claude", ".codex", ".gemini")
 # gh-aw's prompts, MCP config and safe-outputs: shared read-write; its MCP servers' logs hidden
@@ -409,8 +412,15 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
                     or _under(home, path)):
                 continue
             if not probe.sees(path):
-                mounts.append(Mount(path, at(path)))
-                shared.append((path, path))
+                # a toolchain's bin (another home's ~/.pyenv/shims, ~/.cargo/bin) needs the
+                # rest of that toolchain: its root is mounted instead
+                parts = path.split("/")
+                whole = next(("/".join(parts[:i + 1]) for i, name in enumerate(parts)
+                              if name in TOOLCHAIN_ROOTS and i > 1), path)
+                if not facts.is_dir(whole) or secret_store(whole) is not None:
+                    whole = path
+                mounts.append(Mount(whole, at(whole)))
+                shared.append((whole, whole))
                 probe = HostView(tuple(mounts), tuple(tmpfs), tuple(links), (), (), root)
             path_seen.append(path)
     taken = {m.target for m in mounts} | {t for t, _ in tmpfs}

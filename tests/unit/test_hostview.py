@@ -385,3 +385,16 @@ def test_a_volume_at_a_shared_dir_wins() -> None:
     targets = [m.target for m in v.mounts]
     assert targets.count("/host/home/u/.claude") == 1
     assert by_target(v)["/host/home/u/.claude"].read_only
+
+
+def test_a_path_dir_inside_another_homes_toolchain_brings_the_toolchain() -> None:
+    dirs = {"/root/.pyenv", "/root/.pyenv/shims", "/root/.pyenv/libexec", "/root/.local",
+            "/root/.local/bin", "/root/.cargo", "/root/.cargo/bin"}
+    v = path_view(["/root/.pyenv/shims", "/root/.local/bin", "/root/.cargo/bin"], dirs)
+    m = by_target(v)
+    assert m["/host/root/.pyenv"].read_only
+    assert "/host/root/.pyenv/shims" not in m
+    assert m["/host/root/.local/bin"].read_only  # ~/.local as a whole is not a toolchain
+    assert "/host/root/.local" not in m
+    assert m["/host/root/.cargo"].read_only
+    assert v.path == ("/root/.pyenv/shims", "/root/.local/bin", "/root/.cargo/bin")
