@@ -77,10 +77,12 @@ ETC_ALLOW = (
 # they run (~/.m2, ~/.gradle: Maven and Gradle fail on a read-only one) are not shared; a
 # --share-home of them shares them read-write (their credential files still masked).
 TOOLCHAINS = (".cargo", ".rustup", ".nvm", ".local", ".pyenv", ".sdkman", ".volta", ".bun",
-              ".deno", ".dotnet", "go")
+              ".deno", ".dotnet", "go",
+              # the parts shared before, for a host whose parent is not a directory (tests)
+              ".cargo/bin", ".local/bin", ".local/lib", ".local/pipx")
 # A PATH directory inside one of these is mounted with the whole toolchain (shims and proxies
 # call into the rest of it by absolute path)
-TOOLCHAIN_ROOTS = frozenset(TOOLCHAINS) - {"go", ".local"}
+TOOLCHAIN_ROOTS = frozenset(t for t in TOOLCHAINS if "/" not in t) - {"go", ".local"}
 # The engines' own state, shared read-write with the host (credential files inside masked)
 ENGINE_HOMES = (".copilot", ".claude", ".codex", ".gemini")
 # gh-aw's prompts, MCP config and safe-outputs: shared read-write; its MCP servers' logs hidden
@@ -371,11 +373,13 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
     ws = posixpath.normpath(workspace) if workspace else None
     home = posixpath.normpath(home)
     rw_dirs = [posixpath.normpath(d) for d in share_rw]
+    len_system = len(mounts)
     if ws != home:
         tmpfs.append((at(home), f"rw,nosuid,nodev,size=1g,mode=0700,uid={uid},gid={gid}"))
         for rel in TOOLCHAINS:
             path = posixpath.join(home, rel)
-            if facts.is_dir(path) and path != ws and path not in rw_dirs:
+            if (facts.is_dir(path) and path != ws and path not in rw_dirs
+                    and not any(_under(path, m.source) for m in mounts[len_system:])):
                 mounts.append(Mount(path, at(path)))
                 shared.append((path, path))
         if tool_cache and facts.is_dir(tool_cache) and usable_workspace(tool_cache):

@@ -398,3 +398,11 @@ def test_a_path_dir_inside_another_homes_toolchain_brings_the_toolchain() -> Non
     assert "/host/root/.local" not in m
     assert m["/host/root/.cargo"].read_only
     assert v.path == ("/root/.pyenv/shims", "/root/.local/bin", "/root/.cargo/bin")
+
+
+def test_toolchain_parts_when_the_parent_is_not_a_directory() -> None:
+    m = by_target(view(dirs={"/home/u/.cargo/bin", "/home/u/.local/bin"}))
+    assert m["/host/home/u/.cargo/bin"].read_only
+    assert m["/host/home/u/.local/bin"].read_only
+    m = by_target(view(dirs={"/home/u/.cargo", "/home/u/.cargo/bin"}))
+    assert "/host/home/u/.cargo/bin" not in m  # seen through ~/.cargo
