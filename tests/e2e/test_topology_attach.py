@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.test_docker_run import awf_argv
 from tests.e2e.test_host_view_live import assert_run_removed
+from tests.support import wan as wanmod
 from tests.support.needs import need_docker, need_root
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
@@ -56,6 +57,7 @@ def raw(port, host):
         return type(e).__name__
 print("PROBES " + json.dumps({
     "by_name": curl("http://mcp.test/"),
+    "internet": curl("http://allowed.test/") if len(sys.argv) > 2 else "",
     "by_name_transparent": curl("--noproxy", "*", "http://mcp.test/"),
     "by_ip": raw(80, ip),
     "by_ip_other_port": raw(8000, ip),
@@ -74,7 +76,8 @@ def mcp() -> Iterator[tuple[str, str]]:
     need_docker()
     need_root()
     tag = secrets.token_hex(4)
-    net, name = f"awftest-mcp-{tag}", f"awftest-mcp-srv-{tag}"
+    # "0..." sorts before awf's own networks: the one Docker would pick as the default gateway
+    net, name = f"0awftest-mcp-{tag}", f"awftest-mcp-srv-{tag}"
     docker("network", "create", net)
     try:
         docker("run", "-d", "--rm", "--name", name, "--network", net, "--network-alias",
@@ -91,8 +94,10 @@ def mcp() -> Iterator[tuple[str, str]]:
                        check=False)
 
 
-def probe(ip: str, *flags: str) -> tuple[dict[str, str], str]:
-    done = subprocess.run(awf_argv("-d", "mcp.test", *flags, "--", "python3", "-c", PROBE, ip),
+def probe(ip: str, *flags: str, internet: bool = False) -> tuple[dict[str, str], str]:
+    extra = ("internet",) if internet else ()
+    done = subprocess.run(awf_argv("-d", "mcp.test", *flags, "--", "python3", "-c", PROBE, ip,
+                                   *extra),
                           capture_output=True, text=True, timeout=300, check=False)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PROBES ")), None)
     assert line, f"exit {done.returncode}: {done.stdout[-2000:]} {done.stderr[-3000:]}"
@@ -124,6 +129,22 @@ def test_not_reachable_without_the_flag(mcp: tuple[str, str]) -> None:
     seen, stderr = probe(ip)
     assert "hello-from-mcp" not in seen["by_name"], seen
     assert "hello-from-mcp" not in seen["by_name_transparent"], seen
+    assert_run_removed(stderr)
+
+
+def test_the_proxy_still_leaves_through_its_egress_network(
+        mcp: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The attached network, first by name, does not become the proxy's way out."""
+    net, ip = mcp
+    wanmod.reap()
+    w = wanmod.start(tmp_path_factory.mktemp("wan"))  # the shared fake internet (waits its turn)
+    try:
+        seen, stderr = probe(ip, "--topology-attach", net, "-d", "allowed.test", "--resolve",
+                             f"allowed.test={wanmod.V4}", internet=True)
+    finally:
+        w.close()
+    assert "hello-from-mcp" in seen["by_name"], seen
+    assert "hello allowed.test" in seen["internet"], seen
     assert_run_removed(stderr)
 
 
