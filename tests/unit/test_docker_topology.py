@@ -198,3 +198,19 @@ def test_topology_attach_ranges_are_the_subnet_less_its_gateway() -> None:
                 {**info, "IPAM": {"Config": [{"Subnet": "8.8.8.0/24"}]}}):
         with pytest.raises(ConfigError):
             attach_ranges("mcpg", bad)
+
+
+def test_share_home_resolved_under_the_home_or_exit_2(tmp_path: Path) -> None:
+    from awf.backends.docker import _share_home
+
+    home = tmp_path / "home"
+    (home / ".m2").mkdir(parents=True)
+    (home / ".ssh").mkdir()
+    (home / "link").symlink_to("/etc")
+    environ = {"HOME": str(home)}
+    cfg = parse_run(["--share-home", str(home / ".m2"), "--share-home", ".m2", "--", "true"])
+    assert _share_home(cfg, environ) == (str(home / ".m2"), str(home / ".m2"))
+    for bad in (str(home / ".ssh"), str(home / "link"), str(home / "missing"), str(home), "/etc"):
+        with pytest.raises(ConfigError) as exc:
+            _share_home(parse_run(["--share-home", bad, "--", "true"]), environ)
+        assert exc.value.exit_code == 2
