@@ -509,7 +509,8 @@ def test_bad_response(raw: bytes) -> None:
     parser = ResponseHeadParser(request_method=b"GET")
     with pytest.raises(BadResponse):
         parser.feed(raw)
-    assert issubclass(BadResponse, RequestError) and BadResponse.status == 502  # in the one tree
+    assert issubclass(BadResponse, RequestError)  # in the one tree
+    assert BadResponse.status == 502
 
 
 def test_interim_responses_then_final() -> None:
