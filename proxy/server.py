@@ -1,9 +1,10 @@
 """The running proxy: listeners, the connection registry, destinations, reload and drain.
 
-`ProxyServer` is the context every connection talks to. It owns the one swappable reference to
-the frozen `Policy` (SIGHUP builds a new one and swaps it), the resolver, the origin pool and the
-access log. Destinations are checked here: a name is resolved once, every answer is classified
-(contract §4), and only checked addresses are handed to the dialler.
+`ProxyServer` implements `context.ConnectionContext`, all that connections may use of it. It owns
+the one swappable reference to the frozen `Policy` (SIGHUP builds a new one and swaps it), the
+resolver, the origin pool and the access log. Destinations are checked here: a name is resolved
+once, every answer is classified (contract §4), and only checked addresses are handed to the
+dialler.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 
 from proxy import __version__
 from proxy.access_log import AccessLog, Entry
 from proxy.addr import IPAddress, embedded_ipv4
 from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
+from proxy.context import Limits, Registered
 from proxy.dialer import dial
 from proxy.errors import ConfigError, DeniedAddress, SelfConnection
+from proxy.http_connection import HttpConnection
 from proxy.localaddrs import local_addresses
 from proxy.policy import Decision, Policy
 from proxy.resolver import Resolver
@@ -34,10 +37,6 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 Listener = tuple[str, tuple[str, int], Callable[[], asyncio.Protocol]]
 
 _UNSPECIFIED = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
-
-
-class Connection(Protocol):
-    def abort(self) -> None: ...
 
 
 class ProxyServer:
@@ -54,8 +53,10 @@ class ProxyServer:
         self.policy = policy
         self.resolver = resolver
         self.log = log
+        self.limits = Limits(head_timeout=cfg.head_timeout, connect_timeout=cfg.connect_timeout,
+                             idle_timeout=cfg.idle_timeout)
         self.pool = Pool()
-        self.connections: set[object] = set()
+        self.connections: set[Registered] = set()
         self.started = time.monotonic()
         self.endpoints: list[str] = []
         self._servers: list[asyncio.Server] = []
@@ -72,11 +73,9 @@ class ProxyServer:
 
     async def start(self, extra: Sequence[Listener] = ()) -> None:
         """Bind every listener (explicit first, then `extra`), or raise ConfigError."""
-        from proxy.client import ClientConnection
-
         self.loop = loop = asyncio.get_running_loop()
         wanted: list[Listener] = [
-            ("--listen", ep, lambda: ClientConnection(self)) for ep in self.cfg.listen
+            ("--listen", ep, lambda: HttpConnection(self)) for ep in self.cfg.listen
         ]
         wanted.extend(extra)
         for flag, (host, port), factory in wanted:
@@ -117,18 +116,18 @@ class ProxyServer:
 
     # -- the connection registry ----------------------------------------------------------
 
-    def admit(self, conn: object) -> bool:
+    def admit(self, conn: Registered) -> bool:
         if len(self.connections) >= self.cfg.max_connections:
             return False
         self.connections.add(conn)
         return True
 
-    def release(self, conn: object) -> None:
+    def release(self, conn: Registered) -> None:
         self.connections.discard(conn)
         if not self.connections:
             self._idle.set()
 
-    def swap(self, old: object, new: object) -> None:
+    def swap(self, old: Registered, new: Registered) -> None:
         self.connections.discard(old)
         self.connections.add(new)
 
@@ -236,9 +235,8 @@ class ProxyServer:
         """Stop accepting, close idle keep-alive clients, let the rest finish, then abort."""
         await self.close_listeners()
         for conn in list(self.connections):
-            idle = getattr(conn, "idle", None)
-            if idle is not None and idle():
-                conn.abort()  # type: ignore[attr-defined]
+            if conn.idle():
+                conn.abort()
         self.pool.clear()
         if self.connections:
             self._idle.clear()
@@ -250,8 +248,6 @@ class ProxyServer:
             except TimeoutError:
                 pass
         for conn in list(self.connections):
-            abort = getattr(conn, "abort", None)
-            if abort is not None:
-                abort()
+            conn.abort()
         # let the aborted transports run their connection_lost callbacks (and log)
         await asyncio.sleep(0)

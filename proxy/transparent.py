@@ -4,8 +4,9 @@ The original destination comes from SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST. Its 
 like any other port and its address is logged, but never dialled: the proxy resolves the SNI or
 Host name itself and dials only an address it checked, which defeats `--connect-to` and
 IP+SNI tricks (ARCHITECTURE §2.1). The first bytes are peeked (at most 16 KiB, 10 s), then
-forwarded upstream byte for byte. Plain HTTP is handed to a transparent-mode ClientConnection so
-that every request on the connection is checked, not just the first.
+forwarded upstream byte for byte (`tunnel.open_tunnel`). Plain HTTP is handed to a
+transparent-mode `HttpConnection` so that every request on the connection is checked, not just
+the first.
 """
 
 from __future__ import annotations
@@ -13,21 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from ipaddress import ip_address
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from proxy.access_log import Entry
-from proxy.client import ClientConnection, peer_text
+from proxy.access_log import decision_record, peer_text
+from proxy.context import ConnectionContext
 from proxy.errors import RequestError
-from proxy.http1 import RequestHead, error_response
+from proxy.http1 import RequestHead
+from proxy.http_connection import HttpConnection, send_error
 from proxy.origdst import original_destination
 from proxy.policy import Decision, Scheme
 from proxy.reasons import NO_ANSWER, Reason
-from proxy.relay import open_relay
 from proxy.sni import BadClientHello, NotTls
 from proxy.sniff import Sniffer
-
-if TYPE_CHECKING:
-    from proxy.server import ProxyServer
+from proxy.tunnel import open_tunnel
 
 PEEK_LIMIT = 16 * 1024
 PEEK_TIMEOUT = 10.0
@@ -35,11 +34,11 @@ PEEK_TIMEOUT = 10.0
 
 class TransparentConnection(asyncio.Protocol):
     __slots__ = (
-        "_buf", "_client", "_done", "_dst", "_server", "_sniffer", "_task", "_timer", "transport",
+        "_buf", "_client", "_ctx", "_done", "_dst", "_sniffer", "_task", "_timer", "transport",
     )
 
-    def __init__(self, server: ProxyServer) -> None:
-        self._server = server
+    def __init__(self, ctx: ConnectionContext) -> None:
+        self._ctx = ctx
         self._buf = b""
         self._sniffer = Sniffer(max_bytes=PEEK_LIMIT)  # incremental: O(n) over slow senders
         self._client = "unknown"
@@ -52,7 +51,7 @@ class TransparentConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = t = cast(asyncio.Transport, transport)
         self._client = peer_text(t)
-        if not self._server.admit(self):
+        if not self._ctx.admit(self):
             self._log("-", "", 0, Reason.OVERLOADED, 503)
             self._end()
             return
@@ -61,7 +60,7 @@ class TransparentConnection(asyncio.Protocol):
         except OSError:
             local = t.get_extra_info("sockname")
             self._dst = (str(local[0]), int(local[1])) if local else ("", 0)
-        self._timer = self._server.loop.call_later(PEEK_TIMEOUT, self._timed_out)
+        self._timer = self._ctx.loop.call_later(PEEK_TIMEOUT, self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -93,7 +92,10 @@ class TransparentConnection(asyncio.Protocol):
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-        self._server.release(self)
+        self._ctx.release(self)
+
+    def idle(self) -> bool:
+        return False  # a drain lets the first bytes arrive (within the peek timeout)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -102,12 +104,12 @@ class TransparentConnection(asyncio.Protocol):
     # -- the two kinds ---------------------------------------------------------------------
 
     def _hand_to_http(self, head: RequestHead, rest: bytes) -> None:
-        """The sniffer parsed the first head: the ClientConnection takes it from there."""
+        """The sniffer parsed the first head: an HttpConnection takes it from there."""
         t = self.transport
         if t is None:
             return
-        http = ClientConnection(self._server, mode="transparent", orig=self._dst)
-        self._server.swap(self, http)
+        http = HttpConnection(self._ctx, mode="transparent", orig=self._dst)
+        self._ctx.swap(self, http)
         self._done = True
         self._buf = b""
         t.set_protocol(http)
@@ -120,13 +122,13 @@ class TransparentConnection(asyncio.Protocol):
             self._end()
             return
         started = time.time()
-        decision = self._server.policy.decide(sni, port, Scheme.HTTPS)
+        decision = self._ctx.policy.decide(sni, port, Scheme.HTTPS)
         if not decision.allowed:
             self._log("TLS", decision.host or sni, port, decision.reason, NO_ANSWER,
                       started=started)
             self._end()
             return
-        if self._server.is_self(ip_address(self._dst[0].split("%")[0]), port):
+        if self._ctx.is_self(ip_address(self._dst[0].split("%")[0]), port):
             self._log("TLS", decision.host, port, Reason.SELF_CONNECTION, NO_ANSWER,
                       started=started)
             self._end()
@@ -137,7 +139,7 @@ class TransparentConnection(asyncio.Protocol):
         t.pause_reading()
         self._done = True
         record = self._record("TLS", decision.host, port, None, 200, started)
-        self._task = self._server.loop.create_task(
+        self._task = self._ctx.loop.create_task(
             self._relay(t, decision, port, record, started)
         )
 
@@ -147,8 +149,8 @@ class TransparentConnection(asyncio.Protocol):
     ) -> None:
         first, self._buf = self._buf, b""
         try:
-            mine = await open_relay(self._server, self, t, decision, port, reply=b"",
-                                    first_up=first, record=record, started=started)
+            mine = await open_tunnel(self._ctx, self, t, decision, port, reply=b"",
+                                     first_up=first, record=record, started=started)
         except RequestError as exc:
             self._task = None
             self._log("TLS", decision.host, port, exc.reason, NO_ANSWER, started=started,
@@ -169,11 +171,8 @@ class TransparentConnection(asyncio.Protocol):
 
     def _answer(self, status: int, reason: Reason, line: str) -> None:
         self._log("-", "", self._dst[1], reason, status)
-        t = self.transport
         self._done = True
-        if t is not None and not t.is_closing():
-            t.write(error_response(status, reason, line))
-            t.close()
+        send_error(self.transport, status, reason, line)
 
     def _end(self) -> None:
         self._done = True
@@ -190,11 +189,8 @@ class TransparentConnection(asyncio.Protocol):
         self, method: str, host: str, port: int, reason: Reason | None, status: int,
         started: float,
     ) -> dict[str, object]:
-        rec = Entry(
-            started, time.time(), self._client, "transparent", method, host, port, None,
-            "deny" if reason is not None else "allow",
-            reason.value if reason is not None else None, status, 0, 0,
-        ).as_mapping()
+        rec = decision_record(started, self._client, "transparent", method, host, port, None,
+                              reason, status)
         rec["original_dst"] = (f"[{self._dst[0]}]:{port}" if ":" in self._dst[0]
                                else f"{self._dst[0]}:{port}")
         return rec
@@ -204,8 +200,6 @@ class TransparentConnection(asyncio.Protocol):
         *, started: float | None = None, note: str | None = None,
     ) -> None:
         rec = self._record(method, host, port, reason, status, started or time.time())
-        if reason in (Reason.DNS_FAILURE, Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT):
-            rec["decision"] = "allow"
         if note:
             rec["note"] = note
-        self._server.log_record(rec)
+        self._ctx.log_record(rec)

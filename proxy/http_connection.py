@@ -1,0 +1,452 @@
+"""One accepted client connection that speaks HTTP/1.1 to the proxy: explicit requests
+(absolute-URI forwarding, CONNECT, /healthz) or, handed over by `TransparentConnection`,
+intercepted plain HTTP.
+
+One `HttpConnection` per socket, an asyncio Protocol driven by `data_received`:
+
+    HEAD --head--> route (routing.route) --deny--> answer, close
+         --TUNNEL allowed--> WORK (resolve, dial) --> the transport gets a TunnelSide
+         --FORWARD allowed--> [WORK] --> BODY (request body streams up)
+                                      --> RESPONSE (response streams down) --> HEAD (keep-alive)
+
+A request whose origin connection is pooled never leaves the callback: no task, no DNS. The
+request and its response are an `exchange.Exchange`. Anything unexpected closes this connection
+(fail closed) and leaves the others alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import traceback
+from functools import partial
+from ipaddress import ip_address
+from typing import cast
+
+from proxy.access_log import decision_record, peer_text
+from proxy.addr import IPAddress
+from proxy.context import ConnectionContext
+from proxy.errors import HeadTimeout, RequestError, SelfConnection
+from proxy.exchange import Exchange
+from proxy.flowcontrol import tune
+from proxy.http1 import BodyFramer, HeadParser, RequestHead, error_response
+from proxy.policy import Decision
+from proxy.reasons import Reason
+from proxy.routing import Kind, route
+from proxy.tunnel import open_tunnel
+from proxy.upstream import Upstream
+
+HEAD, WORK, BODY, RESPONSE, CLOSED = range(5)
+
+_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+def send_error(transport: asyncio.Transport | None, status: int, reason: str, line: str) -> None:
+    """Answer `status` with `X-Awf-Reason: reason` and close, unless the socket is closing."""
+    if transport is not None and not transport.is_closing():
+        transport.write(error_response(status, reason, line))
+        transport.close()
+
+
+def deny_line(host: str, port: int, reason: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"awf-proxy: {shown}:{port} denied: {reason}"
+
+
+class HttpConnection(asyncio.Protocol):
+    __slots__ = (
+        "_body",
+        "_ctx",
+        "_exchange",
+        "_head_deadline",
+        "_head_timer",
+        "_orig",
+        "_orig_ip",
+        "_parser",
+        "_pending",
+        "_state",
+        "_task",
+        "_transparent_port",
+        "_up_paused",
+        "mode",
+        "peer",
+        "transport",
+    )
+
+    def __init__(
+        self, ctx: ConnectionContext, *, mode: str = "explicit", orig: tuple[str, int] = ("", 0)
+    ) -> None:
+        self._ctx = ctx
+        self.mode = mode  # "transparent": redirected traffic, origin-form requests named by Host
+        self._orig = orig  # transparent: the original destination (address, port)
+        self._transparent_port = orig[1] if mode == "transparent" else None
+        self._orig_ip: IPAddress | None = None  # the same address, parsed on first use
+        self._parser = HeadParser()
+        self._state = HEAD
+        self._pending = b""
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_deadline = 0.0  # loop time by which the awaited head must be complete
+        self._task: asyncio.Task[None] | None = None
+        self._exchange: Exchange | None = None
+        self._body: BodyFramer | None = None
+        self._up_paused = False
+        self.peer = "unknown"
+        self.transport: asyncio.Transport | None = None
+
+    # -- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = t = cast(asyncio.Transport, transport)
+        self.peer = peer_text(t)
+        ctx = self._ctx
+        if not ctx.admit(self):
+            ctx.log_record(self._record("-", "", 0, None, Reason.OVERLOADED, 503, time.time()))
+            t.write(
+                error_response(
+                    503, Reason.OVERLOADED, "awf-proxy: too many connections: overloaded",
+                    extra=(("Retry-After", "1"),),
+                )
+            )
+            t.close()
+            self._state = CLOSED
+            return
+        tune(t)
+        self._arm_head_timer()
+
+    def adopt(
+        self, transport: asyncio.Transport, client: str, head: RequestHead, rest: bytes
+    ) -> None:
+        """Take over an admitted transport whose first head the sniffer already parsed
+        (intercepted HTTP): it is handled as if it had just been read here."""
+        self.transport = transport
+        self.peer = client
+        try:
+            self._dispatch(head, rest)
+        except RequestError as exc:
+            self._fail(exc)
+        except Exception:  # a bug: fail closed on this connection only
+            self._bug()
+
+    def data_received(self, data: bytes) -> None:
+        state = self._state
+        try:
+            if state == HEAD:
+                self._read_head(data)
+            elif state == BODY:
+                self._request_body(data)
+            else:  # reading is paused in the other states; keep what raced in
+                self._pending += data
+        except RequestError as exc:
+            self._fail(exc)
+        except Exception:  # a bug: fail closed on this connection only
+            self._bug()
+
+    def eof_received(self) -> bool:
+        # the request is complete: the answer may still be written
+        return self._state == RESPONSE and self._body is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = CLOSED
+        self._cancel_head_timer()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+        ex, self._exchange = self._exchange, None
+        if ex is not None:
+            ex.abandon()
+        self._ctx.release(self)
+
+    def pause_writing(self) -> None:  # the client's send buffer is full
+        ex = self._exchange
+        if ex is not None:
+            ex.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self._exchange
+        if ex is not None:
+            ex.resume_reading()
+
+    # -- for the server ----------------------------------------------------------------
+
+    def idle(self) -> bool:
+        return self._state == HEAD and self._parser.pending == 0 and not self._pending
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- request heads -----------------------------------------------------------------
+
+    def _read_head(self, data: bytes) -> None:
+        head = self._parser.feed(data)
+        if head is not None:
+            self._dispatch(head, self._parser.take_rest())
+
+    def _dispatch(self, head: RequestHead, rest: bytes) -> None:
+        """One complete request head: a tunnel, a forwarded request, /healthz or an error."""
+        started = time.time()
+        r = route(head, self._ctx.policy, transparent_port=self._transparent_port)
+        decision = r.decision
+        if decision is None:
+            self._health()
+        elif not decision.allowed:
+            self._deny(head.method, decision, r.port, r.url, started)
+        elif r.kind is Kind.TUNNEL:
+            self._pause()
+            self._state = WORK
+            self._task = self._ctx.loop.create_task(
+                self._open_tunnel(decision, r.port, rest, started)
+            )
+        else:
+            self._forward(head, rest, decision, r.port, r.path, r.url, started)
+
+    def _health(self) -> None:
+        t = self.transport
+        if t is None:
+            return
+        body = json.dumps(self._ctx.health()).encode() + b"\n"
+        t.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        t.close()
+        self._state = CLOSED
+
+    def _forward(
+        self, head: RequestHead, rest: bytes, decision: Decision, port: int, path: bytes,
+        url: str | None, started: float,
+    ) -> None:
+        """Forward one allowed plain-HTTP request, on a pooled origin connection if one is idle."""
+        ctx = self._ctx
+        if self._transparent_port is not None:
+            orig_ip = self._orig_ip
+            if orig_ip is None:  # once per connection (a ValueError here is a bug: fail closed)
+                orig_ip = self._orig_ip = ip_address(self._orig[0].split("%")[0])
+            if ctx.is_self(orig_ip, port):
+                raise SelfConnection(f"{self._orig[0]}:{port} is this proxy")
+        ex = Exchange(ctx, self, head, path, decision, port, url, started)
+        upstream = ctx.pool.take(decision.host, port)
+        if upstream is not None:
+            ex.begin(upstream, rest)
+            return
+        self._pause()
+        self._state = WORK
+        self._task = ctx.loop.create_task(self._open_exchange(ex, rest))
+
+    # -- async steps (DNS, connect) ------------------------------------------------------
+
+    async def _open_tunnel(
+        self, decision: Decision, port: int, rest: bytes, started: float
+    ) -> None:
+        t = self.transport
+        record = self._record("CONNECT", decision.host, port, None, None, 200, started)
+        try:
+            if t is None:
+                return
+            mine = await open_tunnel(self._ctx, self, t, decision, port, reply=_ESTABLISHED,
+                                     first_up=rest, record=record, started=started)
+        except RequestError as exc:
+            self._task = None
+            self._fail(exc, method=b"CONNECT", host=decision.host, port=port, started=started)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._task = None
+            self._bug()
+            return
+        self._task = None
+        if mine is None:
+            return
+        self._cancel_head_timer()
+        self._state = CLOSED  # this object is done; the transport now belongs to the tunnel
+        if self._pending:
+            mine.data_received(self._pending)
+            self._pending = b""
+        t.resume_reading()
+
+    async def _open_exchange(self, ex: Exchange, rest: bytes) -> None:
+        ctx = self._ctx
+        try:
+            addresses = await ctx.destinations(ex.decision, ex.port)
+            _, upstream = await ctx.dial(addresses, ex.port,
+                                         partial(Upstream, (ex.decision.host, ex.port)),
+                                         ex.decision.host)
+        except RequestError as exc:
+            self._task = None
+            ex.fail(exc)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._task = None
+            self._bug()
+            return
+        self._task = None
+        if self._state == CLOSED:
+            upstream.close()
+            return
+        pending, self._pending = self._pending, b""
+        ex.begin(upstream, rest + pending)
+
+    # -- for the exchange (exchange.ExchangeClient) -----------------------------------------
+
+    def _request_body(self, data: bytes) -> None:
+        ex, body = self._exchange, self._body
+        if ex is None or body is None:
+            self._pending += data
+            return
+        n = body.feed(data)
+        if n:
+            ex.send_up(data[:n] if n < len(data) else data)
+        if body.done:
+            self._body = None
+            self._state = RESPONSE
+            self._pause()
+            if n < len(data):
+                self._pending += data[n:]
+            ex.request_sent()
+
+    def exchange_started(self, ex: Exchange, framer: BodyFramer | None, rest: bytes) -> None:
+        self._exchange = ex
+        self._body = framer
+        self._state = BODY if framer is not None else RESPONSE
+        if framer is None:
+            self._pause()
+            self._pending = rest + self._pending
+            ex.request_sent()
+        else:
+            self._resume()
+            if rest:
+                self._request_body(rest)
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        """The response was written completely; wait for the next request or close."""
+        self._exchange = None
+        self._body = None
+        t = self.transport
+        if t is None or self._state == CLOSED:
+            return
+        if not keep_alive:
+            self._close()
+            return
+        self._state = HEAD
+        self._arm_head_timer()
+        pending, self._pending = self._pending, b""
+        self._resume()
+        if pending:
+            self.data_received(pending)
+
+    def exchange_failed(self, ex: Exchange, exc: RequestError) -> None:
+        self._exchange = None
+        self._fail(exc, method=ex.head.method, host=ex.decision.host, port=ex.port, url=ex.url,
+                   started=ex.started)
+
+    def upstream_paused(self, paused: bool) -> None:
+        self._up_paused = paused
+        if paused:
+            self._pause()
+        elif self._state == BODY:
+            self._resume()
+
+    def redial(self, ex: Exchange) -> None:
+        self._state = WORK
+        self._task = self._ctx.loop.create_task(self._open_exchange(ex, b""))
+
+    # -- answers and endings -----------------------------------------------------------------
+
+    def _deny(
+        self, method: bytes, decision: Decision, port: int, url: str | None, started: float
+    ) -> None:
+        reason = decision.reason or Reason.DOMAIN_NOT_ALLOWED
+        status = reason.status
+        rec = self._record(method.decode("latin-1"), decision.host, port, url, reason, status,
+                           started)
+        self._ctx.log_record(rec)
+        self._answer(status, reason, deny_line(decision.host, port, reason))
+
+    def _fail(
+        self,
+        exc: RequestError,
+        *,
+        method: bytes | None = None,
+        host: str = "",
+        port: int = 0,
+        url: str | None = None,
+        started: float | None = None,
+    ) -> None:
+        """Answer a RequestError on this connection and close it."""
+        if self._state == CLOSED:
+            return
+        reason = exc.reason
+        m = method.decode("latin-1") if method is not None else "-"
+        self._ctx.log_record(
+            self._record(m, host, port, url, reason, exc.status, started or time.time())
+        )
+        where = f"{host}:{port}" if host else ""
+        line = f"awf-proxy: {where + ' ' if where else ''}{reason}: {exc}"
+        if host and exc.status == 403:
+            line = deny_line(host, port, reason)
+        self._answer(exc.status, reason, line)
+
+    def _answer(self, status: int, reason: str, line: str) -> None:
+        self._cancel_head_timer()
+        self._state = CLOSED
+        send_error(self.transport, status, reason, line)
+
+    def head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._state != HEAD:
+            return  # a request is in progress; exchange_done starts the clock again
+        loop = self._ctx.loop
+        if loop.time() < self._head_deadline:  # a later head is being waited for
+            self._head_timer = loop.call_at(self._head_deadline, self.head_timed_out)
+            return
+        self._fail(HeadTimeout("no complete request head in time"))
+
+    def _bug(self) -> None:
+        print("awf-proxy: internal error; closing one connection:", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        self._state = CLOSED
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close(self) -> None:
+        self._state = CLOSED
+        self._cancel_head_timer()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _record(
+        self, method: str, host: str, port: int, url: str | None, reason: Reason | None,
+        status: int, started: float,
+    ) -> dict[str, object]:
+        return decision_record(started, self.peer, self.mode, method, host, port, url, reason,
+                               status)
+
+    # -- small helpers -----------------------------------------------------------------------
+
+    def _arm_head_timer(self) -> None:
+        """Start the --head-timeout clock for the next head. One timer per connection, moved
+        lazily: a kept-alive client that sends its next request in time never re-arms it."""
+        loop = self._ctx.loop
+        self._head_deadline = loop.time() + self._ctx.limits.head_timeout
+        if self._head_timer is None:
+            self._head_timer = loop.call_at(self._head_deadline, self.head_timed_out)
+
+    def _cancel_head_timer(self) -> None:
+        timer, self._head_timer = self._head_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _pause(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing():
+            t.pause_reading()
+
+    def _resume(self) -> None:
+        t = self.transport
+        if t is not None and not t.is_closing() and not self._up_paused:
+            t.resume_reading()
