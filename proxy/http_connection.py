@@ -50,6 +50,15 @@ def send_error(transport: asyncio.Transport | None, status: int, reason: str, li
         transport.close()
 
 
+def report_bug(transport: asyncio.Transport | None) -> None:
+    """An exception that is not a RequestError is a bug: print it and close that connection
+    only (fail closed); every other connection goes on."""
+    print("awf-proxy: internal error; closing one connection:", file=sys.stderr)
+    traceback.print_exc(file=sys.stderr)
+    if transport is not None:
+        transport.abort()
+
+
 def deny_line(host: str, port: int, reason: str) -> str:
     shown = f"[{host}]" if ":" in host else host
     return f"awf-proxy: {shown}:{port} denied: {reason}"
@@ -274,22 +283,20 @@ class HttpConnection(asyncio.Protocol):
             _, upstream = await ctx.dial(addresses, ex.port,
                                          partial(Upstream, (ex.decision.host, ex.port)),
                                          ex.decision.host)
+            self._task = None
+            if self._state == CLOSED:
+                upstream.close()
+                return
+            pending, self._pending = self._pending, b""
+            ex.begin(upstream, rest + pending)  # request body errors are answered inside
         except RequestError as exc:
             self._task = None
             ex.fail(exc)
-            return
         except asyncio.CancelledError:
             raise
         except Exception:
             self._task = None
             self._bug()
-            return
-        self._task = None
-        if self._state == CLOSED:
-            upstream.close()
-            return
-        pending, self._pending = self._pending, b""
-        ex.begin(upstream, rest + pending)
 
     # -- for the exchange (exchange.ExchangeClient) -----------------------------------------
 
@@ -298,7 +305,12 @@ class HttpConnection(asyncio.Protocol):
         if ex is None or body is None:
             self._pending += data
             return
-        n = body.feed(data)
+        try:
+            n = body.feed(data)
+        except RequestError as exc:  # bad request framing: this request fails, logged once
+            self._body = None
+            ex.fail(exc)
+            return
         if n:
             ex.send_up(data[:n] if n < len(data) else data)
         if body.done:
@@ -407,11 +419,8 @@ class HttpConnection(asyncio.Protocol):
         self._fail(HeadTimeout("no complete request head in time"))
 
     def _bug(self) -> None:
-        print("awf-proxy: internal error; closing one connection:", file=sys.stderr)
-        traceback.print_exc(file=sys.stderr)
         self._state = CLOSED
-        if self.transport is not None:
-            self.transport.abort()
+        report_bug(self.transport)
 
     def _close(self) -> None:
         self._state = CLOSED

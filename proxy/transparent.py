@@ -20,7 +20,7 @@ from proxy.access_log import decision_record, peer_text
 from proxy.context import ConnectionContext
 from proxy.errors import RequestError
 from proxy.http1 import RequestHead
-from proxy.http_connection import HttpConnection, send_error
+from proxy.http_connection import HttpConnection, report_bug, send_error
 from proxy.origdst import original_destination
 from proxy.policy import Decision, Scheme
 from proxy.reasons import NO_ANSWER, Reason
@@ -65,6 +65,13 @@ class TransparentConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._done:
             return
+        try:
+            self._sniff(data)
+        except Exception:  # a bug: fail closed on this connection only
+            self._done = True
+            report_bug(self.transport)
+
+    def _sniff(self, data: bytes) -> None:
         self._buf += data
         try:
             sniffed = self._sniffer.feed(data)
@@ -156,6 +163,12 @@ class TransparentConnection(asyncio.Protocol):
             self._log("TLS", decision.host, port, exc.reason, NO_ANSWER, started=started,
                       note=str(exc))
             self._end()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._task = None
+            report_bug(t)
             return
         self._task = None
         if mine is not None:
