@@ -16,14 +16,16 @@ from collections.abc import Callable
 from typing import cast
 
 from proxy.context import ConnectionContext, Registered
-from proxy.flowcontrol import tune
+from proxy.flowcontrol import HIGH_WATER, tune
 from proxy.policy import Decision
 
 
 class TunnelSide(asyncio.Protocol):
     """One socket of a tunnel; what it reads is written to its peer unchanged."""
 
-    __slots__ = ("active", "eof", "idle_sweeps", "lost", "nbytes", "on_closed", "peer", "transport")
+    __slots__ = (
+        "active", "eof", "held", "idle_sweeps", "lost", "nbytes", "on_closed", "peer", "transport",
+    )
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -33,6 +35,7 @@ class TunnelSide(asyncio.Protocol):
         self.lost = False
         self.active = True
         self.idle_sweeps = 0
+        self.held = b""  # what arrived before join() (an origin that speaks first)
         self.on_closed: Callable[[], None] | None = None  # set by join()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -43,13 +46,20 @@ class TunnelSide(asyncio.Protocol):
         self.nbytes += len(data)
         self.active = True
         peer = self.peer
-        if peer is not None and peer.transport is not None and not peer.lost:
-            peer.transport.write(data)
+        if peer is not None:
+            if peer.transport is not None and not peer.lost:
+                peer.transport.write(data)
+        else:  # not joined yet: kept, in order, for release_held()
+            self.held += data
+            if len(self.held) >= HIGH_WATER and self.transport is not None:
+                self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.eof = True
         peer = self.peer
-        if peer is None or peer.transport is None or peer.lost:
+        if peer is None:
+            return True  # not joined yet: release_held() passes the FIN on
+        if peer.transport is None or peer.lost:
             return False
         if peer.eof:  # both directions finished
             peer.transport.close()
@@ -77,6 +87,25 @@ class TunnelSide(asyncio.Protocol):
         if done is not None:
             done()
 
+    def release_held(self) -> None:
+        """Joined, and whatever the peer's socket must carry first (the `200`) written: pass on
+        what arrived before the join, then the FIN or close that came after it."""
+        peer = self.peer
+        t = peer.transport if peer is not None else None
+        if t is None:
+            return
+        held, self.held = self.held, b""
+        if held:
+            t.write(held)
+            if len(held) >= HIGH_WATER and self.transport is not None and not self.lost:
+                self.transport.resume_reading()
+        if self.lost:
+            t.close()
+        elif self.eof and t.can_write_eof():
+            t.write_eof()
+        elif self.eof:
+            t.close()
+
     def idle(self) -> bool:
         return False  # a drain lets open tunnels finish
 
@@ -92,9 +121,10 @@ class TunnelSide(asyncio.Protocol):
 
 
 def join(a: TunnelSide, b: TunnelSide, on_done: Callable[[], None]) -> None:
-    """Link two sides; `on_done` runs once, when both sockets are closed."""
+    """Link two sides; `on_done` runs once, when both sockets are closed (one of them may
+    already be, before the join)."""
     a.peer, b.peer = b, a
-    remaining = 2
+    remaining = 2 - a.lost - b.lost
 
     def side_lost() -> None:
         nonlocal remaining
@@ -143,6 +173,7 @@ async def open_tunnel(
     if reply:
         client.write(reply)
     client.set_protocol(mine)
-    if first_up:
+    up.release_held()
+    if first_up and not up.lost:
         up_t.write(first_up)
     return mine
