@@ -45,6 +45,7 @@ class ProxyConfig:
     connect_timeout: float = 10.0
     idle_timeout: float = 300.0
     head_timeout: float = 30.0
+    response_timeout: float = 300.0
     drain_timeout: float = 5.0
     log_level: str = "info"
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
@@ -69,6 +70,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "connect_timeout": ("--connect-timeout", "seconds"),
     "idle_timeout": ("--idle-timeout", "seconds"),
     "head_timeout": ("--head-timeout", "seconds"),
+    "response_timeout": ("--response-timeout", "seconds"),
     "drain_timeout": ("--drain-timeout", "seconds"),
     "log_level": ("--log-level", "level"),
 }
@@ -111,7 +113,10 @@ def _parser() -> _Parser:
     add("--max-connections", metavar="N")
     add("--connect-timeout", metavar="SECONDS")
     add("--idle-timeout", metavar="SECONDS")
-    add("--head-timeout", metavar="SECONDS")
+    add("--head-timeout", metavar="SECONDS",
+        help="time a client has to send a complete request head (default 30) -> 408")
+    add("--response-timeout", metavar="SECONDS",
+        help="time an origin has to send a response head (default 300) -> 504")
     add("--drain-timeout", metavar="SECONDS")
     add("--log-level", metavar="LEVEL", help="debug|info|warn|error (default info)")
     add("--version", action="version", version=f"awf-proxy {__version__}")

@@ -134,6 +134,10 @@ class Exchange:
     def request_sent(self) -> None:
         self.request_done = True
 
+    def answered(self) -> bool:
+        """Has the final response head arrived?"""
+        return self.resp is not None
+
     # -- from the client connection ----------------------------------------------------------
 
     def pause_reading(self) -> None:

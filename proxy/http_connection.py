@@ -28,7 +28,7 @@ from typing import cast
 from proxy.access_log import decision_record, peer_text
 from proxy.addr import IPAddress
 from proxy.context import ConnectionContext
-from proxy.errors import HeadTimeout, RequestError, SelfConnection
+from proxy.errors import HeadTimeout, RequestError, ResponseTimeout, SelfConnection
 from proxy.exchange import Exchange
 from proxy.flowcontrol import tune
 from proxy.http1 import BodyFramer, HeadParser, RequestHead, error_response
@@ -41,6 +41,7 @@ from proxy.upstream import Upstream
 HEAD, WORK, BODY, RESPONSE, CLOSED = range(5)
 
 _ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+PENDING_LIMIT = 64 * 1024  # bytes read ahead while a request is in progress; then pause
 
 
 def send_error(transport: asyncio.Transport | None, status: int, reason: str, line: str) -> None:
@@ -68,15 +69,16 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "_body",
         "_ctx",
+        "_deadline",
         "_exchange",
-        "_head_deadline",
-        "_head_timer",
         "_orig",
         "_orig_ip",
         "_parser",
         "_pending",
         "_state",
         "_task",
+        "_timer",
+        "_timer_at",
         "_transparent_port",
         "_up_paused",
         "mode",
@@ -95,8 +97,10 @@ class HttpConnection(asyncio.Protocol):
         self._parser = HeadParser()
         self._state = HEAD
         self._pending = b""
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_deadline = 0.0  # loop time by which the awaited head must be complete
+        # one timer per connection for --head-timeout and --response-timeout, moved lazily
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # loop time the timer fires at
+        self._deadline = 0.0  # loop time by which the awaited head (request or response) is due
         self._task: asyncio.Task[None] | None = None
         self._exchange: Exchange | None = None
         self._body: BodyFramer | None = None
@@ -122,7 +126,7 @@ class HttpConnection(asyncio.Protocol):
             self._state = CLOSED
             return
         tune(t)
-        self._arm_head_timer()
+        self._arm_timer(self._ctx.limits.head_timeout)
 
     def adopt(
         self, transport: asyncio.Transport, client: str, head: RequestHead, rest: bytes
@@ -145,20 +149,25 @@ class HttpConnection(asyncio.Protocol):
                 self._read_head(data)
             elif state == BODY:
                 self._request_body(data)
-            else:  # reading is paused in the other states; keep what raced in
+            else:  # a pipelined request, or what raced in: kept, read on later (bounded)
                 self._pending += data
+                if len(self._pending) > PENDING_LIMIT:
+                    self._pause()
         except RequestError as exc:
             self._fail(exc)
         except Exception:  # a bug: fail closed on this connection only
             self._bug()
 
     def eof_received(self) -> bool:
-        # the request is complete: the answer may still be written
-        return self._state == RESPONSE and self._body is None
+        # The client closed. With no request in progress that ends the connection; with one
+        # (waiting for its origin or its response), the client gave up: connection_lost aborts
+        # the exchange and closes its origin connection, and the slot is freed. Reading is not
+        # paused while an answer is awaited (only past PENDING_LIMIT), so this is seen at once.
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = CLOSED
-        self._cancel_head_timer()
+        self._cancel_timer()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -240,8 +249,7 @@ class HttpConnection(asyncio.Protocol):
         if upstream is not None:
             ex.begin(upstream, rest)
             return
-        self._pause()
-        self._state = WORK
+        self._state = WORK  # reading goes on: a client that gives up is noticed
         self._task = ctx.loop.create_task(self._open_exchange(ex, rest))
 
     # -- async steps (DNS, connect) ------------------------------------------------------
@@ -269,7 +277,7 @@ class HttpConnection(asyncio.Protocol):
         self._task = None
         if mine is None:
             return
-        self._cancel_head_timer()
+        self._cancel_timer()
         self._state = CLOSED  # this object is done; the transport now belongs to the tunnel
         if self._pending:
             mine.data_received(self._pending)
@@ -316,19 +324,19 @@ class HttpConnection(asyncio.Protocol):
         if body.done:
             self._body = None
             self._state = RESPONSE
-            self._pause()
             if n < len(data):
                 self._pending += data[n:]
             ex.request_sent()
+            self._await_response()
 
     def exchange_started(self, ex: Exchange, framer: BodyFramer | None, rest: bytes) -> None:
         self._exchange = ex
         self._body = framer
         self._state = BODY if framer is not None else RESPONSE
         if framer is None:
-            self._pause()
             self._pending = rest + self._pending
             ex.request_sent()
+            self._await_response()
         else:
             self._resume()
             if rest:
@@ -345,7 +353,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self._state = HEAD
-        self._arm_head_timer()
+        self._arm_timer(self._ctx.limits.head_timeout)
         pending, self._pending = self._pending, b""
         self._resume()
         if pending:
@@ -404,19 +412,31 @@ class HttpConnection(asyncio.Protocol):
         self._answer(exc.status, reason, line)
 
     def _answer(self, status: int, reason: str, line: str) -> None:
-        self._cancel_head_timer()
+        self._cancel_timer()
         self._state = CLOSED
         send_error(self.transport, status, reason, line)
 
-    def head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._state != HEAD:
-            return  # a request is in progress; exchange_done starts the clock again
-        loop = self._ctx.loop
-        if loop.time() < self._head_deadline:  # a later head is being waited for
-            self._head_timer = loop.call_at(self._head_deadline, self.head_timed_out)
+    def timed_out(self) -> None:
+        """The connection's one timer: --head-timeout while a request head is awaited,
+        --response-timeout while a response head is."""
+        self._timer = None
+        state = self._state
+        if state == CLOSED:
             return
-        self._fail(HeadTimeout("no complete request head in time"))
+        loop = self._ctx.loop
+        if loop.time() < self._deadline:  # the deadline moved on meanwhile
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self.timed_out)
+            return
+        if state == HEAD:
+            self._fail(HeadTimeout("no complete request head in time"))
+            return
+        ex = self._exchange
+        if state == RESPONSE and ex is not None and not ex.answered():
+            ex.fail(ResponseTimeout(
+                f"no response head from {ex.decision.host}:{ex.port} within "
+                f"{self._ctx.limits.response_timeout:g} s"))
+        # otherwise a request is in progress without a clock: exchange_done starts it again
 
     def _bug(self) -> None:
         self._state = CLOSED
@@ -424,7 +444,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _close(self) -> None:
         self._state = CLOSED
-        self._cancel_head_timer()
+        self._cancel_timer()
         if self.transport is not None:
             self.transport.close()
 
@@ -437,16 +457,24 @@ class HttpConnection(asyncio.Protocol):
 
     # -- small helpers -----------------------------------------------------------------------
 
-    def _arm_head_timer(self) -> None:
-        """Start the --head-timeout clock for the next head. One timer per connection, moved
-        lazily: a kept-alive client that sends its next request in time never re-arms it."""
+    def _arm_timer(self, seconds: float) -> None:
+        """Start a clock of `seconds`. The timer is moved only when it would fire too late: a
+        kept-alive client that sends its next request in time never re-arms it."""
         loop = self._ctx.loop
-        self._head_deadline = loop.time() + self._ctx.limits.head_timeout
-        if self._head_timer is None:
-            self._head_timer = loop.call_at(self._head_deadline, self.head_timed_out)
+        self._deadline = deadline = loop.time() + seconds
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self.timed_out)
 
-    def _cancel_head_timer(self) -> None:
-        timer, self._head_timer = self._head_timer, None
+    def _await_response(self) -> None:
+        """The request went upstream completely: its response head is due in time."""
+        if self._state == RESPONSE:
+            self._arm_timer(self._ctx.limits.response_timeout)
+
+    def _cancel_timer(self) -> None:
+        timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
 

@@ -53,8 +53,9 @@ class ProxyServer:
         self.policy = policy
         self.resolver = resolver
         self.log = log
-        self.limits = Limits(head_timeout=cfg.head_timeout, connect_timeout=cfg.connect_timeout,
-                             idle_timeout=cfg.idle_timeout)
+        self.limits = Limits(head_timeout=cfg.head_timeout,
+                             response_timeout=cfg.response_timeout,
+                             connect_timeout=cfg.connect_timeout, idle_timeout=cfg.idle_timeout)
         self.pool = Pool()
         self.connections: set[Registered] = set()
         self.started = time.monotonic()
