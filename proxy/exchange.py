@@ -158,7 +158,8 @@ class Exchange:
             try:
                 resp = self.reparser.feed(data)
             except BadResponse as exc:
-                self.fail(ConnectFailed(f"the origin sent a bad response: {exc}"))
+                self.fail(BadResponse(f"{self.decision.host}:{self.port} sent a bad response "
+                                      f"head: {exc}"))
                 return
             if resp is None:
                 return
@@ -168,7 +169,8 @@ class Exchange:
                 continue
             data = self.reparser.take_rest()
             if resp.status == 101:  # no upgrades through the plain-HTTP path
-                self.fail(ConnectFailed("the origin tried to switch protocols"))
+                self.fail(BadResponse(f"{self.decision.host}:{self.port} tried to switch "
+                                      "protocols"))
                 return
             self.resp = resp
             self.keep_alive = self.keep_alive and resp.keep_alive
@@ -182,8 +184,8 @@ class Exchange:
         if data:
             try:
                 n = body.feed(data)
-            except RequestError:
-                self._finish(reusable=False, keep_client=False)
+            except RequestError as exc:
+                self._bad_body(exc, head_written=not head)
                 return
             self.bytes_down += n
             extra = n < len(data)
@@ -222,6 +224,17 @@ class Exchange:
 
     # -- endings ---------------------------------------------------------------------------
 
+    def _bad_body(self, exc: RequestError, *, head_written: bool) -> None:
+        """The response body's framing is broken. If no byte of the response reached the client
+        it gets 502 bad_response; otherwise its connection is closed mid-body, which its framing
+        (Content-Length or chunked) shows as a truncation. Logged 502 bad_response either way."""
+        bad = BadResponse(f"{self.decision.host}:{self.port} sent a bad response body: {exc}")
+        if not head_written:
+            self.resp = None  # nothing of it was forwarded: answer instead
+            self.fail(bad)
+        else:
+            self._finish(reusable=False, keep_client=False, reason=bad.reason, status=bad.status)
+
     def fail(self, exc: RequestError) -> None:
         up = self.upstream
         if up is not None:
@@ -238,21 +251,23 @@ class Exchange:
             up.close()
         self._log(Reason.CONNECT_FAILED if self.resp is None else None)
 
-    def _finish(self, *, reusable: bool, keep_client: bool, reason: Reason | None = None) -> None:
+    def _finish(self, *, reusable: bool, keep_client: bool, reason: Reason | None = None,
+                status: int | None = None) -> None:
         up = self.upstream
         if reusable:
             up.detach()
             self.ctx.pool.put(up)
         else:
             up.close()
-        self._log(reason)
+        self._log(reason, status)
         self.client.exchange_done(keep_client)
 
-    def _log(self, reason: Reason | None) -> None:
+    def _log(self, reason: Reason | None, status: int | None = None) -> None:
         client = self.client
+        if status is None:
+            status = self.resp.status if self.resp is not None else 502
         self.ctx.log_record(Entry(
             self.started, time.time(), client.peer, client.mode,
             self.head.method.decode("latin-1"), self.decision.host, self.port, self.url, "allow",
-            reason.value if reason is not None else None,
-            self.resp.status if self.resp is not None else 502, self.bytes_up, self.bytes_down,
+            reason.value if reason is not None else None, status, self.bytes_up, self.bytes_down,
         ))
