@@ -3,7 +3,8 @@
 The original destination comes from SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST. Its port is checked
 like any other port and its address is logged, but never dialled: the proxy resolves the SNI or
 Host name itself and dials only an address it checked, which defeats `--connect-to` and
-IP+SNI tricks (ARCHITECTURE §2.1). The first bytes are peeked (at most 16 KiB, 10 s), then
+IP+SNI tricks (ARCHITECTURE §2.1). The first bytes are peeked (at most 16 KiB; a TLS hello
+within 10 s, an HTTP head within --head-timeout, else 408 head_timeout), then
 forwarded upstream byte for byte (`tunnel.open_tunnel`). Plain HTTP is handed to a
 transparent-mode `HttpConnection` so that every request on the connection is checked, not just
 the first.
@@ -18,7 +19,7 @@ from typing import cast
 
 from proxy.access_log import decision_record, peer_text
 from proxy.context import ConnectionContext
-from proxy.errors import RequestError
+from proxy.errors import HeadTimeout, RequestError
 from proxy.http1 import RequestHead
 from proxy.http_connection import HttpConnection, report_bug, send_error
 from proxy.origdst import original_destination
@@ -30,11 +31,13 @@ from proxy.tunnel import open_tunnel
 
 PEEK_LIMIT = 16 * 1024
 PEEK_TIMEOUT = 10.0
+_TLS_FIRST = b"\x16"  # a TLS handshake record's first byte; no HTTP method starts with it
 
 
 class TransparentConnection(asyncio.Protocol):
     __slots__ = (
-        "_buf", "_client", "_ctx", "_done", "_dst", "_sniffer", "_task", "_timer", "transport",
+        "_buf", "_client", "_ctx", "_done", "_dst", "_head_deadline", "_sniffer", "_task",
+        "_timer", "transport",
     )
 
     def __init__(self, ctx: ConnectionContext) -> None:
@@ -44,6 +47,7 @@ class TransparentConnection(asyncio.Protocol):
         self._client = "unknown"
         self._dst: tuple[str, int] = ("", 0)
         self._timer: asyncio.TimerHandle | None = None
+        self._head_deadline = 0.0  # loop time by which an HTTP head must be complete
         self._task: asyncio.Task[None] | None = None
         self._done = False
         self.transport: asyncio.Transport | None = None
@@ -60,7 +64,12 @@ class TransparentConnection(asyncio.Protocol):
         except OSError:
             local = t.get_extra_info("sockname")
             self._dst = (str(local[0]), int(local[1])) if local else ("", 0)
-        self._timer = self._ctx.loop.call_later(PEEK_TIMEOUT, self._timed_out)
+        # a TLS hello (or nothing) must come within PEEK_TIMEOUT, an HTTP head within
+        # --head-timeout: one timer at the earlier, moved on for a slow HTTP head
+        loop = self._ctx.loop
+        self._head_deadline = loop.time() + self._ctx.limits.head_timeout
+        self._timer = loop.call_at(min(self._head_deadline, loop.time() + PEEK_TIMEOUT),
+                                   self._timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self._done:
@@ -178,9 +187,18 @@ class TransparentConnection(asyncio.Protocol):
 
     def _timed_out(self) -> None:
         self._timer = None
-        if not self._done:
+        if self._done:
+            return
+        if self._buf[:1] in (b"", _TLS_FIRST):  # TLS or nothing: there is no HTTP to answer in
             self._log("-", "", self._dst[1], Reason.HEAD_TIMEOUT, 0)
             self._end()
+            return
+        loop = self._ctx.loop
+        if loop.time() < self._head_deadline:  # HTTP: --head-timeout, not the TLS peek's
+            self._timer = loop.call_at(self._head_deadline, self._timed_out)
+            return
+        exc = HeadTimeout("no complete request head in time")
+        self._answer(exc.status, exc.reason, f"awf-proxy: {exc.reason}: {exc}")
 
     def _answer(self, status: int, reason: Reason, line: str) -> None:
         self._log("-", "", self._dst[1], reason, status)
