@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +39,25 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 Listener = tuple[str, tuple[str, int], Callable[[], asyncio.Protocol]]
 
 _UNSPECIFIED = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
+
+# Descriptors kept free beyond the connections' own: log files, DNS queries, the accept that
+# must still succeed so that a client can be answered 503 instead of being dropped (at EMFILE
+# libuv accepts and closes pending connections silently, and uvloop says nothing).
+FD_RESERVE = 32
+FD_WARN_EVERY = 10.0  # seconds between two stderr lines about the descriptor limit
+
+
+def open_descriptors() -> int:
+    """How many file descriptors this process holds (Linux /proc; a guess elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
+def descriptor_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
 
 
 class ProxyServer:
@@ -66,6 +87,11 @@ class ProxyServer:
         self._self_ports: set[int] = set()
         self._debug = cfg.log_level == "debug"
         self._idle = asyncio.Event()
+        # admission also keeps within RLIMIT_NOFILE: each connection may hold two descriptors
+        # (client, origin), each idle pooled origin one; the floor is what start() found open
+        self._fd_limit = descriptor_limit()
+        self._fd_floor = 64 + FD_RESERVE
+        self._fd_warned = -FD_WARN_EVERY
         # set by start(): connections use it instead of asyncio.get_running_loop(), which on
         # Python 3.11 costs a getpid() system call per call
         self.loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, None)
@@ -95,6 +121,7 @@ class ProxyServer:
                 bound = sock.getsockname()
                 self.endpoints.append(format_endpoint(bound[0], bound[1]))
                 self.add_self(bound[0], bound[1])
+        self._fd_floor = open_descriptors() + FD_RESERVE
 
     def add_self(self, host: str, port: int) -> None:
         """Mark (host, port) as one of ours, for `self_connection`."""
@@ -118,10 +145,27 @@ class ProxyServer:
     # -- the connection registry ----------------------------------------------------------
 
     def admit(self, conn: Registered) -> bool:
-        if len(self.connections) >= self.cfg.max_connections:
+        """Register a new connection, or False (answer 503 overloaded) at --max-connections or
+        near the file-descriptor limit."""
+        n = len(self.connections)
+        if n >= self.cfg.max_connections:
             return False
+        if 2 * (n + 1) + len(self.pool) + self._fd_floor > self._fd_limit:
+            self.pool.clear()  # idle origins first: each holds a descriptor
+            if 2 * (n + 1) + self._fd_floor > self._fd_limit:
+                self._warn_descriptors(n)
+                return False
         self.connections.add(conn)
         return True
+
+    def _warn_descriptors(self, n: int) -> None:
+        now = time.monotonic()
+        if now - self._fd_warned < FD_WARN_EVERY:
+            return
+        self._fd_warned = now
+        print(f"awf-proxy: {n} connections are near the file-descriptor limit "
+              f"({self._fd_limit}, RLIMIT_NOFILE): new clients get 503 overloaded; raise "
+              "the limit (ulimit -n) or lower --max-connections", file=sys.stderr, flush=True)
 
     def release(self, conn: Registered) -> None:
         self.connections.discard(conn)
