@@ -35,8 +35,8 @@ class Limits:
 class Registered(Protocol):
     """What the connection registry needs of a connection: to drain and to stop it."""
 
-    def idle(self) -> bool:
-        """True when no request is in progress (a drain may close it at once)."""
+    def drain(self) -> None:
+        """SIGTERM: take no new request; close now if none is in progress."""
         ...
 
     def abort(self) -> None: ...
@@ -56,6 +56,9 @@ class ConnectionContext(Protocol):
 
     @property
     def pool(self) -> Pool: ...
+
+    @property
+    def draining(self) -> bool: ...  # SIGTERM: answers say `Connection: close`
 
     def admit(self, conn: Registered) -> bool:
         """Register a new connection, or False at the connection cap."""

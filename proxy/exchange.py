@@ -175,6 +175,8 @@ class Exchange:
             self.resp = resp
             self.keep_alive = self.keep_alive and resp.keep_alive
             self.keep_alive = self.keep_alive and resp.framing != Framing.UNTIL_CLOSE
+            if self.ctx.draining:  # SIGTERM: this is the connection's last answer
+                self.keep_alive = False
             head = response_head_for_client(resp, keep_alive=self.keep_alive)
             self.resp_body = BodyFramer(resp.framing, resp.content_length)
         body = self.resp_body

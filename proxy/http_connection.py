@@ -188,8 +188,10 @@ class HttpConnection(asyncio.Protocol):
 
     # -- for the server ----------------------------------------------------------------
 
-    def idle(self) -> bool:
-        return self._state == HEAD and self._parser.pending == 0 and not self._pending
+    def drain(self) -> None:
+        if self._state == HEAD and self._parser.pending == 0 and not self._pending:
+            self._close()  # idle: a FIN, which keep-alive clients expect at any time
+        # otherwise the request in progress finishes; its answer says close (ctx.draining)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -349,7 +351,7 @@ class HttpConnection(asyncio.Protocol):
         t = self.transport
         if t is None or self._state == CLOSED:
             return
-        if not keep_alive:
+        if not keep_alive or (self._ctx.draining and not self._pending):
             self._close()
             return
         self._state = HEAD

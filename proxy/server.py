@@ -87,6 +87,7 @@ class ProxyServer:
         self._self_ports: set[int] = set()
         self._debug = cfg.log_level == "debug"
         self._idle = asyncio.Event()
+        self.draining = False
         # admission also keeps within RLIMIT_NOFILE: each connection may hold two descriptors
         # (client, origin), each idle pooled origin one; the floor is what start() found open
         self._fd_limit = descriptor_limit()
@@ -277,11 +278,12 @@ class ProxyServer:
                             conn.close_both()
 
     async def drain(self, timeout: float) -> None:
-        """Stop accepting, close idle keep-alive clients, let the rest finish, then abort."""
+        """Stop accepting, close idle keep-alive clients, let the rest finish (each answer now
+        says `Connection: close`), then abort what is left (an exchange aborted is logged)."""
         await self.close_listeners()
+        self.draining = True
         for conn in list(self.connections):
-            if conn.idle():
-                conn.abort()
+            conn.drain()
         self.pool.clear()
         if self.connections:
             self._idle.clear()

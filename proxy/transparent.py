@@ -110,8 +110,8 @@ class TransparentConnection(asyncio.Protocol):
             task.cancel()
         self._ctx.release(self)
 
-    def idle(self) -> bool:
-        return False  # a drain lets the first bytes arrive (within the peek timeout)
+    def drain(self) -> None:
+        pass  # a drain lets the first bytes arrive; their HttpConnection answers with close
 
     def abort(self) -> None:
         if self.transport is not None:

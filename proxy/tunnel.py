@@ -106,8 +106,8 @@ class TunnelSide(asyncio.Protocol):
         elif self.eof:
             t.close()
 
-    def idle(self) -> bool:
-        return False  # a drain lets open tunnels finish
+    def drain(self) -> None:
+        pass  # a drain lets open tunnels finish (until --drain-timeout)
 
     def abort(self) -> None:
         for side in (self, self.peer):
