@@ -5,7 +5,8 @@
                           GET /healthz                  -> HEALTH
                           any other origin-form         -> BadRequest (this is a proxy)
     transparent listener  origin-form + Host            -> FORWARD to Host's name on the original
-                                                           destination's port
+                                                           destination's port (a port in Host
+                                                           must be that port: else BadRequest)
                           absolute-form                 -> FORWARD, as on the explicit listener
                           CONNECT                       -> BadRequest
 
@@ -70,7 +71,13 @@ def route(head: RequestHead, policy: Policy, *, transparent_port: int | None = N
         if head.host is None:
             raise BadRequest("an intercepted HTTP request needs a Host header")
         port = transparent_port
-        host = parse_authority(head.host, default_port=port).host
+        given = parse_authority(head.host, default_port=port)
+        if given.port != port:  # the name is checked, dialled and logged with the port used
+            raise BadRequest(
+                f"Host {head.host.decode('latin-1')!r} names port {given.port}, but the "
+                f"connection was made to port {port}; the port must match (or be left out)"
+            )
+        host = given.host
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}{'' if port == 80 else f':{port}'}{target.decode('latin-1')}"
         return Route(Kind.FORWARD, policy.decide(host, port, Scheme.HTTP), port, target, url)

@@ -71,6 +71,10 @@ ROUTES: list[tuple[int | None, str, Kind, str, int, bytes, str | None, Reason | 
      Kind.FORWARD, "other.test", 80, b"/", "http://other.test/", Reason.DOMAIN_NOT_ALLOWED),
     (443, "GET / HTTP/1.1\nHost: tls.test\n",
      Kind.FORWARD, "tls.test", 443, b"/", "http://tls.test:443/", Reason.SCHEME_DENIED),
+    (8080, "GET /a HTTP/1.1\nHost: example.com:8080\n",
+     Kind.FORWARD, "example.com", 8080, b"/a", "http://example.com:8080/a", None),
+    (80, "GET /a HTTP/1.1\nHost: example.com:80\n",
+     Kind.FORWARD, "example.com", 80, b"/a", "http://example.com/a", None),
     (80, "GET http://example.com/x HTTP/1.1\nHost: example.com\n",
      Kind.FORWARD, "example.com", 80, b"/x", "http://example.com/x", None),
 ]
@@ -107,6 +111,10 @@ REFUSED: list[tuple[int | None, str, type[RequestError]]] = [
     # transparent: no CONNECT, and a Host is needed
     (443, "CONNECT example.com:443 HTTP/1.1\n", BadRequest),
     (80, "GET / HTTP/1.0\n", BadRequest),
+    # transparent: a port in Host must be the original destination's (issue 20)
+    (80, "GET / HTTP/1.1\nHost: example.com:8080\n", BadRequest),
+    (8080, "GET / HTTP/1.1\nHost: example.com:80\n", BadRequest),
+    (8080, "GET / HTTP/1.1\nHost: example.com:443\n", BadRequest),
 ]
 
 
