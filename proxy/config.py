@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +23,7 @@ from proxy.policy import Policy, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{8,512}=*")
 
 Endpoint = tuple[str, int]
 
@@ -48,6 +50,7 @@ class ProxyConfig:
     response_timeout: float = 300.0
     drain_timeout: float = 5.0
     log_level: str = "info"
+    healthz_token: str | None = None
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -73,6 +76,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "response_timeout": ("--response-timeout", "seconds"),
     "drain_timeout": ("--drain-timeout", "seconds"),
     "log_level": ("--log-level", "level"),
+    "healthz_token": ("--healthz-token", "token"),
 }
 
 
@@ -119,6 +123,10 @@ def _parser() -> _Parser:
         help="time an origin has to send a response head (default 300) -> 504")
     add("--drain-timeout", metavar="SECONDS")
     add("--log-level", metavar="LEVEL", help="debug|info|warn|error (default info)")
+    add("--healthz-token", metavar="TOKEN",
+        help="GET /healthz on an explicit listener answers loopback clients, and with this "
+        "flag any client sending 'Authorization: Bearer TOKEN'; any other client gets 403 "
+        "self_connection")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -240,6 +248,12 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
         if level not in LOG_LEVELS:
             raise ConfigError(f"{flag}: {one!r} is not one of {'|'.join(LOG_LEVELS)}")
         return level
+    if kind == "token":
+        token = str(one)
+        if _TOKEN_RE.fullmatch(token) is None:
+            raise ConfigError(f"{flag}: want 8 or more characters of A-Z a-z 0-9 - . _ ~ + /"
+                              " (an RFC 6750 bearer token), e.g. from `openssl rand -hex 16`")
+        return token
     raise AssertionError(kind)  # pragma: no cover - the table above is closed
 
 

@@ -60,6 +60,9 @@ class ConnectionContext(Protocol):
     @property
     def draining(self) -> bool: ...  # SIGTERM: answers say `Connection: close`
 
+    @property
+    def healthz_token(self) -> str | None: ...  # --healthz-token
+
     def admit(self, conn: Registered) -> bool:
         """Register a new connection, or False at the connection cap."""
         ...

@@ -34,7 +34,7 @@ from proxy.flowcontrol import tune
 from proxy.http1 import BodyFramer, HeadParser, RequestHead, error_response
 from proxy.policy import Decision
 from proxy.reasons import Reason
-from proxy.routing import Kind, route
+from proxy.routing import Kind, health_allowed, route
 from proxy.tunnel import open_tunnel
 from proxy.upstream import Upstream
 
@@ -210,7 +210,7 @@ class HttpConnection(asyncio.Protocol):
         r = route(head, self._ctx.policy, transparent_port=self._transparent_port)
         decision = r.decision
         if decision is None:
-            self._health()
+            self._health(head)
         elif not decision.allowed:
             self._deny(head.method, decision, r.port, r.url, started)
         elif r.kind is Kind.TUNNEL:
@@ -222,10 +222,18 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._forward(head, rest, decision, r.port, r.path, r.url, started)
 
-    def _health(self) -> None:
+    def _health(self, head: RequestHead) -> None:
         t = self.transport
         if t is None:
             return
+        peer = t.get_extra_info("peername")
+        try:
+            peer_ip = ip_address(peer[0].split("%")[0]) if peer else None
+        except ValueError:
+            peer_ip = None
+        if not health_allowed(peer_ip, head.header(b"authorization"), self._ctx.healthz_token):
+            raise SelfConnection("/healthz answers loopback clients, or a client sending "
+                                 "'Authorization: Bearer <--healthz-token>'")
         body = json.dumps(self._ctx.health()).encode() + b"\n"
         t.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

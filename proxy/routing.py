@@ -19,8 +19,10 @@ connection was dialled for the same `key` (normalised host, port): `reuses()`.
 from __future__ import annotations
 
 import enum
+import hmac
 from typing import NamedTuple
 
+from proxy.addr import IPAddress, embedded_ipv4
 from proxy.errors import BadRequest, HostMismatch, RequestError
 from proxy.http1 import RequestHead, parse_absolute_target, parse_authority
 from proxy.policy import Decision, Policy, Scheme
@@ -97,6 +99,20 @@ def route(head: RequestHead, policy: Policy, *, transparent_port: int | None = N
             f"Host {head.host.decode('latin-1')!r} does not match the URI's authority"
         )
     return Route(Kind.FORWARD, decision, port, path, target.decode("latin-1"))
+
+
+def health_allowed(peer: IPAddress | None, authorization: bytes | None,
+                   token: str | None) -> bool:
+    """May this client read /healthz? Loopback clients may; with --healthz-token, so may any
+    client sending `Authorization: Bearer <token>` (compared in constant time)."""
+    if peer is not None:
+        v4 = embedded_ipv4(peer) if peer.version == 6 else None
+        if peer.is_loopback or (v4 is not None and v4.is_loopback):
+            return True
+    if token is None or authorization is None:
+        return False
+    scheme, _, given = authorization.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token.encode())
 
 
 def reuses(r: Route, key: tuple[str, int]) -> bool:

@@ -190,6 +190,10 @@ class ProxyServer:
 
     # -- destinations --------------------------------------------------------------------------
 
+    @property
+    def healthz_token(self) -> str | None:
+        return self.cfg.healthz_token
+
     def is_self(self, ip: IPAddress, port: int) -> bool:
         v4 = embedded_ipv4(ip) if ip.version == 6 else None
         for candidate in (ip, v4) if v4 is not None else (ip,):

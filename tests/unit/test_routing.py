@@ -6,13 +6,15 @@ CONNECT, /healthz, intercepted origin-form requests, and the near misses that mu
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from proxy.errors import BadRequest, HostMismatch, RequestError
 from proxy.http1 import HeadParser, RequestHead
 from proxy.policy import Policy
 from proxy.reasons import Reason
-from proxy.routing import Kind, reuses, route
+from proxy.routing import Kind, health_allowed, reuses, route
 
 POLICY = Policy.build(allow_domains=["example.com", "http://plain.test", "https://tls.test"],
                       allow_ports=[8080])
@@ -147,3 +149,33 @@ def test_same_authority_reuses_a_kept_alive_upstream(first: str, second: str,
                                                      reused: bool) -> None:
     key = route(head(first), POLICY).key
     assert reuses(route(head(second), POLICY), key) == reused
+
+
+TOKEN = "s3cret-token.value"
+
+# (peer, Authorization header, --healthz-token, may read /healthz)
+HEALTH_READERS: list[tuple[str | None, bytes | None, str | None, bool]] = [
+    ("127.0.0.1", None, None, True),
+    ("127.8.9.10", None, None, True),
+    ("::1", None, None, True),
+    ("::ffff:127.0.0.1", None, None, True),
+    ("192.0.2.7", None, None, False),
+    ("10.0.0.1", None, None, False),
+    ("::ffff:192.0.2.7", None, None, False),
+    (None, None, None, False),
+    ("192.0.2.7", b"Bearer " + TOKEN.encode(), None, False),  # no token configured
+    ("192.0.2.7", b"Bearer " + TOKEN.encode(), TOKEN, True),
+    ("192.0.2.7", b"bearer " + TOKEN.encode(), TOKEN, True),
+    ("192.0.2.7", b"Bearer " + TOKEN.encode() + b"x", TOKEN, False),
+    ("192.0.2.7", b"Bearer " + TOKEN[:-1].encode(), TOKEN, False),
+    ("192.0.2.7", b"Basic " + TOKEN.encode(), TOKEN, False),
+    ("192.0.2.7", TOKEN.encode(), TOKEN, False),
+    ("192.0.2.7", b"Bearer", TOKEN, False),
+]
+
+
+@pytest.mark.parametrize(("peer", "authorization", "token", "allowed"), HEALTH_READERS)
+def test_health_allowed(peer: str | None, authorization: bytes | None, token: str | None,
+                        allowed: bool) -> None:
+    ip = ipaddress.ip_address(peer) if peer is not None else None
+    assert health_allowed(ip, authorization, token) == allowed
