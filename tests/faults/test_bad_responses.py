@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_explicit import ORIGIN, policy_args, wait_log
 from tests.support.client import get, read_response, roundtrip
-from tests.support.origins import Origin, raw_origin
+from tests.support.origins import Origin, raw_origin, tcp_origin
 from tests.support.proxyproc import running_proxy
 
 pytestmark = pytest.mark.integration
@@ -38,10 +37,8 @@ async def test_bad_response_before_the_head_is_forwarded_is_502(answer: bytes,
     assert "Traceback" not in p.stderr
 
 
-@contextlib.asynccontextmanager
-async def breaking_origin() -> AsyncIterator[Origin]:
+def breaking_origin() -> contextlib.AbstractAsyncContextManager[Origin]:
     """A chunked answer whose first chunk is fine and whose second chunk-size line is not."""
-    origin = Origin(port=0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -57,13 +54,7 @@ async def breaking_origin() -> AsyncIterator[Origin]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    origin.port = server.sockets[0].getsockname()[1]
-    try:
-        yield origin
-    finally:
-        server.close()
-        await server.wait_closed()
+    return tcp_origin(handle)
 
 
 async def test_bad_body_after_the_head_was_forwarded_closes_the_client(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.test_explicit import ORIGIN, policy_args, wait_log
 from tests.support.client import get, roundtrip
-from tests.support.origins import Origin
+from tests.support.origins import Origin, tcp_origin
 from tests.support.proxyproc import running_proxy
 
 pytestmark = pytest.mark.integration
@@ -22,11 +22,9 @@ pytestmark = pytest.mark.integration
 @contextlib.asynccontextmanager
 async def silent_origin() -> AsyncIterator[Origin]:
     """Accepts, reads whatever comes, never answers."""
-    origin = Origin(port=0)
     open_now: set[asyncio.StreamWriter] = set()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin.connections += 1
         open_now.add(writer)
         try:
             while await reader.read(65536):
@@ -37,15 +35,12 @@ async def silent_origin() -> AsyncIterator[Origin]:
             open_now.discard(writer)
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    origin.port = server.sockets[0].getsockname()[1]
-    try:
-        yield origin
-    finally:
-        for w in list(open_now):
-            w.close()
-        server.close()
-        await server.wait_closed()
+    async with tcp_origin(handle) as origin:
+        try:
+            yield origin
+        finally:
+            for w in list(open_now):
+                w.close()
 
 
 async def test_no_response_head_in_time_is_504(tmp_path: Path) -> None:

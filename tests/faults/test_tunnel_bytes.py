@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.test_explicit import ORIGIN, policy_args, wait_log
 from tests.support.client import connect
-from tests.support.origins import Origin, echo_origin
+from tests.support.origins import Origin, echo_origin, tcp_origin
 from tests.support.proxyproc import running_proxy
 
 pytestmark = pytest.mark.integration
@@ -20,13 +19,10 @@ ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 GREETING = b"220 greeting.test ESMTP-like hello, sent before the client says anything\r\n"
 
 
-@contextlib.asynccontextmanager
-async def greeting_origin(*, close: bool = False) -> AsyncIterator[Origin]:
+def greeting_origin(*, close: bool = False) -> contextlib.AbstractAsyncContextManager[Origin]:
     """Speaks first: writes GREETING on accept (then closes, with `close`), else echoes."""
-    origin = Origin(port=0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin.connections += 1
         try:
             writer.write(GREETING)
             await writer.drain()
@@ -39,13 +35,7 @@ async def greeting_origin(*, close: bool = False) -> AsyncIterator[Origin]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    origin.port = server.sockets[0].getsockname()[1]
-    try:
-        yield origin
-    finally:
-        server.close()
-        await server.wait_closed()
+    return tcp_origin(handle)
 
 
 async def tunnel_greeting(proxy_port: int, origin_port: int, *, then: bytes = b"") -> bytes:
