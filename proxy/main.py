@@ -1,7 +1,9 @@
 """`awf-proxy`: parse the flags, bind every listener, serve until SIGTERM/SIGINT, drain, exit 0.
 
-The only place in proxy/ that prints to the user or picks an exit code: a configuration error
-is one line and exit 2, before anything listens.
+The only place in proxy/ that picks an exit code: a configuration error is one line and exit 2,
+before anything listens. (Running, the proxy also writes one-line notices on stderr: a rejected
+reload (server), the descriptor limit (server), an internal error (http_connection), the log's
+summary (access_log).)
 """
 
 from __future__ import annotations
