@@ -57,7 +57,8 @@ def run(origin: api_origin.Origin, tmp_path_factory: pytest.TempPathFactory
     os.chmod(d / "probe.py", 0o644)
     logs = tmp_path_factory.mktemp("logs")
     done = awf(*api_run.flags(origin.ca_pem), "--proxy-logs-dir", str(logs), "--",
-               "python3", str(d / "probe.py"), str(origin.ca_pem), api_origin.ADDR, str(api_origin.PORT))
+               "python3", str(d / "probe.py"), str(origin.ca_pem), api_origin.ADDR,
+               str(api_origin.PORT))
     assert done.returncode == 0, done.stderr[-3000:]
     return done, api_run.results(done.stdout), logs
 
