@@ -20,10 +20,14 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awf.config import RunConfig
 from proxy.api.providers import PLACEHOLDER, PROVIDERS, Target
 from proxy.errors import ConfigError
+
+if TYPE_CHECKING:
+    from containers.spec import ContainerSpec
 
 KEY_NAMES = ("OPENAI_API_KEY", "CODEX_API_KEY", "ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN",
              "COPILOT_GITHUB_TOKEN", "GEMINI_API_KEY")
@@ -349,3 +353,45 @@ class HostSidecar:
                     self.proc.wait(5)
         finally:
             wipe_keys(self.run)
+
+
+# --- the Docker backend: a container in the proxy container's network namespace ---------------
+
+CONTAINER_KEYS = "/run/awf/api-keys"
+CONTAINER_CA = "/run/awf/extra-ca.pem"
+CONTAINER_LEASE = "/run/awf-lease"
+
+
+def docker_spec(sc: Sidecar, cfg: RunConfig, *, name: str, image: str, proxy_container: str,
+                listen_host: str, run: str, logs: Path, lease: Path, uid: int, gid: int,
+                labels: tuple[tuple[str, str], ...]) -> ContainerSpec:
+    """awf-<run>-api: containers.api_entry as uid:gid with no capabilities, sharing the proxy
+    container's network namespace (so it listens on the proxy's address, its egress proxy on
+    that namespace's loopback, and the proxy container's `awf_proxy` output rules bind it
+    too). The keys file (and --extra-ca-certs) are bind-mounted read-only; its Env holds no key."""
+    from containers.spec import ContainerSpec, Limits, Mount
+
+    keys = write_keys(sc, run, uid, gid)
+    mounts = [Mount(str(keys), CONTAINER_KEYS), Mount(str(logs), "/logs", read_only=False),
+              Mount(str(lease), CONTAINER_LEASE)]
+    ca = None
+    if sc.extra_ca_certs is not None:
+        copy = keys_dir(run) / "extra-ca.pem"
+        shutil.copyfile(sc.extra_ca_certs, copy)
+        if os.geteuid() == 0:
+            os.chown(copy, uid, gid)
+        mounts.append(Mount(str(copy), CONTAINER_CA))
+        ca = CONTAINER_CA
+    log_dir = f"/logs/{LOG_SUBDIR}"
+    spec = entry_spec(egress_argv(sc, cfg, log_dir),
+                      sidecar_argv(sc, listen_host=listen_host, keys_file=CONTAINER_KEYS,
+                                   log_dir=log_dir, extra_ca_certs=ca),
+                      egress_listen=EGRESS_LISTEN_DOCKER, lease=CONTAINER_LEASE)
+    mib = 1024 * 1024
+    return ContainerSpec(
+        name=name, image=image, entrypoint=("python", "-m", "containers.api_entry"),
+        command=(spec,), labels=labels, network_mode=f"container:{proxy_container}",
+        mounts=tuple(mounts), tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
+        cap_drop=("ALL",), security_opt=("no-new-privileges",), read_only=True,
+        user=f"{uid}:{gid}", limits=Limits(memory=512 * mib, memory_swap=512 * mib, pids=128),
+    )

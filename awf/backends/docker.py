@@ -38,6 +38,7 @@ from types import FrameType
 from typing import ClassVar
 
 import containers
+from awf import apisidecar
 from awf import run as shared
 from awf.config import RunConfig
 from containers import agentenv, hostview, labels, runs, seccomp, topology
@@ -136,6 +137,11 @@ class Run(shared.Record):
     interrupted: bool = False
     subnets: topology.Subnets | None = None
     masked: tuple[str, ...] = ()
+    api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
+
+    @property
+    def api_ports(self) -> frozenset[int]:
+        return apisidecar.PORTS if self.api is not None else frozenset()
 
     def run_json(self, code: int) -> dict[str, object]:
         return {**super().run_json(code), "masked": list(self.masked),
@@ -158,6 +164,7 @@ def run_docker(cfg: RunConfig) -> int:
     t0 = time.monotonic()
     environ = dict(os.environ)
     prepared = prepare(cfg, environ)
+    api = apisidecar.plan(cfg, environ)  # a bad --*-api-target: exit 2, nothing made
     early: dict[str, float] = {}
     driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
@@ -178,6 +185,7 @@ def run_docker(cfg: RunConfig) -> int:
     run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
               driver=driver, names=topology.Names(run_id))
     run.timings.update(early)
+    run.api = api
     lease = _take_lease(work)
 
     def finish(interrupted: bool) -> None:
@@ -273,7 +281,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                 runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
-                                     dns_servers=prepared.dns_servers)
+                                     dns_servers=prepared.dns_servers,
+                                     sidecar_ports=run.api_ports)
     uid, gid = _proxy_user()
     argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
     gateway = subnets.ext_v4.network_address + 1
@@ -284,7 +293,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                  "--allow-range", f"{gateway}/32"]
         ruleset = topology.proxy_ruleset(
             subnets, ports, allow_ranges=(*prepared.allow_ranges, ip_network(f"{gateway}/32")),
-            dns_servers=prepared.dns_servers)
+            dns_servers=prepared.dns_servers, sidecar_ports=run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway)}
     os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
@@ -310,7 +319,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
 
 def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
-    ruleset = topology.agent_ruleset(subnets, ports)
+    ruleset = topology.agent_ruleset(subnets, ports, run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "subnet_v4": str(subnets.v4),
             "subnet_v6": str(subnets.v6) if subnets.v6 else None,
             "startup_timeout": STARTUP_TIMEOUT}
@@ -443,7 +452,9 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
     (run.logs / "agent.nft").write_text(topology.agent_ruleset(
-        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)).render())
+        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
+        run.api_ports).render())
+    api_name = _start_api(run, subnets, runtime) if run.api is not None else None
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
                    "self-test passed")
@@ -460,7 +471,23 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
         run.mark("exec")
         started()
-        return _wait_agent(run, agent_spec.name, proxy_spec.name)
+        return _wait_agent(run, agent_spec.name, proxy_spec.name, api_name)
+
+
+def _start_api(run: Run, subnets: topology.Subnets, runtime: str) -> str:
+    """The API proxy sidecar, once the proxy runs (it joins the proxy's namespace); the agent
+    starts only after `awf-api-proxy ready`."""
+    assert run.api is not None
+    uid, gid = _proxy_user()
+    spec = apisidecar.docker_spec(
+        run.api, run.cfg, name=run.names.api, image=runtime, proxy_container=run.names.proxy,
+        listen_host=str(subnets.proxy_v4), run=run.run, logs=run.logs,
+        lease=run.work / "lease", uid=uid, gid=gid, labels=run.labels(labels.Role.API))
+    watch = _Watch(run.driver, spec.name, lambda ls: apisidecar.READY in ls,
+                   apisidecar.FAILED, run.t0)
+    _start_both(run, [(spec, watch)])
+    run.mark("api_proxy")
+    return spec.name
 
 
 @contextlib.contextmanager
@@ -594,6 +621,11 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
                              home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
                              env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
     plain, secrets = agentenv.split_secrets(env)
+    if run.api is not None:  # placeholders and the sidecar's URLs; never a real key
+        api_env = apisidecar.agent_env(run.api, str(subnets.proxy_v4))
+        names = {k for k, _ in api_env}
+        plain = (*(kv for kv in plain if kv[0] not in names), *api_env)
+        secrets = {k: v for k, v in secrets.items() if k not in names}
     for name in sorted(secrets):
         if name in agentenv.NEVER:
             shared.say(f"forwarding {name} to the command, as asked; it reaches no environment but "
@@ -684,8 +716,10 @@ def _pump(driver: DockerDriver, sock: object, tty: bool = False) -> None:
         pass
 
 
-def _wait_agent(run: Run, agent: str, proxy: str) -> int:
+def _wait_agent(run: Run, agent: str, proxy: str, api: str | None = None) -> int:
     exits: dict[str, queue.Queue[int | Exception]] = {agent: queue.Queue(), proxy: queue.Queue()}
+    if api is not None:
+        exits[api] = queue.Queue()
 
     def waiter(name: str) -> None:
         try:
@@ -703,13 +737,14 @@ def _wait_agent(run: Run, agent: str, proxy: str) -> int:
             return None
         exits[name].put(result)  # it stays known
         if isinstance(result, Exception):
-            what = "agent" if name == agent else "proxy"
+            what = {agent: "agent", proxy: "proxy"}.get(name, "API proxy sidecar")
             raise DockerError(f"lost the {what} container: {result}")
         return result
 
     code = shared.wait_agent(run.cfg, agent=lambda t: exited(agent, t),
                              proxy=lambda: exited(proxy, 0),
-                             stop=lambda grace: _stop(run.driver, agent, grace))
+                             stop=lambda grace: _stop(run.driver, agent, grace),
+                             sidecar=(lambda: exited(api, 0)) if api is not None else None)
     _drain_output(run)
     return code
 
@@ -754,12 +789,15 @@ def teardown(run: Run) -> None:
             pass
 
     def stop_proxy() -> None:
+        if n.api in run.containers:
+            _stop(d, n.api, 3)  # the API sidecar first: it flushes api-proxy.jsonl
         if n.proxy in run.containers:
             _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
 
     with ThreadPoolExecutor(2) as pool:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
             job.result()
+    apisidecar.wipe_keys(run.run)
     if run.cfg.keep_containers:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
