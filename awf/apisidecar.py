@@ -164,9 +164,27 @@ def write_keys(sc: Sidecar, run: str, uid: int, gid: int) -> Path:
             os.fchown(fd, uid, gid)
     finally:
         os.close(fd)
+    (d / "owner").write_text(f"{os.getpid()}\n")  # for `awf cleanup` (dead_keys)
     if os.geteuid() == 0:
         os.chown(d, uid, gid)
     return path
+
+
+def dead_keys(*, everything: bool = False) -> list[str]:
+    """Runs whose keys directory is left and whose awf (its `owner` pid) is gone: a killed
+    awf; `awf cleanup` wipes them."""
+    out = []
+    for d in sorted(KEYS_ROOT.glob("awf-*")):
+        if not (d / "api-keys").exists():
+            continue
+        if not everything:
+            try:
+                os.kill(int((d / "owner").read_text()), 0)
+                continue
+            except (OSError, ValueError):
+                pass
+        out.append(d.name[len("awf-"):])
+    return out
 
 
 def wipe_keys(run: str) -> None:

@@ -6,10 +6,11 @@ SPEC_JSON: {"egress_listen": "127.0.0.1:3130" (or port 0: a free one), "egress":
 flags besides --listen: the targets alone as --allow-domains], "sidecar": [awf-api-proxy flags
 besides --egress-proxy], "lease": path or null}.
 
-1. `awf-proxy --listen <egress_listen> ...` starts; its `awf-proxy listening on HOST:PORT` line
-   gives the address (a loopback one: nothing outside this network namespace reaches it).
-2. `awf-api-proxy ... --egress-proxy http://HOST:PORT` starts; its `awf-api-proxy ready` line,
-   passed on to our stderr unchanged, is what awf waits for.
+1. `awf-proxy --listen <egress_listen> ...` and `awf-api-proxy ... --egress-proxy
+   http://<egress_listen>` start together (port 0: a free loopback port is picked first). The
+   egress address is a loopback one: nothing outside this network namespace reaches it.
+2. Once the egress proxy printed `awf-proxy listening on` and the sidecar `awf-api-proxy ready`
+   (held back until then), we print `awf-api-proxy ready`: what awf waits for.
 3. Both children's stderr lines go to ours (the egress proxy's prefixed `api-egress: `).
    When either child exits, the other gets SIGTERM, `awf-api-proxy failed: ...` is printed and
    we exit 125 (awf then stops the command: fail closed). SIGTERM/SIGINT: both get SIGTERM,
@@ -62,8 +63,9 @@ def _say(line: str) -> None:
 class Child:
     """A child whose stderr lines are relayed; `wait_for(prefix)` returns the first such line."""
 
-    def __init__(self, name: str, proc: subprocess.Popen[bytes], prefix: str = "") -> None:
-        self.name, self.proc, self.prefix = name, proc, prefix
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], prefix: str = "",
+                 hold: str | None = None) -> None:
+        self.name, self.proc, self.prefix, self.hold = name, proc, prefix, hold
         self.lines: list[str] = []
         self.cond = threading.Condition()
         threading.Thread(target=self._relay, name=f"relay-{name}", daemon=True).start()
@@ -72,7 +74,8 @@ class Child:
         assert self.proc.stderr is not None
         for raw in self.proc.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
-            _say(self.prefix + line)
+            if line != self.hold:
+                _say(self.prefix + line)
             with self.cond:
                 self.lines.append(line)
                 del self.lines[:-50]
@@ -103,6 +106,14 @@ class Child:
             self.proc.wait(5)
 
 
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def _watch_lease(path: object) -> None:
     if isinstance(path, str) and path:
         from containers.proxy_entry import watch_lease
@@ -122,19 +133,22 @@ def run(spec: dict[str, object]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    listen = str(spec.get("egress_listen") or "127.0.0.1:0")
-    egress = Child("awf-proxy", _spawn("proxy.main", ["--listen", listen,
+    host, _, port = str(spec.get("egress_listen") or "127.0.0.1:0").rpartition(":")
+    if int(port) == 0:
+        port = str(_free_port(host))
+    egress = Child("awf-proxy", _spawn("proxy.main", ["--listen", f"{host}:{port}",
                                                       *map(str, egress_flags)]), EGRESS_PREFIX)
-    children = [egress]
+    sidecar = Child("awf-api-proxy", _spawn("proxy.api.main", [
+        *map(str, sidecar_flags), "--egress-proxy", f"http://{host}:{port}"]), hold=READY)
+    children = [egress, sidecar]
     try:
-        line = egress.wait_for(EGRESS_LISTENING, START_TIMEOUT)
-        if line is None:
-            _say(f"{FAILED} its egress awf-proxy did not start (status {egress.proc.poll()})")
-            return 125
-        url = "http://" + line[len(EGRESS_LISTENING):].strip()
-        sidecar = Child("awf-api-proxy", _spawn("proxy.api.main", [
-            *map(str, sidecar_flags), "--egress-proxy", url]))
-        children.append(sidecar)
+        deadline = time.monotonic() + START_TIMEOUT
+        for child, line in ((egress, EGRESS_LISTENING), (sidecar, READY)):
+            if child.wait_for(line, max(deadline - time.monotonic(), 0)) is None:
+                time.sleep(0.1)  # let its last lines through
+                _say(f"{FAILED} {child.name} did not start (status {child.proc.poll()})")
+                return 125
+        _say(READY)
         while not stopping.is_set():
             for child in children:
                 status = child.proc.poll()

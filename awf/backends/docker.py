@@ -440,7 +440,14 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         starting.append((guard_spec, _Watch(
             run.driver, guard_spec.name,
             lambda ls: any(ln.startswith(GUARD_READY) for ln in ls), GUARD_FAILED, run.t0)))
-    _start_both(run, starting)
+    api = _ApiStart(run, subnets, runtime) if run.api is not None else None
+    try:
+        _start_both(run, starting)
+    except BaseException:
+        if api is not None:  # never creating the sidecar behind teardown's back
+            api.cancel.set()
+            api.thread.join(STARTUP_TIMEOUT)
+        raise
     got_keeper = next(ln for ln in keeper_watch.lines if ln.startswith(KEEPER_READY)).split()[-1]
     got_proxy = next((ln.split()[-1] for ln in proxy_watch.lines if ln.startswith(PROXY_RULES)),
                      "")
@@ -454,7 +461,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     (run.logs / "agent.nft").write_text(topology.agent_ruleset(
         subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
         run.api_ports).render())
-    api_name = _start_api(run, subnets, runtime) if run.api is not None else None
+    api_name = api.wait() if api is not None else None
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
                    "self-test passed")
@@ -474,20 +481,63 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         return _wait_agent(run, agent_spec.name, proxy_spec.name, api_name)
 
 
-def _start_api(run: Run, subnets: topology.Subnets, runtime: str) -> str:
-    """The API proxy sidecar, once the proxy runs (it joins the proxy's namespace); the agent
-    starts only after `awf-api-proxy ready`."""
-    assert run.api is not None
-    uid, gid = _proxy_user()
-    spec = apisidecar.docker_spec(
-        run.api, run.cfg, name=run.names.api, image=runtime, proxy_container=run.names.proxy,
-        listen_host=str(subnets.proxy_v4), run=run.run, logs=run.logs,
-        lease=run.work / "lease", uid=uid, gid=gid, labels=run.labels(labels.Role.API))
-    watch = _Watch(run.driver, spec.name, lambda ls: apisidecar.READY in ls,
-                   apisidecar.FAILED, run.t0)
-    _start_both(run, [(spec, watch)])
-    run.mark("api_proxy")
-    return spec.name
+class _ApiStart:
+    """The API proxy sidecar joins the proxy's network namespace, so it is created as soon as
+    the proxy container runs, while the proxy and keeper get ready; the agent starts only
+    after `awf-api-proxy ready` (`wait`)."""
+
+    def __init__(self, run: Run, subnets: topology.Subnets, runtime: str) -> None:
+        assert run.api is not None
+        uid, gid = _proxy_user()
+        self.run = run
+        self.spec = apisidecar.docker_spec(
+            run.api, run.cfg, name=run.names.api, image=runtime,
+            proxy_container=run.names.proxy, listen_host=str(subnets.proxy_v4), run=run.run,
+            logs=run.logs, lease=run.work / "lease", uid=uid, gid=gid,
+            labels=run.labels(labels.Role.API))
+        self.watch = _Watch(run.driver, self.spec.name, lambda ls: apisidecar.READY in ls,
+                            apisidecar.FAILED, run.t0)
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT
+        self.thread = threading.Thread(target=self._start, name="api-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        d, proxy = self.run.driver, self.run.names.proxy
+        try:
+            while True:  # the proxy container must run before another can join its netns
+                if self.cancel.is_set():
+                    return
+                if proxy in self.run.containers:
+                    state = d.state(proxy)
+                    if state is not None and state.get("Running"):
+                        break
+                if time.monotonic() > self.deadline:
+                    raise SandboxError(f"container {proxy!r} was not running within "
+                                       f"{STARTUP_TIMEOUT:g} s")
+                time.sleep(0.05)
+            d.create_container(self.spec)
+            self.run.containers.append(self.spec.name)
+            d.start(self.spec.name)
+            self.watch.thread.start()
+        except BaseException as exc:  # handed to wait()
+            self.error = exc
+
+    def wait(self) -> str:
+        self.thread.join(max(self.deadline - time.monotonic(), 0))
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, AwfError) else DockerError(str(err))
+        if self.thread.is_alive() or not self.watch.done.wait(
+                max(self.deadline - time.monotonic(), 0)):
+            raise SandboxError(f"container {self.spec.name!r} was not ready within "
+                               f"{STARTUP_TIMEOUT:g} s; its last lines: "
+                               f"{' | '.join(self.watch.lines[-8:]) or 'no output'}")
+        if not self.watch.ok:
+            raise SandboxError(self.watch.failure())
+        self.run.mark("api_proxy")
+        return self.spec.name
 
 
 @contextlib.contextmanager
@@ -811,6 +861,7 @@ def reap_dead_runs(driver: DockerDriver) -> None:
     """Remove runs on this host whose owner process is gone (a killed awf)."""
     for dead in runs.dead_runs(driver):
         _remove_run(driver, dead)
+        apisidecar.wipe_keys(dead)
 
 
 def _remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,

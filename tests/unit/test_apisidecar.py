@@ -95,3 +95,15 @@ def test_summary_counts_requests_and_tokens_per_provider(tmp_path: Path) -> None
         "api-proxy: anthropic 1 request (1 failed), 0 in / 0 out tokens",
         "api-proxy: openai 2 requests, 16 in / 10 out tokens"]
     assert apisidecar.summary_lines(tmp_path / "none") == []
+
+
+def test_dead_keys_are_those_whose_owner_is_gone(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apisidecar, "KEYS_ROOT", tmp_path)
+    sc = apisidecar.plan(parse_run(["--", "true"]), {"GEMINI_API_KEY": "AIza-1"})
+    assert sc is not None
+    apisidecar.write_keys(sc, "live", os.getuid(), os.getgid())
+    apisidecar.write_keys(sc, "dead", os.getuid(), os.getgid())
+    (tmp_path / "awf-dead" / "owner").write_text("999999999\n")
+    assert apisidecar.dead_keys() == ["dead"]
+    assert apisidecar.dead_keys(everything=True) == ["dead", "live"]
