@@ -174,9 +174,9 @@ def _command_env(run: Run, link: netns.AgentLink) -> dict[str, str]:
             env[name] = url
         no_proxy = "localhost,127.0.0.1,::1"
         env["NO_PROXY"] = env["no_proxy"] = no_proxy
-    if run.api is not None:  # no real key; placeholders and the sidecar's URLs instead
-        for name in apisidecar.KEY_NAMES:
-            env.pop(name, None)
+    for name in apisidecar.KEY_NAMES:  # never a provider key (-e NAME still forwards one)
+        env.pop(name, None)
+    if run.api is not None:  # placeholders and the sidecar's URLs instead
         host = str(link.host_v4.ip)
         env.update(apisidecar.agent_env(run.api, host))
         if "NO_PROXY" in env:
