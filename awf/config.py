@@ -91,8 +91,9 @@ def run_parser() -> argparse.ArgumentParser:
         prog="awf run",
         description="Run COMMAND with no way to the network but awf-proxy, which lets through "
         "only the allowed domains and logs every decision. --backend netns (root, no Docker) "
-        "is a network sandbox: it does not hide files or credentials. Upstream awf's flags "
-        "and config keys are accepted too; docs/config.md says what each one does here.",
+        "runs it on this host in the Docker agent's view of the host, never as root, without "
+        "resource limits. Upstream awf's flags and config keys are accepted too; docs/config.md "
+        "says what each one does here.",
         allow_abbrev=False,
     )
     add = p.add_argument

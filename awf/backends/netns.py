@@ -9,15 +9,16 @@
       forward: drop
 
 Order: namespace and veth, then the proxy (a child that dies with us: PR_SET_PDEATHSIG), the two
-tables applied and verified, the self-test, and only then the command: as the invoking user
-(SUDO_UID/SUDO_GID) or as root with every capability dropped and no_new_privs, in its own PID
-namespace (so nothing it starts outlives the run), with /etc/resolv.conf naming the forwarder
+tables applied and verified, the self-test, and only then the command, in its sandbox
+(awf/backends/netnsbox.py): its own PID and mount namespaces, the Docker agent's view of the
+host, never uid 0, no capabilities, seccomp, with /etc/resolv.conf naming the forwarder
 (`ip netns exec` bind-mounts /etc/netns/awf-<run>/resolv.conf in a private mount namespace).
 Cleanup runs on every path and is idempotent; `awf cleanup` finds what a killed run left by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -32,6 +33,7 @@ from typing import ClassVar
 
 from awf import apisidecar, leftovers
 from awf import run as shared
+from awf.backends import netnsbox
 from awf.config import RunConfig
 from awf.proxy_child import ProxyChild
 from netfilter import apply as nft
@@ -50,7 +52,6 @@ from proxy.errors import AwfError
 
 ETC_NETNS = Path("/etc/netns")
 PROXY_START_TIMEOUT = 20.0
-_PASS_ENV_DROP = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
 
 
 @dataclass(kw_only=True)
@@ -111,7 +112,7 @@ def _run(run: Run) -> int:
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {link.netns} {link.agent_v4} via {link.host_v4.ip}; "
                    "self-test passed")
-    command = run.agent = subprocess.Popen(_command_argv(run, link), env=_command_env(run, link))
+    command = run.agent = _command(run, link)
     run.mark("exec")
     proc = run.proxy
     return shared.wait_agent(cfg, agent=lambda t: _exited(command, t), proxy=proc.poll,
@@ -165,44 +166,16 @@ def _apply_both(side: ProxySideRuleset, agent: AgentRuleset, agent_netns: str) -
         raise failures[0]
 
 
-def _command_env(run: Run, link: netns.AgentLink) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in _PASS_ENV_DROP and not k.startswith(("SUDO_", "AWF_"))}
-    if run.cfg.proxy_env:
-        url = shared.proxy_url(link.host_v4.ip)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env[name] = url
-        no_proxy = "localhost,127.0.0.1,::1"
-        env["NO_PROXY"] = env["no_proxy"] = no_proxy
-    for name in apisidecar.KEY_NAMES:  # never a provider key (-e NAME still forwards one)
-        env.pop(name, None)
-    if run.api is not None:  # placeholders and the sidecar's URLs instead
+def _command(run: Run, link: netns.AgentLink) -> subprocess.Popen[bytes]:
+    """The command in its sandbox (awf/backends/netnsbox.py, containers/sandbox.py)."""
+    url = shared.proxy_url(link.host_v4.ip) if run.cfg.proxy_env else None
+    cfg, no_proxy = run.cfg, "localhost,127.0.0.1,::1"
+    if run.api is not None:  # --- API proxy sidecar: its URLs and placeholders, never a key
         host = str(link.host_v4.ip)
-        env.update(apisidecar.agent_env(run.api, host))
-        if "NO_PROXY" in env:
-            env["NO_PROXY"] = env["no_proxy"] = apisidecar.with_no_proxy(env["NO_PROXY"], host)
-    env.update(dict(run.cfg.env))
-    return env
-
-
-def _command_argv(run: Run, link: netns.AgentLink) -> list[str]:
-    who = shared.caller()
-    drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    if who is not None:
-        drop = ["--reuid", str(who[0]), "--regid", str(who[1]), "--clear-groups", *drop]
-    command = list(run.cfg.command)
-    if len(command) == 1:  # one string: a shell command line, so $VARs expand inside
-        command = ["bash", "-c", command[0]]
-    return [
-        *netns.exec_argv(link.netns),
-        "setpriv", "--pdeathsig", "KILL", "--",
-        "unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--",
-        # tini is the namespace's init: the command keeps default signal dispositions
-        # (an init ignores signals it has no handler for), zombies are reaped, and the exit
-        # status is the command's (128+N after signal N)
-        "tini", "-g", "-s", "--",
-        "setpriv", *drop, "--", *command,
-    ]
+        cfg = dataclasses.replace(cfg, env=(*cfg.env, *apisidecar.agent_env(run.api, host)))
+        no_proxy = apisidecar.with_no_proxy(no_proxy, host)
+    return netnsbox.start(cfg, netns=link.netns, proxy_url=url, no_proxy=no_proxy,
+                          logs=run.logs)
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout: float) -> int | None:

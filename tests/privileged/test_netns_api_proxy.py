@@ -28,10 +28,14 @@ from tests.support.needs import need_root
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
 
 
-def awf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def awf(*args: str, timeout: float = 120, cwd: Path | None = None
+        ) -> subprocess.CompletedProcess[str]:
+    env = api_run.awf_env()
+    if cwd is not None:  # the workspace: the only host directory besides the system's it sees
+        env["GITHUB_WORKSPACE"] = str(cwd)
     return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns", *args],
                           capture_output=True, text=True, timeout=timeout, check=False,
-                          env=api_run.awf_env())
+                          env=env, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +55,13 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[api_origin.Orig
 @pytest.fixture(scope="module")
 def run(origin: api_origin.Origin, tmp_path_factory: pytest.TempPathFactory
         ) -> tuple[subprocess.CompletedProcess[str], dict[str, object], Path]:
-    d = tmp_path_factory.mktemp("probe")
-    (d / "probe.py").write_text(api_run.PROBE)
-    os.chmod(d, 0o755)
-    os.chmod(d / "probe.py", 0o644)
+    ws = tmp_path_factory.mktemp("probe")  # the sandbox sees the workspace, not the host's /tmp
+    (ws / "probe.py").write_text(api_run.PROBE)
+    (ws / "ca.pem").write_bytes(origin.ca_pem.read_bytes())
+    os.chmod(ws, 0o755)
     logs = tmp_path_factory.mktemp("logs")
     done = awf(*api_run.flags(origin.ca_pem), "--proxy-logs-dir", str(logs), "--",
-               "python3", str(d / "probe.py"), str(origin.ca_pem), api_origin.ADDR,
-               str(api_origin.PORT))
+               "python3", "probe.py", "ca.pem", api_origin.ADDR, str(api_origin.PORT), cwd=ws)
     assert done.returncode == 0, done.stderr[-3000:]
     return done, api_run.results(done.stdout), logs
 
@@ -100,21 +103,25 @@ def test_no_key_in_logs_and_the_summary_counts_tokens(run: tuple[
     assert not list(Path("/dev/shm").glob("awf-*/api-keys"))  # wiped
 
 
-def test_no_api_proxy_starts_no_sidecar(origin: api_origin.Origin) -> None:
+def test_no_api_proxy_starts_no_sidecar(origin: api_origin.Origin, tmp_path: Path) -> None:
     done = awf("--no-api-proxy", "--allow-domains", "allowed.test", "--",
-               "bash", "-c", "echo ${OPENAI_BASE_URL:-none} ${OPENAI_API_KEY:-nokey}")
+               "bash", "-c", "echo ${OPENAI_BASE_URL:-none} ${OPENAI_API_KEY:-nokey}",
+               cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "none nokey"  # and no key: the netns backend drops them
+    assert done.stdout.strip() == "none nokey"  # and no key: agentenv never passes them
     assert "api-proxy:" not in done.stderr
 
 
 def test_a_sidecar_that_dies_mid_run_fails_closed(origin: api_origin.Origin,
                                                   tmp_path: Path) -> None:
+    ws, logs = tmp_path / "ws", tmp_path / "logs"
+    ws.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
-         *api_run.flags(origin.ca_pem), "--proxy-logs-dir", str(tmp_path), "--",
+         *api_run.flags(origin.ca_pem), "--proxy-logs-dir", str(logs), "--",
          "bash", "-c", "echo started; sleep 60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=api_run.awf_env())
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ws,
+        env={**api_run.awf_env(), "GITHUB_WORKSPACE": str(ws)})
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "started"

@@ -126,8 +126,14 @@ def _start(workdir: Path) -> Wan:
     import trustme
 
     reap()
-    taken = subprocess.run(["ip", "-o", "addr", "show", "to", f"{V4_HOST}/32"],
-                           capture_output=True, text=True, check=False).stdout
+    deadline = time.monotonic() + float(os.environ.get("AWF_TEST_WAN_WAIT", "1200"))
+    while True:  # a run without the flock (an older checkout) may hold the addresses: wait
+        taken = subprocess.run(["ip", "-o", "addr", "show", "to", f"{V4_HOST}/32"],
+                               capture_output=True, text=True, check=False).stdout
+        if not taken.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+        reap()
     if taken.strip():
         raise RuntimeError(f"{V4_HOST} is already on a host interface ({taken.split()[1]}): "
                            "another test run's wan is up; only one can run at a time")
