@@ -65,6 +65,9 @@ class RunConfig:
     pids_limit: int = 1000
     cpus: float | None = None  # None: the host's CPUs less half of one, at least 1
     enable_docker: bool = False  # a filtered Docker API for sibling containers
+    # --- issue 16 (hostview branch): host state and networks ---
+    share_home: tuple[str, ...] = ()  # --share-home DIR: a directory under $HOME, read-write
+    topology_attach: tuple[str, ...] = ()  # --topology-attach NET: the proxy joins it
     # --- --config and upstream awf's flags (awf/configfile.py, docs/config.md) ---
     audit_dir: Path | None = None  # --audit-dir: the policy, redacted config and rulesets
     diagnostics: bool = False  # --diagnostics/--diagnostic-logs: recorded, not yet acted on
@@ -150,6 +153,14 @@ def run_parser() -> argparse.ArgumentParser:
     add("--enable-docker", "--enable-dind", action="store_true",
         help="docker: give the command a filtered Docker API; its containers share the "
         "sandbox's network and rules, and cannot be privileged or mount the host")
+    # --- issue 16 (hostview branch) ---
+    add("--share-home", action="append", default=[], metavar="DIR",
+        help="docker: share DIR, a directory under your home, read-write with the command "
+        "(repeatable; its credential files stay masked). ~/.copilot, ~/.claude, ~/.codex and "
+        "~/.gemini always are")
+    add("--topology-attach", action="append", default=[], metavar="NETWORK",
+        help="docker: the proxy joins this existing Docker network (repeatable), so allowed "
+        "names of its containers are reachable through the proxy, never directly")
     # --- --config and upstream awf's flags (awf/configfile.py, docs/config.md) ---
     add("--config", metavar="FILE|-", help="YAML or JSON settings ('-': standard input): awf's "
         "keys (the long flag names, _ for -) or upstream awf's schema; flags win")
@@ -208,6 +219,9 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             timeout = -1
         if not timeout > 0:
             raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
+    if ns.backend == "netns" and ns.container_workdir is not None:  # it would be ignored
+        raise ConfigError("--container-workdir is for --backend docker; the netns backend runs "
+                          "the command in awf's current directory (cd there first)")
     return RunConfig(
         command=tuple(command),
         backend=ns.backend,
@@ -236,6 +250,8 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         pids_limit=_positive_int("--pids-limit", ns.pids_limit, 1000),
         cpus=None if ns.cpus is None else _positive_float("--cpus", ns.cpus),
         enable_docker=ns.enable_docker,
+        share_home=tuple(ns.share_home),
+        topology_attach=tuple(_check_networks(ns.topology_attach)),
         audit_dir=Path(ns.audit_dir) if ns.audit_dir else None,
         diagnostics=ns.diagnostics,
         docker_host=ns.docker_host,
@@ -291,6 +307,16 @@ def _work_dir(value: str | None) -> Path | None:
     if not path.is_dir():
         raise ConfigError(f"--work-dir: {value!r} is not a directory; create it first")
     return path.resolve()
+
+
+_NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_networks(names: Sequence[str]) -> list[str]:
+    for name in names:
+        if not _NETWORK.fullmatch(name):
+            raise ConfigError(f"--topology-attach {name!r}: not a Docker network name or id")
+    return list(dict.fromkeys(names))
 
 
 def _check_names(flag: str, names: Sequence[str]) -> list[str]:

@@ -16,6 +16,7 @@ cleanup` finds what a killed run left by the io.awf.run label.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -85,6 +86,9 @@ class Prepared:
     allow_ranges: tuple[IPNetwork, ...]
     dns_servers: tuple[IPAddress, ...]
     workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
+    share_home: tuple[str, ...] = ()  # --share-home, resolved and checked
+    attach: tuple[str, ...] = ()  # --topology-attach networks, checked (the proxy joins them)
+    attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -121,7 +125,76 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ))
+                    workspace(environ), _share_home(cfg, environ))
+
+
+def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
+    """--share-home DIR: a directory under the caller's home, resolved (exit 2 otherwise)."""
+    home = caller_home(environ)
+    out: list[str] = []
+    for spec in cfg.share_home:
+        path = os.path.realpath(os.path.join(home, os.path.expanduser(spec)))
+        why = hostview.share_home_error(path, home, hostview.HostFacts.live())
+        if why is not None:
+            raise ConfigError(f"--share-home {spec!r}: {why}")
+        out.append(path)
+    return tuple(out)
+
+
+# --- --topology-attach (docs/decisions.md) ----------------------------------------------------
+
+
+def _topology_attach(driver: DockerDriver, names: tuple[str, ...]
+                     ) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+    """Each network checked (exit 2 otherwise): Prepared's `attach` and `attach_ranges`."""
+    attach: list[str] = []
+    ranges: list[IPNetwork] = []
+    for name in names:
+        info = driver.inspect_network(name)
+        if info is None:
+            raise ConfigError(f"--topology-attach {name!r}: no such Docker network (create it "
+                              "and start the containers the command should reach on it)")
+        got = attach_ranges(name, info)
+        attach.append(str(info.get("Name") or name))
+        ranges.extend(r for r in got if r not in ranges)
+    return tuple(attach), tuple(ranges)
+
+
+def attach_ranges(name: str, info: dict[str, object]) -> tuple[IPNetwork, ...]:
+    """The destinations an attached network adds for allowed names: its subnets less their
+    gateways (the host's address on that bridge: reaching the host stays
+    --enable-host-access's). Refused: host, none, awf's own networks, a network with no
+    subnet, and one whose subnets hold non-private addresses."""
+    driver = str(info.get("Driver") or "")
+    labels_ = info.get("Labels") or {}
+    if driver in ("host", "null", "none") or name in ("host", "none"):
+        raise ConfigError(f"--topology-attach {name!r}: a {driver or name} network has no "
+                          "subnet to join; name a bridge or overlay network")
+    if isinstance(labels_, dict) and labels.RUN in labels_:
+        raise ConfigError(f"--topology-attach {name!r}: that is an awf run's own network")
+    out: list[IPNetwork] = []
+    ipam = info.get("IPAM") or {}
+    configs = ipam.get("Config") if isinstance(ipam, dict) else None
+    for pool in configs or []:
+        try:
+            subnet = ip_network(str(pool.get("Subnet")), strict=False)
+        except ValueError:
+            continue
+        if not subnet.is_private or subnet.prefixlen == 0:
+            raise ConfigError(f"--topology-attach {name!r}: its subnet {subnet} is not a "
+                              "private range; awf does not widen the proxy's egress to it")
+        gateway = pool.get("Gateway")
+        try:
+            gw = ip_address(str(gateway).split("/")[0]) if gateway else None
+        except ValueError:
+            gw = None
+        if gw is not None and gw in subnet:
+            out.extend(subnet.address_exclude(ip_network(gw)))  # type: ignore[arg-type]
+        else:
+            out.append(subnet)
+    if not out:
+        raise ConfigError(f"--topology-attach {name!r}: the network has no IP subnet")
+    return tuple(sorted(out, key=lambda n: (n.version, str(n))))
 
 
 @dataclass(kw_only=True)
@@ -180,6 +253,9 @@ def run_docker(cfg: RunConfig) -> int:
     if cfg.agent_image and not driver.image_exists(cfg.agent_image):
         raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
                           "load it first (nothing can be pulled)")
+    if cfg.topology_attach:
+        nets, ranges = _topology_attach(driver, cfg.topology_attach)
+        prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
     run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
@@ -280,11 +356,14 @@ def _create_networks(run: Run, prepared: Prepared) -> topology.Subnets:
 def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                 runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
-    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
+    ranges = (*prepared.allow_ranges, *prepared.attach_ranges)  # --topology-attach's subnets
+    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges,
                                      dns_servers=prepared.dns_servers,
                                      sidecar_ports=run.api_ports)
     uid, gid = _proxy_user()
     argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
+    for net in prepared.attach_ranges:
+        argv += ["--allow-range", str(net)]
     gateway = subnets.ext_v4.network_address + 1
     if run.cfg.enable_host_access:
         # host.docker.internal is this host's address on the egress bridge: a name like any
@@ -292,7 +371,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         argv += ["--allow-domains", HOST_NAME, "--resolve", f"{HOST_NAME}={gateway}",
                  "--allow-range", f"{gateway}/32"]
         ruleset = topology.proxy_ruleset(
-            subnets, ports, allow_ranges=(*prepared.allow_ranges, ip_network(f"{gateway}/32")),
+            subnets, ports, allow_ranges=(*ranges, ip_network(f"{gateway}/32")),
             dns_servers=prepared.dns_servers, sidecar_ports=run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway)}
@@ -307,7 +386,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         labels=run.labels(labels.Role.PROXY),
         network=n.int_net, ipv4_address=str(subnets.proxy_v4),
         ipv6_address=str(subnets.proxy_v6) if subnets.proxy_v6 else None,
-        extra_networks=(NetworkAttachment(n.ext_net),),
+        extra_networks=(NetworkAttachment(n.ext_net),
+                        *(NetworkAttachment(net) for net in prepared.attach)),
         mounts=(Mount(str(run.logs), "/logs", read_only=False),
                 Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
@@ -596,6 +676,33 @@ def workspace(environ: dict[str, str]) -> str | None:
     return None
 
 
+def _github_path(environ: dict[str, str]) -> str:
+    """The file $GITHUB_PATH names (Actions: one directory a line), or ""."""
+    name = environ.get("GITHUB_PATH")
+    try:
+        if name and os.path.isfile(name) and os.path.getsize(name) <= MiB:
+            return Path(name).read_text(errors="replace")
+    except OSError:
+        pass
+    return ""
+
+
+def _engine_homes(home: str, uid: int, gid: int) -> tuple[str, ...]:
+    """The engines' state directories, made (the caller's, 0700) when missing so that what
+    the command writes there stays on the host. A symlink is left alone (hostview skips it)."""
+    out = hostview.engine_homes(home)
+    if home in ("/", "/tmp") or not os.path.isdir(home):
+        return ()
+    for path in out:
+        if not os.path.lexists(path):
+            try:
+                os.mkdir(path, 0o700)
+                os.chown(path, uid, gid)
+            except OSError:
+                pass
+    return out
+
+
 def caller_home(environ: dict[str, str]) -> str:
     who = shared.caller()
     home = None
@@ -658,10 +765,24 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     os.chmod(run.work, 0o755)
     home = caller_home(environ)
     ws = prepared.workspace
+    engines = _engine_homes(home, uid, gid)
     view = hostview.host_view(
         root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=prepared.volumes,
         resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
-        tool_cache=environ.get("RUNNER_TOOL_CACHE"))
+        tool_cache=environ.get("RUNNER_TOOL_CACHE"),
+        path_dirs=agentenv.command_path(environ.get("PATH", ""), _github_path(environ)),
+        share_rw=(*engines, *prepared.share_home), gh_aw=True,
+        private=(str(run.work), str(run.logs)))
+
+    def visible(path: str) -> bool:
+        return os.path.exists(path) and view.sees(path)
+
+    for name in agentenv.CA_VARS:
+        value = environ.get(name)
+        if value and name not in cfg.exclude_env and not visible(value):
+            shared.say(f"{name}={value} is not visible in the sandbox; not passed (put the "
+                       "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
+                       "or -v it)")
     tmpfs = list(view.tmpfs)
     if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
         tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
@@ -669,7 +790,10 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     url = shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None
     env = agentenv.agent_env(environ, proxy_url=url, no_proxy=",".join(no_proxy),
                              home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
-                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
+                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty,
+                             path=agentenv.with_home_tools(
+                                 ":".join(view.path) or agentenv.AGENT_PATH, home),
+                             visible=visible)
     plain, secrets = agentenv.split_secrets(env)
     if run.api is not None:  # placeholders and the sidecar's URLs; never a real key
         api_env = apisidecar.agent_env(run.api, str(subnets.proxy_v4))

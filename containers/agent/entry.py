@@ -186,13 +186,12 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     root, home = spec["root"], spec["home"]
     if root != "/":
         os.chroot(root)
-    for where in (spec.get("workdir") or home, home, "/"):
-        try:
-            os.chdir(where)
-            break
-        except OSError:
-            print(f"awf-agent: working directory {where} is not there; trying the next",
-                  file=sys.stderr)
+    workdir = spec.get("workdir") or home
+    missing = not _enter(workdir)
+    if missing and workdir == home:  # the default: $HOME, else /
+        print(f"awf-agent: working directory {home} is not there; using /", file=sys.stderr)
+        os.chdir("/")
+        missing = False
     drop_bounding_set()
     uid, gid = spec["uid"], spec["gid"]
     os.setgroups(spec.get("groups", []))
@@ -200,6 +199,13 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     os.setresuid(uid, uid, uid)
     set_caps(None)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if missing:  # --container-workdir: made if it is not there, as `docker run -w` does, by
+        try:     # the command's user; never a silent run somewhere else
+            os.makedirs(workdir, exist_ok=True)
+            os.chdir(workdir)
+        except OSError as exc:
+            raise SetupError(f"the working directory {workdir} does not exist and cannot be "
+                             f"created: {exc.strerror}") from None
     env = dict(spec["env"])
     if secrets:
         env.update(secrets)
@@ -214,6 +220,14 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     except OSError as exc:
         print(f"awf-agent: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
         os._exit(127 if exc.errno == errno.ENOENT else 126)
+
+
+def _enter(where: str) -> bool:
+    try:
+        os.chdir(where)
+        return True
+    except OSError:
+        return False
 
 
 SCMP_ACT_ALLOW = 0x7FFF0000
