@@ -74,6 +74,7 @@ class RunConfig:
     docker_host: str | None = None  # --docker-host: DOCKER_HOST for awf's Docker client
     api_proxy: bool = True  # --no-api-proxy (upstream: --no-enable-api-proxy) makes it False
     api_targets: tuple[tuple[str, str], ...] = ()  # (provider, host) for the API proxy sidecar
+    extra_ca_certs: Path | None = None  # --extra-ca-certs: PEM the API proxy sidecar also trusts
     intercept_ports: frozenset[int] = frozenset()  # 80, 443, --allow-ports and HOST:PORT ports
     config_file: str | None = None  # what --config named ('-': standard input)
     print_config: bool = False  # --print-config: print `effective` and exit 0
@@ -174,8 +175,10 @@ def run_parser() -> argparse.ArgumentParser:
     add("--no-api-proxy", "--no-enable-api-proxy", dest="no_api_proxy", action="store_true",
         help="do not start the API proxy sidecar")
     for provider in API_PROVIDERS:
-        add(f"--{provider}-api-target", metavar="HOST",
-            help=f"the {provider} API host the API proxy sidecar sends to")
+        add(f"--{provider}-api-target", metavar="HOST[:PORT]",
+            help=f"the {provider} API host the API proxy sidecar sends to (HTTPS)")
+    add("--extra-ca-certs", metavar="PATH", help="a PEM bundle the API proxy sidecar trusts "
+        "besides the system store (awf-proxy itself never terminates TLS)")
     configfile.add_upstream_flags(p)
     add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return p
@@ -255,6 +258,7 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         api_proxy=not ns.no_api_proxy,
         api_targets=tuple((p, getattr(ns, f"{p}_api_target")) for p in API_PROVIDERS
                           if getattr(ns, f"{p}_api_target")),
+        extra_ca_certs=Path(ns.extra_ca_certs) if ns.extra_ca_certs else None,
         intercept_ports=frozenset({80, 443} | proxy_cfg.allow_ports | policy.scoped_ports()),
         config_file=ns.config,
         print_config=ns.print_config,

@@ -39,6 +39,7 @@ from types import FrameType
 from typing import ClassVar
 
 import containers
+from awf import apisidecar
 from awf import run as shared
 from awf.config import RunConfig
 from containers import agentenv, hostview, labels, runs, seccomp, topology
@@ -209,6 +210,11 @@ class Run(shared.Record):
     interrupted: bool = False
     subnets: topology.Subnets | None = None
     masked: tuple[str, ...] = ()
+    api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
+
+    @property
+    def api_ports(self) -> frozenset[int]:
+        return apisidecar.PORTS if self.api is not None else frozenset()
 
     def run_json(self, code: int) -> dict[str, object]:
         return {**super().run_json(code), "masked": list(self.masked),
@@ -231,6 +237,7 @@ def run_docker(cfg: RunConfig) -> int:
     t0 = time.monotonic()
     environ = dict(os.environ)
     prepared = prepare(cfg, environ)
+    api = apisidecar.plan(cfg, environ)  # a bad --*-api-target: exit 2, nothing made
     early: dict[str, float] = {}
     driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
@@ -254,6 +261,7 @@ def run_docker(cfg: RunConfig) -> int:
     run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
               driver=driver, names=topology.Names(run_id))
     run.timings.update(early)
+    run.api = api
     lease = _take_lease(work)
 
     def finish(interrupted: bool) -> None:
@@ -350,7 +358,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
     ranges = (*prepared.allow_ranges, *prepared.attach_ranges)  # --topology-attach's subnets
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges,
-                                     dns_servers=prepared.dns_servers)
+                                     dns_servers=prepared.dns_servers,
+                                     sidecar_ports=run.api_ports)
     uid, gid = _proxy_user()
     argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
     for net in prepared.attach_ranges:
@@ -363,7 +372,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                  "--allow-range", f"{gateway}/32"]
         ruleset = topology.proxy_ruleset(
             subnets, ports, allow_ranges=(*ranges, ip_network(f"{gateway}/32")),
-            dns_servers=prepared.dns_servers)
+            dns_servers=prepared.dns_servers, sidecar_ports=run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway)}
     os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
@@ -390,7 +399,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
 
 def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
-    ruleset = topology.agent_ruleset(subnets, ports)
+    ruleset = topology.agent_ruleset(subnets, ports, run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "subnet_v4": str(subnets.v4),
             "subnet_v6": str(subnets.v6) if subnets.v6 else None,
             "startup_timeout": STARTUP_TIMEOUT}
@@ -511,7 +520,14 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         starting.append((guard_spec, _Watch(
             run.driver, guard_spec.name,
             lambda ls: any(ln.startswith(GUARD_READY) for ln in ls), GUARD_FAILED, run.t0)))
-    _start_both(run, starting)
+    api = _ApiStart(run, subnets, runtime) if run.api is not None else None
+    try:
+        _start_both(run, starting)
+    except BaseException:
+        if api is not None:  # never creating the sidecar behind teardown's back
+            api.cancel.set()
+            api.thread.join(STARTUP_TIMEOUT)
+        raise
     got_keeper = next(ln for ln in keeper_watch.lines if ln.startswith(KEEPER_READY)).split()[-1]
     got_proxy = next((ln.split()[-1] for ln in proxy_watch.lines if ln.startswith(PROXY_RULES)),
                      "")
@@ -523,7 +539,9 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
     (run.logs / "agent.nft").write_text(topology.agent_ruleset(
-        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)).render())
+        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
+        run.api_ports).render())
+    api_name = api.wait() if api is not None else None
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
                    "self-test passed")
@@ -540,7 +558,66 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
         run.mark("exec")
         started()
-        return _wait_agent(run, agent_spec.name, proxy_spec.name)
+        return _wait_agent(run, agent_spec.name, proxy_spec.name, api_name)
+
+
+class _ApiStart:
+    """The API proxy sidecar joins the proxy's network namespace, so it is created as soon as
+    the proxy container runs, while the proxy and keeper get ready; the agent starts only
+    after `awf-api-proxy ready` (`wait`)."""
+
+    def __init__(self, run: Run, subnets: topology.Subnets, runtime: str) -> None:
+        assert run.api is not None
+        uid, gid = _proxy_user()
+        self.run = run
+        self.spec = apisidecar.docker_spec(
+            run.api, run.cfg, name=run.names.api, image=runtime,
+            proxy_container=run.names.proxy, listen_host=str(subnets.proxy_v4), run=run.run,
+            logs=run.logs, lease=run.work / "lease", uid=uid, gid=gid,
+            labels=run.labels(labels.Role.API))
+        self.watch = _Watch(run.driver, self.spec.name, lambda ls: apisidecar.READY in ls,
+                            apisidecar.FAILED, run.t0)
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT
+        self.thread = threading.Thread(target=self._start, name="api-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        d, proxy = self.run.driver, self.run.names.proxy
+        try:
+            while True:  # the proxy container must run before another can join its netns
+                if self.cancel.is_set():
+                    return
+                if proxy in self.run.containers:
+                    state = d.state(proxy)
+                    if state is not None and state.get("Running"):
+                        break
+                if time.monotonic() > self.deadline:
+                    raise SandboxError(f"container {proxy!r} was not running within "
+                                       f"{STARTUP_TIMEOUT:g} s")
+                time.sleep(0.05)
+            d.create_container(self.spec)
+            self.run.containers.append(self.spec.name)
+            d.start(self.spec.name)
+            self.watch.thread.start()
+        except BaseException as exc:  # handed to wait()
+            self.error = exc
+
+    def wait(self) -> str:
+        self.thread.join(max(self.deadline - time.monotonic(), 0))
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, AwfError) else DockerError(str(err))
+        if self.thread.is_alive() or not self.watch.done.wait(
+                max(self.deadline - time.monotonic(), 0)):
+            raise SandboxError(f"container {self.spec.name!r} was not ready within "
+                               f"{STARTUP_TIMEOUT:g} s; its last lines: "
+                               f"{' | '.join(self.watch.lines[-8:]) or 'no output'}")
+        if not self.watch.ok:
+            raise SandboxError(self.watch.failure())
+        self.run.mark("api_proxy")
+        return self.spec.name
 
 
 @contextlib.contextmanager
@@ -718,6 +795,11 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
                                  ":".join(view.path) or agentenv.AGENT_PATH, home),
                              visible=visible)
     plain, secrets = agentenv.split_secrets(env)
+    if run.api is not None:  # placeholders and the sidecar's URLs; never a real key
+        api_env = apisidecar.agent_env(run.api, str(subnets.proxy_v4))
+        names = {k for k, _ in api_env}
+        plain = (*(kv for kv in plain if kv[0] not in names), *api_env)
+        secrets = {k: v for k, v in secrets.items() if k not in names}
     for name in sorted(secrets):
         if name in agentenv.NEVER:
             shared.say(f"forwarding {name} to the command, as asked; it reaches no environment but "
@@ -808,8 +890,10 @@ def _pump(driver: DockerDriver, sock: object, tty: bool = False) -> None:
         pass
 
 
-def _wait_agent(run: Run, agent: str, proxy: str) -> int:
+def _wait_agent(run: Run, agent: str, proxy: str, api: str | None = None) -> int:
     exits: dict[str, queue.Queue[int | Exception]] = {agent: queue.Queue(), proxy: queue.Queue()}
+    if api is not None:
+        exits[api] = queue.Queue()
 
     def waiter(name: str) -> None:
         try:
@@ -827,13 +911,14 @@ def _wait_agent(run: Run, agent: str, proxy: str) -> int:
             return None
         exits[name].put(result)  # it stays known
         if isinstance(result, Exception):
-            what = "agent" if name == agent else "proxy"
+            what = {agent: "agent", proxy: "proxy"}.get(name, "API proxy sidecar")
             raise DockerError(f"lost the {what} container: {result}")
         return result
 
     code = shared.wait_agent(run.cfg, agent=lambda t: exited(agent, t),
                              proxy=lambda: exited(proxy, 0),
-                             stop=lambda grace: _stop(run.driver, agent, grace))
+                             stop=lambda grace: _stop(run.driver, agent, grace),
+                             sidecar=(lambda: exited(api, 0)) if api is not None else None)
     _drain_output(run)
     return code
 
@@ -878,12 +963,15 @@ def teardown(run: Run) -> None:
             pass
 
     def stop_proxy() -> None:
+        if n.api in run.containers:
+            _stop(d, n.api, 3)  # the API sidecar first: it flushes api-proxy.jsonl
         if n.proxy in run.containers:
             _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
 
     with ThreadPoolExecutor(2) as pool:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
             job.result()
+    apisidecar.wipe_keys(run.run)
     if run.cfg.keep_containers:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
@@ -897,6 +985,7 @@ def reap_dead_runs(driver: DockerDriver) -> None:
     """Remove runs on this host whose owner process is gone (a killed awf)."""
     for dead in runs.dead_runs(driver):
         _remove_run(driver, dead)
+        apisidecar.wipe_keys(dead)
 
 
 def _remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,

@@ -34,6 +34,7 @@ MODES = ("root", "sudo")
 PYTHON = "/usr/bin/python3"  # the host's, which the sandbox sees (not a venv's or pyenv's)
 SECRETS = {"GITHUB_TOKEN": "ghp_probe_secret", "OPENAI_API_KEY": "sk-probe-secret",
            "AWS_SECRET_ACCESS_KEY": "aws-probe-secret"}
+PLACEHOLDER = "placeholder-token-for-credential-isolation"
 _SYSCALLS = {  # (ptrace, bpf, perf_event_open, io_uring_setup)
     "x86_64": (101, 321, 298, 425),
     "aarch64": (117, 280, 241, 425),
@@ -395,7 +396,10 @@ def test_no_setuid_or_setgid_files(box: Box) -> None:
 def test_secrets_are_not_in_the_environment_without_e(box: Box) -> None:
     env = box.probes["env"]
     assert isinstance(env, dict)
-    assert set(SECRETS) & set(env) == set()
+    # OPENAI_API_KEY in awf's environment starts the API proxy sidecar: the command gets its
+    # placeholder under that name, never the key
+    assert set(SECRETS) & set(env) <= {"OPENAI_API_KEY"}
+    assert env.get("OPENAI_API_KEY", PLACEHOLDER) == PLACEHOLDER
     assert not any(v in str(env) for v in SECRETS.values())
 
 
@@ -405,7 +409,7 @@ def test_secret_is_there_with_e(box: Box) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     env = json.loads(done.stdout.splitlines()[-1])
     assert env["GITHUB_TOKEN"] == SECRETS["GITHUB_TOKEN"]
-    assert "OPENAI_API_KEY" not in env
+    assert env.get("OPENAI_API_KEY", PLACEHOLDER) == PLACEHOLDER  # the API sidecar's
     assert "AWS_SECRET_ACCESS_KEY" not in env
 
 
