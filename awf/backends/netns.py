@@ -93,7 +93,8 @@ def _run(run: Run) -> int:
     (run.logs / "proxy.nft").write_text(side.render())
     (run.logs / "agent.nft").write_text(agent.render())
     run.mark("rules")
-    run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT)
+    run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT,
+                         run.logs / "proxy.log")
     run.mark("proxy")
     run_in_netns(f"{netns.NETNS_DIR}/{link.netns}",
                  Target(proxy_v4=IPv4Address(link.host_v4.ip),

@@ -374,3 +374,16 @@ def _wait_gone(find: object, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"processes left behind: {left}")
         time.sleep(0.1)
+
+
+def test_a_chatty_proxy_does_not_stall_the_run(wan: wanmod.Wan, tmp_path: Path) -> None:
+    """At --log-level debug the proxy writes a line per decision to its stderr; awf keeps
+    reading it for the whole run (into proxy.log), so 3000 requests (~125 KB of lines, twice a
+    pipe's buffer) never block the proxy, and the lines are kept."""
+    done = awf(*POLICY, "--log-level", "debug", "--proxy-logs-dir", str(tmp_path),
+               "--agent-timeout", "1", "--", "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w",
+               "%{http_code}\\n", "-Z", "--parallel-max", "20", "http://allowed.test/[1-3000]",
+               timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["200"] * 3000
+    assert (tmp_path / "proxy.log").read_text().count("awf-proxy: allow") >= 3000
