@@ -84,9 +84,13 @@ class Prepared:
     allow_ranges: tuple[IPNetwork, ...]
     dns_servers: tuple[IPAddress, ...]
     workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
+    stdin: bool  # our stdin goes to the command: -t, or piped (as on the netns backend)
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
+    terminal = os.isatty(0)
+    if cfg.tty and not terminal:
+        raise ConfigError("-t: stdin is not a terminal; drop -t to pipe input to the command")
     volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in cfg.volumes)
     for spec, v in zip(cfg.volumes, volumes, strict=True):
         store = hostview.secret_store(v.source) or hostview.secret_store(v.target)
@@ -120,7 +124,7 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ))
+                    workspace(environ), stdin=cfg.tty or not terminal)
 
 
 @dataclass(kw_only=True)
@@ -450,10 +454,12 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.driver.create_container(agent_spec)
     run.containers.append(agent_spec.name)
     run.agent = agent_spec.name
-    sock = run.driver.attach(agent_spec.name, stdin=cfg.tty)
+    sock = run.driver.attach(agent_spec.name, stdin=prepared.stdin)
     run.output = threading.Thread(target=_pump, args=(run.driver, sock, cfg.tty),
                                   name="agent-output", daemon=True)
     run.output.start()
+    if prepared.stdin and not cfg.tty:
+        _forward_input(run, sock)
     with _terminal(run, sock) if cfg.tty else contextlib.nullcontext(lambda: None) as started:
         run.driver.start(agent_spec.name)
         unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
@@ -479,24 +485,35 @@ def _terminal(run: Run, sock: object) -> Iterator[Callable[[], None]]:
         except (OSError, AwfError):
             pass
 
-    def forward() -> None:
-        try:
-            while data := os.read(fd, 4096):
-                run.driver.send(sock, data)
-            run.driver.send(sock, b"")
-        except OSError:
-            pass
-
     if saved is not None:
         tty.setraw(fd)
     old = signal.signal(signal.SIGWINCH, resize)
-    threading.Thread(target=forward, name="agent-input", daemon=True).start()
+    _forward_input(run, sock)
     try:
         yield resize  # called once the container runs
     finally:
         signal.signal(signal.SIGWINCH, old)
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _forward_input(run: Run, sock: object) -> None:
+    """Our stdin to the command's, then EOF (the container is created with StdinOnce, so the
+    half-close closes the command's stdin)."""
+    fd = 0
+
+    def forward() -> None:
+        try:
+            while data := os.read(fd, 65536):
+                run.driver.send(sock, data)
+        except OSError:
+            pass
+        try:
+            run.driver.send(sock, b"")
+        except OSError:
+            pass
+
+    threading.Thread(target=forward, name="agent-input", daemon=True).start()
 
 
 AGENT_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "SETPCAP", "KILL",
@@ -636,7 +653,7 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         security_opt=("no-new-privileges", "apparmor=unconfined",
                       "seccomp=" + seccomp.stage1_json()),
         read_only=True, user="0:0", limits=agent_limits(cfg), shm_size=64 * MiB,
-        tty=cfg.tty, stdin_open=cfg.tty,
+        tty=cfg.tty, stdin_open=prepared.stdin,
     )
 
 

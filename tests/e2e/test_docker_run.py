@@ -615,6 +615,24 @@ def test_concurrent_runs_get_their_own_subnets(wan: wanmod.Wan, tmp_path: Path) 
     assert_no_leftovers()
 
 
+def test_piped_stdin_reaches_the_command(wan: wanmod.Wan) -> None:
+    """`printf hi | awf run -- wc -c` prints 2, as on the netns backend, and EOF ends it."""
+    done = subprocess.run(awf_argv(*POLICY, "--", "wc", "-c"), input="hi", capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+
+
+def test_tty_without_a_terminal_is_exit_2_at_once(wan: wanmod.Wan) -> None:
+    """-t with stdin not a terminal: one line, exit 2, nothing created (it used to hang)."""
+    done = subprocess.run(awf_argv(*POLICY, "-t", "--", "true"), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "-t" in done.stderr
+    assert "terminal" in done.stderr
+
+
 def test_tty_gives_a_terminal_and_forwards_input(wan: wanmod.Wan) -> None:
     import pty
     import select
