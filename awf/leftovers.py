@@ -1,10 +1,10 @@
-"""What killed runs left behind, found by name (`awf-<run>` namespaces and veths, `awf_<run>`
-nft tables, `/etc/netns/awf-<run>`), minus the runs whose owner is still alive; and the Docker
-backend's containers and networks, found by their io.awf.run label (only when the engine is
-reachable), minus the runs whose io.awf.owner-pid is alive on this host.
+"""What awf runs have on this host, found by name (`awf-<run>` namespaces and veths,
+`awf_<run>` nft tables, `/etc/netns/awf-<run>`) and, when the engine is reachable, the Docker
+backend's containers and networks by their io.awf.run label; each marked live or not.
 
-A netns run records its owner in /run/awf/runs/<run>.pid while it lives; a run whose owner
-process is gone is a leftover.
+A netns run records its owner in /run/awf/runs/<run>.pid while it lives; a Docker run's objects
+carry io.awf.owner-pid and io.awf.host. A run whose owner process is gone is a leftover; a live
+one is `awf cleanup`'s to remove only with --force.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Leftover:
     kind: str  # netns | link | table | dir | container | network
     name: str
     run: str
+    live: bool = False  # its run's owner process is alive
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
@@ -52,8 +53,8 @@ def alive(run: str) -> bool:
     return True
 
 
-def docker_find(*, everything: bool = False) -> list[Leftover]:
-    """The Docker backend's leftovers: containers first, then networks. Nothing (and no error)
+def docker_find() -> list[Leftover]:
+    """The Docker backend's objects: containers first, then networks. Nothing (and no error)
     when no engine is reachable; test objects (io.awf.test) are never included."""
     if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
         return []
@@ -67,7 +68,7 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
         return []
     try:
         found = driver.list_by_label(labels.RUN)
-        dead = None if everything else set(dead_runs(driver))
+        dead = set(dead_runs(driver))
     finally:
         driver.close()
     out: list[Leftover] = []
@@ -76,13 +77,13 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
             run = obj.label(labels.RUN) or ""
             if obj.label(labels.TEST) is not None:
                 continue
-            if dead is None or run in dead:
-                out.append(Leftover(kind, obj.name, run))
+            out.append(Leftover(kind, obj.name, run, live=run not in dead))
     return out
 
 
-def find(*, everything: bool = False) -> list[Leftover]:
-    found: list[Leftover] = docker_find(everything=everything)
+def find() -> list[Leftover]:
+    """Every awf object on this host, live runs' too (see `Leftover.live`)."""
+    found: list[Leftover] = docker_find()
     names = netns.leftovers(netns.PREFIX)
     try:
         spaces = {n for n in os.listdir(netns.NETNS_DIR) if n.startswith(netns.PREFIX)}
@@ -99,8 +100,8 @@ def find(*, everything: bool = False) -> list[Leftover]:
     if ETC_NETNS.is_dir():
         for d in sorted(ETC_NETNS.glob(f"{netns.PREFIX}*")):
             found.append(Leftover("dir", str(d), d.name[len(netns.PREFIX):]))
-    return [f for f in found
-            if f.kind in ("container", "network") or everything or not alive(f.run)]
+    return [f if f.kind in ("container", "network") else
+            Leftover(f.kind, f.name, f.run, live=alive(f.run)) for f in found]
 
 
 def remove(items: list[Leftover]) -> None:

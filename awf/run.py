@@ -35,7 +35,9 @@ from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
+from awf import signals
 from awf.config import RunConfig
+from awf.signals import Interrupted
 from netfilter.errors import SandboxError
 from netfilter.ruleset import DNS_PORT, EXPLICIT_PORT, TRANSPARENT_PORT
 from netfilter.selftest import NAME as SELFTEST_NAME
@@ -193,12 +195,6 @@ def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], 
 # --- signals ----------------------------------------------------------------------------------
 
 
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     exit_code: int
@@ -215,7 +211,7 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
         if len(received) == 1:
             raise Interrupted(signum)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in signals.CAUGHT}
     code: int | None = None
     error: str | None = None
     try:
@@ -228,8 +224,7 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
         code = exc.exit_code
         say(f"error: {exc}")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signals.ignore()
         try:
             teardown(bool(received))
         finally:

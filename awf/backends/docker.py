@@ -179,10 +179,14 @@ def run_docker(cfg: RunConfig) -> int:
                           "load it first (nothing can be pulled)")
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
-    run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
-              driver=driver, names=topology.Names(run_id))
-    run.timings.update(early)
-    lease = _take_lease(work)
+    try:
+        run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work,
+                  t0=t0, driver=driver, names=topology.Names(run_id))
+        run.timings.update(early)
+        lease = _take_lease(work)
+    except BaseException:  # an AwfError, or a signal (awf.signals) before the run began
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
     def finish(interrupted: bool) -> None:
         run.interrupted = interrupted

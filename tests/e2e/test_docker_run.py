@@ -266,6 +266,20 @@ def test_signal_to_awf_stops_and_cleans_up(wan: wanmod.Wan, sig: int, code: int)
     assert_no_leftovers()
 
 
+@pytest.mark.parametrize("delay", [0.2, 0.45])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_the_first_half_second_is_128_plus_n(wan: wanmod.Wan, sig: int, code: int,
+                                                         delay: float) -> None:
+    """From main()'s first line on, SIGINT/SIGTERM end awf with 130/143 (never killed by the
+    signal), and nothing it started is left."""
+    proc = subprocess.Popen(awf_argv(*POLICY, "--", "sleep", "30"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    assert proc.wait(60) == code, proc.stderr.read() if proc.stderr is not None else ""
+    assert_no_leftovers()
+
+
 def test_agent_timeout_is_124(wan: wanmod.Wan) -> None:
     t0 = time.monotonic()
     done = awf(*POLICY, "--agent-timeout", "0.02", "--", "sleep", "60")

@@ -387,3 +387,53 @@ def test_a_chatty_proxy_does_not_stall_the_run(wan: wanmod.Wan, tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["200"] * 3000
     assert (tmp_path / "proxy.log").read_text().count("awf-proxy: allow") >= 3000
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.45])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_the_first_half_second_is_128_plus_n(wan: wanmod.Wan, sig: int, code: int,
+                                                         delay: float) -> None:
+    """From main()'s first line on, SIGINT/SIGTERM end awf with 130/143 (never killed by the
+    signal) and whatever it had started is cleaned up."""
+    proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                             *POLICY, "--", "sleep", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    assert proc.wait(30) == code, proc.stderr.read() if proc.stderr is not None else ""
+    _wait_gone(lambda: [p for p in _pids_with(b"awf.cli") if _ppid(p) == proc.pid])
+    assert_no_leftovers()
+
+
+def test_cleanup_never_removes_a_live_run_without_force(tmp_path: Path) -> None:
+    """`awf cleanup`, `--run ID` and `--all` leave a live run alone (naming it); only --force
+    with --run removes it."""
+    need_root()
+    proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                             *POLICY, "--proxy-logs-dir", str(tmp_path), "--", "bash", "-c",
+                             "echo started; sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"
+        run = next(p.stem for p in Path("/run/awf/runs").glob("*.pid")
+                   if p.read_text().strip() == str(proc.pid))
+        space = Path("/run/netns") / f"awf-{run}"
+
+        def cleanup(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "awf.cli", "cleanup", *args],
+                                  capture_output=True, text=True, timeout=60, check=False)
+
+        for args in ([], ["--run", run], ["--all"]):
+            done = cleanup(*args)
+            assert done.returncode == 0, done.stderr
+            assert space.exists(), (args, done.stderr)
+            assert f"awf-{run}" not in done.stderr, (args, done.stderr)
+        assert f"run {run} is alive" in cleanup("--run", run).stderr
+        done = cleanup("--run", run, "--force")
+        assert done.returncode == 0, done.stderr
+        assert not space.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert_no_leftovers()
