@@ -11,6 +11,8 @@ it into the run's proxy.log, so a chatty proxy (--log-level debug) never blocks 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
 import json
 import os
@@ -37,6 +39,7 @@ class ProxyChild:
         self.returncode: int | None = None
         self._log: BinaryIO | None = None
         self._drainer: threading.Thread | None = None
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=20)  # its last words
 
     @classmethod
     def fork(cls) -> ProxyChild:
@@ -123,12 +126,24 @@ class ProxyChild:
         self._drainer.start()
 
     def _drain(self, out: BinaryIO) -> None:
+        """Until the child exits: its stderr to `out` (while the disk takes it; reading never
+        stops, so the child never blocks) and its last lines to `last_lines`."""
+        buf = b""
+        writing = True
         try:
             while chunk := os.read(self.stderr_fd, 65536):
-                out.write(chunk)
-                out.flush()
-        except (OSError, ValueError):
-            pass  # the pipe or the file closed under us: stop() is ending the run
+                if writing:
+                    try:
+                        out.write(chunk)
+                        out.flush()
+                    except (OSError, ValueError):
+                        writing = False  # e.g. the logs disk is full: keep reading anyway
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                self.last_lines.extend(raw.decode(errors="replace") for raw in lines)
+                buf = buf[-65536:]
+        except OSError:
+            pass  # the pipe closed under us: stop() is ending the run
 
     def _close_go(self) -> None:
         if self._go >= 0:
@@ -173,4 +188,5 @@ class ProxyChild:
         except OSError:
             pass
         if self._log is not None:
-            self._log.close()
+            with contextlib.suppress(OSError):  # a full disk fails the last flush
+                self._log.close()

@@ -22,13 +22,14 @@ reading them never needs sudo (finding L4).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
@@ -42,6 +43,7 @@ from netfilter.errors import SandboxError
 from netfilter.ruleset import DNS_PORT, EXPLICIT_PORT, TRANSPARENT_PORT
 from netfilter.selftest import NAME as SELFTEST_NAME
 from proxy import __version__
+from proxy.access_log import DROPPED_LINE
 from proxy.errors import AwfError
 
 # --- the user's side ------------------------------------------------------------------------
@@ -111,11 +113,33 @@ def summary_lines(access_log: Path) -> list[str]:
     return lines
 
 
-def print_summary(logs: Path) -> None:
+def dropped_records(lines: Iterable[str]) -> int:
+    """The count in the proxy's last `awf-proxy: log records dropped: N` line, else 0."""
+    count = 0
+    for line in lines:
+        if line.startswith(DROPPED_LINE):
+            with contextlib.suppress(ValueError):
+                count = int(line[len(DROPPED_LINE):].strip())
+    return count
+
+
+def print_summary(logs: Path, dropped: int = 0) -> None:
     first, *rest = summary_lines(logs / "access.jsonl")
     say(f"{first} · logs: {logs}")
     for line in rest:
         say(line)
+    if dropped:
+        say(f"{dropped} log record{'s' if dropped != 1 else ''} dropped by the proxy (could "
+            "not be written: is the logs directory's disk full?); the counts above miss them")
+
+
+def write_log(logs: Path, name: str, text: str) -> None:
+    """A file of the run's own in the logs directory; a full or broken disk loses it with a
+    warning, never the run's cleanup or exit code."""
+    try:
+        (logs / name).write_text(text)
+    except OSError as exc:
+        say(f"could not write {logs / name}: {exc.strerror or exc}")
 
 
 # --- what the proxy and the command are told --------------------------------------------------
@@ -164,6 +188,7 @@ class Record:
     t0: float
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    dropped: int = 0  # log records the proxy could not write (it says so at exit)
 
     def mark(self, what: str) -> None:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
@@ -174,11 +199,12 @@ class Record:
             "id": self.run, "version": __version__, "backend": self.BACKEND, "exit_code": code,
             "awf_error": self.error, "command": list(self.cfg.command),
             "timings": self.timings, "logs": str(self.logs),
+            "log_records_dropped": self.dropped,
         }
 
 
 def write_run_json(logs: Path, doc: Mapping[str, object]) -> None:
-    (logs / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_log(logs, "run.json", json.dumps(doc, indent=1) + "\n")
     finish_logs(logs)
 
 
@@ -188,7 +214,7 @@ def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], 
     outcome = supervise(body, teardown)
     record.error = outcome.error
     write_run_json(record.logs, record.run_json(outcome.exit_code))
-    print_summary(record.logs)
+    print_summary(record.logs, record.dropped)
     return outcome.exit_code
 
 

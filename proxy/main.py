@@ -4,7 +4,7 @@ The only place in proxy/ that picks an exit code. It prints a configuration erro
 exit 2, before anything listens) and the `awf-proxy listening on` lines. While it serves, the
 proxy also reports on stderr from `server` (reloads, each decision at --log-level debug),
 `client` (an internal error on one connection) and `access_log` (its summary and dropped
-records).
+records); with --log-dir it ends with `awf-proxy: log records dropped: N` if any were.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.access_log import AccessLog
+from proxy.access_log import DROPPED_LINE, AccessLog
 from proxy.config import ProxyConfig, build_policy, parse_argv, static_answers
 from proxy.errors import ConfigError
 from proxy.policy import Policy
@@ -114,6 +114,9 @@ async def serve(
         await asyncio.to_thread(access.close)
         if dns_log is not None:
             await asyncio.to_thread(dns_log.close)
+        dropped = access.dropped + (dns_log.dropped if dns_log is not None else 0)
+        if dropped and cfg.log_dir is not None:  # for awf's summary; the log dir may be full
+            print(f"{DROPPED_LINE} {dropped}", file=sys.stderr, flush=True)
     return 0  # AccessLog.close() printed the summary on stderr when there is no --log-dir
 
 

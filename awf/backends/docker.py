@@ -449,7 +449,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.mark("ready")
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
-    (run.logs / "agent.nft").write_text(topology.agent_ruleset(
+    shared.write_log(run.logs, "agent.nft", topology.agent_ruleset(
         subnets, topology.tcp_ports(cfg.proxy.allow_ports)).render())
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
@@ -769,13 +769,15 @@ def teardown(run: Run) -> None:
             code, out = d.exec_run(n.keeper, ["python", "-m", "netfilter.cli", "dump",
                                               "--table", "awf"])
             if code == 0:
-                (run.logs / "l3-drops.json").write_text(out)
+                shared.write_log(run.logs, "l3-drops.json", out)
         except AwfError:
             pass
 
     def stop_proxy() -> None:
         if n.proxy in run.containers:
             _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
+            with contextlib.suppress(AwfError):
+                run.dropped = shared.dropped_records(d.logs(n.proxy, tail=20).splitlines())
 
     with ThreadPoolExecutor(2) as pool:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:

@@ -90,8 +90,8 @@ def _run(run: Run) -> int:
     run.proxy.launch(shared.proxy_argv(addrs, cfg, str(run.logs)))
     side, agent = _rulesets(run, link)
     _apply_both(side, agent, link.netns)
-    (run.logs / "proxy.nft").write_text(side.render())
-    (run.logs / "agent.nft").write_text(agent.render())
+    shared.write_log(run.logs, "proxy.nft", side.render())
+    shared.write_log(run.logs, "agent.nft", agent.render())
     run.mark("rules")
     run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT,
                          run.logs / "proxy.log")
@@ -226,11 +226,12 @@ def _teardown(run: Run) -> None:
     if link is not None:
         try:
             drops = nft.counters("awf", netns=link.netns)
-            (run.logs / "l3-drops.json").write_text(json.dumps(drops, indent=1) + "\n")
+            shared.write_log(run.logs, "l3-drops.json", json.dumps(drops, indent=1) + "\n")
         except AwfError:
             pass
     if run.proxy is not None:
         run.proxy.stop(3)
+        run.dropped = shared.dropped_records(run.proxy.last_lines)
     cleanup_run(run.run, link)
     shared.finish_logs(run.logs)
 

@@ -437,3 +437,24 @@ def test_cleanup_never_removes_a_live_run_without_force(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert_no_leftovers()
+
+
+def test_records_dropped_on_a_full_log_disk_are_in_the_summary(tmp_path: Path) -> None:
+    """The logs directory on a 64 KiB tmpfs: the proxy drops the decision records it cannot
+    write, and the run's summary says how many (its counts, read from the file, miss them)."""
+    need_root()
+    logs = tmp_path / "tiny"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-tmpfs", str(logs)],
+                   check=True, timeout=10)
+    try:
+        done = awf(*POLICY, "--proxy-logs-dir", str(logs), "--", "curl", "-s", "-Z",
+                   "--parallel-max", "20", "-o", "/dev/null", "http://other.test/[1-1500]",
+                   timeout=120)
+    finally:
+        subprocess.run(["umount", str(logs)], check=True, timeout=10)
+    assert done.returncode in (0, 22), done.stderr[-2000:]  # curl: 403s are not errors without -f
+    dropped = [ln for ln in done.stderr.splitlines() if "dropped by the proxy" in ln]
+    assert len(dropped) == 1, done.stderr[-2000:]
+    assert int(dropped[0].split("[awf] ", 1)[1].split()[0]) > 0
+    assert_no_leftovers()
