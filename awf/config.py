@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,7 +47,8 @@ class RunConfig:
     logs_dir: Path | None
     log_level: str
     ipv6: str  # auto | on | off
-    # the Docker backend's own (the netns backend ignores them)
+    subnet_pool: str | None = None  # netns: --subnet-pool, the IPv4 range of its /30s
+    # the Docker backend's own (with --backend netns each is exit 2: DOCKER_ONLY)
     subnet: str | None = None  # --subnet: the internal network's IPv4 /24
     subnet6: str | None = None  # --subnet6: its IPv6 /64
     volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:ro|rw], parsed by containers.agentenv
@@ -101,6 +103,8 @@ def run_parser() -> argparse.ArgumentParser:
     add("--proxy-logs-dir", metavar="DIR", help="where access.jsonl and run.json go")
     add("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     add("--ipv6", choices=("auto", "on", "off"), default="auto")
+    add("--subnet-pool", metavar="CIDR", help="netns: the IPv4 range each run's /30 is taken "
+        "from (default 10.213.0.0/16)")
     add("--subnet", metavar="CIDR", help="docker: the internal network's IPv4 /24 "
         "(default 172.30.0.0/24; a taken one falls back to 10.213.N.0/24)")
     add("--subnet6", metavar="CIDR", help="docker: its IPv6 /64 (default fd61:7766::/64)")
@@ -137,8 +141,40 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
+# flags that mean something to one backend only (their help starts with "netns:" or "docker:");
+# given with the other backend they are exit 2, never silently ignored
+NETNS_ONLY = ("subnet_pool",)
+DOCKER_ONLY = ("subnet", "subnet6", "volumes", "container_workdir", "keep_containers",
+               "agent_image", "enable_host_access", "work_dir", "env_all", "exclude_env",
+               "env_file", "tty", "memory_limit", "pids_limit", "cpus", "enable_docker")
+
+
+def _check_backend(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> None:
+    other = {"netns": ("docker", DOCKER_ONLY), "docker": ("netns", NETNS_ONLY)}
+    backend, dests = other[ns.backend]
+    for action in parser._actions:
+        if action.dest in dests and getattr(ns, action.dest) != action.default:
+            flag = "/".join(action.option_strings)
+            raise ConfigError(f"{flag}: applies to --backend {backend} only, and this run uses "
+                              f"--backend {ns.backend}; drop it")
+
+
+def _subnet_pool(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        pool = IPv4Network(text)
+    except ValueError as exc:
+        raise ConfigError(f"--subnet-pool {text!r}: not an IPv4 network ({exc})") from exc
+    if pool.prefixlen > 30:
+        raise ConfigError(f"--subnet-pool {text!r}: smaller than a /30; give a /30 or larger")
+    return str(pool)
+
+
 def parse_run(argv: Sequence[str]) -> RunConfig:
-    ns = run_parser().parse_args(list(argv))
+    parser = run_parser()
+    ns = parser.parse_args(list(argv))
+    _check_backend(parser, ns)
     command = list(ns.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -170,6 +206,7 @@ def parse_run(argv: Sequence[str]) -> RunConfig:
         logs_dir=Path(ns.proxy_logs_dir) if ns.proxy_logs_dir else None,
         log_level=ns.log_level,
         ipv6=ns.ipv6,
+        subnet_pool=_subnet_pool(ns.subnet_pool),
         subnet=ns.subnet,
         subnet6=ns.subnet6,
         volumes=tuple(ns.volumes),

@@ -76,7 +76,7 @@ def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
 
 def _run(run: Run) -> int:
     cfg = run.cfg
-    net4, net6 = netns.choose_subnet(run.run)
+    net4, net6 = netns.choose_subnet(run.run, cfg.subnet_pool or netns.POOL_V4)
     link = netns.AgentLink.for_run(run.run, net4, None if cfg.ipv6 == "off" else net6)
     run.link = link
     netns.create(link)
