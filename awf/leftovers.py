@@ -14,8 +14,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from netfilter import apply as nft
 from netfilter import netns
 from proxy.errors import AwfError
@@ -129,16 +127,14 @@ def remove(items: list[Leftover]) -> None:
         if item.kind in ("container", "network"):
             continue
         try:
-            if item.kind == "netns":
-                netns.remove_netns(item.name)
-            elif item.kind == "link":
-                netns.delete_link(item.name)
+            if item.kind in ("netns", "link"):
+                netns.remove_leftover(item.name)
             elif item.kind == "table":
                 nft.remove(item.name)
             elif item.kind == "dir":
                 shutil.rmtree(item.name, ignore_errors=True)
             unregister(item.run)
-        except (AwfError, OSError, NetlinkError) as exc:
+        except (AwfError, OSError) as exc:
             errors.append(f"{item}: {exc}")
     if errors:
         raise AwfError("could not remove: " + "; ".join(errors))

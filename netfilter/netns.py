@@ -395,6 +395,18 @@ def destroy(link_or_run: AgentLink | str) -> None:
                            f"{exc}; needs root") from exc
 
 
+def remove_leftover(name: str) -> None:
+    """Remove what `leftovers` named: the namespace /run/netns/``name`` if there is one, else
+    the host link ``name``. SandboxError if it cannot."""
+    try:
+        if not remove_netns(name):
+            delete_link(name)
+    except FileNotFoundError:
+        pass  # gone meanwhile
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot remove {name!r}: {exc}; needs root") from exc
+
+
 def leftovers(prefix: str = PREFIX) -> list[str]:
     """Names of namespaces (in ``/run/netns``) and host links starting with ``prefix``."""
     names: set[str] = set()
