@@ -280,6 +280,26 @@ def test_a_signal_in_the_first_half_second_is_128_plus_n(wan: wanmod.Wan, sig: i
     assert_no_leftovers()
 
 
+def test_records_dropped_on_a_full_log_disk_are_in_the_summary(wan: wanmod.Wan,
+                                                               tmp_path: Path) -> None:
+    """The logs directory on a 64 KiB tmpfs: the proxy container drops the records it cannot
+    write, and the run's summary says how many."""
+    logs = tmp_path / "tiny"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-tmpfs", str(logs)],
+                   check=True, timeout=10)
+    try:
+        done = awf(*POLICY, "--proxy-logs-dir", str(logs), "--", "curl", "-s", "-Z",
+                   "--parallel-max", "20", "-o", "/dev/null", "http://other.test/[1-1500]")
+    finally:
+        subprocess.run(["umount", str(logs)], check=True, timeout=10)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dropped = [ln for ln in done.stderr.splitlines() if "dropped by the proxy" in ln]
+    assert len(dropped) == 1, done.stderr[-2000:]
+    assert int(dropped[0].split("[awf] ", 1)[1].split()[0]) > 0
+    assert_no_leftovers()
+
+
 def test_agent_timeout_is_124(wan: wanmod.Wan) -> None:
     t0 = time.monotonic()
     done = awf(*POLICY, "--agent-timeout", "0.02", "--", "sleep", "60")
