@@ -421,7 +421,7 @@ class DockerDriver:
                 host_config=host_config,
                 networking_config=networking,
                 tty=spec.tty,
-                stdin_open=spec.stdin_open,
+                stdin_open=spec.stdin_open,  # the SDK adds StdinOnce (not detached)
                 **kwargs,
             )
         cid = str(made["Id"])

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol
 from proxy.errors import ConfigError
 from proxy.reasons import Reason
 
+DROPPED_LINE = "awf-proxy: log records dropped:"  # + " N", on stderr at exit (proxy.main)
 MAX_PENDING = 200_000  # records queued but not yet written; past it record() drops (counted)
 MAX_BATCH = 4096  # lines per os.write
 # queued records that wake the writer before its interval: under load it then formats a few

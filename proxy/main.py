@@ -1,9 +1,11 @@
 """`awf-proxy`: parse the flags, bind every listener, serve until SIGTERM/SIGINT, drain, exit 0.
 
 The only place in proxy/ that picks an exit code: a configuration error is one line and exit 2,
-before anything listens. (Running, the proxy also writes one-line notices on stderr: a rejected
-reload (server), the descriptor limit (server), an internal error (http_connection), the log's
-summary (access_log).)
+before anything listens. It also prints the `awf-proxy listening on` lines. While it serves, the
+proxy writes one-line notices on stderr from `server` (a reload, the descriptor limit, each
+decision at --log-level debug), `http_connection` (an internal error on one connection) and
+`access_log` (its summary); with --log-dir it ends with `awf-proxy: log records dropped: N` if
+any were.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.access_log import AccessLog
+from proxy.access_log import DROPPED_LINE, AccessLog
 from proxy.config import ProxyConfig, build_policy, parse_argv, static_answers
 from proxy.errors import ConfigError
 from proxy.policy import Policy
@@ -115,6 +117,9 @@ async def serve(
         await asyncio.to_thread(access.close)
         if dns_log is not None:
             await asyncio.to_thread(dns_log.close)
+        dropped = access.dropped + (dns_log.dropped if dns_log is not None else 0)
+        if dropped and cfg.log_dir is not None:  # for awf's summary; the log dir may be full
+            print(f"{DROPPED_LINE} {dropped}", file=sys.stderr, flush=True)
     return 0  # AccessLog.close() printed the summary on stderr when there is no --log-dir
 
 

@@ -89,9 +89,13 @@ class Prepared:
     share_home: tuple[str, ...] = ()  # --share-home, resolved and checked
     attach: tuple[str, ...] = ()  # --topology-attach networks, checked (the proxy joins them)
     attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
+    stdin: bool = False  # our stdin goes to the command: -t, or piped (as on the netns backend)
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
+    terminal = os.isatty(0)
+    if cfg.tty and not terminal:
+        raise ConfigError("-t: stdin is not a terminal; drop -t to pipe input to the command")
     volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in cfg.volumes)
     for spec, v in zip(cfg.volumes, volumes, strict=True):
         store = hostview.secret_store(v.source) or hostview.secret_store(v.target)
@@ -125,7 +129,8 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ), _share_home(cfg, environ))
+                    workspace(environ), _share_home(cfg, environ),
+                    stdin=cfg.tty or not terminal)
 
 
 def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
@@ -258,11 +263,15 @@ def run_docker(cfg: RunConfig) -> int:
         prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
-    run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
-              driver=driver, names=topology.Names(run_id))
-    run.timings.update(early)
-    run.api = api
-    lease = _take_lease(work)
+    try:
+        run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work,
+                  t0=t0, driver=driver, names=topology.Names(run_id))
+        run.timings.update(early)
+        run.api = api
+        lease = _take_lease(work)
+    except BaseException:  # an AwfError, or a signal (awf.signals) before the run began
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
     def finish(interrupted: bool) -> None:
         run.interrupted = interrupted
@@ -538,7 +547,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.mark("ready")
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
-    (run.logs / "agent.nft").write_text(topology.agent_ruleset(
+    shared.write_log(run.logs, "agent.nft", topology.agent_ruleset(
         subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
         run.api_ports).render())
     api_name = api.wait() if api is not None else None
@@ -549,10 +558,12 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.driver.create_container(agent_spec)
     run.containers.append(agent_spec.name)
     run.agent = agent_spec.name
-    sock = run.driver.attach(agent_spec.name, stdin=cfg.tty)
+    sock = run.driver.attach(agent_spec.name, stdin=prepared.stdin)
     run.output = threading.Thread(target=_pump, args=(run.driver, sock, cfg.tty),
                                   name="agent-output", daemon=True)
     run.output.start()
+    if prepared.stdin and not cfg.tty:
+        _forward_input(run, sock)
     with _terminal(run, sock) if cfg.tty else contextlib.nullcontext(lambda: None) as started:
         run.driver.start(agent_spec.name)
         unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
@@ -637,24 +648,35 @@ def _terminal(run: Run, sock: object) -> Iterator[Callable[[], None]]:
         except (OSError, AwfError):
             pass
 
-    def forward() -> None:
-        try:
-            while data := os.read(fd, 4096):
-                run.driver.send(sock, data)
-            run.driver.send(sock, b"")
-        except OSError:
-            pass
-
     if saved is not None:
         tty.setraw(fd)
     old = signal.signal(signal.SIGWINCH, resize)
-    threading.Thread(target=forward, name="agent-input", daemon=True).start()
+    _forward_input(run, sock)
     try:
         yield resize  # called once the container runs
     finally:
         signal.signal(signal.SIGWINCH, old)
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _forward_input(run: Run, sock: object) -> None:
+    """Our stdin to the command's, then EOF (the container is created with StdinOnce, so the
+    half-close closes the command's stdin)."""
+    fd = 0
+
+    def forward() -> None:
+        try:
+            while data := os.read(fd, 65536):
+                run.driver.send(sock, data)
+        except OSError:
+            pass
+        try:
+            run.driver.send(sock, b"")
+        except OSError:
+            pass
+
+    threading.Thread(target=forward, name="agent-input", daemon=True).start()
 
 
 AGENT_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "SETPCAP", "KILL",
@@ -843,7 +865,7 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         security_opt=("no-new-privileges", "apparmor=unconfined",
                       "seccomp=" + seccomp.stage1_json()),
         read_only=True, user="0:0", limits=agent_limits(cfg), shm_size=64 * MiB,
-        tty=cfg.tty, stdin_open=cfg.tty,
+        tty=cfg.tty, stdin_open=prepared.stdin,
     )
 
 
@@ -958,7 +980,7 @@ def teardown(run: Run) -> None:
             code, out = d.exec_run(n.keeper, ["python", "-m", "netfilter.cli", "dump",
                                               "--table", "awf"])
             if code == 0:
-                (run.logs / "l3-drops.json").write_text(out)
+                shared.write_log(run.logs, "l3-drops.json", out)
         except AwfError:
             pass
 
@@ -967,6 +989,8 @@ def teardown(run: Run) -> None:
             _stop(d, n.api, 3)  # the API sidecar first: it flushes api-proxy.jsonl
         if n.proxy in run.containers:
             _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
+            with contextlib.suppress(AwfError):
+                run.dropped = shared.dropped_records(d.logs(n.proxy, tail=20).splitlines())
 
     with ThreadPoolExecutor(2) as pool:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
