@@ -80,7 +80,7 @@ def plan_for(ctx: ConnectionContext, host: str) -> str:
 
 def start_bump(ctx: ConnectionContext, owner: Registered, transport: asyncio.Transport,
                host: str, port: int, *, peer: str, mode: str, method: str, reply: bytes,
-               first: bytes, started: float) -> None:
+               first: bytes, started: float, extra: dict[str, object] | None = None) -> None:
     """The one entry from CONNECT (`reply` is the 200) and from intercepted TLS (`reply`
     empty): bump the connection, or refuse a restricted host that cannot be bumped. The
     caller paused reading and gives up the transport."""
@@ -92,6 +92,7 @@ def start_bump(ctx: ConnectionContext, owner: Registered, transport: asyncio.Tra
         refusal = "the host is restricted by --allow-urls, and only a bumped connection shows URLs"
     else:
         record = decision_record(started, peer, mode, method, host, port, None, None, status)
+        record.update(extra or {})
         try:
             conn = BumpedConnection(ctx, bumper, rules, peer=peer, mode=mode, host=host,
                                     port=port, record=record, started=started)
@@ -101,6 +102,7 @@ def start_bump(ctx: ConnectionContext, owner: Registered, transport: asyncio.Tra
         reason = Reason.URL_NOT_ALLOWED
         rec = decision_record(started, peer, mode, method, host, port, None, reason,
                               reason.status if reply else NO_ANSWER)
+        rec.update(extra or {})
         rec["note"] = refusal
         ctx.log_record(rec)
         if reply and not transport.is_closing():
