@@ -378,3 +378,39 @@ def test_help_lists_the_bump_flags() -> None:
     for flag in ("--ssl-bump", "--ca-cert", "--ca-key", "--make-ca", "--allow-urls",
                  "--allow-urls-file", "--ssl-bump-exclude", "--extra-ca-certs"):
         assert flag in out
+
+
+# -- without --ssl-bump: http:// patterns, and restricted hosts never tunnelled -----------------
+
+
+async def test_plain_http_patterns_and_no_tunnel_to_a_restricted_host(tmp_path: Path) -> None:
+    async with http_origin() as o, running_proxy(
+        "--allow-domains", "origin.test", "--allow-urls", "GET http://api.origin.test/small",
+        "--resolve", "origin.test=127.0.0.1", "--resolve", "api.origin.test=127.0.0.1",
+        "--allow-range", "127.0.0.1/32", "--allow-ports", str(o.port),
+    ) as proxy:
+        async def ask(head: str) -> bytes:
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(head.encode())
+            line = await reader.readuntil(b"\r\n\r\n")
+            writer.close()
+            return line
+
+        url = f"http://api.origin.test:{o.port}"
+        assert (await ask(f"GET {url}/small HTTP/1.1\r\nHost: api.origin.test:{o.port}\r\n\r\n")
+                ).startswith(b"HTTP/1.1 200")
+        got = await ask(f"GET {url}/x/../bytes/1 HTTP/1.1\r\nHost: api.origin.test:{o.port}"
+                        "\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 403")
+        assert b"url_not_allowed" in got
+        got = await ask(f"POST {url}/small HTTP/1.1\r\nHost: api.origin.test:{o.port}\r\n"
+                        "Content-Length: 0\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 403")
+        # origin.test allows the subdomain over https too, but only bumping shows the URL
+        got = await ask(f"CONNECT api.origin.test:{o.port} HTTP/1.1\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 403")
+        assert b"url_not_allowed" in got
+        # an unrestricted host is unaffected
+        got = await ask(f"CONNECT origin.test:{o.port} HTTP/1.1\r\n\r\n")
+        assert got.startswith(b"HTTP/1.1 200")
+    assert [s[":path"] for s in o.seen] == ["/small"]
