@@ -523,9 +523,10 @@ class BumpedConnection(asyncio.Protocol):
             else:
                 self._abort()
             return None
-        except BaseException:
+        except BaseException:  # the client left (cancelled), or a bug: logged, then re-raised
             if conn is not None:
                 conn[1].close()
+            self._log(method, url, Reason.CONNECT_FAILED, 502, started, up_bytes, down_bytes)
             raise
 
     async def _refuse(self, exc: RequestError, method: bytes, url: str | None,

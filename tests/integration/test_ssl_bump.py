@@ -414,3 +414,17 @@ async def test_plain_http_patterns_and_no_tunnel_to_a_restricted_host(tmp_path: 
         got = await ask(f"CONNECT origin.test:{o.port} HTTP/1.1\r\n\r\n")
         assert got.startswith(b"HTTP/1.1 200")
     assert [s[":path"] for s in o.seen] == ["/small"]
+
+
+async def test_a_silent_client_is_closed_after_the_handshake_timeout(
+        bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
+    proxy, _, log = bumped
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(f"CONNECT origin.test:{origin.port} HTTP/1.1\r\n\r\n".encode())
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    async with asyncio.timeout(15):
+        assert await reader.read() == b""  # closed by the proxy after 10 s
+    writer.close()
+    recs = await wait_for(log, lambda r: r.get("reason") == "head_timeout")
+    rec = next(r for r in recs if r.get("reason") == "head_timeout")
+    assert (rec["method"], rec["tls"], rec["status"]) == ("CONNECT", "bumped", 0)
