@@ -104,7 +104,7 @@ class Entry(NamedTuple):
 
 FAILED_AFTER_ALLOW = frozenset({
     Reason.DNS_FAILURE, Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT,
-    Reason.RESPONSE_TIMEOUT, Reason.BAD_RESPONSE,
+    Reason.RESPONSE_TIMEOUT, Reason.BAD_RESPONSE, Reason.UPSTREAM_TLS_FAILED,
 })
 """Reasons that end a request the policy allowed: logged `decision: allow` with the reason."""
 

@@ -21,8 +21,9 @@ from proxy.addr import IPAddress
 from proxy.errors import ConfigError
 from proxy.hostsfile import DEFAULT as DEFAULT_HOSTS
 from proxy.hostsfile import load_hosts
-from proxy.policy import Policy, parse_domain_list, parse_ports
+from proxy.policy import Policy, Scheme, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
+from proxy.urlrules import UrlRules, parse_url_list
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{8,512}=*")
@@ -56,6 +57,15 @@ class ProxyConfig:
     dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     healthz_token: str | None = None
+    # SSL bump and --allow-urls (ARCHITECTURE §8, docs/proxy.md §11)
+    ssl_bump: bool = False
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    make_ca: Path | None = None
+    allow_urls: tuple[str, ...] = ()
+    allow_urls_file: tuple[Path, ...] = ()
+    ssl_bump_exclude: tuple[str, ...] = ()
+    extra_ca_certs: Path | None = None
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -85,6 +95,14 @@ _KEYS: dict[str, tuple[str, str]] = {
     "dns_max_name_length": ("--dns-max-name-length", "count"),
     "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
     "healthz_token": ("--healthz-token", "token"),
+    "ssl_bump": ("--ssl-bump", "switch"),
+    "ca_cert": ("--ca-cert", "path"),
+    "ca_key": ("--ca-key", "path"),
+    "make_ca": ("--make-ca", "path"),
+    "allow_urls": ("--allow-urls", "urls"),
+    "allow_urls_file": ("--allow-urls-file", "paths"),
+    "ssl_bump_exclude": ("--ssl-bump-exclude", "domains"),
+    "extra_ca_certs": ("--extra-ca-certs", "path"),
 }
 
 
@@ -143,6 +161,25 @@ def _parser() -> _Parser:
         help="GET /healthz on an explicit listener answers loopback clients, and with this "
         "flag any client sending 'Authorization: Bearer TOKEN'; any other client gets 403 "
         "self_connection")
+    add("--ssl-bump", action="store_const", const=True, default=None,
+        help="terminate TLS to every allowed HTTPS host (but --ssl-bump-exclude) with a leaf "
+        "signed by --ca-cert/--ca-key, and check each inner request against --allow-urls")
+    add("--ca-cert", metavar="PATH", help="the bump CA's certificate (PEM; see --make-ca)")
+    add("--ca-key", metavar="PATH", help="the bump CA's key (PEM; mode 0600 or stricter)")
+    add("--make-ca", metavar="DIR",
+        help="write DIR/ca.pem and DIR/ca-key.pem, a CA name-constrained to --allow-domains and "
+        "the --allow-urls hosts, then exit 0")
+    add("--allow-urls", action="append", metavar="LIST",
+        help="comma-separated URL patterns, e.g. 'https://api.example.com/v1/*' or "
+        "'GET|HEAD https://example.com/x'; a host named by a pattern is allowed only for "
+        "matching URLs (https patterns need --ssl-bump)")
+    add("--allow-urls-file", action="append", metavar="PATH",
+        help="URL patterns, one per line or comma-separated; '#' starts a comment")
+    add("--ssl-bump-exclude", action="append", metavar="LIST",
+        help="hosts that keep an opaque tunnel under --ssl-bump (pinned or mTLS clients); a "
+        "host restricted by --allow-urls cannot be excluded")
+    add("--extra-ca-certs", metavar="PATH",
+        help="PEM bundle trusted for upstream TLS under --ssl-bump, besides the system store")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -218,6 +255,13 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
                 raise ConfigError(f"{flag}: expected text, got {v!r}")
             entries.extend(parse_domain_list(v))
         return tuple(entries)
+    if kind == "urls":
+        patterns: list[str] = []
+        for v in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(v, str):
+                raise ConfigError(f"{flag}: expected text, got {v!r}")
+            patterns.extend(parse_url_list(v))
+        return tuple(patterns)
     if kind == "paths":
         return tuple(Path(s) for s in _items(flag, raw) if s)
     if kind == "ports":
@@ -239,6 +283,13 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
     if kind == "dns":
         return parse_dns_servers(",".join(_items(flag, raw)))
     one = raw[-1] if isinstance(raw, list) else raw
+    if kind == "switch":
+        if isinstance(one, bool):
+            return one
+        text = str(one).lower()
+        if text not in ("true", "false", "yes", "no", "1", "0"):
+            raise ConfigError(f"{flag}: {one!r} is not true or false")
+        return text in ("true", "yes", "1")
     if kind == "hosts":
         return Path(str(one)) if str(one) else None
     if kind == "path":
@@ -311,7 +362,11 @@ def read_lists(paths: Iterable[Path], flag: str) -> list[str]:
 
 
 def build_policy(cfg: ProxyConfig) -> Policy:
-    """The frozen Policy of a config, with the entries of its files; ConfigError if invalid."""
+    """The frozen Policy of a config, with the entries of its files; ConfigError if invalid.
+    With --allow-urls, it is the URL rules' policy: each pattern allows its own host."""
+    rules = build_rules(cfg)
+    if rules is not None:
+        return rules.policy
     allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
     block = [*cfg.block_domains, *read_lists(cfg.block_domains_file, "--block-domains-file")]
     return Policy.build(
@@ -320,6 +375,63 @@ def build_policy(cfg: ProxyConfig) -> Policy:
         allow_ports=cfg.allow_ports,
         allow_ranges=cfg.allow_range,
     )
+
+
+def read_url_lists(paths: Iterable[Path]) -> list[str]:
+    patterns: list[str] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--allow-urls-file: cannot read {str(path)!r}: "
+                              f"{exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--allow-urls-file: {str(path)!r} is not UTF-8 text") from exc
+        patterns.extend(parse_url_list(text))
+    return patterns
+
+
+def build_rules(cfg: ProxyConfig) -> UrlRules | None:
+    """The --allow-urls rules (None without any pattern), checked against the bump flags:
+    an https pattern needs --ssl-bump, and a restricted host cannot be excluded from bumping."""
+    patterns = [*cfg.allow_urls, *read_url_lists(cfg.allow_urls_file)]
+    if not patterns and not cfg.ssl_bump:
+        return None
+    allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
+    block = [*cfg.block_domains, *read_lists(cfg.block_domains_file, "--block-domains-file")]
+    rules = UrlRules.build(patterns, allow_domains=allow, block_domains=block,
+                           allow_ports=cfg.allow_ports, allow_ranges=cfg.allow_range)
+    https = [r.text for r in rules.rules if r.scheme == "https"]
+    if https and not cfg.ssl_bump and cfg.make_ca is None:
+        raise ConfigError(f"--allow-urls: {https[0]!r} is an https pattern, which needs "
+                          "--ssl-bump (with --ca-cert and --ca-key) to see the URL")
+    if cfg.ssl_bump_exclude:
+        excluded = Policy.build(allow_domains=list(cfg.ssl_bump_exclude))
+        for r in rules.rules:
+            probe = r.host.replace("*", "x")
+            if excluded.decide(probe, 443, Scheme.HTTPS).allowed or any(
+                    rules.restricts(e.split("://")[-1].replace("*", "x"))
+                    for e in cfg.ssl_bump_exclude):
+                raise ConfigError(f"--ssl-bump-exclude: a host restricted by --allow-urls "
+                                  f"({r.text!r}) cannot be excluded from bumping; remove it "
+                                  "from --ssl-bump-exclude")
+    return rules
+
+
+def check_bump_flags(cfg: ProxyConfig) -> None:
+    """--ssl-bump needs --ca-cert and --ca-key; they, --ssl-bump-exclude and --extra-ca-certs
+    mean nothing without it."""
+    if cfg.make_ca is not None:
+        return
+    if cfg.ssl_bump and (cfg.ca_cert is None or cfg.ca_key is None):
+        raise ConfigError("--ssl-bump needs --ca-cert PATH and --ca-key PATH (make them with "
+                          "awf-proxy --make-ca DIR)")
+    if not cfg.ssl_bump:
+        for key, flag in (("ca_cert", "--ca-cert"), ("ca_key", "--ca-key"),
+                          ("ssl_bump_exclude", "--ssl-bump-exclude"),
+                          ("extra_ca_certs", "--extra-ca-certs")):
+            if getattr(cfg, key):
+                raise ConfigError(f"{flag} needs --ssl-bump")
 
 
 def static_answers(cfg: ProxyConfig) -> dict[str, tuple[IPAddress, ...]]:

@@ -17,12 +17,19 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from proxy import __version__
 from proxy.access_log import AccessLog, Entry
 from proxy.addr import IPAddress, embedded_ipv4
-from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
+from proxy.config import (
+    ProxyConfig,
+    build_policy,
+    build_rules,
+    format_endpoint,
+    merge,
+    static_answers,
+)
 from proxy.context import Limits, Registered
 from proxy.dialer import dial
 from proxy.errors import ConfigError, DeniedAddress, SelfConnection
@@ -32,6 +39,10 @@ from proxy.policy import Decision, Policy
 from proxy.resolver import Resolver
 from proxy.tunnel import TunnelSide
 from proxy.upstream import Pool
+from proxy.urlrules import UrlRules
+
+if TYPE_CHECKING:
+    from proxy.bump_setup import Bumper
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -69,9 +80,13 @@ class ProxyServer:
         log: AccessLog,
         *,
         local: frozenset[IPAddress] | None = None,
+        urlrules: UrlRules | None = None,
+        bumper: Bumper | None = None,
     ) -> None:
         self.cfg = cfg
-        self.policy = policy
+        self.policy = policy if urlrules is None else urlrules.policy
+        self.urlrules = urlrules
+        self.bumper = bumper
         self.resolver = resolver
         self.log = log
         self.limits = Limits(head_timeout=cfg.head_timeout,
@@ -243,14 +258,18 @@ class ProxyServer:
         """SIGHUP: re-read the config file and list files; keep the old policy if invalid."""
         try:
             cfg = merge(self.cfg.flags, self.cfg.config)
-            policy = build_policy(cfg)
+            rules = build_rules(cfg)
+            policy = rules.policy if rules is not None else build_policy(cfg)
             static = static_answers(cfg)
         except ConfigError as exc:
             print(f"awf-proxy: reload rejected: {exc}; the previous policy stays in force",
                   file=sys.stderr, flush=True)
             return
         self.policy = policy
+        self.urlrules = rules
         self.pool.clear()
+        if self.bumper is not None:
+            self.bumper.clear()
         if static != self.resolver.static:  # --resolve or the hosts file changed
             self.resolver = Resolver(static=static, servers=self.cfg.dns_servers)
         else:
@@ -270,6 +289,8 @@ class ProxyServer:
         while True:
             await asyncio.sleep(period)
             self.pool.sweep()
+            if self.bumper is not None:
+                self.bumper.sweep()
             for conn in list(self.connections):
                 if isinstance(conn, TunnelSide):
                     peer = conn.peer
@@ -291,6 +312,8 @@ class ProxyServer:
         for conn in list(self.connections):
             conn.drain()
         self.pool.clear()
+        if self.bumper is not None:
+            self.bumper.clear()
         if self.connections:
             self._idle.clear()
             try:
