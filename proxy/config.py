@@ -21,6 +21,7 @@ from proxy.addr import IPAddress
 from proxy.errors import ConfigError
 from proxy.hostsfile import DEFAULT as DEFAULT_HOSTS
 from proxy.hostsfile import load_hosts
+from proxy.parent import Parent, parse_parent_url
 from proxy.policy import Policy, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
 
@@ -56,8 +57,10 @@ class ProxyConfig:
     dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     healthz_token: str | None = None
-    # the flags as given, kept so that SIGHUP can merge them again over a re-read file
-    flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    upstream_proxy: Parent | None = None  # --upstream-proxy: a parent proxy after our policy
+    # the flags as given, kept so that SIGHUP can merge them again over a re-read file (not in
+    # the repr: --upstream-proxy's URL may hold a password)
+    flags: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 # key -> (flag, repeatable list?, kind)
@@ -85,6 +88,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "dns_max_name_length": ("--dns-max-name-length", "count"),
     "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
     "healthz_token": ("--healthz-token", "token"),
+    "upstream_proxy": ("--upstream-proxy", "parent"),
 }
 
 
@@ -143,6 +147,10 @@ def _parser() -> _Parser:
         help="GET /healthz on an explicit listener answers loopback clients, and with this "
         "flag any client sending 'Authorization: Bearer TOKEN'; any other client gets 403 "
         "self_connection")
+    add("--upstream-proxy", metavar="URL",
+        help="send every allowed connection through this parent proxy, "
+        "http://[user:pass@]host:port, after this proxy's own policy (CONNECT for tunnels, "
+        "absolute-URI requests for plain HTTP)")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -266,6 +274,8 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
         if level not in LOG_LEVELS:
             raise ConfigError(f"{flag}: {one!r} is not one of {'|'.join(LOG_LEVELS)}")
         return level
+    if kind == "parent":
+        return parse_parent_url(str(one))
     if kind == "token":
         token = str(one)
         if _TOKEN_RE.fullmatch(token) is None:
