@@ -1,9 +1,10 @@
 """A tiny parent proxy for `--upstream-proxy` tests: CONNECT and absolute-URI requests.
 
-Every name leads to 127.0.0.1 (the tests' origins). It counts what reached it, keeps the request
-heads it got, may require `Proxy-Authorization` (407 without it) or refuse everything with a
-fixed status. An absolute-URI request is rewritten to origin form and the connection then just
-relays bytes (one request per connection is all the tests need; keep-alive works as a relay).
+Every name leads to `target` (127.0.0.1: the tests' origins; the wan's address end to end).
+It counts what reached it, keeps the request heads it got, may require `Proxy-Authorization`
+(407 without it) or refuse everything with a fixed status. An absolute-URI request is rewritten
+to origin form and the connection then just relays bytes (one request per connection is all
+the tests need; keep-alive works as a relay).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Parent:
     credentials: tuple[str, str] | None = None  # required user, password
     refuse: int | None = None  # answer every request with this status
     silent: bool = False  # accept, then never answer
+    target: str = "127.0.0.1"  # where every name leads
 
     @property
     def count(self) -> int:
@@ -86,7 +88,7 @@ async def _serve(p: Parent, reader: asyncio.StreamReader, writer: asyncio.Stream
                  if not ln.lower().startswith(b"proxy-authorization:")]
         rest = b"\r\n".join([b"%s /%s %s" % (method, path, version), *lines])
     try:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", port)
+        up_r, up_w = await asyncio.open_connection(p.target, port)
     except OSError:
         writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
         writer.close()
