@@ -270,6 +270,7 @@ class ProxyServer:
         loop = self.loop
         timeout = self.cfg.connect_timeout
         began = loop.time()
+        shown_host = f"[{parent.host}]" if ":" in parent.host else parent.host
         wanted = factory()
         plain = isinstance(wanted, Upstream)
         if plain:
@@ -277,7 +278,7 @@ class ProxyServer:
         try:
             t, proto = await dial(loop, self._parent_addresses, parent.port,
                                   (lambda: wanted) if plain else handshake_factory,
-                                  timeout=timeout, name=f"the parent proxy {parent.host}")
+                                  timeout=timeout, name=f"the parent proxy {shown_host}")
         except ConnectTimeout as exc:
             raise ParentTimeout(str(exc)) from None
         except ConnectFailed as exc:
