@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from proxy.config import parse_argv
@@ -75,3 +77,10 @@ def test_parse_answer() -> None:
         parse_answer(b"SSH-2.0-OpenSSH\r\n\r\n")
     with pytest.raises(ParentFailed):
         parse_answer(b"x" * 20_000)
+
+
+def test_config_file_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text('{"upstream-proxy": "http://u:pw@10.0.0.5:3128"}')
+    cfg = parse_argv(["--config", str(path)])
+    assert cfg.upstream_proxy == Parent("10.0.0.5", 3128, b"Basic dTpwdw==")
