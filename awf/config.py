@@ -31,7 +31,11 @@ POLICY_FLAGS: dict[str, str] = {
     "allow_range": "--allow-range",
     "resolve": "--resolve",
     "dns_servers": "--dns-servers",
+    "upstream_proxy": "--upstream-proxy",
 }
+
+# the host's proxy variables: awf never uses them on its own (one note says so)
+HOST_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 API_PROVIDERS = ("copilot", "openai", "anthropic", "gemini")
@@ -114,6 +118,10 @@ def run_parser() -> argparse.ArgumentParser:
     add("--allow-range", action="append", metavar="CIDR")
     add("--resolve", action="append", metavar="NAME=IP")
     add("--dns-servers", metavar="LIST")
+    add("--upstream-proxy", metavar="URL",
+        help="send every allowed connection through this parent proxy, "
+        "http://[user:pass@]host:port, after awf's own policy (HTTPS_PROXY/HTTP_PROXY are "
+        "never used on their own)")
     add("-e", "--env", action="append", metavar="KEY[=VALUE]", default=[],
         help="set a variable for the command (KEY alone takes the caller's value)")
     add("--no-proxy-env", action="store_true",
@@ -250,6 +258,10 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
     if not command and not ns.print_config:
         raise ConfigError("no command given: awf run [options] -- COMMAND [ARG...]")
     flags = {k: getattr(ns, k) for k in POLICY_FLAGS if getattr(ns, k) is not None}
+    if ns.upstream_proxy is None and any(os.environ.get(v) for v in HOST_PROXY_VARS):
+        layered.notes.append("HTTPS_PROXY/HTTP_PROXY are set here, but awf does not use them: "
+                             "the proxy connects directly; to go through that proxy, pass "
+                             "--upstream-proxy http://[user:pass@]host:port")
     proxy_cfg = merge(flags, None)
     policy = build_policy(proxy_cfg)  # exactly the proxy's validation
     proxy_args: list[str] = []
@@ -264,6 +276,10 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             timeout = -1
         if not timeout > 0:
             raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
+    if ns.backend == "docker" and proxy_cfg.upstream_proxy is not None:
+        # the proxy container's egress rules do not admit the parent yet (docs/config.md)
+        raise ConfigError("--upstream-proxy works with --backend netns only for now: the Docker "
+                          "proxy container's egress rules do not let it reach a parent proxy")
     return RunConfig(
         command=tuple(command),
         backend=ns.backend,

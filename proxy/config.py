@@ -21,6 +21,7 @@ from proxy.addr import IPAddress
 from proxy.errors import ConfigError
 from proxy.hostsfile import DEFAULT as DEFAULT_HOSTS
 from proxy.hostsfile import load_hosts
+from proxy.parent import Parent, parse_parent_url
 from proxy.policy import Policy, Scheme, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
 from proxy.urlrules import UrlRules, parse_url_list
@@ -66,8 +67,10 @@ class ProxyConfig:
     allow_urls_file: tuple[Path, ...] = ()
     ssl_bump_exclude: tuple[str, ...] = ()
     extra_ca_certs: Path | None = None
-    # the flags as given, kept so that SIGHUP can merge them again over a re-read file
-    flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    upstream_proxy: Parent | None = None  # --upstream-proxy: a parent proxy after our policy
+    # the flags as given, kept so that SIGHUP can merge them again over a re-read file (not in
+    # the repr: --upstream-proxy's URL may hold a password)
+    flags: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 # key -> (flag, repeatable list?, kind)
@@ -103,6 +106,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "allow_urls_file": ("--allow-urls-file", "paths"),
     "ssl_bump_exclude": ("--ssl-bump-exclude", "domains"),
     "extra_ca_certs": ("--extra-ca-certs", "path"),
+    "upstream_proxy": ("--upstream-proxy", "parent"),
 }
 
 
@@ -180,6 +184,10 @@ def _parser() -> _Parser:
         "host restricted by --allow-urls cannot be excluded")
     add("--extra-ca-certs", metavar="PATH",
         help="PEM bundle trusted for upstream TLS under --ssl-bump, besides the system store")
+    add("--upstream-proxy", metavar="URL",
+        help="send every allowed connection through this parent proxy, "
+        "http://[user:pass@]host:port, after this proxy's own policy (CONNECT for tunnels, "
+        "absolute-URI requests for plain HTTP)")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -317,6 +325,8 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
         if level not in LOG_LEVELS:
             raise ConfigError(f"{flag}: {one!r} is not one of {'|'.join(LOG_LEVELS)}")
         return level
+    if kind == "parent":
+        return parse_parent_url(str(one))
     if kind == "token":
         token = str(one)
         if _TOKEN_RE.fullmatch(token) is None:

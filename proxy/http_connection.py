@@ -32,6 +32,7 @@ from proxy.errors import HeadTimeout, RequestError, ResponseTimeout, SelfConnect
 from proxy.exchange import Exchange
 from proxy.flowcontrol import tune
 from proxy.http1 import BodyFramer, HeadParser, RequestHead, error_response
+from proxy.parent import ParentFailed, ParentTimeout
 from proxy.policy import Decision
 from proxy.reasons import Reason
 from proxy.routing import Kind, health_allowed, route
@@ -449,9 +450,10 @@ class HttpConnection(asyncio.Protocol):
             return
         reason = exc.reason
         m = method.decode("latin-1") if method is not None else "-"
-        self._ctx.log_record(
-            self._record(m, host, port, url, reason, exc.status, started or time.time())
-        )
+        rec = self._record(m, host, port, url, reason, exc.status, started or time.time())
+        if isinstance(exc, (ParentFailed, ParentTimeout)):  # --upstream-proxy: what it said
+            rec["note"] = str(exc)
+        self._ctx.log_record(rec)
         where = f"{host}:{port}" if host else ""
         line = f"awf-proxy: {where + ' ' if where else ''}{reason}: {exc}"
         if host and exc.status == 403:

@@ -32,13 +32,21 @@ from proxy.config import (
 )
 from proxy.context import Limits, Registered
 from proxy.dialer import dial
-from proxy.errors import ConfigError, DeniedAddress, SelfConnection
+from proxy.errors import (
+    ConfigError,
+    ConnectFailed,
+    ConnectTimeout,
+    DeniedAddress,
+    DnsFailure,
+    SelfConnection,
+)
 from proxy.http_connection import HttpConnection
 from proxy.localaddrs import local_addresses
+from proxy.parent import ParentFailed, ParentTimeout, handshake, handshake_factory
 from proxy.policy import Decision, Policy
 from proxy.resolver import Resolver
 from proxy.tunnel import TunnelSide
-from proxy.upstream import Pool
+from proxy.upstream import Pool, Upstream
 from proxy.urlrules import UrlRules
 
 if TYPE_CHECKING:
@@ -101,6 +109,7 @@ class ProxyServer:
         self._self_exact: set[tuple[IPAddress, int]] = set()
         self._self_ports: set[int] = set()
         self._debug = cfg.log_level == "debug"
+        self._parent_addresses: tuple[IPAddress, ...] = ()  # --upstream-proxy's, from start()
         self._idle = asyncio.Event()
         self.draining = False
         # admission also keeps within RLIMIT_NOFILE: each connection may hold two descriptors
@@ -121,6 +130,7 @@ class ProxyServer:
             ("--listen", ep, lambda: HttpConnection(self)) for ep in self.cfg.listen
         ]
         wanted.extend(extra)
+        await self.resolve_parent()
         for flag, (host, port), factory in wanted:
             try:
                 srv = await loop.create_server(
@@ -138,6 +148,22 @@ class ProxyServer:
                 self.endpoints.append(format_endpoint(bound[0], bound[1]))
                 self.add_self(bound[0], bound[1])
         self._fd_floor = open_descriptors() + FD_RESERVE
+
+    async def resolve_parent(self) -> None:
+        """Resolve --upstream-proxy's host once, at start; ConfigError if it has no address.
+        The parent is the operator's configuration: no allowlist or §4 check applies to it."""
+        parent = self.cfg.upstream_proxy
+        if parent is None:
+            return
+        try:
+            self._parent_addresses = (ipaddress.ip_address(parent.host),)
+            return
+        except ValueError:
+            pass
+        try:
+            self._parent_addresses = await self.resolver.resolve(parent.host)
+        except DnsFailure as exc:
+            raise ConfigError(f"--upstream-proxy: {exc}") from None
 
     def add_self(self, host: str, port: int) -> None:
         """Mark (host, port) as one of ours, for `self_connection`."""
@@ -226,11 +252,21 @@ class ProxyServer:
             if self.is_self(decision.address, port):
                 raise SelfConnection(f"{decision.host}:{port} is this proxy")
             return (decision.address,)
-        addresses = await self.resolver.resolve(decision.host)
+        parent = self.cfg.upstream_proxy is not None
+        try:
+            addresses = await self.resolver.resolve(decision.host)
+        except DnsFailure:
+            if parent:  # the parent resolves names; ours cannot here (docs/decisions.md)
+                return ()
+            raise
         if any(self.is_self(ip, port) for ip in addresses):
             raise SelfConnection(f"{decision.host}:{port} resolves to this proxy")
         policy = self.policy
         checked = tuple(ip for ip in addresses if policy.address_allowed(ip))
+        if parent and len(checked) < len(addresses):
+            # the parent dials whichever address it resolves: one denied answer is enough
+            denied = ", ".join(str(ip) for ip in addresses if ip not in checked)
+            raise DeniedAddress(f"{decision.host} resolves to denied addresses ({denied})")
         if not checked:
             shown = ", ".join(str(ip) for ip in addresses)
             raise DeniedAddress(f"{decision.host} resolves only to denied addresses ({shown})")
@@ -239,8 +275,42 @@ class ProxyServer:
     async def dial(
         self, addresses: Sequence[IPAddress], port: int, factory: Callable[[], P], name: str
     ) -> tuple[asyncio.Transport, P]:
-        return await dial(self.loop, addresses, port, factory, timeout=self.cfg.connect_timeout,
-                          name=name)
+        """Connect to the origin, or with --upstream-proxy through the parent: an `Upstream`
+        (plain HTTP) is a connection to the parent that sends absolute-URI requests; anything
+        else is a tunnel the parent opened with CONNECT name:port."""
+        parent = self.cfg.upstream_proxy
+        if parent is None:
+            return await dial(self.loop, addresses, port, factory,
+                              timeout=self.cfg.connect_timeout, name=name)
+        loop = self.loop
+        timeout = self.cfg.connect_timeout
+        began = loop.time()
+        shown_host = f"[{parent.host}]" if ":" in parent.host else parent.host
+        wanted = factory()
+        plain = isinstance(wanted, Upstream)
+        if plain:
+            cast(Upstream, wanted).parent = parent  # Exchange.begin sends absolute-URI heads
+        try:
+            t, proto = await dial(loop, self._parent_addresses, parent.port,
+                                  (lambda: wanted) if plain else handshake_factory,
+                                  timeout=timeout, name=f"the parent proxy {shown_host}")
+        except ConnectTimeout as exc:
+            raise ParentTimeout(str(exc)) from None
+        except ConnectFailed as exc:
+            raise ParentFailed(str(exc)) from None
+        if plain:
+            return t, wanted
+        try:
+            async with asyncio.timeout(max(0.0, timeout - (loop.time() - began))):
+                await handshake(t, proto, parent, name, port, wanted)
+        except TimeoutError:
+            t.abort()
+            raise ParentTimeout(f"the parent proxy {parent.shown} did not answer CONNECT "
+                                f"within {timeout:g} s") from None
+        except BaseException:
+            t.abort()
+            raise
+        return t, wanted
 
     # -- health, reload, upkeep ----------------------------------------------------------
 
