@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import ip_address, ip_network
+from ipaddress import ip_network
 from pathlib import Path
 from types import FrameType
 from typing import ClassVar
@@ -40,7 +40,7 @@ from typing import ClassVar
 import containers
 from awf import run as shared
 from awf.config import RunConfig
-from containers import agentenv, hostview, labels, runs, seccomp, topology
+from containers import agentenv, hostview, labels, resolvers, runs, seccomp, topology
 from containers.driver import STDERR, DockerDriver
 from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
@@ -84,6 +84,7 @@ class Prepared:
     allow_ranges: tuple[IPNetwork, ...]
     dns_servers: tuple[IPAddress, ...]
     workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
+    dns_flags: tuple[str, ...] = ()  # awf-proxy's --dns-servers when awf chose them (issue 19)
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -107,12 +108,9 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
         want_v6 = topology.parse_subnet("--subnet6", cfg.subnet6, topology.DEFAULT_V6, 64)
     ranges = tuple(ip_network(item.strip(), strict=False) for entry in cfg.proxy.allow_range
                    for item in entry.split(",") if item.strip())
-    dns: list[IPAddress] = []
-    for host, _port in cfg.proxy.dns_servers or ():
-        try:
-            dns.append(ip_address(host.strip("[]")))
-        except ValueError:
-            pass
+    # issue 19: the proxy asks exactly these resolvers (--dns-servers, else the host's) and
+    # its egress lets port 53 reach exactly them, private or link-local as they may be
+    dns, dns_flags = resolvers.for_proxy(cfg.proxy.dns_servers)
     # Build both rulesets once on the default layout: a port clash or a bad range is exit 2
     # here, before anything exists.
     probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
@@ -120,7 +118,7 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ))
+                    workspace(environ), dns_flags)
 
 
 @dataclass(kw_only=True)
@@ -275,7 +273,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
                                      dns_servers=prepared.dns_servers)
     uid, gid = _proxy_user()
-    argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
+    argv = [*shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs"), *prepared.dns_flags]
     gateway = subnets.ext_v4.network_address + 1
     if run.cfg.enable_host_access:
         # host.docker.internal is this host's address on the egress bridge: a name like any
@@ -286,7 +284,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
             subnets, ports, allow_ranges=(*prepared.allow_ranges, ip_network(f"{gateway}/32")),
             dns_servers=prepared.dns_servers)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
-            "ext_gateway": str(gateway)}
+            "ext_gateway": str(gateway),
+            "dns_probe": resolvers.probe_entries(prepared.dns_servers)}
     os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
     sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
     if subnets.v6 is not None:
