@@ -8,6 +8,11 @@ hashes, the host's apt sources): it runs no process, talks to no engine and writ
   awf-agent, each with its Dockerfile text;
 - their tags: a SHA-256 of that image's inputs (awf-base: suite, packages, dpkg options and
   BUILDER_VERSION; the others: Dockerfile, the files that go in, the wheel set, the base tag);
+- where those files come from: the directory the running awf was imported from (issue 19: the
+  wheel is the product). A source checkout and an installed distribution hold the same package
+  files (the .py files and the package data), and the project's metadata (name, version,
+  requirements, console scripts) comes from pyproject.toml in a checkout and from the installed
+  distribution's metadata otherwise, so both give the same tags;
 - the arguments of the tools that build them (the rootfs command, `pip download`), the mirrors
   from the host's apt sources, the wheel platforms for the image's Python and glibc;
 - which outdated tags may go, and the telling lines of a failed tool's output.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import re
 import tomllib
@@ -53,7 +59,12 @@ DPKG_OPTIONS = (
 # satisfy pyproject.toml's [build-system] requires.
 BUILD_BACKEND = ("setuptools==80.9.0",)
 PACKAGE_DIRS = ("awf", "proxy", "netfilter", "containers")  # what the wheel is built from
-PROJECT_FILES = ("pyproject.toml", "README.md", "LICENSE")  # copied if present
+DIST_NAME = "awf-egress-firewall"
+# The files of the packages that the distribution carries (pyproject.toml's package-data): in a
+# checkout anything else in those directories is not ours to ship, in an installed one there is
+# nothing else.
+PACKAGE_SUFFIXES = (".py", ".c", ".Dockerfile")
+PACKAGE_NAMES = ("py.typed",)
 AGENT_DIR = "containers/agent"  # the agent image's own files: entrypoint, one-shot library
 ONE_SHOT_SOURCE, ONE_SHOT_LIBRARY = "one_shot_token.c", "one_shot_token.so"
 
@@ -206,11 +217,68 @@ def wheel_platforms(arch: str) -> tuple[str, ...]:
 def runtime_requirements(pyproject: str) -> tuple[str, ...]:
     """The project's runtime dependencies, as pyproject.toml states them."""
     deps = tomllib.loads(pyproject).get("project", {}).get("dependencies", [])
-    return tuple(str(d) for d in deps)
+    return tuple(_requirement(str(d)) for d in deps)
 
 
 def project_name(pyproject: str) -> str:
     return str(tomllib.loads(pyproject)["project"]["name"])
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """What the runtime image's wheel says about itself, from either source."""
+
+    name: str
+    version: str
+    requirements: tuple[str, ...]
+    scripts: tuple[tuple[str, str], ...]  # (command, module:function), sorted
+
+    def key(self) -> str:
+        return digest("project", self.name, self.version, self.requirements, self.scripts)
+
+
+def _requirement(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def project_from_pyproject(pyproject: str, version: str) -> Project:
+    data = tomllib.loads(pyproject)["project"]
+    scripts = tuple(sorted((str(k), str(v)) for k, v in data.get("scripts", {}).items()))
+    return Project(str(data["name"]), version, runtime_requirements(pyproject), scripts)
+
+
+def project_from_metadata(requires: Sequence[str], name: str, version: str,
+                          scripts: Iterable[tuple[str, str]]) -> Project:
+    """An installed distribution's: its Requires-Dist without the extras' (test tools)."""
+    runtime = tuple(_requirement(r) for r in requires if "extra" not in r.partition(";")[2])
+    return Project(name, version, runtime, tuple(sorted(scripts)))
+
+
+def source_version(root: Path) -> str:
+    text = (root / "proxy" / "__init__.py").read_text()
+    found = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
+    if found is None:
+        raise DockerError(f"no __version__ in {str(root / 'proxy' / '__init__.py')!r}")
+    return found.group(1)
+
+
+def read_project(root: Path) -> Project:
+    """pyproject.toml's in a checkout; the installed distribution's metadata otherwise."""
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        text = pyproject.read_text()
+        static = tomllib.loads(text)["project"].get("version")
+        return project_from_pyproject(text, str(static) if static else source_version(root))
+    try:
+        dist = importlib.metadata.distribution(DIST_NAME)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise DockerError(f"awf at {str(root)!r} is neither a source checkout (no "
+                          f"pyproject.toml) nor an installed {DIST_NAME}; reinstall it: "
+                          f"pip install {DIST_NAME}") from exc
+    scripts = [(ep.name, ep.value) for ep in dist.entry_points
+               if ep.group == "console_scripts"]
+    return project_from_metadata(dist.requires or (), dist.metadata["Name"], dist.version,
+                                 scripts)
 
 
 def pip_download_args(dest: Path, requirements: Sequence[str], arch: str) -> list[str]:
@@ -244,11 +312,17 @@ def _tree_files(root: Path, top: str) -> list[str]:
     return names
 
 
+def is_package_file(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base.endswith(PACKAGE_SUFFIXES) or base in PACKAGE_NAMES
+
+
 def source_files(root: Path) -> tuple[str, ...]:
-    """Files our wheel is built from, relative to the source root, sorted."""
-    names = [name for name in PROJECT_FILES if (root / name).is_file()]
+    """Files our wheel is built from, relative to the package root, sorted: the packages' .py
+    files and their package data, the same in a checkout and in an installed distribution."""
+    names: list[str] = []
     for top in PACKAGE_DIRS:
-        names += _tree_files(root, top)
+        names += [n for n in _tree_files(root, top) if is_package_file(n)]
     return tuple(sorted(names))
 
 
@@ -259,12 +333,16 @@ def file_hashes(root: Path, names: Iterable[str]) -> tuple[tuple[str, str], ...]
 
 
 def find_source_root() -> Path:
+    """The directory awf's packages were imported from: a checkout or site-packages."""
     root = Path(__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise DockerError(
-            f"no awf source tree (pyproject.toml) at {str(root)!r}; awf images are built "
-            "from a source checkout: run `awf images build` from one"
-        )
+    missing = [top for top in PACKAGE_DIRS if not (root / top / "__init__.py").is_file()]
+    missing += [f"containers/images/{n}.Dockerfile" for n in ("pydeps", "runtime", "agent")
+                if not (root / "containers" / "images" / f"{n}.Dockerfile").is_file()]
+    missing += [f"{AGENT_DIR}/{ONE_SHOT_SOURCE}"] * (not (root / AGENT_DIR / ONE_SHOT_SOURCE)
+                                                     .is_file())
+    if missing:
+        raise DockerError(f"this awf installation at {str(root)!r} lacks {', '.join(missing)}; "
+                          f"reinstall it: pip install --force-reinstall {DIST_NAME}")
     return root
 
 
@@ -293,6 +371,7 @@ class Plan:
     sources: tuple[str, ...]
     requirements: tuple[str, ...]
     project: str
+    meta: Project
     pydeps_dockerfile: str
     runtime_dockerfile: str
     agent_dockerfile: str
@@ -309,8 +388,8 @@ class Plan:
 
 
 def make_plan(source_root: Path, *, arch: str, dockerfiles: Path = DOCKERFILES) -> Plan:
-    pyproject = (source_root / "pyproject.toml").read_text()
-    requirements = runtime_requirements(pyproject)
+    meta = read_project(source_root)
+    requirements = meta.requirements
     pydeps_df = (dockerfiles / "pydeps.Dockerfile").read_text()
     runtime_df = (dockerfiles / "runtime.Dockerfile").read_text()
     agent_df = (dockerfiles / "agent.Dockerfile").read_text()
@@ -322,7 +401,8 @@ def make_plan(source_root: Path, *, arch: str, dockerfiles: Path = DOCKERFILES) 
         inputs=(("wheels", wheelset_key(requirements, arch)),),
     )
     runtime = stage_tag(
-        RUNTIME_REPO, base=pydeps, dockerfile=runtime_df, inputs=file_hashes(source_root, sources)
+        RUNTIME_REPO, base=pydeps, dockerfile=runtime_df,
+        inputs=(*file_hashes(source_root, sources), ("project", meta.key())),
     )
     agent = stage_tag(
         AGENT_REPO, base=base, dockerfile=agent_df, inputs=file_hashes(source_root, agent_files)
@@ -330,7 +410,7 @@ def make_plan(source_root: Path, *, arch: str, dockerfiles: Path = DOCKERFILES) 
     return Plan(
         base=base, pydeps=pydeps, runtime=runtime, agent=agent, arch=arch,
         source_root=source_root, sources=sources, requirements=requirements,
-        project=project_name(pyproject), pydeps_dockerfile=pydeps_df,
+        project=meta.name, meta=meta, pydeps_dockerfile=pydeps_df,
         runtime_dockerfile=runtime_df, agent_dockerfile=agent_df, agent_files=agent_files,
     )
 

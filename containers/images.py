@@ -10,8 +10,9 @@ No registry is reachable, so nothing is pulled:
   the agent the tools users and tests run. mmdebstrap measured ~35 s against debootstrap's ~65 s
   here, and streams its tar without a 470 MB staging directory.
 - wheels: `pip download --only-binary :all:` runs on the host for the image's CPython 3.11 and
-  glibc, into a cache keyed by what was asked for; our own wheel is built from the source tree,
-  offline, against a pinned build backend from that cache.
+  glibc, into a cache keyed by what was asked for; our own wheel is written directly from the
+  package files awf runs from (a checkout or an installed distribution: issue 19), no build
+  backend needed.
 - awf-pydeps (awf-base plus the venv /opt/awf with our dependencies), awf-runtime (awf-pydeps
   plus our own wheel) and awf-agent: the Dockerfiles in containers/images/, built with
   network_mode none; pip installs with --no-index. A source edit rebuilds only awf-runtime.
@@ -29,6 +30,7 @@ userland anyway); no compiler reaches an image.
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import fcntl
@@ -42,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -283,18 +286,40 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def build_own_wheel(plan: Plan, wheels: Path, out: Path, progress: Progress) -> Path:
-    """Our package as a wheel, built offline from a copy of exactly the hashed sources."""
-    with tempfile.TemporaryDirectory(prefix="awf-src-") as tmp:
-        for name in plan.sources:
-            _link_or_copy(plan.source_root / name, Path(tmp) / name)
-        _pip(["wheel", "--no-deps", "--no-index", "--find-links", str(wheels),
-              "--wheel-dir", str(out), tmp], progress, what="pip wheel (awf)")
-    prefix = re.sub(r"[-_.]+", "_", plan.project).lower() + "-"
-    built = sorted(w for w in out.glob("*.whl") if w.name.lower().startswith(prefix))
-    if len(built) != 1:
-        raise DockerError(f"pip wheel made {len(built)} {prefix}* wheels in {str(out)!r}")
-    return built[0]
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same files make the same wheel
+
+
+def _record_hash(data: bytes) -> str:
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def build_own_wheel(plan: Plan, out: Path) -> Path:
+    """Our package as a pure-Python wheel of exactly the hashed files, written directly (no
+    build backend, no pyproject.toml): the same from a checkout and from an installed awf."""
+    meta = plan.meta
+    stem = re.sub(r"[-_.]+", "_", meta.name).lower() + f"-{meta.version}"
+    info = f"{stem}.dist-info"
+    metadata = "".join([
+        "Metadata-Version: 2.1\n", f"Name: {meta.name}\n", f"Version: {meta.version}\n",
+        *(f"Requires-Dist: {r}\n" for r in meta.requirements)])
+    wheel = "Wheel-Version: 1.0\nGenerator: awf\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    scripts = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in meta.scripts)
+    files: list[tuple[str, bytes]] = [(n, (plan.source_root / n).read_bytes())
+                                      for n in plan.sources]
+    files += [(f"{info}/METADATA", metadata.encode()), (f"{info}/WHEEL", wheel.encode()),
+              (f"{info}/entry_points.txt", scripts.encode())]
+    record = "".join(f"{n},{_record_hash(d)},{len(d)}\n" for n, d in files)
+    files.append((f"{info}/RECORD", (record + f"{info}/RECORD,,\n").encode()))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files:
+            entry = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            entry.external_attr = 0o644 << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(entry, data)
+    return path
 
 
 def _build_stage(driver: DockerDriver, tag: str, dockerfile: str, *, base: str,
@@ -365,7 +390,7 @@ def ensure_images(
                 _build_stage(driver, plan.pydeps, plan.pydeps_dockerfile, base=plan.base,
                              fill=partial(_pydeps_context, plan, wheels), progress=progress)
             _build_stage(driver, plan.runtime, plan.runtime_dockerfile, base=plan.pydeps,
-                         fill=partial(_runtime_context, plan, wheels, progress),
+                         fill=partial(_runtime_context, plan),
                          progress=progress)
         if plan.agent in missing:
             _build_stage(driver, plan.agent, plan.agent_dockerfile, base=plan.base,
@@ -396,8 +421,8 @@ def _pydeps_context(plan: Plan, wheels: Path, ctx: Path) -> None:
     (ctx / "wheels" / "requirements.txt").write_text("".join(f"{r}\n" for r in plan.requirements))
 
 
-def _runtime_context(plan: Plan, wheels: Path, progress: Progress, ctx: Path) -> None:
-    build_own_wheel(plan, wheels, ctx / "awf", progress)
+def _runtime_context(plan: Plan, ctx: Path) -> None:
+    build_own_wheel(plan, ctx / "awf")
 
 
 def _agent_context(plan: Plan, ctx: Path) -> None:

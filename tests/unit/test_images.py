@@ -126,8 +126,44 @@ def test_plan_sources_are_the_packages_only(tmp_path):
     plan = _plan(tmp_path, _tree(tmp_path))
     assert plan.sources == (
         "awf/__init__.py", "containers/__init__.py", "netfilter/__init__.py",
-        "proxy/__init__.py", "pyproject.toml",
+        "proxy/__init__.py",
     )
+
+
+def test_the_plan_is_the_same_from_a_checkout_and_from_the_installed_metadata(tmp_path):
+    """Issue 19: a wheel install has no pyproject.toml; its metadata gives the same tags."""
+    root = imageplan.find_source_root()
+    checkout = imageplan.make_plan(root, arch="amd64")
+    for name in checkout.sources:  # the package files alone, as site-packages holds them
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    installed = imageplan.make_plan(tmp_path, arch="amd64")
+    assert installed.meta == checkout.meta
+    assert installed.tags == checkout.tags
+    assert ("awf", "awf.cli:main") in checkout.meta.scripts
+
+
+def test_metadata_requirements_drop_the_extras():
+    meta = imageplan.project_from_metadata(
+        ["idna>=3.6", 'pytest>=8; extra == "test"', "PyYAML >= 6.0"], "awf-egress-firewall",
+        "1.0", [("awf", "awf.cli:main")])
+    assert meta.requirements == ("idna>=3.6", "PyYAML>=6.0")
+
+
+def test_the_own_wheel_is_written_from_the_package_files(tmp_path):
+    import zipfile
+
+    plan = _plan(tmp_path, _tree(tmp_path))
+    first = images.build_own_wheel(plan, tmp_path / "a")
+    second = images.build_own_wheel(plan, tmp_path / "b")
+    assert first.name == "awf_egress_firewall-0.1.0-py3-none-any.whl"
+    assert first.read_bytes() == second.read_bytes()  # reproducible
+    with zipfile.ZipFile(first) as z:
+        names = z.namelist()
+        meta = z.read("awf_egress_firewall-0.1.0.dist-info/METADATA").decode()
+    assert "proxy/__init__.py" in names
+    assert "tests/test_x.py" not in names
+    assert "Requires-Dist: idna>=3.6" in meta
 
 
 def test_a_source_edit_changes_the_runtime_tag_only(tmp_path):
@@ -188,7 +224,7 @@ def test_the_real_plan_reads_our_tree():
     root = imageplan.find_source_root()
     plan = imageplan.make_plan(root, arch="amd64")
     assert plan.project == "awf-egress-firewall"
-    assert "pyproject.toml" in plan.sources
+    assert "containers/images/runtime.Dockerfile" in plan.sources
     assert "containers/images.py" in plan.sources
     assert any(r.startswith("cryptography") for r in plan.requirements)
     assert "requirements.txt" in plan.pydeps_dockerfile
