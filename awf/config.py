@@ -30,6 +30,7 @@ POLICY_FLAGS: dict[str, str] = {
     "allow_range": "--allow-range",
     "resolve": "--resolve",
     "dns_servers": "--dns-servers",
+    "hosts_file": "--hosts-file",
 }
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -107,6 +108,8 @@ def run_parser() -> argparse.ArgumentParser:
     add("--allow-range", action="append", metavar="CIDR")
     add("--resolve", action="append", metavar="NAME=IP")
     add("--dns-servers", metavar="LIST")
+    add("--hosts-file", metavar="PATH",
+        help="hosts file the proxy reads before DNS (default: this host's /etc/hosts; '' none)")
     add("-e", "--env", action="append", metavar="KEY[=VALUE]", default=[],
         help="set a variable for the command (KEY alone takes the caller's value)")
     add("--no-proxy-env", action="store_true",

@@ -174,5 +174,32 @@ def probe_entries(servers: Iterable[IPAddress]) -> list[str]:
     return [f"{ip}:53" if ip.version == 4 else f"[{ip}]:53" for ip in servers]
 
 
-__all__ = ["dead_resolvers_message", "for_proxy", "host_resolvers", "nameservers", "probe",
-           "probe_entries", "read_host_resolvers"]
+
+
+# --- the hosts file (issue 19, item 3) ---------------------------------------------------------
+
+HOST_HOSTS = Path("/etc/hosts")
+PROXY_HOSTS = "/run/awf-hosts"  # where the proxy container sees the host's hosts file
+
+
+def hosts_file_for_proxy(given: Path | None, *, named: bool
+                         ) -> tuple[str | None, tuple[str, ...]]:
+    """The host file to mount read-only into the proxy container and awf-proxy's flags.
+
+    The host's /etc/hosts (or the file `--hosts-file` names: `named`), not the container's own:
+    a name the host lists resolves for the agent as on the host, with the usual address checks.
+    `given` None (`--hosts-file ''`) is none at all. A missing default is none too; a missing
+    named file is a ConfigError (exit 2)."""
+    if given is None:
+        return None, ("--hosts-file", "")
+    path = given if given.is_absolute() else Path.cwd() / given
+    if not path.is_file():
+        if named:
+            raise ConfigError(f"--hosts-file: no file {str(given)!r}; pass --hosts-file '' to "
+                              "use none")
+        return None, ("--hosts-file", "")
+    return str(path.resolve()), ("--hosts-file", PROXY_HOSTS)
+
+
+__all__ = ["dead_resolvers_message", "for_proxy", "host_resolvers", "hosts_file_for_proxy",
+           "nameservers", "probe", "probe_entries", "read_host_resolvers"]

@@ -273,7 +273,11 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
                                      dns_servers=prepared.dns_servers)
     uid, gid = _proxy_user()
-    argv = [*shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs"), *prepared.dns_flags]
+    # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
+    hosts, hosts_flags = resolvers.hosts_file_for_proxy(
+        run.cfg.proxy.hosts_file, named="hosts_file" in run.cfg.proxy.flags)
+    argv = [*shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs"), *prepared.dns_flags,
+            *hosts_flags]
     gateway = subnets.ext_v4.network_address + 1
     if run.cfg.enable_host_access:
         # host.docker.internal is this host's address on the egress bridge: a name like any
@@ -299,7 +303,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         ipv6_address=str(subnets.proxy_v6) if subnets.proxy_v6 else None,
         extra_networks=(NetworkAttachment(n.ext_net),),
         mounts=(Mount(str(run.logs), "/logs", read_only=False),
-                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)),
+                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True),
+                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
         cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
         security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,

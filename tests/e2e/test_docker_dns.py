@@ -175,3 +175,24 @@ def test_dns_servers_flag_names_a_private_resolver(resolver: Resolver, tmp_path:
                                 "curl", "-sS", "-m", "10", "http://allowed.test/")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "hello allowed.test" in done.stdout
+
+
+def test_the_hosts_file_is_the_hosts_not_the_containers(resolver: Resolver,
+                                                        tmp_path: Path) -> None:
+    """Item 3: the proxy container reads the host's hosts file (here the one --hosts-file
+    names: the host's own /etc/hosts is the machine's, not this test's; the default mount is
+    checked in tests/unit/test_resolvers.py), with the usual address checks."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(f"nameserver {RESOLVER}\n")
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"{ORIGIN} hosted.test\n10.1.2.3 private.test\n")
+    done = awf_with_resolv_conf(
+        conf, "--allow-domains", "hosted.test,private.test", "--hosts-file", str(hosts), "--",
+        "sh", "-c", "curl -sS -m 10 http://hosted.test/; "
+                    "curl -sS -m 10 --noproxy '*' http://hosted.test/; "
+                    "curl -sS -m 10 -o /dev/null -w 'private=%{http_code}\\n' "
+                    "http://private.test/")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("hello hosted.test") == 2, (done.stdout, done.stderr[-2000:])
+    assert "private=403" in done.stdout
+

@@ -78,3 +78,21 @@ def test_probe_names_the_dead_one() -> None:
     assert "10.0.0.2" in msg
     assert "--dns-servers" in msg
     assert "\n" not in msg
+
+
+def test_hosts_file_for_proxy(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.7 box.test\n")
+    assert resolvers.hosts_file_for_proxy(Path("/etc/hosts"), named=False) == (
+        str(Path("/etc/hosts").resolve()), ("--hosts-file", resolvers.PROXY_HOSTS))
+    assert resolvers.hosts_file_for_proxy(hosts, named=True) == (
+        str(hosts), ("--hosts-file", resolvers.PROXY_HOSTS))
+    monkeypatch.chdir(tmp_path)
+    assert resolvers.hosts_file_for_proxy(Path("hosts"), named=True)[0] == str(hosts)
+    assert resolvers.hosts_file_for_proxy(None, named=True) == (None, ("--hosts-file", ""))
+    assert resolvers.hosts_file_for_proxy(tmp_path / "no", named=False) == (
+        None, ("--hosts-file", ""))
+    with pytest.raises(ConfigError, match="--hosts-file"):
+        resolvers.hosts_file_for_proxy(tmp_path / "no", named=True)
