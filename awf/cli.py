@@ -132,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = parse_run(args)
         if _before_run(cfg):
             return 0
+        from awf.host_checks import check_logs_dir
+
+        check_logs_dir(cfg.logs_dir)  # issue 19: a full disk is one line, before anything
         if cfg.backend == "docker":
             from awf.backends.docker import run_docker
 

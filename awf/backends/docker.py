@@ -518,8 +518,8 @@ def workspace(environ: dict[str, str]) -> str | None:
     path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
     if hostview.usable_workspace(path):
         return path
-    shared.say(f"the workspace {path} is a system directory; it is not shared with the command "
-               "(run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    shared.say(f"the workspace {path} is a system or shared directory; it is not shared with "
+               "the command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
     return None
 
 
