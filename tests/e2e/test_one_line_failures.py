@@ -109,8 +109,10 @@ def full_disk(ctx: Ctx) -> None:
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-full", str(mnt)],
                    check=True, timeout=30)
-    ctx.cleanups.append(lambda: subprocess.run(["umount", "-l", str(mnt)], check=False,
-                                               timeout=30))
+    def unmount() -> None:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, timeout=30)
+
+    ctx.cleanups.append(unmount)
     fd = os.open(mnt / "fill", os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         while True:
