@@ -5,7 +5,7 @@ passes through unchanged.
 
     awf run [options] -- COMMAND     (also: awf [options] -- COMMAND)
     awf cleanup [--run ID | --all] [--dry-run]
-    awf images build [--force]
+    awf images build [--force] [--mirror URL] [--base-image IMAGE]
     awf logs [stats|summary|suggest] ...   (awf/logs/cli.py)
     awf --version
 """
@@ -60,13 +60,18 @@ def _images(argv: Sequence[str]) -> int:
                       "instant, tagged by the hash of their inputs).")
     p.add_argument("action", choices=("build",))
     p.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
+    p.add_argument("--mirror", metavar="URL", help="the Debian mirror of the base image "
+                   "(default: $AWF_MIRROR, else the host's apt sources)")
+    p.add_argument("--base-image", metavar="IMAGE", help="start from this local image (Python "
+                   "3.11+, nftables, libseccomp) instead of building a Debian base")
     ns = p.parse_args(list(argv))
     from containers.driver import DockerDriver
     from containers.images import ensure_images
 
     driver = DockerDriver.from_env()
     images = ensure_images(driver, progress=lambda line: print(line, file=sys.stderr,
-                                                               flush=True), force=ns.force)
+                                                               flush=True), force=ns.force,
+                           mirror=ns.mirror, base_image=ns.base_image)
     for tag in (images.base, images.runtime, images.agent):
         print(tag)
     return 0

@@ -204,13 +204,13 @@ def debian_arch(machine: str) -> str:
     return arches[machine.lower()]
 
 
-def wheel_platforms(arch: str) -> tuple[str, ...]:
+def wheel_platforms(arch: str, glibc_minor: int = GLIBC_MINOR) -> tuple[str, ...]:
     """pip --platform values the image's glibc accepts, newest first.
 
     pip expands only manylinux2014/2010 by itself, so each manylinux_2_N is listed.
     """
     machine = {"amd64": "x86_64", "arm64": "aarch64"}[arch]
-    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)]
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 16, -1)]
     return (*tags, f"manylinux2014_{machine}")
 
 
@@ -281,18 +281,84 @@ def read_project(root: Path) -> Project:
                                  scripts)
 
 
-def pip_download_args(dest: Path, requirements: Sequence[str], arch: str) -> list[str]:
+def pip_download_args(dest: Path, requirements: Sequence[str], arch: str, *,
+                      python: str = IMAGE_PYTHON, glibc_minor: int = GLIBC_MINOR) -> list[str]:
     args = ["download", "--only-binary", ":all:", "--dest", str(dest),
-            "--python-version", IMAGE_PYTHON, "--implementation", "cp",
-            "--abi", "cp" + IMAGE_PYTHON.replace(".", ""), "--abi", "abi3", "--abi", "none"]
-    for tag in wheel_platforms(arch):
+            "--python-version", python, "--implementation", "cp",
+            "--abi", "cp" + python.replace(".", ""), "--abi", "abi3", "--abi", "none"]
+    for tag in wheel_platforms(arch, glibc_minor):
         args += ["--platform", tag]
     return [*args, *requirements, *BUILD_BACKEND]
 
 
-def wheelset_key(requirements: Sequence[str], arch: str) -> str:
-    return digest("wheels", BUILDER_VERSION, IMAGE_PYTHON, arch, wheel_platforms(arch),
+def wheelset_key(requirements: Sequence[str], arch: str, *, python: str = IMAGE_PYTHON,
+                 glibc_minor: int = GLIBC_MINOR) -> str:
+    if (python, glibc_minor) == (IMAGE_PYTHON, GLIBC_MINOR):  # awf-base's: the keys it always had
+        return digest("wheels", BUILDER_VERSION, IMAGE_PYTHON, arch, wheel_platforms(arch),
+                      sorted(requirements), BUILD_BACKEND)
+    return digest("wheels", BUILDER_VERSION, python, arch, wheel_platforms(arch, glibc_minor),
                   sorted(requirements), BUILD_BACKEND)
+
+
+# A base image of the user's (--base-image): what awf needs in it, and what it was found to hold.
+
+MIN_PYTHON = (3, 11)
+PIP_REQUIREMENT = "pip"  # a base without Debian's python3-venv wheels gets pip from the wheel set
+
+
+@dataclass(frozen=True, slots=True)
+class BaseFacts:
+    """What `images.probe_base` found in a local image (its JSON line, parsed)."""
+
+    ref: str  # as the user named it
+    image_id: str  # its content: what the tags hash
+    python: str  # "3.12"
+    libc: str  # "glibc" or another
+    glibc_minor: int
+    has_venv: bool
+    debian_pip: bool  # /usr/share/python-wheels/pip-*.whl (Debian's python3-venv)
+    tools: tuple[str, ...]  # of NEEDED_TOOLS, those found
+    libseccomp: bool
+
+
+NEEDED_TOOLS = ("nft",)  # the proxy and the keeper apply their rules with it
+
+
+def base_problems(facts: BaseFacts) -> tuple[str, ...]:
+    """What the image lacks for awf, each named with its fix; empty when it will do."""
+    problems: list[str] = []
+    major, minor = (int(x) for x in facts.python.split(".")[:2])
+    if (major, minor) < MIN_PYTHON:
+        problems.append(f"Python {facts.python} (awf needs {'.'.join(map(str, MIN_PYTHON))} "
+                        "or newer)")
+    if facts.libc != "glibc":
+        problems.append(f"glibc (its C library is {facts.libc or 'unknown'}; the wheels awf "
+                        "installs are manylinux)")
+    if not facts.has_venv:
+        problems.append("Python's venv module (Debian: python3-venv)")
+    problems += [f"the {tool!r} command (Debian: nftables)" for tool in NEEDED_TOOLS
+                 if tool not in facts.tools]
+    if not facts.libseccomp:
+        problems.append("libseccomp.so.2 (Debian: libseccomp2)")
+    return tuple(problems)
+
+
+def base_requirements(requirements: Sequence[str], facts: BaseFacts | None) -> tuple[str, ...]:
+    """The wheel set's requirements: pip too when the base has no Debian pip wheel."""
+    if facts is None or facts.debian_pip:
+        return tuple(requirements)
+    return (*requirements, PIP_REQUIREMENT)
+
+
+def base_mirrors(mirror: str | None, sources: Sequence[AptSource]) -> tuple[str, ...]:
+    """mmdebstrap's sources.list lines: `--mirror` (or AWF_MIRROR) alone, else the host's."""
+    if mirror:
+        url = mirror.strip().rstrip("/")
+        if not url.startswith(("http://", "https://", "file:/")):
+            raise DockerError(f"--mirror {mirror!r} is not an http(s):// or file:/ URL of a "
+                              "Debian mirror, like http://deb.debian.org/debian")
+        return (f"deb {url} {SUITE} main",)
+    return mirror_lines(sources)
 
 
 # File inputs.
@@ -376,6 +442,9 @@ class Plan:
     runtime_dockerfile: str
     agent_dockerfile: str
     agent_files: tuple[str, ...]
+    base_image: BaseFacts | None = None  # --base-image: awf-base is the user's, not built
+    python: str = IMAGE_PYTHON  # of the base: the wheels are downloaded for it
+    glibc_minor: int = GLIBC_MINOR
 
     @property
     def tags(self) -> tuple[str, str, str, str]:
@@ -387,31 +456,41 @@ class Plan:
         return ImageSet(base=self.base, runtime=self.runtime, agent=self.agent)
 
 
-def make_plan(source_root: Path, *, arch: str, dockerfiles: Path = DOCKERFILES) -> Plan:
+def make_plan(source_root: Path, *, arch: str, dockerfiles: Path = DOCKERFILES,
+              base_image: BaseFacts | None = None) -> Plan:
+    """The plan; with `base_image` (--base-image) awf-base is that image, not built, and the
+    tags below it hash its image id, its Python and glibc (the wheels are for them)."""
     meta = read_project(source_root)
-    requirements = meta.requirements
+    requirements = base_requirements(meta.requirements, base_image)
     pydeps_df = (dockerfiles / "pydeps.Dockerfile").read_text()
     runtime_df = (dockerfiles / "runtime.Dockerfile").read_text()
     agent_df = (dockerfiles / "agent.Dockerfile").read_text()
-    base = base_tag(arch=arch)
     sources = source_files(source_root)
     agent_files = tuple(_tree_files(source_root, AGENT_DIR))
+    if base_image is None:
+        base, hashed_base, python, glibc = base_tag(arch=arch), "", IMAGE_PYTHON, GLIBC_MINOR
+    else:
+        base, hashed_base = base_image.ref, base_image.image_id
+        python, glibc = base_image.python, base_image.glibc_minor
+    wheels = wheelset_key(requirements, arch, python=python, glibc_minor=glibc)
     pydeps = stage_tag(
-        PYDEPS_REPO, base=base, dockerfile=pydeps_df,
-        inputs=(("wheels", wheelset_key(requirements, arch)),),
+        PYDEPS_REPO, base=hashed_base or base, dockerfile=pydeps_df,
+        inputs=(("wheels", wheels),),
     )
     runtime = stage_tag(
         RUNTIME_REPO, base=pydeps, dockerfile=runtime_df,
         inputs=(*file_hashes(source_root, sources), ("project", meta.key())),
     )
     agent = stage_tag(
-        AGENT_REPO, base=base, dockerfile=agent_df, inputs=file_hashes(source_root, agent_files)
+        AGENT_REPO, base=hashed_base or base, dockerfile=agent_df,
+        inputs=file_hashes(source_root, agent_files)
     )
     return Plan(
         base=base, pydeps=pydeps, runtime=runtime, agent=agent, arch=arch,
         source_root=source_root, sources=sources, requirements=requirements,
         project=meta.name, meta=meta, pydeps_dockerfile=pydeps_df,
         runtime_dockerfile=runtime_df, agent_dockerfile=agent_df, agent_files=agent_files,
+        base_image=base_image, python=python, glibc_minor=glibc,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -465,3 +466,71 @@ def test_the_pinned_build_backend_satisfies_pyproject():
         pinned = pins[wanted.name]
         (version,) = [s.version for s in pinned.specifier]
         assert wanted.specifier.contains(version), (wanted, pinned)
+
+
+# --mirror and --base-image (issue 19, item 2): the plan, pure
+
+
+def test_mirror_option_is_the_only_source():
+    host = imageplan.apt_sources({"/etc/apt/sources.list": "deb http://h.example/debian "
+                                  "bookworm main\n"})
+    assert imageplan.base_mirrors("http://m.example/debian/", host) == (
+        "deb http://m.example/debian bookworm main",)
+    assert imageplan.base_mirrors(None, host)[0] == "deb http://h.example/debian bookworm main"
+    with pytest.raises(DockerError, match="--mirror"):
+        imageplan.base_mirrors("m.example/debian", host)
+    with pytest.raises(DockerError, match="--mirror URL"):
+        imageplan.base_mirrors(None, ())
+
+
+def _facts(**over: Any) -> imageplan.BaseFacts:
+    args: dict[str, Any] = dict(
+        ref="my/base:1", image_id="sha256:" + "ab" * 32, python="3.11", libc="glibc",
+        glibc_minor=36, has_venv=True, debian_pip=True, tools=("nft",), libseccomp=True)
+    args.update(over)
+    return imageplan.BaseFacts(**args)
+
+
+def test_base_problems_name_what_is_missing():
+    assert imageplan.base_problems(_facts()) == ()
+    problems = imageplan.base_problems(_facts(python="3.9", libc="musl", has_venv=False,
+                                              tools=(), libseccomp=False))
+    text = "; ".join(problems)
+    for piece in ("Python 3.9", "glibc", "venv", "'nft'", "libseccomp"):
+        assert piece in text, piece
+    assert imageplan.base_problems(_facts(python="3.13")) == ()
+
+
+def test_a_base_image_plan(tmp_path):
+    dockerfiles = _tree(tmp_path)
+    default = _plan(tmp_path, dockerfiles)
+    facts = _facts()
+    on_base = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                  base_image=facts)
+    assert on_base.base == "my/base:1"
+    assert len({default.pydeps, default.runtime, default.agent} & set(on_base.tags)) == 0
+    # the tags follow the image's content, not its name
+    renamed = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                  base_image=_facts(ref="other:2"))
+    assert renamed.tags[1:] == on_base.tags[1:]
+    other = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                base_image=_facts(image_id="sha256:" + "cd" * 32))
+    assert other.pydeps != on_base.pydeps
+    # a newer Python: wheels for it; no Debian pip wheel: pip joins the set
+    py312 = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                base_image=_facts(python="3.12", debian_pip=False))
+    assert (py312.python, py312.requirements[-1]) == ("3.12", "pip")
+    assert py312.pydeps != on_base.pydeps
+    args = imageplan.pip_download_args(tmp_path, py312.requirements, "amd64", python="3.12",
+                                       glibc_minor=31)
+    assert args[args.index("--python-version") + 1] == "3.12"
+    assert "cp312" in args
+    assert "manylinux_2_31_x86_64" in args
+    assert "manylinux_2_32_x86_64" not in args
+
+
+def test_the_default_wheelset_key_is_unchanged():
+    reqs = ("idna>=3.6",)
+    assert imageplan.wheelset_key(reqs, "amd64") == imageplan.digest(
+        "wheels", imageplan.BUILDER_VERSION, imageplan.IMAGE_PYTHON, "amd64",
+        imageplan.wheel_platforms("amd64"), sorted(reqs), imageplan.BUILD_BACKEND)
