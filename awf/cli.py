@@ -78,10 +78,11 @@ def _images(argv: Sequence[str]) -> int:
 
 
 def _run_netns(cfg: RunConfig, t0: float) -> int:
-    from awf.host_checks import check_netns_host
+    from awf.host_checks import check_netns_host, check_resolvers
     from awf.proxy_child import ProxyChild
 
     check_netns_host()
+    check_resolvers(cfg.proxy.dns_servers)  # issue 19: a dead resolver, before anything
     proxy = ProxyChild.fork()  # before any thread; it imports the proxy on the other core
     try:
         from awf.backends.netns import run_netns

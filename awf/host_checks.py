@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 
 from netfilter.errors import SandboxError
 from proxy.errors import ConfigError
+
+IPAddress = IPv4Address | IPv6Address
 
 TOOLS = ("nft", "ip", "setpriv", "unshare", "nsenter", "tini")
 
@@ -46,3 +50,24 @@ def check_logs_dir(chosen: Path | None) -> None:
         raise SandboxError(f"the logs directory {str(where)!r} is on a full disk ({free // 1024} "
                            f"KiB free; awf needs {MIN_LOG_SPACE >> 20} MiB); free some space "
                            "or pass --proxy-logs-dir DIR on another disk")
+
+
+def check_resolvers(given: Sequence[tuple[str, int]] | None) -> None:
+    """The netns backend's proxy runs on this host and asks --dns-servers, else the host's
+    resolv.conf: one that does not answer stops the run before the command (exit 125, one
+    line naming it), instead of costing every request a DNS timeout (issue 19)."""
+    from containers import resolvers
+
+    servers: list[tuple[IPAddress, int]] = []
+    if given:
+        for name, port in given:
+            servers.append((ip_address(name.strip("[]")), port))
+    else:
+        try:
+            text = resolvers.RESOLV_CONF.read_text()
+        except OSError:
+            return  # awf-proxy says so itself
+        servers = [(ip, 53) for ip in resolvers.nameservers(text)]
+    dead = resolvers.probe(servers) if servers else ()
+    if dead:
+        raise SandboxError(resolvers.dead_resolvers_message(dead, "this host"))

@@ -135,10 +135,11 @@ def probe(servers: Iterable[tuple[IPAddress, int]], *, timeout: float = 3.0,
             sock.close()
 
 
-def dead_resolvers_message(dead: Sequence[tuple[IPAddress, int]]) -> str:
+def dead_resolvers_message(dead: Sequence[tuple[IPAddress, int]],
+                           where: str = "the proxy container") -> str:
     names = ", ".join(f"{ip}" if port == 53 else f"{ip}:{port}" for ip, port in dead)
     which = "resolver" if len(dead) == 1 else "resolvers"
-    return (f"the DNS {which} {names} did not answer from the proxy container; {FIX} "
+    return (f"the DNS {which} {names} did not answer from {where}; {FIX} "
             f"(the host's are read from {RESOLV_CONF})")
 
 

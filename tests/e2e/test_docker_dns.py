@@ -125,13 +125,13 @@ def resolver() -> Iterator[Resolver]:
         r.close()
 
 
-def awf_with_resolv_conf(conf: Path, *args: str, timeout: float = 300
+def awf_with_resolv_conf(conf: Path, *args: str, timeout: float = 300, backend: str = "docker"
                          ) -> subprocess.CompletedProcess[str]:
-    """`awf run --backend docker ARGS` with `conf` as the host's /etc/resolv.conf (a private
+    """`awf run --backend BACKEND ARGS` with `conf` as the host's /etc/resolv.conf (a private
     mount namespace: only this awf sees it)."""
     script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
     argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
-            str(conf), sys.executable, "-m", "awf.cli", "run", "--backend", "docker", *args]
+            str(conf), sys.executable, "-m", "awf.cli", "run", "--backend", backend, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -196,3 +196,25 @@ def test_the_hosts_file_is_the_hosts_not_the_containers(resolver: Resolver,
     assert done.stdout.count("hello hosted.test") == 2, (done.stdout, done.stderr[-2000:])
     assert "private=403" in done.stdout
 
+
+
+def test_netns_a_private_resolver_works_and_a_dead_one_stops_the_run(resolver: Resolver,
+                                                                     tmp_path: Path) -> None:
+    """The same on the netns backend: its proxy runs on the host and asks the host's resolver;
+    a dead one is found before the command (awf probes it first), not per request."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(f"nameserver {RESOLVER}\n")
+    done = awf_with_resolv_conf(conf, "--allow-domains", "allowed.test", "--",
+                                "curl", "-sS", "-m", "10", "http://allowed.test/",
+                                backend="netns")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "hello allowed.test" in done.stdout
+    conf.write_text(f"nameserver {DEAD}\n")
+    done = awf_with_resolv_conf(conf, "--allow-domains", "allowed.test", "--",
+                                "echo", "the-command-ran", backend="netns")
+    assert done.returncode == 125, (done.stdout, done.stderr[-3000:])
+    assert "the-command-ran" not in done.stdout
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, lines
+    assert DEAD in lines[0]
+    assert "--dns-servers" in lines[0]
