@@ -110,6 +110,10 @@ def docker_rulesets(cfg: RunConfig) -> str:
     if cfg.enable_host_access:
         head += ("\n# with host access, the proxy's ruleset also lets it reach the egress "
                  "network's gateway (its /32 is known once the network exists);")
+    if cfg.topology_attach:  # issue 16 (hostview branch)
+        head += ("\n# with --topology-attach, the proxy's ruleset also lets it reach the attached "
+                 "networks' subnets less their gateways (their --allow-range; known once awf "
+                 "inspects them);")
     return (f"{head}\n# the rules are otherwise the same.\n\n# --- the proxy container's "
             f"namespace ---\n{proxy.render()}\n# --- the agent's namespace ---\n"
             f"{agent.render()}")

@@ -66,12 +66,16 @@ class RunConfig:
     pids_limit: int = 1000
     cpus: float | None = None  # None: the host's CPUs less half of one, at least 1
     enable_docker: bool = False  # a filtered Docker API for sibling containers
+    # --- issue 16 (hostview branch): host state and networks ---
+    share_home: tuple[str, ...] = ()  # --share-home DIR: a directory under $HOME, read-write
+    topology_attach: tuple[str, ...] = ()  # --topology-attach NET: the proxy joins it
     # --- --config and upstream awf's flags (awf/configfile.py, docs/config.md) ---
     audit_dir: Path | None = None  # --audit-dir: the policy, redacted config and rulesets
     diagnostics: bool = False  # --diagnostics/--diagnostic-logs: recorded, not yet acted on
     docker_host: str | None = None  # --docker-host: DOCKER_HOST for awf's Docker client
     api_proxy: bool = True  # --no-api-proxy (upstream: --no-enable-api-proxy) makes it False
     api_targets: tuple[tuple[str, str], ...] = ()  # (provider, host) for the API proxy sidecar
+    extra_ca_certs: Path | None = None  # --extra-ca-certs: PEM the API proxy sidecar also trusts
     intercept_ports: frozenset[int] = frozenset()  # 80, 443, --allow-ports and HOST:PORT ports
     config_file: str | None = None  # what --config named ('-': standard input)
     print_config: bool = False  # --print-config: print `effective` and exit 0
@@ -91,8 +95,9 @@ def run_parser() -> argparse.ArgumentParser:
         prog="awf run",
         description="Run COMMAND with no way to the network but awf-proxy, which lets through "
         "only the allowed domains and logs every decision. --backend netns (root, no Docker) "
-        "is a network sandbox: it does not hide files or credentials. Upstream awf's flags "
-        "and config keys are accepted too; docs/config.md says what each one does here.",
+        "runs it on this host in the Docker agent's view of the host, never as root, without "
+        "resource limits. Upstream awf's flags and config keys are accepted too; docs/config.md "
+        "says what each one does here.",
         allow_abbrev=False,
     )
     add = p.add_argument
@@ -151,6 +156,14 @@ def run_parser() -> argparse.ArgumentParser:
     add("--enable-docker", "--enable-dind", action="store_true",
         help="docker: give the command a filtered Docker API; its containers share the "
         "sandbox's network and rules, and cannot be privileged or mount the host")
+    # --- issue 16 (hostview branch) ---
+    add("--share-home", action="append", default=[], metavar="DIR",
+        help="docker: share DIR, a directory under your home, read-write with the command "
+        "(repeatable; its credential files stay masked). ~/.copilot, ~/.claude, ~/.codex and "
+        "~/.gemini always are")
+    add("--topology-attach", action="append", default=[], metavar="NETWORK",
+        help="docker: the proxy joins this existing Docker network (repeatable), so allowed "
+        "names of its containers are reachable through the proxy, never directly")
     # --- --config and upstream awf's flags (awf/configfile.py, docs/config.md) ---
     add("--config", metavar="FILE|-", help="YAML or JSON settings ('-': standard input): awf's "
         "keys (the long flag names, _ for -) or upstream awf's schema; flags win")
@@ -165,8 +178,10 @@ def run_parser() -> argparse.ArgumentParser:
     add("--no-api-proxy", "--no-enable-api-proxy", dest="no_api_proxy", action="store_true",
         help="do not start the API proxy sidecar")
     for provider in API_PROVIDERS:
-        add(f"--{provider}-api-target", metavar="HOST",
-            help=f"the {provider} API host the API proxy sidecar sends to")
+        add(f"--{provider}-api-target", metavar="HOST[:PORT]",
+            help=f"the {provider} API host the API proxy sidecar sends to (HTTPS)")
+    add("--extra-ca-certs", metavar="PATH", help="a PEM bundle the API proxy sidecar trusts "
+        "besides the system store (awf-proxy itself never terminates TLS)")
     configfile.add_upstream_flags(p)
     add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return p
@@ -207,6 +222,9 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             timeout = -1
         if not timeout > 0:
             raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
+    if ns.backend == "netns" and ns.container_workdir is not None:  # it would be ignored
+        raise ConfigError("--container-workdir is for --backend docker; the netns backend runs "
+                          "the command in awf's current directory (cd there first)")
     return RunConfig(
         command=tuple(command),
         backend=ns.backend,
@@ -235,12 +253,15 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         pids_limit=_positive_int("--pids-limit", ns.pids_limit, 1000),
         cpus=None if ns.cpus is None else _positive_float("--cpus", ns.cpus),
         enable_docker=ns.enable_docker,
+        share_home=tuple(ns.share_home),
+        topology_attach=tuple(_check_networks(ns.topology_attach)),
         audit_dir=Path(ns.audit_dir) if ns.audit_dir else None,
         diagnostics=ns.diagnostics,
         docker_host=ns.docker_host,
         api_proxy=not ns.no_api_proxy,
         api_targets=tuple((p, getattr(ns, f"{p}_api_target")) for p in API_PROVIDERS
                           if getattr(ns, f"{p}_api_target")),
+        extra_ca_certs=Path(ns.extra_ca_certs) if ns.extra_ca_certs else None,
         intercept_ports=frozenset({80, 443} | proxy_cfg.allow_ports | policy.scoped_ports()),
         config_file=ns.config,
         print_config=ns.print_config,
@@ -289,6 +310,16 @@ def _work_dir(value: str | None) -> Path | None:
     if not path.is_dir():
         raise ConfigError(f"--work-dir: {value!r} is not a directory; create it first")
     return path.resolve()
+
+
+_NETWORK = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _check_networks(names: Sequence[str]) -> list[str]:
+    for name in names:
+        if not _NETWORK.fullmatch(name):
+            raise ConfigError(f"--topology-attach {name!r}: not a Docker network name or id")
+    return list(dict.fromkeys(names))
 
 
 def _check_names(flag: str, names: Sequence[str]) -> list[str]:

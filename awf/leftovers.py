@@ -26,7 +26,7 @@ ETC_NETNS = Path("/etc/netns")
 
 @dataclass(frozen=True, slots=True)
 class Leftover:
-    kind: str  # netns | link | table | dir | container | network
+    kind: str  # netns | link | table | dir | keys | container | network
     name: str
     run: str
 
@@ -99,8 +99,12 @@ def find(*, everything: bool = False) -> list[Leftover]:
     if ETC_NETNS.is_dir():
         for d in sorted(ETC_NETNS.glob(f"{netns.PREFIX}*")):
             found.append(Leftover("dir", str(d), d.name[len(netns.PREFIX):]))
-    return [f for f in found
-            if f.kind in ("container", "network") or everything or not alive(f.run)]
+    found = [f for f in found
+             if f.kind in ("container", "network") or everything or not alive(f.run)]
+    from awf import apisidecar  # the API proxy sidecar's keys: by their own owner pid
+
+    return found + [Leftover("keys", str(apisidecar.keys_dir(run)), run)
+                    for run in apisidecar.dead_keys(everything=everything)]
 
 
 def remove(items: list[Leftover]) -> None:
@@ -136,6 +140,10 @@ def remove(items: list[Leftover]) -> None:
                 nft.remove(item.name)
             elif item.kind == "dir":
                 shutil.rmtree(item.name, ignore_errors=True)
+            elif item.kind == "keys":
+                from awf import apisidecar
+
+                apisidecar.wipe_keys(item.run)
             unregister(item.run)
         except (AwfError, OSError, NetlinkError) as exc:
             errors.append(f"{item}: {exc}")

@@ -76,7 +76,7 @@ def finish_logs(logs: Path) -> None:
     """Files 0644, the directory 0755, owned by the invoking user."""
     who = caller()
     owner = who if who is not None else (0, 0)
-    for p in [logs, *logs.iterdir()] if logs.is_dir() else []:
+    for p in [logs, *logs.rglob("*")] if logs.is_dir() else []:  # api-proxy/ too
         try:
             if os.geteuid() == 0:
                 os.chown(p, *owner)
@@ -113,6 +113,10 @@ def print_summary(logs: Path) -> None:
     first, *rest = summary_lines(logs / "access.jsonl")
     say(f"{first} · logs: {logs}")
     for line in rest:
+        say(line)
+    from awf.apisidecar import summary_lines as api_lines  # --- API proxy sidecar ---
+
+    for line in api_lines(logs):
         say(line)
 
 
@@ -244,10 +248,12 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
 
 
 def wait_agent(cfg: RunConfig, *, agent: Callable[[float], int | None],
-               proxy: Callable[[], int | None], stop: Callable[[float], None]) -> int:
+               proxy: Callable[[], int | None], stop: Callable[[float], None],
+               sidecar: Callable[[], int | None] | None = None) -> int:
     """The command's exit code. `agent(t)` waits up to t seconds for it (None: still running),
     `proxy()` is the proxy's exit status if it is gone, `stop(grace)` stops the command. If the
-    proxy dies, egress is gone: the command is stopped and the run fails closed."""
+    proxy dies, egress is gone: the command is stopped and the run fails closed. So too if the
+    API proxy sidecar (`sidecar()`, its status if it is gone) dies."""
     deadline = (time.monotonic() + cfg.agent_timeout) if cfg.agent_timeout else None
     while True:
         left = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
@@ -258,6 +264,11 @@ def wait_agent(cfg: RunConfig, *, agent: Callable[[float], int | None],
         if status is not None:
             stop(2)
             raise SandboxError(f"awf-proxy died (status {status}); the command was stopped")
+        status = sidecar() if sidecar is not None else None
+        if status is not None:
+            stop(2)
+            raise SandboxError(f"the API proxy sidecar died (status {status}); the command "
+                               "was stopped")
         if deadline is not None and time.monotonic() >= deadline:
             say(f"--agent-timeout expired after {cfg.agent_timeout:g} s; stopping the command")
             stop(10)

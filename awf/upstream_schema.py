@@ -76,9 +76,7 @@ _ENCLAVE = ("not supported: awf has no private-repository enclaves; the executor
             "information budgets would not exist")
 _RATE = ("not enforced: awf's proxy has no rate limiting; remove it or use upstream awf")
 _SESSION = ("no effect here: the command's session state stays in the sandbox (awf has no "
-            "--session-state-dir; see --share-home when it lands)")
-_TOPOLOGY = ("no effect yet: awf does not attach other containers to the sandbox's network "
-             "(docs/config.md); the command cannot reach them")
+            "--session-state-dir; --share-home DIR shares a directory of your home read-write)")
 
 
 SCHEMA: dict[str, Row] = {
@@ -92,7 +90,8 @@ SCHEMA: dict[str, Row] = {
                                "--upstream-proxy"),
     "network.isolation": R("awf always isolates the command; it cannot be turned off",
                            "--network-isolation", inert=(True, None)),
-    "network.topologyAttach": N(_TOPOLOGY, "--topology-attach"),
+    "network.topologyAttach": M("topology_attach", "list", "--topology-attach",
+                                "our --topology-attach: the proxy joins each network"),
     # filesystem
     "filesystem.allowWrite": R("not supported yet: the write boundary would not hold; mount "
                                "host paths read-only with -v HOST:CONTAINER:ro instead",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from proxy.errors import ConfigError
@@ -22,6 +22,9 @@ PASSTHROUGH = (
     "RUNNER_ARCH", "XDG_CONFIG_HOME", "GH_HOST",
 )
 PASSTHROUGH_PREFIXES = ("LC_", "OTEL_")
+# CA bundles and directories: passed when the file they name is visible in the sandbox
+CA_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+           "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
 NEVER = frozenset({
     "PATH", "PWD", "OLDPWD", "SHLVL", "_", "HOME",
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "FTP_PROXY", "NO_PROXY",
@@ -38,6 +41,9 @@ NEVER_PREFIXES = ("SUDO_", "DOCKER_", "LD_", "AWF_")
 _OTLP_HEADERS = re.compile(r"OTEL_EXPORTER_OTLP_.*HEADERS")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# the toolchains chroot host mode mounts from $HOME (containers/hostview.py TOOLCHAINS) that hold
+# commands: after the system's, so they add commands (cargo, rustc, pipx's) and shadow none
+HOME_TOOL_DIRS = (".cargo/bin", ".local/bin")
 MAX_VALUE, MAX_TOTAL = 64 * 1024, 1024 * 1024
 REFUSED_TARGETS = ("/proc", "/sys", "/dev", "/run/awf")
 REFUSED_SOURCES = ("/", "/proc", "/sys", "/dev")
@@ -47,6 +53,22 @@ def never_passed(name: str, exclude: Iterable[str] = ()) -> bool:
     upper = name.upper()
     return (upper in NEVER or name in set(exclude) or upper.startswith(NEVER_PREFIXES)
             or bool(_OTLP_HEADERS.fullmatch(upper)))
+
+
+def with_home_tools(path: str, home: str) -> str:
+    """`path` and then the toolchains chroot host mode mounts from $HOME: last, so they add
+    commands (cargo, rustc, pipx's) and shadow none."""
+    tools = (f"{home.rstrip('/')}/{d}" for d in HOME_TOOL_DIRS)
+    return ":".join(dict.fromkeys([*path.split(":"), *tools]))
+
+
+def command_path(host_path: str, github_path: str = "") -> list[str]:
+    """The command's PATH candidates, in order: the directories of the $GITHUB_PATH file (one
+    a line; a later line was added later and comes first, as Actions prepends each), the
+    host's $PATH, then awf's default. hostview keeps those the sandbox can see."""
+    added = [line.strip() for line in github_path.splitlines() if line.strip()]
+    out = [*reversed(added), *host_path.split(":"), *AGENT_PATH.split(":")]
+    return [d for d in dict.fromkeys(out) if d.startswith("/")]
 
 
 def parse_env_file(text: str, where: str) -> list[tuple[str, str]]:
@@ -66,10 +88,13 @@ def parse_env_file(text: str, where: str) -> list[tuple[str, str]]:
 
 def agent_env(caller: Mapping[str, str], *, proxy_url: str | None, no_proxy: str, home: str,
               env_all: bool, exclude: Sequence[str], env_file: Sequence[tuple[str, str]],
-              explicit: Sequence[tuple[str, str]], tty: bool = False
+              explicit: Sequence[tuple[str, str]], tty: bool = False,
+              path: str | None = None, visible: Callable[[str], bool] | None = None
               ) -> tuple[tuple[str, str], ...]:
-    """The container's environment, in a stable order."""
-    env: dict[str, str] = {"HOME": home, "PATH": AGENT_PATH}
+    """The container's environment, in a stable order. `path`: the command's PATH;
+    `visible(file)`: whether a host file is seen in the sandbox (CA_VARS naming one pass)."""
+    path = with_home_tools(AGENT_PATH, home) if path is None else path
+    env: dict[str, str] = {"HOME": home, "PATH": path}
     if tty:
         env.update(TERM="xterm-256color", FORCE_COLOR="1")
     else:
@@ -82,7 +107,8 @@ def agent_env(caller: Mapping[str, str], *, proxy_url: str | None, no_proxy: str
         if never_passed(name, exclude) or name.lower() in ("no_proxy", "http_proxy",
                                                            "https_proxy", "all_proxy"):
             continue
-        passed = env_all or name in PASSTHROUGH or name.startswith(PASSTHROUGH_PREFIXES)
+        passed = env_all or name in PASSTHROUGH or name.startswith(PASSTHROUGH_PREFIXES) or (
+            name in CA_VARS and visible is not None and visible(value))
         if passed and len(value) <= MAX_VALUE:
             env[name] = value
     for name, value in [*env_file, *explicit]:

@@ -366,6 +366,17 @@ class DockerDriver:
             )
         return str(made["Id"])
 
+    # --- --topology-attach (hostview branch) ---
+    def inspect_network(self, name: str) -> dict[str, Any] | None:
+        """An existing network's Docker description (Name, Driver, IPAM, Labels...), or None."""
+        with _translated(f"cannot inspect network {name!r}", "is dockerd running?"):
+            try:
+                found: dict[str, Any] = self._api.inspect_network(name)
+            except docker.errors.NotFound:
+                return None
+        return found
+    # --- end --topology-attach ---
+
     def remove_network(self, name: str) -> None:
         with _translated(f"cannot remove network {name!r}", "remove its containers first"):
             try:

@@ -7,12 +7,17 @@ laid out at the image's root (`root=""`) and there is no chroot.
 
 - read-only from the host: /usr, /opt and the /bin, /sbin, /lib* directories (on merged-/usr
   hosts these are symlinks, which the entrypoint recreates inside the root);
-- read-only from /etc: a short allowlist (certificates, the loader's cache, users and groups,
-  the time zone, alternatives), plus awf's own resolv.conf and hosts;
-- read-only toolchains in $HOME (~/.cargo/bin, ~/.rustup, ~/.nvm, ~/.local/{bin,lib,pipx}) and
-  $RUNNER_TOOL_CACHE;
-- read-write: the workspace ($GITHUB_WORKSPACE, else the current directory), -v mounts, and a
-  private /tmp and an empty $HOME made for the run;
+- read-only from /etc: an allowlist of what toolchains and package managers read (ETC_ALLOW:
+  certificates, the loader, users and groups, time, alternatives, java, apt, pip, npm, git,
+  maven...), ETC_SECRETS inside them masked, plus awf's own resolv.conf and hosts;
+- read-only toolchain homes in $HOME (TOOLCHAINS: ~/.cargo, ~/.rustup, ~/.nvm, ~/.local,
+  ~/.pyenv, ~/.sdkman...) and $RUNNER_TOOL_CACHE; the host's PATH directories (`path_dirs`,
+  $PATH and $GITHUB_PATH's) that no mount shows already, when they are not credentials, system
+  or awf's own paths;
+- read-write: the workspace ($GITHUB_WORKSPACE, else the current directory), -v mounts, the
+  engines' state (~/.copilot, ~/.claude, ~/.codex, ~/.gemini) and --share-home directories
+  (`share_rw`), /tmp/gh-aw (its mcp-logs hidden), and a private /tmp and an empty $HOME made
+  for the run;
 - hidden: every entry of CREDENTIALS (one table: the agents', clouds', forges' and package
   managers' well-known credential files and directories) wherever a mounted directory holds it
   (`credential_paths`: below it as below a home, below it when it is one of the entry's parent
@@ -27,6 +32,7 @@ bind the container's own /dev, and the host's must never be seen.
 
 from __future__ import annotations
 
+import fnmatch
 import posixpath
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,12 +42,54 @@ from containers.agentenv import Volume
 from containers.spec import Mount
 
 SYSTEM_DIRS = ("usr", "opt", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+# /etc, read-only: what language toolchains and package managers read, and nothing that holds a
+# secret (ETC_SECRETS covers the few places inside these that may). One reason a line; a
+# trailing * matches names in /etc that start so (java-17-openjdk, python3.11).
 ETC_ALLOW = (
-    "ssl", "ca-certificates", "pki/ca-trust/extracted", "pki/tls/certs", "alternatives",
+    # TLS trust: OpenSSL, GnuTLS, Java (ssl/certs/java/cacerts), the distributions' bundles
+    "ssl", "ca-certificates", "ca-certificates.conf", "pki/ca-trust", "pki/tls/certs",
+    "pki/tls/openssl.cnf", "pki/tls/cert.pem", "pki/java", "crypto-policies",
+    # the loader, users and groups, time, names and services (libc reads these)
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "passwd", "group",
-    "localtime", "timezone",
+    "localtime", "timezone", "host.conf", "gai.conf", "services", "protocols", "locale.alias",
+    "mime.types", "os-release", "lsb-release", "debian_version", "alpine-release",
+    "redhat-release", "system-release",
+    # /usr/bin/java, python3, editor... on Debian-likes resolve through here
+    "alternatives",
+    # Java: java.security, jvm.cfg, net.properties (the JDK's conf/ links here on Debian)
+    "java", "java-*", "jvm",
+    # Python: pip's global config (mirrors, index-url), Debian's sitecustomize
+    "pip.conf", "xdg/pip", "python3", "python3.*",
+    # Node and Ruby package managers' global config (registry mirrors)
+    "npmrc", "yarnrc", "gemrc",
+    # git's system config (safe.directory, url rewrites, http.sslCAInfo)
+    "gitconfig",
+    # apt and dpkg: sources, mirrors, proxies (apt-get download, apt-cache; auth.conf masked)
+    "apt", "dpkg",
+    # Maven (m2.conf, the global settings.xml: the Debian launcher needs them), Gradle, .NET,
+    # conda: their system-wide config
+    "maven", "mavenrc", "gradle", "dotnet", "conda",
+    # fontconfig (headless JDKs, browsers, plotting)
+    "fonts",
 )
-TOOLCHAINS = (".cargo/bin", ".rustup", ".nvm", ".local/bin", ".local/lib", ".local/pipx")
+# Read-only toolchain homes in $HOME: installers that write them at install time, not at run
+# time (the bin/ of each is usually on the host's PATH). Cache homes that tools must write as
+# they run (~/.m2, ~/.gradle: Maven and Gradle fail on a read-only one) are not shared; a
+# --share-home of them shares them read-write (their credential files still masked).
+TOOLCHAINS = (".cargo", ".rustup", ".nvm", ".local", ".pyenv", ".sdkman", ".volta", ".bun",
+              ".deno", ".dotnet", "go",
+              # the parts shared before, for a host whose parent is not a directory (tests)
+              ".cargo/bin", ".local/bin", ".local/lib", ".local/pipx")
+# A PATH directory inside one of these is mounted with the whole toolchain (shims and proxies
+# call into the rest of it by absolute path)
+TOOLCHAIN_ROOTS = frozenset(t for t in TOOLCHAINS if "/" not in t) - {"go", ".local"}
+# The engines' own state, shared read-write with the host (credential files inside masked)
+ENGINE_HOMES = (".copilot", ".claude", ".codex", ".gemini")
+# gh-aw's prompts, MCP config and safe-outputs: shared read-write; its MCP servers' logs hidden
+GH_AW_DIR = "/tmp/gh-aw"
+GH_AW_HIDDEN = ("/tmp/gh-aw/mcp-logs",)
+# Never on the command's PATH, never mounted for it
+PATH_NEVER_UNDER = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot")
 
 
 class Kind(StrEnum):
@@ -116,6 +164,8 @@ CREDENTIALS: tuple[Credential, ...] = (
     _d(".copilot/logs", "Copilot CLI logs (tokens in requests)"),
     _d(".cache/mcp-logs", "MCP server logs"),
     _d(".local/state/sandboxes", "sandbox state"),
+    _d(".local/share/keyrings", "GNOME keyring (~/.local is shared read-only)"),
+    _d(".local/share/python_keyring", "Python keyring's file backend"),
     # clouds
     _f(".aws/credentials", "AWS keys"),
     _f(".aws/config", "AWS profiles (may hold keys)"),
@@ -155,6 +205,14 @@ CREDENTIALS: tuple[Credential, ...] = (
     _f(".pgpass", "PostgreSQL passwords"),
     _f(".my.cnf", "MySQL password"),
 )
+# Secrets that may sit inside ETC_ALLOW's directories (paths below /etc), covered likewise
+ETC_SECRETS: tuple[Credential, ...] = (
+    _d("ssl/private", "TLS private keys (Debian)"),
+    _d("pki/tls/private", "TLS private keys (Red Hat)"),
+    _f("apt/auth.conf", "apt repository logins"),
+    _d("apt/auth.conf.d", "apt repository logins"),
+    _f("maven/settings-security.xml", "Maven master password (system-wide)"),
+)
 CREDENTIAL_FILES = tuple(c.path for c in CREDENTIALS if c.kind is Kind.FILE)
 CREDENTIAL_DIRS = tuple(c.path for c in CREDENTIALS if c.kind is Kind.DIR)
 # Never mounted by -v at all: whole secret stores (ARCHITECTURE §5.1)
@@ -174,6 +232,7 @@ class HostFacts:
     exists: Callable[[str], bool]
     is_dir: Callable[[str], bool]
     readlink: Callable[[str], str | None]  # a symlink's target, None if not a symlink
+    listdir: Callable[[str], Sequence[str]] = lambda _path: ()  # names in a directory
 
     @staticmethod
     def live() -> HostFacts:
@@ -182,7 +241,13 @@ class HostFacts:
         def readlink(path: str) -> str | None:
             return os.readlink(path) if os.path.islink(path) else None
 
-        return HostFacts(os.path.lexists, os.path.isdir, readlink)
+        def listdir(path: str) -> Sequence[str]:
+            try:
+                return sorted(os.listdir(path))
+            except OSError:
+                return ()
+
+        return HostFacts(os.path.lexists, os.path.isdir, readlink, listdir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +256,36 @@ class HostView:
     tmpfs: tuple[tuple[str, str], ...]
     symlinks: tuple[tuple[str, str], ...]  # (path inside the root, link target)
     masked: tuple[str, ...]  # host paths covered, for the run's record
+    path: tuple[str, ...] = ()  # the host's PATH directories the command sees, in order
+    root: str = ""
+
+    def sees(self, path: str) -> bool:
+        """Whether host `path` is at the same path in the sandbox, from the host (not covered
+        by a tmpfs or a mask). The caller checks that it exists."""
+        path = posixpath.normpath(path)
+        if not path.startswith("/"):
+            return False
+        inside = self.root + path if self.root else path
+        best: tuple[int, str | None] = (-1, None)  # (depth of the target, its source or None)
+        for m in self.mounts:
+            if _under(inside, m.target) and len(m.target) > best[0]:
+                best = (len(m.target), m.source if m.target == self.root + m.source or (
+                    not self.root and m.target == m.source) else "")
+        for target, _opts in self.tmpfs:
+            if _under(inside, target) and len(target) >= best[0]:
+                best = (len(target), None)
+        source = best[1]
+        if not source or source == "/dev/null":
+            # a path through a recreated merged-/usr link (/bin/sh) is /usr's
+            for link, target in self.symlinks:
+                if _under(path, link) and not target.startswith("/"):
+                    return self.sees("/" + target + path[len(link):])
+            return False
+        return True
+
+
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
 
 
 def usable_workspace(path: str) -> bool:
@@ -199,14 +294,50 @@ def usable_workspace(path: str) -> bool:
         path == bad or path.startswith(bad + "/") for bad in NOT_UNDER)
 
 
+def _etc_names(facts: HostFacts) -> Iterator[str]:
+    names = facts.listdir("/etc")
+    for pattern in ETC_ALLOW:
+        if pattern.endswith("*"):
+            yield from (n for n in names if fnmatch.fnmatchcase(n, pattern))
+        else:
+            yield pattern
+
+
+def engine_homes(home: str) -> tuple[str, ...]:
+    """The engines' state directories in `home` (shared read-write when they exist)."""
+    return tuple(posixpath.join(home, name) for name in ENGINE_HOMES)
+
+
+def share_home_error(path: str, home: str, facts: HostFacts) -> str | None:
+    """Why `path` (resolved) cannot be shared read-write with --share-home, or None."""
+    path, home = posixpath.normpath(path), posixpath.normpath(home)
+    if not path.startswith(home.rstrip("/") + "/"):
+        return f"it is not a directory under your home {home}"
+    if not facts.is_dir(path) or facts.readlink(path) is not None:
+        return "it is not a directory (create it first; a symlink is not followed)"
+    store = secret_store(path)
+    if store is not None:
+        return f"{store} holds credentials and is never shared"
+    return None
+
+
 def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None,
               volumes: Sequence[Volume], resolv_conf: str, hosts: str, facts: HostFacts,
-              tool_cache: str | None = None) -> HostView:
-    """The agent's mounts. `root` is "/host" (chroot host mode) or "" (an image's own root)."""
+              tool_cache: str | None = None, path_dirs: Sequence[str] = (),
+              share_rw: Sequence[str] = (), gh_aw: bool = False,
+              private: Sequence[str] = ()) -> HostView:
+    """The agent's mounts. `root` is "/host" (chroot host mode) or "" (an image's own root).
+
+    `path_dirs`: the host's PATH directories (candidates, in order; chroot mode only): those
+    that exist and are not credentials, system or awf-`private` paths are on `HostView.path`,
+    mounted read-only when no mount shows them already. `share_rw`: directories in the home
+    shared read-write (the engines' state, --share-home; checked by the caller). `gh_aw`:
+    share GH_AW_DIR read-write, GH_AW_HIDDEN hidden."""
     mounts: list[Mount] = []
     tmpfs: list[tuple[str, str]] = []
     links: list[tuple[str, str]] = []
     shared: list[tuple[str, str]] = []  # (host dir, target) whose contents the agent sees
+    masked: list[str] = []
 
     def at(path: str) -> str:
         return root + path if root else path
@@ -222,31 +353,81 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
                 links.append((path, target))
             elif facts.is_dir(path):
                 mounts.append(Mount(path, at(path)))
-        for name in ETC_ALLOW:
+        for name in dict.fromkeys(_etc_names(facts)):
             path = "/etc/" + name
             if facts.exists(path):
                 mounts.append(Mount(path, at(path)))
+        for cred in ETC_SECRETS:
+            path = "/etc/" + cred.path
+            if not any(_under(path, m.source) for m in mounts):
+                continue
+            if cred.kind is Kind.FILE and facts.exists(path) and not facts.is_dir(path):
+                mounts.append(Mount("/dev/null", at(path)))
+            elif cred.kind is Kind.DIR and facts.is_dir(path):
+                tmpfs.append((at(path), "ro,nosuid,nodev,noexec,size=4k,mode=0555"))
+            else:
+                continue
+            masked.append(path)
     tmpfs.append((at("/tmp"), "rw,nosuid,nodev,size=1g,mode=1777"))
     mounts.append(Mount(resolv_conf, at("/etc/resolv.conf")))
     mounts.append(Mount(hosts, at("/etc/hosts")))
     ws = posixpath.normpath(workspace) if workspace else None
+    home = posixpath.normpath(home)
+    rw_dirs = [posixpath.normpath(d) for d in share_rw]
+    len_system = len(mounts)
     if ws != home:
         tmpfs.append((at(home), f"rw,nosuid,nodev,size=1g,mode=0700,uid={uid},gid={gid}"))
         for rel in TOOLCHAINS:
             path = posixpath.join(home, rel)
-            if facts.is_dir(path) and path != ws:
+            if (facts.is_dir(path) and path != ws and path not in rw_dirs
+                    and not any(_under(path, m.source) for m in mounts[len_system:])):
                 mounts.append(Mount(path, at(path)))
                 shared.append((path, path))
         if tool_cache and facts.is_dir(tool_cache) and usable_workspace(tool_cache):
             mounts.append(Mount(tool_cache, at(tool_cache)))
             shared.append((tool_cache, tool_cache))
+    taken_by_v = {posixpath.normpath(v.target) for v in volumes}  # a -v of it wins
+    for path in dict.fromkeys(rw_dirs):
+        if (path not in taken_by_v and facts.is_dir(path) and facts.readlink(path) is None
+                and secret_store(path) is None and ws != home and not (ws and _under(path, ws))):
+            mounts.append(Mount(path, at(path), read_only=False))
+            shared.append((path, path))
+    if (gh_aw and GH_AW_DIR not in taken_by_v and facts.is_dir(GH_AW_DIR)
+            and facts.readlink(GH_AW_DIR) is None):
+        mounts.append(Mount(GH_AW_DIR, at(GH_AW_DIR), read_only=False))
+        shared.append((GH_AW_DIR, GH_AW_DIR))
+        for hidden in GH_AW_HIDDEN:
+            tmpfs.append((at(hidden), "ro,nosuid,nodev,noexec,size=4k,mode=0555"))
     if ws is not None:
         mounts.append(Mount(ws, at(ws), read_only=False))
         shared.append((ws, ws))
     for v in volumes:
         mounts.append(Mount(v.source, at(v.target), read_only=v.read_only))
         shared.append((v.source, v.target))
-    masked: list[str] = []
+    path_seen: list[str] = []
+    if root:
+        probe = HostView(tuple(mounts), tuple(tmpfs), tuple(links), (), (), root)
+        for raw in path_dirs:
+            path = posixpath.normpath(raw) if raw.startswith("/") else ""
+            if not path or path in path_seen or not facts.is_dir(path):
+                continue
+            if (secret_store(path) is not None or (path in NOT_A_WORKSPACE and not probe.sees(
+                    path)) or any(_under(path, bad) for bad in PATH_NEVER_UNDER)
+                    or any(_under(path, p) or _under(p, path) for p in private)
+                    or _under(home, path)):
+                continue
+            if not probe.sees(path):
+                # a toolchain's bin (another home's ~/.pyenv/shims, ~/.cargo/bin) needs the
+                # rest of that toolchain: its root is mounted instead
+                parts = path.split("/")
+                whole = next(("/".join(parts[:i + 1]) for i, name in enumerate(parts)
+                              if name in TOOLCHAIN_ROOTS and i > 1), path)
+                if not facts.is_dir(whole) or secret_store(whole) is not None:
+                    whole = path
+                mounts.append(Mount(whole, at(whole)))
+                shared.append((whole, whole))
+                probe = HostView(tuple(mounts), tuple(tmpfs), tuple(links), (), (), root)
+            path_seen.append(path)
     taken = {m.target for m in mounts} | {t for t, _ in tmpfs}
     for source, target in shared:
         for cred, path, inside in credential_paths(source, target, home):
@@ -261,7 +442,8 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
                 continue
             taken.add(dest)
             masked.append(path)
-    return HostView(tuple(mounts), tuple(tmpfs), tuple(links), tuple(masked))
+    return HostView(tuple(mounts), tuple(tmpfs), tuple(links), tuple(masked),
+                    tuple(path_seen), root)
 
 
 def credential_paths(source: str, target: str, home: str

@@ -176,3 +176,55 @@ def stage1_profile() -> dict[str, object]:
 def stage1_json() -> str:
     """Stage 1 as compact, stable JSON: the text of Docker's `seccomp=` security option."""
     return json.dumps(stage1_profile(), sort_keys=True, separators=(",", ":"))
+
+
+# --- no setuid or setgid files (the netns sandbox) ----------------------------------------------
+
+S_ISUID, S_ISGID = 0o4000, 0o2000
+O_CREAT, O_TMPFILE_BIT = 0o100, 0o20000000  # x86_64 and aarch64 (asm-generic) values
+# (syscall, index of its flags argument or None, index of its mode argument)
+_MODE_CALLS: tuple[tuple[str, int | None, int], ...] = (
+    ("chmod", None, 1), ("fchmod", None, 1), ("fchmodat", None, 2), ("fchmodat2", None, 2),
+    ("creat", None, 1), ("mknod", None, 1), ("mknodat", None, 2),
+    ("open", 1, 2), ("openat", 2, 3),
+)
+
+
+def no_setid_files_profile() -> dict[str, object]:
+    """A filter stacked on stage 1 in the netns sandbox: no file may get a setuid or setgid bit.
+
+    With an idmapped workspace the command owns, in the mount, files that are root's on disk;
+    a setuid bit set through it would hand the host a setuid-root program. Refused with EPERM
+    in chmod, fchmod, fchmodat(2), creat, mknod(at) and open(at) with O_CREAT or O_TMPFILE;
+    openat2 (whose mode is out of a filter's reach, in memory) gets ENOSYS, so callers fall
+    back to openat."""
+    rules: list[dict[str, object]] = []
+    for name, flags, mode in _MODE_CALLS:
+        for bit in (S_ISUID, S_ISGID):
+            if flags is None:
+                rules.append({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+                              "args": [_masked_eq(mode, bit, bit)]})
+                continue
+            for create in (O_CREAT, O_TMPFILE_BIT):
+                rules.append({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+                              "args": [_masked_eq(flags, create, create),
+                                       _masked_eq(mode, bit, bit)]})
+    rules.append({"names": ["openat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+
+
+# --- no keystrokes pushed into the caller's terminal (the netns sandbox) ------------------------
+
+TIOCSTI, TIOCLINUX = 0x5412, 0x541C
+
+
+def no_terminal_injection_profile() -> dict[str, object]:
+    """A filter stacked on stage 1 in the netns sandbox: no TIOCSTI or TIOCLINUX ioctl.
+
+    The command shares awf's session, so its controlling terminal is the caller's: TIOCSTI
+    would push keystrokes into the caller's shell, run as the caller (root, often) once awf
+    exits. The Docker backend's command has a terminal of its own. The request is compared on
+    its low 32 bits, the ones the kernel reads, so high bits cannot slip past the filter."""
+    return {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["ioctl"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+         "args": [_masked_eq(1, 0xFFFFFFFF, request)]} for request in (TIOCSTI, TIOCLINUX)]}

@@ -88,6 +88,10 @@ class Names:
         return f"awf-{self.run}-agent"
 
     @property
+    def api(self) -> str:
+        return f"awf-{self.run}-api"
+
+    @property
     def guard(self) -> str:
         return f"awf-{self.run}-guard"
 
@@ -146,7 +150,9 @@ def tcp_ports(allow_ports: Iterable[int]) -> frozenset[int]:
 
 def proxy_ruleset(subnets: Subnets, ports: frozenset[int], *,
                   allow_ranges: Iterable[IPNetwork] = (),
-                  dns_servers: Iterable[IPAddress] = ()) -> ProxySideRuleset:
+                  dns_servers: Iterable[IPAddress] = (),
+                  sidecar_ports: frozenset[int] = frozenset()) -> ProxySideRuleset:
+    """`sidecar_ports`: the API proxy sidecar's, which shares the proxy's namespace."""
     return ProxySideRuleset(
         table="awf_proxy",
         agent_ifname=None,
@@ -155,18 +161,23 @@ def proxy_ruleset(subnets: Subnets, ports: frozenset[int], *,
         redirect_tcp_ports=ports,
         transparent_port=TRANSPARENT_PORT,
         dns_port=DNS_PORT,
-        listen_ports=frozenset({EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT}),
+        listen_ports=frozenset({EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT}) | sidecar_ports,
         restrict_output=True,
         allow_ranges=frozenset(allow_ranges),
         dns_servers=frozenset(dns_servers),
     )
 
 
-def agent_ruleset(subnets: Subnets, ports: frozenset[int]) -> AgentRuleset:
+def agent_ruleset(subnets: Subnets, ports: frozenset[int],
+                  sidecar_ports: frozenset[int] = frozenset()) -> AgentRuleset:
+    """`sidecar_ports`: the API proxy sidecar's, on the proxy's addresses."""
     return AgentRuleset(
         proxy_v4=subnets.proxy_v4,
         proxy_v6=subnets.proxy_v6,
         proxy_ports=frozenset({EXPLICIT_PORT, DNS_PORT}),
         tcp_ports=ports,
         docker_dns=True,
+        sidecar_ports=sidecar_ports,
+        sidecar_v4=subnets.proxy_v4 if sidecar_ports else None,
+        sidecar_v6=subnets.proxy_v6 if sidecar_ports else None,
     )

@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from proxy.errors import ConfigError
+from proxy.reasons import Reason
 
 MAX_PENDING = 200_000  # records queued but not yet written; past it record() drops (counted)
 MAX_BATCH = 4096  # lines per os.write
@@ -98,6 +99,39 @@ class Entry(NamedTuple):
                    bytes_up=self.bytes_up, bytes_down=self.bytes_down,
                    duration_ms=round((self.ended - self.started) * 1000, 1))
         return rec
+
+
+FAILED_AFTER_ALLOW = frozenset({
+    Reason.DNS_FAILURE, Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT,
+    Reason.RESPONSE_TIMEOUT, Reason.BAD_RESPONSE,
+})
+"""Reasons that end a request the policy allowed: logged `decision: allow` with the reason."""
+
+
+def decision_record(
+    started: float, client: str, mode: str, method: str, host: str, port: int,
+    url: str | None, reason: Reason | None, status: int,
+) -> dict[str, object]:
+    """The record of a request answered without forwarding anything (a denial, an error, or
+    `reason=None` for a tunnel whose byte counts are filled in when it ends)."""
+    decision = "deny" if reason is not None and reason not in FAILED_AFTER_ALLOW else "allow"
+    return Entry(
+        started, time.time(), client, mode, method, host, port, url, decision,
+        reason.value if reason is not None else None, status, 0, 0,
+    ).as_mapping()
+
+
+def peer_text(transport: _HasExtraInfo) -> str:
+    """The `client` field: a transport's peer as `ip:port` (`[v6]:port`), or `unknown`."""
+    peer = transport.get_extra_info("peername")
+    if not peer:
+        return "unknown"
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _HasExtraInfo(Protocol):
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
 
 def encode_entry(e: Entry) -> bytes | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from proxy.policy import Policy, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{8,512}=*")
 
 Endpoint = tuple[str, int]
 
@@ -48,10 +50,12 @@ class ProxyConfig:
     connect_timeout: float = 10.0
     idle_timeout: float = 300.0
     head_timeout: float = 30.0
+    response_timeout: float = 300.0
     drain_timeout: float = 5.0
     log_level: str = "info"
     dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
+    healthz_token: str | None = None
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -75,10 +79,12 @@ _KEYS: dict[str, tuple[str, str]] = {
     "connect_timeout": ("--connect-timeout", "seconds"),
     "idle_timeout": ("--idle-timeout", "seconds"),
     "head_timeout": ("--head-timeout", "seconds"),
+    "response_timeout": ("--response-timeout", "seconds"),
     "drain_timeout": ("--drain-timeout", "seconds"),
     "log_level": ("--log-level", "level"),
     "dns_max_name_length": ("--dns-max-name-length", "count"),
     "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
+    "healthz_token": ("--healthz-token", "token"),
 }
 
 
@@ -127,9 +133,16 @@ def _parser() -> _Parser:
     add("--max-connections", metavar="N")
     add("--connect-timeout", metavar="SECONDS")
     add("--idle-timeout", metavar="SECONDS")
-    add("--head-timeout", metavar="SECONDS")
+    add("--head-timeout", metavar="SECONDS",
+        help="time a client has to send a complete request head (default 30) -> 408")
+    add("--response-timeout", metavar="SECONDS",
+        help="time an origin has to send a response head (default 300) -> 504")
     add("--drain-timeout", metavar="SECONDS")
     add("--log-level", metavar="LEVEL", help="debug|info|warn|error (default info)")
+    add("--healthz-token", metavar="TOKEN",
+        help="GET /healthz on an explicit listener answers loopback clients, and with this "
+        "flag any client sending 'Authorization: Bearer TOKEN'; any other client gets 403 "
+        "self_connection")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -253,6 +266,12 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
         if level not in LOG_LEVELS:
             raise ConfigError(f"{flag}: {one!r} is not one of {'|'.join(LOG_LEVELS)}")
         return level
+    if kind == "token":
+        token = str(one)
+        if _TOKEN_RE.fullmatch(token) is None:
+            raise ConfigError(f"{flag}: want 8 or more characters of A-Z a-z 0-9 - . _ ~ + /"
+                              " (an RFC 6750 bearer token), e.g. from `openssl rand -hex 16`")
+        return token
     raise AssertionError(kind)  # pragma: no cover - the table above is closed
 
 

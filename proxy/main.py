@@ -1,10 +1,9 @@
 """`awf-proxy`: parse the flags, bind every listener, serve until SIGTERM/SIGINT, drain, exit 0.
 
-The only place in proxy/ that picks an exit code. It prints a configuration error (one line,
-exit 2, before anything listens) and the `awf-proxy listening on` lines. While it serves, the
-proxy also reports on stderr from `server` (reloads, each decision at --log-level debug),
-`client` (an internal error on one connection) and `access_log` (its summary and dropped
-records).
+The only place in proxy/ that picks an exit code: a configuration error is one line and exit 2,
+before anything listens. (Running, the proxy also writes one-line notices on stderr: a rejected
+reload (server), the descriptor limit (server), an internal error (http_connection), the log's
+summary (access_log).)
 """
 
 from __future__ import annotations

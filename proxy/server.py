@@ -1,27 +1,32 @@
 """The running proxy: listeners, the connection registry, destinations, reload and drain.
 
-`ProxyServer` is the context every connection talks to. It owns the one swappable reference to
-the frozen `Policy` (SIGHUP builds a new one and swaps it), the resolver, the origin pool and the
-access log. Destinations are checked here: a name is resolved once, every answer is classified
-(contract §4), and only checked addresses are handed to the dialler.
+`ProxyServer` implements `context.ConnectionContext`, all that connections may use of it. It owns
+the one swappable reference to the frozen `Policy` (SIGHUP builds a new one and swaps it), the
+resolver, the origin pool and the access log. Destinations are checked here: a name is resolved
+once, every answer is classified (contract §4), and only checked addresses are handed to the
+dialler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol, TypeVar, cast
+from typing import TypeVar, cast
 
 from proxy import __version__
 from proxy.access_log import AccessLog, Entry
 from proxy.addr import IPAddress, embedded_ipv4
 from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
+from proxy.context import Limits, Registered
 from proxy.dialer import dial
 from proxy.errors import ConfigError, DeniedAddress, SelfConnection
+from proxy.http_connection import HttpConnection
 from proxy.localaddrs import local_addresses
 from proxy.policy import Decision, Policy
 from proxy.resolver import Resolver
@@ -35,9 +40,24 @@ Listener = tuple[str, tuple[str, int], Callable[[], asyncio.Protocol]]
 
 _UNSPECIFIED = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
 
+# Descriptors kept free beyond the connections' own: log files, DNS queries, the accept that
+# must still succeed so that a client can be answered 503 instead of being dropped (at EMFILE
+# libuv accepts and closes pending connections silently, and uvloop says nothing).
+FD_RESERVE = 32
+FD_WARN_EVERY = 10.0  # seconds between two stderr lines about the descriptor limit
 
-class Connection(Protocol):
-    def abort(self) -> None: ...
+
+def open_descriptors() -> int:
+    """How many file descriptors this process holds (Linux /proc; a guess elsewhere)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
+def descriptor_limit() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft if soft != resource.RLIM_INFINITY else 1 << 30
 
 
 class ProxyServer:
@@ -54,8 +74,11 @@ class ProxyServer:
         self.policy = policy
         self.resolver = resolver
         self.log = log
+        self.limits = Limits(head_timeout=cfg.head_timeout,
+                             response_timeout=cfg.response_timeout,
+                             connect_timeout=cfg.connect_timeout, idle_timeout=cfg.idle_timeout)
         self.pool = Pool()
-        self.connections: set[object] = set()
+        self.connections: set[Registered] = set()
         self.started = time.monotonic()
         self.endpoints: list[str] = []
         self._servers: list[asyncio.Server] = []
@@ -64,6 +87,12 @@ class ProxyServer:
         self._self_ports: set[int] = set()
         self._debug = cfg.log_level == "debug"
         self._idle = asyncio.Event()
+        self.draining = False
+        # admission also keeps within RLIMIT_NOFILE: each connection may hold two descriptors
+        # (client, origin), each idle pooled origin one; the floor is what start() found open
+        self._fd_limit = descriptor_limit()
+        self._fd_floor = 64 + FD_RESERVE
+        self._fd_warned = -FD_WARN_EVERY
         # set by start(): connections use it instead of asyncio.get_running_loop(), which on
         # Python 3.11 costs a getpid() system call per call
         self.loop: asyncio.AbstractEventLoop = cast(asyncio.AbstractEventLoop, None)
@@ -72,11 +101,9 @@ class ProxyServer:
 
     async def start(self, extra: Sequence[Listener] = ()) -> None:
         """Bind every listener (explicit first, then `extra`), or raise ConfigError."""
-        from proxy.client import ClientConnection
-
         self.loop = loop = asyncio.get_running_loop()
         wanted: list[Listener] = [
-            ("--listen", ep, lambda: ClientConnection(self)) for ep in self.cfg.listen
+            ("--listen", ep, lambda: HttpConnection(self)) for ep in self.cfg.listen
         ]
         wanted.extend(extra)
         for flag, (host, port), factory in wanted:
@@ -95,6 +122,7 @@ class ProxyServer:
                 bound = sock.getsockname()
                 self.endpoints.append(format_endpoint(bound[0], bound[1]))
                 self.add_self(bound[0], bound[1])
+        self._fd_floor = open_descriptors() + FD_RESERVE
 
     def add_self(self, host: str, port: int) -> None:
         """Mark (host, port) as one of ours, for `self_connection`."""
@@ -117,18 +145,35 @@ class ProxyServer:
 
     # -- the connection registry ----------------------------------------------------------
 
-    def admit(self, conn: object) -> bool:
-        if len(self.connections) >= self.cfg.max_connections:
+    def admit(self, conn: Registered) -> bool:
+        """Register a new connection, or False (answer 503 overloaded) at --max-connections or
+        near the file-descriptor limit."""
+        n = len(self.connections)
+        if n >= self.cfg.max_connections:
             return False
+        if 2 * (n + 1) + len(self.pool) + self._fd_floor > self._fd_limit:
+            self.pool.clear()  # idle origins first: each holds a descriptor
+            if 2 * (n + 1) + self._fd_floor > self._fd_limit:
+                self._warn_descriptors(n)
+                return False
         self.connections.add(conn)
         return True
 
-    def release(self, conn: object) -> None:
+    def _warn_descriptors(self, n: int) -> None:
+        now = time.monotonic()
+        if now - self._fd_warned < FD_WARN_EVERY:
+            return
+        self._fd_warned = now
+        print(f"awf-proxy: {n} connections are near the file-descriptor limit "
+              f"({self._fd_limit}, RLIMIT_NOFILE): new clients get 503 overloaded; raise "
+              "the limit (ulimit -n) or lower --max-connections", file=sys.stderr, flush=True)
+
+    def release(self, conn: Registered) -> None:
         self.connections.discard(conn)
         if not self.connections:
             self._idle.set()
 
-    def swap(self, old: object, new: object) -> None:
+    def swap(self, old: Registered, new: Registered) -> None:
         self.connections.discard(old)
         self.connections.add(new)
 
@@ -144,6 +189,10 @@ class ProxyServer:
             )
 
     # -- destinations --------------------------------------------------------------------------
+
+    @property
+    def healthz_token(self) -> str | None:
+        return self.cfg.healthz_token
 
     def is_self(self, ip: IPAddress, port: int) -> bool:
         v4 = embedded_ipv4(ip) if ip.version == 6 else None
@@ -235,12 +284,12 @@ class ProxyServer:
                             conn.close_both()
 
     async def drain(self, timeout: float) -> None:
-        """Stop accepting, close idle keep-alive clients, let the rest finish, then abort."""
+        """Stop accepting, close idle keep-alive clients, let the rest finish (each answer now
+        says `Connection: close`), then abort what is left (an exchange aborted is logged)."""
         await self.close_listeners()
+        self.draining = True
         for conn in list(self.connections):
-            idle = getattr(conn, "idle", None)
-            if idle is not None and idle():
-                conn.abort()  # type: ignore[attr-defined]
+            conn.drain()
         self.pool.clear()
         if self.connections:
             self._idle.clear()
@@ -252,8 +301,6 @@ class ProxyServer:
             except TimeoutError:
                 pass
         for conn in list(self.connections):
-            abort = getattr(conn, "abort", None)
-            if abort is not None:
-                abort()
+            conn.abort()
         # let the aborted transports run their connection_lost callbacks (and log)
         await asyncio.sleep(0)

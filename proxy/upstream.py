@@ -1,30 +1,40 @@
 """Origin connections for plain-HTTP forwarding, and their keep-alive pool.
 
 A pooled connection was dialled to an address checked for its (host, port); it is reused only
-for that same pair, and the pool is emptied whenever the policy changes.
+for that same pair, and the pool is emptied whenever the policy changes. While it carries a
+request, an `Upstream` reports to that request's reader (an `exchange.Exchange`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
-from proxy.tunnel import tune
-
-if TYPE_CHECKING:
-    from proxy.client import Exchange
+from proxy.flowcontrol import tune
 
 MAX_IDLE_PER_KEY = 64
 MAX_IDLE = 2048
 
 
+class UpstreamReader(Protocol):
+    """The request an `Upstream` is carrying (an `exchange.Exchange`)."""
+
+    def upstream_data(self, data: bytes) -> None: ...
+    def upstream_lost(self) -> None: ...
+    def upstream_paused(self, paused: bool) -> None:
+        """The origin is slow (or again quick) to take what we write to it."""
+        ...
+
+
 class Upstream(asyncio.Protocol):
+    """One origin connection, dialled for `key` = (host, port)."""
+
     __slots__ = ("exchange", "key", "lost", "pool", "reused", "stamp", "transport")
 
-    def __init__(self) -> None:
+    def __init__(self, key: tuple[str, int] = ("", 0)) -> None:
         self.transport: asyncio.Transport | None = None
-        self.exchange: Exchange | None = None
-        self.key: tuple[str, int] = ("", 0)
+        self.exchange: UpstreamReader | None = None
+        self.key = key
         self.pool: Pool | None = None
         self.reused = False
         self.lost = False
@@ -55,12 +65,20 @@ class Upstream(asyncio.Protocol):
     def pause_writing(self) -> None:  # the origin is slow to take the request body
         ex = self.exchange
         if ex is not None:
-            ex.client.upstream_paused(True)
+            ex.upstream_paused(True)
 
     def resume_writing(self) -> None:
         ex = self.exchange
         if ex is not None:
-            ex.client.upstream_paused(False)
+            ex.upstream_paused(False)
+
+    def attach(self, reader: UpstreamReader) -> None:
+        """This connection now carries `reader`'s request."""
+        self.exchange = reader
+
+    def detach(self) -> None:
+        """The request is over: what arrives now is not for it."""
+        self.exchange = None
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:

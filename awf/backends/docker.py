@@ -16,6 +16,7 @@ cleanup` finds what a killed run left by the io.awf.run label.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -32,12 +33,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
 import containers
+from awf import apisidecar
 from awf import run as shared
 from awf.config import RunConfig
 from containers import agentenv, hostview, labels, resolvers, runs, seccomp, topology
@@ -84,6 +86,9 @@ class Prepared:
     allow_ranges: tuple[IPNetwork, ...]
     dns_servers: tuple[IPAddress, ...]
     workspace: str | None  # what the sandbox gets read-write (and the guard may bind)
+    share_home: tuple[str, ...] = ()  # --share-home, resolved and checked
+    attach: tuple[str, ...] = ()  # --topology-attach networks, checked (the proxy joins them)
+    attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
     dns_flags: tuple[str, ...] = ()  # awf-proxy's --dns-servers when awf chose them (issue 19)
 
 
@@ -118,7 +123,76 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ), dns_flags)
+                    workspace(environ), _share_home(cfg, environ), dns_flags=dns_flags)
+
+
+def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
+    """--share-home DIR: a directory under the caller's home, resolved (exit 2 otherwise)."""
+    home = caller_home(environ)
+    out: list[str] = []
+    for spec in cfg.share_home:
+        path = os.path.realpath(os.path.join(home, os.path.expanduser(spec)))
+        why = hostview.share_home_error(path, home, hostview.HostFacts.live())
+        if why is not None:
+            raise ConfigError(f"--share-home {spec!r}: {why}")
+        out.append(path)
+    return tuple(out)
+
+
+# --- --topology-attach (docs/decisions.md) ----------------------------------------------------
+
+
+def _topology_attach(driver: DockerDriver, names: tuple[str, ...]
+                     ) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+    """Each network checked (exit 2 otherwise): Prepared's `attach` and `attach_ranges`."""
+    attach: list[str] = []
+    ranges: list[IPNetwork] = []
+    for name in names:
+        info = driver.inspect_network(name)
+        if info is None:
+            raise ConfigError(f"--topology-attach {name!r}: no such Docker network (create it "
+                              "and start the containers the command should reach on it)")
+        got = attach_ranges(name, info)
+        attach.append(str(info.get("Name") or name))
+        ranges.extend(r for r in got if r not in ranges)
+    return tuple(attach), tuple(ranges)
+
+
+def attach_ranges(name: str, info: dict[str, object]) -> tuple[IPNetwork, ...]:
+    """The destinations an attached network adds for allowed names: its subnets less their
+    gateways (the host's address on that bridge: reaching the host stays
+    --enable-host-access's). Refused: host, none, awf's own networks, a network with no
+    subnet, and one whose subnets hold non-private addresses."""
+    driver = str(info.get("Driver") or "")
+    labels_ = info.get("Labels") or {}
+    if driver in ("host", "null", "none") or name in ("host", "none"):
+        raise ConfigError(f"--topology-attach {name!r}: a {driver or name} network has no "
+                          "subnet to join; name a bridge or overlay network")
+    if isinstance(labels_, dict) and labels.RUN in labels_:
+        raise ConfigError(f"--topology-attach {name!r}: that is an awf run's own network")
+    out: list[IPNetwork] = []
+    ipam = info.get("IPAM") or {}
+    configs = ipam.get("Config") if isinstance(ipam, dict) else None
+    for pool in configs or []:
+        try:
+            subnet = ip_network(str(pool.get("Subnet")), strict=False)
+        except ValueError:
+            continue
+        if not subnet.is_private or subnet.prefixlen == 0:
+            raise ConfigError(f"--topology-attach {name!r}: its subnet {subnet} is not a "
+                              "private range; awf does not widen the proxy's egress to it")
+        gateway = pool.get("Gateway")
+        try:
+            gw = ip_address(str(gateway).split("/")[0]) if gateway else None
+        except ValueError:
+            gw = None
+        if gw is not None and gw in subnet:
+            out.extend(subnet.address_exclude(ip_network(gw)))  # type: ignore[arg-type]
+        else:
+            out.append(subnet)
+    if not out:
+        raise ConfigError(f"--topology-attach {name!r}: the network has no IP subnet")
+    return tuple(sorted(out, key=lambda n: (n.version, str(n))))
 
 
 @dataclass(kw_only=True)
@@ -134,6 +208,11 @@ class Run(shared.Record):
     interrupted: bool = False
     subnets: topology.Subnets | None = None
     masked: tuple[str, ...] = ()
+    api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
+
+    @property
+    def api_ports(self) -> frozenset[int]:
+        return apisidecar.PORTS if self.api is not None else frozenset()
 
     def run_json(self, code: int) -> dict[str, object]:
         return {**super().run_json(code), "masked": list(self.masked),
@@ -156,6 +235,7 @@ def run_docker(cfg: RunConfig) -> int:
     t0 = time.monotonic()
     environ = dict(os.environ)
     prepared = prepare(cfg, environ)
+    api = apisidecar.plan(cfg, environ)  # a bad --*-api-target: exit 2, nothing made
     early: dict[str, float] = {}
     driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
@@ -171,11 +251,15 @@ def run_docker(cfg: RunConfig) -> int:
     if cfg.agent_image and not driver.image_exists(cfg.agent_image):
         raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
                           "load it first (nothing can be pulled)")
+    if cfg.topology_attach:
+        nets, ranges = _topology_attach(driver, cfg.topology_attach)
+        prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
     run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
               driver=driver, names=topology.Names(run_id))
     run.timings.update(early)
+    run.api = api
     lease = _take_lease(work)
 
     def finish(interrupted: bool) -> None:
@@ -270,14 +354,18 @@ def _create_networks(run: Run, prepared: Prepared) -> topology.Subnets:
 def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                 runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
-    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=prepared.allow_ranges,
-                                     dns_servers=prepared.dns_servers)
+    ranges = (*prepared.allow_ranges, *prepared.attach_ranges)  # --topology-attach's subnets
+    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges,
+                                     dns_servers=prepared.dns_servers,
+                                     sidecar_ports=run.api_ports)
     uid, gid = _proxy_user()
     # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
     hosts, hosts_flags = resolvers.hosts_file_for_proxy(
         run.cfg.proxy.hosts_file, named="hosts_file" in run.cfg.proxy.flags)
     argv = [*shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs"), *prepared.dns_flags,
             *hosts_flags]
+    for net in prepared.attach_ranges:
+        argv += ["--allow-range", str(net)]
     gateway = subnets.ext_v4.network_address + 1
     if run.cfg.enable_host_access:
         # host.docker.internal is this host's address on the egress bridge: a name like any
@@ -285,8 +373,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         argv += ["--allow-domains", HOST_NAME, "--resolve", f"{HOST_NAME}={gateway}",
                  "--allow-range", f"{gateway}/32"]
         ruleset = topology.proxy_ruleset(
-            subnets, ports, allow_ranges=(*prepared.allow_ranges, ip_network(f"{gateway}/32")),
-            dns_servers=prepared.dns_servers)
+            subnets, ports, allow_ranges=(*ranges, ip_network(f"{gateway}/32")),
+            dns_servers=prepared.dns_servers, sidecar_ports=run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway),
             "dns_probe": resolvers.probe_entries(prepared.dns_servers)}
@@ -301,7 +389,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         labels=run.labels(labels.Role.PROXY),
         network=n.int_net, ipv4_address=str(subnets.proxy_v4),
         ipv6_address=str(subnets.proxy_v6) if subnets.proxy_v6 else None,
-        extra_networks=(NetworkAttachment(n.ext_net),),
+        extra_networks=(NetworkAttachment(n.ext_net),
+                        *(NetworkAttachment(net) for net in prepared.attach)),
         mounts=(Mount(str(run.logs), "/logs", read_only=False),
                 Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True),
                 *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
@@ -314,7 +403,7 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
 
 def _keeper_spec(run: Run, subnets: topology.Subnets, runtime: str) -> tuple[ContainerSpec, str]:
     ports = topology.tcp_ports(run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
-    ruleset = topology.agent_ruleset(subnets, ports)
+    ruleset = topology.agent_ruleset(subnets, ports, run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "subnet_v4": str(subnets.v4),
             "subnet_v6": str(subnets.v6) if subnets.v6 else None,
             "startup_timeout": STARTUP_TIMEOUT}
@@ -435,7 +524,14 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         starting.append((guard_spec, _Watch(
             run.driver, guard_spec.name,
             lambda ls: any(ln.startswith(GUARD_READY) for ln in ls), GUARD_FAILED, run.t0)))
-    _start_both(run, starting)
+    api = _ApiStart(run, subnets, runtime) if run.api is not None else None
+    try:
+        _start_both(run, starting)
+    except BaseException:
+        if api is not None:  # never creating the sidecar behind teardown's back
+            api.cancel.set()
+            api.thread.join(STARTUP_TIMEOUT)
+        raise
     got_keeper = next(ln for ln in keeper_watch.lines if ln.startswith(KEEPER_READY)).split()[-1]
     got_proxy = next((ln.split()[-1] for ln in proxy_watch.lines if ln.startswith(PROXY_RULES)),
                      "")
@@ -447,7 +543,9 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
     (run.logs / "agent.nft").write_text(topology.agent_ruleset(
-        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)).render())
+        subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
+        run.api_ports).render())
+    api_name = api.wait() if api is not None else None
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {subnets.v4} {subnets.v6 or ''} proxy {subnets.proxy_v4}; "
                    "self-test passed")
@@ -464,7 +562,66 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
         run.mark("exec")
         started()
-        return _wait_agent(run, agent_spec.name, proxy_spec.name)
+        return _wait_agent(run, agent_spec.name, proxy_spec.name, api_name)
+
+
+class _ApiStart:
+    """The API proxy sidecar joins the proxy's network namespace, so it is created as soon as
+    the proxy container runs, while the proxy and keeper get ready; the agent starts only
+    after `awf-api-proxy ready` (`wait`)."""
+
+    def __init__(self, run: Run, subnets: topology.Subnets, runtime: str) -> None:
+        assert run.api is not None
+        uid, gid = _proxy_user()
+        self.run = run
+        self.spec = apisidecar.docker_spec(
+            run.api, run.cfg, name=run.names.api, image=runtime,
+            proxy_container=run.names.proxy, listen_host=str(subnets.proxy_v4), run=run.run,
+            logs=run.logs, lease=run.work / "lease", uid=uid, gid=gid,
+            labels=run.labels(labels.Role.API))
+        self.watch = _Watch(run.driver, self.spec.name, lambda ls: apisidecar.READY in ls,
+                            apisidecar.FAILED, run.t0)
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
+        self.deadline = time.monotonic() + STARTUP_TIMEOUT
+        self.thread = threading.Thread(target=self._start, name="api-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        d, proxy = self.run.driver, self.run.names.proxy
+        try:
+            while True:  # the proxy container must run before another can join its netns
+                if self.cancel.is_set():
+                    return
+                if proxy in self.run.containers:
+                    state = d.state(proxy)
+                    if state is not None and state.get("Running"):
+                        break
+                if time.monotonic() > self.deadline:
+                    raise SandboxError(f"container {proxy!r} was not running within "
+                                       f"{STARTUP_TIMEOUT:g} s")
+                time.sleep(0.05)
+            d.create_container(self.spec)
+            self.run.containers.append(self.spec.name)
+            d.start(self.spec.name)
+            self.watch.thread.start()
+        except BaseException as exc:  # handed to wait()
+            self.error = exc
+
+    def wait(self) -> str:
+        self.thread.join(max(self.deadline - time.monotonic(), 0))
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, AwfError) else DockerError(str(err))
+        if self.thread.is_alive() or not self.watch.done.wait(
+                max(self.deadline - time.monotonic(), 0)):
+            raise SandboxError(f"container {self.spec.name!r} was not ready within "
+                               f"{STARTUP_TIMEOUT:g} s; its last lines: "
+                               f"{' | '.join(self.watch.lines[-8:]) or 'no output'}")
+        if not self.watch.ok:
+            raise SandboxError(self.watch.failure())
+        self.run.mark("api_proxy")
+        return self.spec.name
 
 
 @contextlib.contextmanager
@@ -521,6 +678,33 @@ def workspace(environ: dict[str, str]) -> str | None:
     shared.say(f"the workspace {path} is a system or shared directory; it is not shared with "
                "the command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
     return None
+
+
+def _github_path(environ: dict[str, str]) -> str:
+    """The file $GITHUB_PATH names (Actions: one directory a line), or ""."""
+    name = environ.get("GITHUB_PATH")
+    try:
+        if name and os.path.isfile(name) and os.path.getsize(name) <= MiB:
+            return Path(name).read_text(errors="replace")
+    except OSError:
+        pass
+    return ""
+
+
+def _engine_homes(home: str, uid: int, gid: int) -> tuple[str, ...]:
+    """The engines' state directories, made (the caller's, 0700) when missing so that what
+    the command writes there stays on the host. A symlink is left alone (hostview skips it)."""
+    out = hostview.engine_homes(home)
+    if home in ("/", "/tmp") or not os.path.isdir(home):
+        return ()
+    for path in out:
+        if not os.path.lexists(path):
+            try:
+                os.mkdir(path, 0o700)
+                os.chown(path, uid, gid)
+            except OSError:
+                pass
+    return out
 
 
 def caller_home(environ: dict[str, str]) -> str:
@@ -585,10 +769,24 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     os.chmod(run.work, 0o755)
     home = caller_home(environ)
     ws = prepared.workspace
+    engines = _engine_homes(home, uid, gid)
     view = hostview.host_view(
         root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=prepared.volumes,
         resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
-        tool_cache=environ.get("RUNNER_TOOL_CACHE"))
+        tool_cache=environ.get("RUNNER_TOOL_CACHE"),
+        path_dirs=agentenv.command_path(environ.get("PATH", ""), _github_path(environ)),
+        share_rw=(*engines, *prepared.share_home), gh_aw=True,
+        private=(str(run.work), str(run.logs)))
+
+    def visible(path: str) -> bool:
+        return os.path.exists(path) and view.sees(path)
+
+    for name in agentenv.CA_VARS:
+        value = environ.get(name)
+        if value and name not in cfg.exclude_env and not visible(value):
+            shared.say(f"{name}={value} is not visible in the sandbox; not passed (put the "
+                       "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
+                       "or -v it)")
     tmpfs = list(view.tmpfs)
     if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
         tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
@@ -596,8 +794,16 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     url = shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None
     env = agentenv.agent_env(environ, proxy_url=url, no_proxy=",".join(no_proxy),
                              home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
-                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty)
+                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty,
+                             path=agentenv.with_home_tools(
+                                 ":".join(view.path) or agentenv.AGENT_PATH, home),
+                             visible=visible)
     plain, secrets = agentenv.split_secrets(env)
+    if run.api is not None:  # placeholders and the sidecar's URLs; never a real key
+        api_env = apisidecar.agent_env(run.api, str(subnets.proxy_v4))
+        names = {k for k, _ in api_env}
+        plain = (*(kv for kv in plain if kv[0] not in names), *api_env)
+        secrets = {k: v for k, v in secrets.items() if k not in names}
     for name in sorted(secrets):
         if name in agentenv.NEVER:
             shared.say(f"forwarding {name} to the command, as asked; it reaches no environment but "
@@ -688,8 +894,10 @@ def _pump(driver: DockerDriver, sock: object, tty: bool = False) -> None:
         pass
 
 
-def _wait_agent(run: Run, agent: str, proxy: str) -> int:
+def _wait_agent(run: Run, agent: str, proxy: str, api: str | None = None) -> int:
     exits: dict[str, queue.Queue[int | Exception]] = {agent: queue.Queue(), proxy: queue.Queue()}
+    if api is not None:
+        exits[api] = queue.Queue()
 
     def waiter(name: str) -> None:
         try:
@@ -707,13 +915,14 @@ def _wait_agent(run: Run, agent: str, proxy: str) -> int:
             return None
         exits[name].put(result)  # it stays known
         if isinstance(result, Exception):
-            what = "agent" if name == agent else "proxy"
+            what = {agent: "agent", proxy: "proxy"}.get(name, "API proxy sidecar")
             raise DockerError(f"lost the {what} container: {result}")
         return result
 
     code = shared.wait_agent(run.cfg, agent=lambda t: exited(agent, t),
                              proxy=lambda: exited(proxy, 0),
-                             stop=lambda grace: _stop(run.driver, agent, grace))
+                             stop=lambda grace: _stop(run.driver, agent, grace),
+                             sidecar=(lambda: exited(api, 0)) if api is not None else None)
     _drain_output(run)
     return code
 
@@ -758,12 +967,15 @@ def teardown(run: Run) -> None:
             pass
 
     def stop_proxy() -> None:
+        if n.api in run.containers:
+            _stop(d, n.api, 3)  # the API sidecar first: it flushes api-proxy.jsonl
         if n.proxy in run.containers:
             _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
 
     with ThreadPoolExecutor(2) as pool:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
             job.result()
+    apisidecar.wipe_keys(run.run)
     if run.cfg.keep_containers:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
@@ -777,6 +989,7 @@ def reap_dead_runs(driver: DockerDriver) -> None:
     """Remove runs on this host whose owner process is gone (a killed awf)."""
     for dead in runs.dead_runs(driver):
         _remove_run(driver, dead)
+        apisidecar.wipe_keys(dead)
 
 
 def _remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,

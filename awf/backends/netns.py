@@ -9,15 +9,16 @@
       forward: drop
 
 Order: namespace and veth, then the proxy (a child that dies with us: PR_SET_PDEATHSIG), the two
-tables applied and verified, the self-test, and only then the command: as the invoking user
-(SUDO_UID/SUDO_GID) or as root with every capability dropped and no_new_privs, in its own PID
-namespace (so nothing it starts outlives the run), with /etc/resolv.conf naming the forwarder
+tables applied and verified, the self-test, and only then the command, in its sandbox
+(awf/backends/netnsbox.py): its own PID and mount namespaces, the Docker agent's view of the
+host, never uid 0, no capabilities, seccomp, with /etc/resolv.conf naming the forwarder
 (`ip netns exec` bind-mounts /etc/netns/awf-<run>/resolv.conf in a private mount namespace).
 Cleanup runs on every path and is idempotent; `awf cleanup` finds what a killed run left by name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -30,8 +31,9 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import ClassVar
 
-from awf import leftovers
+from awf import apisidecar, leftovers
 from awf import run as shared
+from awf.backends import netnsbox
 from awf.config import RunConfig
 from awf.proxy_child import ProxyChild
 from netfilter import apply as nft
@@ -50,7 +52,6 @@ from proxy.errors import AwfError
 
 ETC_NETNS = Path("/etc/netns")
 PROXY_START_TIMEOUT = 20.0
-_PASS_ENV_DROP = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
 
 
 @dataclass(kw_only=True)
@@ -59,6 +60,8 @@ class Run(shared.Record):
     link: netns.AgentLink | None = None
     proxy: ProxyChild | None = None
     agent: subprocess.Popen[bytes] | None = None
+    api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
+    api_proc: apisidecar.HostSidecar | None = None
 
 
 def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
@@ -76,6 +79,7 @@ def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
 
 def _run(run: Run) -> int:
     cfg = run.cfg
+    run.api = apisidecar.plan(cfg, os.environ)
     net4, net6 = netns.choose_subnet(run.run)
     link = netns.AgentLink.for_run(run.run, net4, None if cfg.ipv6 == "off" else net6)
     run.link = link
@@ -88,6 +92,9 @@ def _run(run: Run) -> int:
     if run.proxy is None:
         raise SandboxError("awf-proxy was not forked")
     run.proxy.launch(shared.proxy_argv(addrs, cfg, str(run.logs)))
+    if run.api is not None:  # starts while the rules are applied; ready before the self-test
+        run.api_proc = apisidecar.HostSidecar(run.api, cfg, run=run.run,
+                                              listen_host=str(link.host_v4.ip), logs=run.logs)
     side, agent = _rulesets(run, link)
     _apply_both(side, agent, link.netns)
     (run.logs / "proxy.nft").write_text(side.render())
@@ -95,6 +102,9 @@ def _run(run: Run) -> int:
     run.mark("rules")
     run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT)
     run.mark("proxy")
+    if run.api_proc is not None:
+        run.api_proc.wait_ready(PROXY_START_TIMEOUT)
+        run.mark("api_proxy")
     run_in_netns(f"{netns.NETNS_DIR}/{link.netns}",
                  Target(proxy_v4=IPv4Address(link.host_v4.ip),
                         proxy_v6=IPv6Address(link.host_v6.ip) if link.host_v6 else None))
@@ -102,16 +112,18 @@ def _run(run: Run) -> int:
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {link.netns} {link.agent_v4} via {link.host_v4.ip}; "
                    "self-test passed")
-    command = run.agent = subprocess.Popen(_command_argv(run, link), env=_command_env(run, link))
+    command = run.agent = _command(run, link)
     run.mark("exec")
     proc = run.proxy
     return shared.wait_agent(cfg, agent=lambda t: _exited(command, t), proxy=proc.poll,
-                             stop=lambda grace: _stop_agent(command, grace))
+                             stop=lambda grace: _stop_agent(command, grace),
+                             sidecar=run.api_proc.poll if run.api_proc else None)
 
 
 def _rulesets(run: Run, link: netns.AgentLink) -> tuple[ProxySideRuleset, AgentRuleset]:
     ports = frozenset({80, 443} | run.cfg.proxy.allow_ports | run.cfg.intercept_ports)
     host6 = link.host_v6.ip if link.host_v6 else None
+    api_ports = apisidecar.PORTS if run.api is not None else frozenset()
     side = ProxySideRuleset(
         table=f"awf_{run.run}",
         agent_ifname=link.host_if,
@@ -120,13 +132,15 @@ def _rulesets(run: Run, link: netns.AgentLink) -> tuple[ProxySideRuleset, AgentR
         redirect_tcp_ports=ports,
         transparent_port=TRANSPARENT_PORT,
         dns_port=DNS_PORT,
-        listen_ports=frozenset({EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT}),
+        listen_ports=frozenset({EXPLICIT_PORT, TRANSPARENT_PORT, DNS_PORT} | api_ports),
     )
     agent = AgentRuleset(
         proxy_v4=IPv4Address(link.host_v4.ip),
         proxy_v6=IPv6Address(host6) if host6 is not None else None,
         proxy_ports=frozenset({EXPLICIT_PORT, DNS_PORT}),
         tcp_ports=ports,
+        sidecar_ports=api_ports,
+        sidecar_v4=IPv4Address(link.host_v4.ip) if api_ports else None,
     )
     return side, agent
 
@@ -152,37 +166,16 @@ def _apply_both(side: ProxySideRuleset, agent: AgentRuleset, agent_netns: str) -
         raise failures[0]
 
 
-def _command_env(run: Run, link: netns.AgentLink) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k.upper() not in _PASS_ENV_DROP and not k.startswith(("SUDO_", "AWF_"))}
-    if run.cfg.proxy_env:
-        url = shared.proxy_url(link.host_v4.ip)
-        for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-            env[name] = url
-        no_proxy = "localhost,127.0.0.1,::1"
-        env["NO_PROXY"] = env["no_proxy"] = no_proxy
-    env.update(dict(run.cfg.env))
-    return env
-
-
-def _command_argv(run: Run, link: netns.AgentLink) -> list[str]:
-    who = shared.caller()
-    drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs"]
-    if who is not None:
-        drop = ["--reuid", str(who[0]), "--regid", str(who[1]), "--clear-groups", *drop]
-    command = list(run.cfg.command)
-    if len(command) == 1:  # one string: a shell command line, so $VARs expand inside
-        command = ["bash", "-c", command[0]]
-    return [
-        *netns.exec_argv(link.netns),
-        "setpriv", "--pdeathsig", "KILL", "--",
-        "unshare", "--pid", "--fork", "--kill-child=KILL", "--mount-proc", "--",
-        # tini is the namespace's init: the command keeps default signal dispositions
-        # (an init ignores signals it has no handler for), zombies are reaped, and the exit
-        # status is the command's (128+N after signal N)
-        "tini", "-g", "-s", "--",
-        "setpriv", *drop, "--", *command,
-    ]
+def _command(run: Run, link: netns.AgentLink) -> subprocess.Popen[bytes]:
+    """The command in its sandbox (awf/backends/netnsbox.py, containers/sandbox.py)."""
+    url = shared.proxy_url(link.host_v4.ip) if run.cfg.proxy_env else None
+    cfg, no_proxy = run.cfg, "localhost,127.0.0.1,::1"
+    if run.api is not None:  # --- API proxy sidecar: its URLs and placeholders, never a key
+        host = str(link.host_v4.ip)
+        cfg = dataclasses.replace(cfg, env=(*cfg.env, *apisidecar.agent_env(run.api, host)))
+        no_proxy = apisidecar.with_no_proxy(no_proxy, host)
+    return netnsbox.start(cfg, netns=link.netns, proxy_url=url, no_proxy=no_proxy,
+                          logs=run.logs)
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -228,6 +221,8 @@ def _teardown(run: Run) -> None:
             (run.logs / "l3-drops.json").write_text(json.dumps(drops, indent=1) + "\n")
         except AwfError:
             pass
+    if run.api_proc is not None:
+        run.api_proc.stop(3)  # flushes api-proxy.jsonl; wipes the keys file
     if run.proxy is not None:
         run.proxy.stop(3)
     cleanup_run(run.run, link)
@@ -243,6 +238,9 @@ def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
     if Path(netns.NETNS_DIR, name).exists() or link is not None:
         netns.destroy(link or run)
         removed.append(f"netns {name}")
+    if apisidecar.keys_dir(run).exists():
+        apisidecar.wipe_keys(run)
+        removed.append(str(apisidecar.keys_dir(run)))
     etc = ETC_NETNS / name
     if etc.exists():
         shutil.rmtree(etc, ignore_errors=True)

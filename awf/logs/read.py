@@ -1,7 +1,7 @@
 """Finding a run's logs and reading them: the I/O edge of `awf logs`.
 
 **Where logs are.** `awf run` writes each run's logs to `--proxy-logs-dir`, or else
-`$TMPDIR/awf-logs-<run>` (`awf.runlog.logs_dir`). A run is **running** when:
+`$TMPDIR/awf-logs-<run>` (`awf.run.logs_dir`). A run is **running** when:
 
 * its `run.json` names a live `pid` and no `exit_code` yet (a run record written at the start), or
 * it has no `run.json` (the backends write it at the end) and its owner is alive: the netns
@@ -322,7 +322,7 @@ def docker_runs() -> dict[str, int]:
 
 
 def search_dirs() -> list[Path]:
-    """Where `awf run` puts logs by default: $TMPDIR (awf.runlog.logs_dir uses
+    """Where `awf run` puts logs by default: $TMPDIR (awf.run.logs_dir uses
     tempfile.gettempdir()). The first of $TMPDIR, $TEMP, $TMP that is a directory counts even
     when this user cannot write to it (gettempdir() would skip it): reading needs no write."""
     for var in ("TMPDIR", "TEMP", "TMP"):

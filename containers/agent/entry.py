@@ -134,17 +134,7 @@ def lay_out(spec: dict[str, Any]) -> None:
         os.symlink("/tmp", f"{root}/var/tmp")
         bind("/dev", f"{root}/dev", read_only=False, recursive=True)
         bind("/sys", f"{root}/sys", read_only=True, recursive=True)
-    proc = f"{root.rstrip('/')}/proc"
-    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
-    for name in PROC_MASKED_FILES:
-        if os.path.exists(f"{proc}/{name}"):
-            bind("/dev/null", f"{proc}/{name}", read_only=True)
-    for name in PROC_MASKED_DIRS:
-        if os.path.isdir(f"{proc}/{name}"):
-            mount("tmpfs", f"{proc}/{name}", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=0")
-    for name in PROC_READ_ONLY:
-        if os.path.isdir(f"{proc}/{name}"):
-            bind(f"{proc}/{name}", f"{proc}/{name}", read_only=True, recursive=True)
+    mount_proc(f"{root.rstrip('/')}/proc")
     library = spec.get("one_shot_library")
     if library and root != "/":
         os.makedirs(f"{root}/run/awf", exist_ok=True)
@@ -155,6 +145,20 @@ def lay_out(spec: dict[str, Any]) -> None:
         os.symlink(sock, f"{root}/run/docker.sock")
     if root != "/":
         mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def mount_proc(proc: str) -> None:
+    """A fresh procfs at `proc` with hidepid=2, then Docker's masks and read-only paths."""
+    mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
+    for name in PROC_MASKED_FILES:
+        if os.path.exists(f"{proc}/{name}"):
+            bind("/dev/null", f"{proc}/{name}", read_only=True)
+    for name in PROC_MASKED_DIRS:
+        if os.path.isdir(f"{proc}/{name}"):
+            mount("tmpfs", f"{proc}/{name}", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=0")
+    for name in PROC_READ_ONLY:
+        if os.path.isdir(f"{proc}/{name}"):
+            bind(f"{proc}/{name}", f"{proc}/{name}", read_only=True, recursive=True)
 
 
 def preload_path(spec: dict[str, Any]) -> str:
@@ -182,13 +186,12 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     root, home = spec["root"], spec["home"]
     if root != "/":
         os.chroot(root)
-    for where in (spec.get("workdir") or home, home, "/"):
-        try:
-            os.chdir(where)
-            break
-        except OSError:
-            print(f"awf-agent: working directory {where} is not there; trying the next",
-                  file=sys.stderr)
+    workdir = spec.get("workdir") or home
+    missing = not _enter(workdir)
+    if missing and workdir == home:  # the default: $HOME, else /
+        print(f"awf-agent: working directory {home} is not there; using /", file=sys.stderr)
+        os.chdir("/")
+        missing = False
     drop_bounding_set()
     uid, gid = spec["uid"], spec["gid"]
     os.setgroups(spec.get("groups", []))
@@ -196,11 +199,20 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     os.setresuid(uid, uid, uid)
     set_caps(None)
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    if missing:  # --container-workdir: made if it is not there, as `docker run -w` does, by
+        try:     # the command's user; never a silent run somewhere else
+            os.makedirs(workdir, exist_ok=True)
+            os.chdir(workdir)
+        except OSError as exc:
+            raise SetupError(f"the working directory {workdir} does not exist and cannot be "
+                             f"created: {exc.strerror}") from None
     env = dict(spec["env"])
     if secrets:
         env.update(secrets)
         env["LD_PRELOAD"] = preload_path(spec)
         env["AWF_ONE_SHOT_TOKENS"] = ",".join(sorted({*secrets, *spec.get("one_shot", [])}))
+    for profile in spec.get("seccomp_profiles", []):  # the netns sandbox's stage 1, and more
+        install_profile(seccomp, profile)
     install_stage2(seccomp, spec.get("seccomp_stage2", []))
     argv = spec["argv"]
     try:
@@ -208,6 +220,14 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     except OSError as exc:
         print(f"awf-agent: cannot run {argv[0]!r}: {exc.strerror}", file=sys.stderr)
         os._exit(127 if exc.errno == errno.ENOENT else 126)
+
+
+def _enter(where: str) -> bool:
+    try:
+        os.chdir(where)
+        return True
+    except OSError:
+        return False
 
 
 SCMP_ACT_ALLOW = 0x7FFF0000
@@ -227,7 +247,59 @@ def load_seccomp() -> ctypes.CDLL:
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                      ctypes.c_uint]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
+                                           ctypes.c_uint, ctypes.c_void_p]
     return lib
+
+
+class _ArgCmp(ctypes.Structure):  # libseccomp's struct scmp_arg_cmp
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
+
+
+# libseccomp's enum scmp_compare, by the names Docker's profiles use
+_SCMP_OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+             "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+_GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "i686": "386", "armv7l": "arm"}
+
+
+def _action(name: str, errno_ret: int) -> int:
+    if name == "SCMP_ACT_ALLOW":
+        return SCMP_ACT_ALLOW
+    if name == "SCMP_ACT_ERRNO":
+        return 0x00050000 | (errno_ret & 0xFFFF)
+    raise SetupError(f"seccomp action {name} is not supported here")
+
+
+def install_profile(lib: ctypes.CDLL, profile: dict[str, Any]) -> None:
+    """A seccomp filter from a Docker-format profile (containers/seccomp.py), for this process
+    and its children: what Docker does with `seccomp=<json>`, where no Docker is involved (the
+    netns backend). Native architecture only: a 32-bit syscall kills the process. Names this
+    kernel or architecture does not know are skipped, as runc does."""
+    default_errno = int(profile.get("defaultErrnoRet", errno.EPERM))
+    default = _action(profile["defaultAction"], default_errno)
+    ctx = lib.seccomp_init(default)
+    if not ctx:
+        raise SetupError("seccomp_init failed")
+    arch = _GOARCH.get(os.uname().machine, os.uname().machine)
+    for rule in profile["syscalls"]:
+        arches = rule.get("includes", {}).get("arches")
+        if arches is not None and arch not in arches:
+            continue
+        action = _action(rule["action"], int(rule.get("errnoRet", default_errno)))
+        args = rule.get("args") or []
+        cmps = (_ArgCmp * max(1, len(args)))()
+        for i, a in enumerate(args):
+            cmps[i] = _ArgCmp(a["index"], _SCMP_OPS[a["op"]], a["value"], a.get("valueTwo", 0))
+        for name in rule["names"]:
+            nr = lib.seccomp_syscall_resolve_name(name.encode())
+            if nr < 0:
+                continue
+            rc = lib.seccomp_rule_add_array(ctx, action, nr, len(args), cmps)
+            if rc != 0 and not (action == default and rc == -errno.EACCES):
+                raise SetupError(f"seccomp rule for {name} failed: {os.strerror(-rc)}")
+    if lib.seccomp_load(ctx) != 0:
+        raise SetupError("seccomp_load failed")
 
 
 def install_stage2(lib: ctypes.CDLL, names: list[str]) -> None:

@@ -527,7 +527,7 @@ def test_remove_deletes_the_table(t: Topology) -> None:
 
 
 def test_ipv4_only_namespace_has_ipv6_disabled(topo: Topology) -> None:
-    run = f"{RUN[:-1]}4"
+    run = f"{RUN[:-1]}g"  # not a hex digit: never the fixture's own run id (RUN may end in 4)
     v4, _ = netns.choose_subnet(run)
     link = netns.AgentLink.for_run(run, v4, None)
     netns.create(link)

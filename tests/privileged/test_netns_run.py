@@ -33,9 +33,14 @@ POLICY = (
 )
 
 
-def awf(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def awf(*args: str, timeout: float = 120,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = None
+    if cwd is not None:  # the workspace: the only host directory besides the system's it sees
+        env = {**os.environ, "GITHUB_WORKSPACE": str(cwd)}
     return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd,
+                          env=env)
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +142,14 @@ print("PROBES " + json.dumps(r))
 @pytest.fixture(scope="module")
 def probes(wan: wanmod.Wan,
            tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
-    script = tmp_path_factory.mktemp("probes") / "probes.py"
-    script.write_text(PROBES)
-    os.chmod(script.parent, 0o755)
-    os.chmod(script, 0o644)
+    # the sandbox sees the workspace, not the host's /tmp: the script and the CA go there, and
+    # the host's python3 runs it (a venv under the worktree is not in the sandbox)
+    ws = tmp_path_factory.mktemp("probes")
+    (ws / "probes.py").write_text(PROBES)
+    (ws / "ca.pem").write_bytes(wan.ca_pem.read_bytes())
     logs = str(tmp_path_factory.mktemp("logs"))
-    done = awf(*POLICY, "--proxy-logs-dir", logs, "--", sys.executable, str(script),
-               str(wan.ca_pem), timeout=240)
+    done = awf(*POLICY, "--proxy-logs-dir", logs, "--", "python3", "probes.py", "ca.pem",
+               timeout=240, cwd=ws)
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("PROBES ")), None)
     assert line, f"no probe output; exit {done.returncode}; stderr: {done.stderr[-2000:]}"
     results: dict[str, dict[str, object]] = json.loads(line[len("PROBES "):])

@@ -7,7 +7,7 @@ import contextlib
 import hashlib
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -100,13 +100,10 @@ async def http_origin(ssl_context: ssl.SSLContext | None = None) -> AsyncIterato
         await runner.cleanup()
 
 
-@contextlib.asynccontextmanager
-async def echo_origin(host: str = "127.0.0.1") -> AsyncIterator[Origin]:
+def echo_origin(host: str = "127.0.0.1") -> contextlib.AbstractAsyncContextManager[Origin]:
     """Echoes bytes; on the client's FIN it writes b'<bye>' and closes (tests half-close)."""
-    origin = Origin(port=0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin.connections += 1
         try:
             while data := await reader.read(65536):
                 writer.write(data)
@@ -118,22 +115,14 @@ async def echo_origin(host: str = "127.0.0.1") -> AsyncIterator[Origin]:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, 0)
-    origin.port = server.sockets[0].getsockname()[1]
-    try:
-        yield origin
-    finally:
-        server.close()
-        await server.wait_closed()
+    return tcp_origin(handle, host)
 
 
-@contextlib.asynccontextmanager
-async def raw_origin(response: bytes, host: str = "127.0.0.1") -> AsyncIterator[Origin]:
+def raw_origin(response: bytes, host: str = "127.0.0.1"
+               ) -> contextlib.AbstractAsyncContextManager[Origin]:
     """Reads one request head, answers `response` verbatim, then closes."""
-    origin = Origin(port=0)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        origin.connections += 1
         try:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(response)
@@ -143,7 +132,21 @@ async def raw_origin(response: bytes, host: str = "127.0.0.1") -> AsyncIterator[
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, host, 0)
+    return tcp_origin(handle, host)
+
+Handler_ = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def tcp_origin(handle: Handler_, host: str = "127.0.0.1") -> AsyncIterator[Origin]:
+    """A raw TCP origin on loopback running `handle` per connection (its Origin counts them)."""
+    origin = Origin(port=0)
+
+    async def counted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        origin.connections += 1
+        await handle(reader, writer)
+
+    server = await asyncio.start_server(counted, host, 0)
     origin.port = server.sockets[0].getsockname()[1]
     try:
         yield origin

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal as _signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 READY = "awf-proxy listening on "
@@ -41,7 +41,8 @@ class ProxyProc:
         return host.strip("[]"), int(port)
 
     @classmethod
-    async def start(cls, *args: str, timeout: float = 15.0) -> ProxyProc:
+    async def start(cls, *args: str, timeout: float = 15.0,
+                    preexec_fn: Callable[[], object] | None = None) -> ProxyProc:
         argv = list(args)
         if not any(a == "--listen" or a.startswith("--listen=") for a in argv):
             argv += ["--listen", "127.0.0.1:0"]
@@ -49,6 +50,7 @@ class ProxyProc:
             sys.executable, "-m", "proxy.main", *argv,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=preexec_fn,
         )
         assert proc.stderr is not None
         want = count_listeners(argv)

@@ -2,7 +2,9 @@
 
 It holds TEST-NET addresses (198.51.100.10 and .53, 2001:db8:100::10 and ::53) and runs real
 servers there: HTTP on 80 and 8080, TLS on 443 (a trustme CA), a TCP listener on 22 and a UDP
-DNS responder on 53 that count what reaches them. The `awt-` prefix keeps `awf cleanup` from
+DNS responder on 53 that count what reaches them. They listen on the wildcard address with
+SO_REUSEPORT, so that tests/support/forge.py's stand-ins can take the same ports on addresses
+of their own in the same namespace. The `awt-` prefix keeps `awf cleanup` from
 touching it; tests remove it at the end, and the conftest reaps crashed leftovers.
 """
 
@@ -16,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PREFIX = "awt-"
 V4, V4_DNS, V4_HOST = "198.51.100.10", "198.51.100.53", "198.51.100.1"
@@ -39,6 +42,7 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     address_family = socket.AF_INET6; daemon_threads = True
     def server_bind(self):
         self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # forge.py's too
         super().server_bind()
 for port in (80, 8080):
     srv = S(("::", port), H); threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -48,12 +52,13 @@ tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
 threading.Thread(target=tls.serve_forever, daemon=True).start()
 def tcp22():
     s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind(("::", 22)); s.listen()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); s.bind(("::", 22)); s.listen()
     while True:
         c, _ = s.accept(); counts["tcp22"] += 1; save(); c.close()
 def dns():
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0); s.bind(("::", 53))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1); s.bind(("::", 53))
     while True:
         data, addr = s.recvfrom(2048); counts["dns"] += 1; save()
 threading.Thread(target=tcp22, daemon=True).start()
@@ -75,6 +80,7 @@ class Wan:
     ca_pem: Path
     proc: subprocess.Popen[bytes]
     lock: int = -1  # the flock that makes this the one wan on the machine
+    ca: Any = None  # the trustme.CA behind ca_pem: stand-ins (tests/support/forge.py) issue from it
 
     def counts(self) -> dict[str, int]:
         data: dict[str, int] = json.loads(self.status.read_text())
@@ -126,8 +132,14 @@ def _start(workdir: Path) -> Wan:
     import trustme
 
     reap()
-    taken = subprocess.run(["ip", "-o", "addr", "show", "to", f"{V4_HOST}/32"],
-                           capture_output=True, text=True, check=False).stdout
+    deadline = time.monotonic() + float(os.environ.get("AWF_TEST_WAN_WAIT", "1200"))
+    while True:  # a run without the flock (an older checkout) may hold the addresses: wait
+        taken = subprocess.run(["ip", "-o", "addr", "show", "to", f"{V4_HOST}/32"],
+                               capture_output=True, text=True, check=False).stdout
+        if not taken.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+        reap()
     if taken.strip():
         raise RuntimeError(f"{V4_HOST} is already on a host interface ({taken.split()[1]}): "
                            "another test run's wan is up; only one can run at a time")
@@ -161,7 +173,7 @@ def _start(workdir: Path) -> Wan:
         line = proc.stdout.readline()
         if line.strip() != b"ready":
             raise RuntimeError("the wan servers did not start")
-        wan = Wan(ns, host_if, status, ca_pem, proc)
+        wan = Wan(ns, host_if, status, ca_pem, proc, ca=ca)
         _wait_reachable(V4)
         return wan
     except BaseException:

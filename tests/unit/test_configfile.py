@@ -404,13 +404,26 @@ def test_refused_flags_exit_2_with_why(argv: list[str], text: str):
 def test_noted_and_no_op_flags():
     cfg = run("--image-tag", "0.25.1", "--image-registry", "ghcr.io/x", "--skip-pull", "-b",
               "--enable-api-proxy", "--network-isolation", "--security-mode", "strict",
-              "--no-rate-limit", "--session-state-dir", "/tmp/s", "--topology-attach", "mcpg",
+              "--no-rate-limit", "--session-state-dir", "/tmp/s",
               "--cloud-hypervisor-vcpus", "2", "--", "true")
     flags = [n.split(":")[0] for n in cfg.notes]
     assert flags == ["--build-local", "--image-registry", "--image-tag", "--skip-pull",
-                     "--topology-attach", "--session-state-dir", "--cloud-hypervisor-vcpus"]
+                     "--session-state-dir", "--cloud-hypervisor-vcpus"]
     assert all("no effect" in n for n in cfg.notes)
     assert effective(cfg)["image_tag"] == ("0.25.1", "flag")
+
+
+def test_topology_attach_and_share_home_are_ours(tmp_path):
+    cfg = run("--topology-attach", "mcpg", "--topology-attach", "n2", "--topology-attach", "mcpg",
+              "--share-home", "/h/.m2", "--", "true")
+    assert cfg.topology_attach == ("mcpg", "n2")
+    assert cfg.share_home == ("/h/.m2",)
+    assert not cfg.notes
+    conf = tmp_path / "c.json"
+    conf.write_text('{"network": {"topologyAttach": ["gw"]}}')
+    assert run("--config", str(conf), "--", "true").topology_attach == ("gw",)
+    with pytest.raises(ConfigError):
+        run("--topology-attach", "bad name", "--", "true")
 
 
 def test_agent_image_presets():

@@ -151,3 +151,66 @@ def test_docker_flags_parse() -> None:
     assert cfg.exclude_env == ("X",)
     with pytest.raises(ConfigError):
         parse_run(["--exclude-env", "1bad", "--", "true"])
+
+
+def test_command_path_github_path_first_latest_first_then_host_then_default() -> None:
+    got = agentenv.command_path("/usr/bin:/h/bin::rel:/usr/bin", "/a/bin\n\n /b/bin \n")
+    assert got[:3] == ["/b/bin", "/a/bin", "/usr/bin"]
+    assert got[3] == "/h/bin"
+    assert "rel" not in got
+    assert got[-1] == "/bin"
+    assert len(got) == len(set(got))
+
+
+def test_ca_variables_pass_only_when_their_file_is_visible() -> None:
+    caller = {n: f"/seen/{n}" for n in agentenv.CA_VARS} | {"SSL_CERT_FILE": "/tmp/hidden.pem"}
+    env = dict(agentenv.agent_env(caller, proxy_url=None, no_proxy="", home="/h",
+                                  env_all=False, exclude=[], env_file=[], explicit=[],
+                                  path="/x/bin:/usr/bin",
+                                  visible=lambda p: p.startswith("/seen/")))
+    assert env["PATH"] == "/x/bin:/usr/bin"
+    assert env["NODE_EXTRA_CA_CERTS"] == "/seen/NODE_EXTRA_CA_CERTS"
+    assert "SSL_CERT_FILE" not in env
+    env = dict(agentenv.agent_env(caller, proxy_url=None, no_proxy="", home="/h",
+                                  env_all=False, exclude=["PIP_CERT"], env_file=[],
+                                  explicit=[], visible=lambda p: True))
+    assert "PIP_CERT" not in env
+    assert env["PATH"] == agentenv.with_home_tools(agentenv.AGENT_PATH, "/h")
+
+
+def test_topology_attach_ranges_are_the_subnet_less_its_gateway() -> None:
+    from ipaddress import ip_address, ip_network
+
+    from awf.backends.docker import attach_ranges
+    from proxy.errors import ConfigError
+
+    info: dict[str, object] = {"Name": "mcpg", "Driver": "bridge", "Labels": {},
+            "IPAM": {"Config": [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"},
+                                {"Subnet": "fd00:1::/64"}]}}
+    got = attach_ranges("mcpg", info)
+    assert not any(ip_address("172.18.0.1") in n for n in got)
+    assert any(ip_address("172.18.0.2") in n for n in got)
+    assert any(ip_address("172.18.255.254") in n for n in got)
+    assert ip_network("fd00:1::/64") in got
+    for bad in ({**info, "Driver": "host"}, {**info, "Driver": "null"},
+                {**info, "Labels": {"io.awf.run": "ab12cd34"}},
+                {**info, "IPAM": {"Config": []}},
+                {**info, "IPAM": {"Config": [{"Subnet": "8.8.8.0/24"}]}}):
+        with pytest.raises(ConfigError):
+            attach_ranges("mcpg", bad)
+
+
+def test_share_home_resolved_under_the_home_or_exit_2(tmp_path: Path) -> None:
+    from awf.backends.docker import _share_home
+
+    home = tmp_path / "home"
+    (home / ".m2").mkdir(parents=True)
+    (home / ".ssh").mkdir()
+    (home / "link").symlink_to("/etc")
+    environ = {"HOME": str(home)}
+    cfg = parse_run(["--share-home", str(home / ".m2"), "--share-home", ".m2", "--", "true"])
+    assert _share_home(cfg, environ) == (str(home / ".m2"), str(home / ".m2"))
+    for bad in (str(home / ".ssh"), str(home / "link"), str(home / "missing"), str(home), "/etc"):
+        with pytest.raises(ConfigError) as exc:
+            _share_home(parse_run(["--share-home", bad, "--", "true"]), environ)
+        assert exc.value.exit_code == 2

@@ -69,9 +69,9 @@ def test_workspace_rw_home_private_tmp_private() -> None:
 
 
 def test_toolchains_shared_read_only() -> None:
-    v = view(dirs={"/home/u/.cargo/bin", "/home/u/.rustup"})
+    v = view(dirs={"/home/u/.cargo", "/home/u/.rustup"})
     m = by_target(v)
-    assert m["/host/home/u/.cargo/bin"].read_only
+    assert m["/host/home/u/.cargo"].read_only
     assert m["/host/home/u/.rustup"].read_only
 
 
@@ -207,3 +207,202 @@ def test_a_volume_of_a_claude_dir_masks_only_the_credentials() -> None:
     assert "/host/home/u/.claude/settings.json" not in m
     assert secret_store("/home/u/.claude") is None
     assert secret_store("/home/u/.config") is None
+
+
+# -- issue 16 item 4: the host as tools expect it ------------------------------------------------
+
+ETC_HOST = {"/etc/java-17-openjdk", "/etc/java-21-openjdk", "/etc/apt", "/etc/maven",
+            "/etc/ssl", "/etc/ssl/private", "/etc/apt/auth.conf.d", "/etc/alternatives",
+            "/etc/ca-certificates", "/etc/xdg/pip"}
+ETC_FILES = {"/etc/pip.conf", "/etc/npmrc", "/etc/gitconfig", "/etc/apt/auth.conf",
+             "/etc/maven/settings-security.xml", "/etc/shadow", "/etc/gshadow",
+             "/etc/sudoers", "/etc/machine-id"}
+
+
+def etc_view() -> HostView:
+    names = sorted({p.split("/")[2] for p in ETC_HOST | ETC_FILES})
+    f = facts(ETC_FILES, {"/usr", *ETC_HOST}, MERGED_USR)
+    f = HostFacts(f.exists, f.is_dir, f.readlink, lambda p: names if p == "/etc" else ())
+    return host_view(root="/host", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                     volumes=(), resolv_conf="/w/resolv.conf", hosts="/w/hosts", facts=f)
+
+
+def test_etc_allowlist_shows_toolchain_and_package_manager_config() -> None:
+    m = by_target(etc_view())
+    for path in ("/etc/java-17-openjdk", "/etc/java-21-openjdk", "/etc/apt", "/etc/maven",
+                 "/etc/pip.conf", "/etc/xdg/pip", "/etc/npmrc", "/etc/gitconfig",
+                 "/etc/ssl", "/etc/ca-certificates", "/etc/alternatives"):
+        assert m[f"/host{path}"].source == path, path
+        assert m[f"/host{path}"].read_only, path
+    for path in ("/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/machine-id"):
+        assert f"/host{path}" not in m, path
+
+
+def test_etc_secrets_stay_masked() -> None:
+    v = etc_view()
+    m, tmpfs = by_target(v), dict(v.tmpfs)
+    assert m["/host/etc/apt/auth.conf"].source == "/dev/null"
+    assert m["/host/etc/maven/settings-security.xml"].source == "/dev/null"
+    assert tmpfs["/host/etc/ssl/private"].startswith("ro,")
+    assert tmpfs["/host/etc/apt/auth.conf.d"].startswith("ro,")
+    assert "/etc/ssl/private" in v.masked
+
+
+def test_toolchain_homes_read_only_with_their_credentials_masked() -> None:
+    homes = {f"/home/u/{d}" for d in (".pyenv", ".cargo", ".rustup", ".nvm", ".local",
+                                      ".sdkman", ".local/share/keyrings")}
+    v = view(files={"/home/u/.cargo/credentials.toml", "/home/u/.cargo/config.toml"},
+             dirs=homes)
+    m = by_target(v)
+    for d in (".pyenv", ".cargo", ".rustup", ".nvm", ".local", ".sdkman"):
+        assert m[f"/host/home/u/{d}"].read_only, d
+    assert m["/host/home/u/.cargo/credentials.toml"].source == "/dev/null"
+    assert "/host/home/u/.cargo/config.toml" not in m  # readable through ~/.cargo
+    assert dict(v.tmpfs)["/host/home/u/.local/share/keyrings"].startswith("ro,")
+
+
+def test_cache_homes_are_not_shared_read_only() -> None:
+    m = by_target(view(dirs={"/home/u/.m2", "/home/u/.gradle"}))
+    assert "/host/home/u/.m2" not in m
+    assert "/host/home/u/.gradle" not in m
+
+
+def test_engine_state_and_share_home_read_write_credentials_masked() -> None:
+    from containers.hostview import engine_homes
+
+    dirs = {*engine_homes("/home/u"), "/home/u/.m2"}
+    v = view(files={"/home/u/.claude/.credentials.json", "/home/u/.codex/auth.json",
+                    "/home/u/.m2/settings.xml"}, dirs=dirs)
+    assert by_target(v) == by_target(view(files={"/home/u/.claude/.credentials.json"},
+                                          dirs=dirs))  # nothing shared unless asked
+    v = host_view(root="/host", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                  volumes=(), resolv_conf="/w/r", hosts="/w/h",
+                  facts=facts({"/home/u/.claude/.credentials.json", "/home/u/.codex/auth.json",
+                               "/home/u/.m2/settings.xml"}, dirs | {"/usr"}),
+                  share_rw=(*engine_homes("/home/u"), "/home/u/.m2"))
+    m = by_target(v)
+    for d in (".copilot", ".claude", ".codex", ".gemini", ".m2"):
+        assert not m[f"/host/home/u/{d}"].read_only, d
+    for f in (".claude/.credentials.json", ".codex/auth.json", ".m2/settings.xml"):
+        assert m[f"/host/home/u/{f}"].source == "/dev/null", f
+
+
+def test_a_symlinked_or_missing_state_dir_is_not_shared() -> None:
+    v = host_view(root="/host", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                  volumes=(), resolv_conf="/w/r", hosts="/w/h",
+                  facts=facts(set(), {"/usr", "/home/u/.ssh", "/home/u/.claude"},
+                              {"/home/u/.claude": ".ssh"}),
+                  share_rw=("/home/u/.claude", "/home/u/.codex"))
+    assert "/host/home/u/.claude" not in by_target(v)
+    assert "/host/home/u/.codex" not in by_target(v)
+
+
+@pytest.mark.parametrize(("path", "why"), [
+    ("/home/u/.m2", None), ("/home/u/proj/x", None), ("/home/u", "not a directory under"),
+    ("/etc", "not a directory under"), ("/home/u/.ssh", ".ssh"), ("/home/u/nope", "create it"),
+    ("/home/u/.aws/sso/cache", ".aws"), ("/home/u/link", "symlink")])
+def test_share_home_checks(path: str, why: str | None) -> None:
+    from containers.hostview import share_home_error
+
+    f = facts(set(), {"/home/u/.m2", "/home/u/proj/x", "/home/u/.ssh", "/home/u/.aws/sso/cache",
+                      "/home/u/link"}, {"/home/u/link": "/etc"})
+    err = share_home_error(path, "/home/u", f)
+    assert (err is None) if why is None else (err is not None and why in err), err
+
+
+def test_gh_aw_shared_read_write_its_mcp_logs_hidden() -> None:
+    kw: dict[str, object] = dict(root="/host", home="/home/u", uid=1000, gid=1000,
+                                 workspace="/src/proj", volumes=(), resolv_conf="/w/r",
+                                 hosts="/w/h",
+                                 facts=facts(set(), {"/usr", "/tmp/gh-aw",
+                                                     "/tmp/gh-aw/mcp-logs"}))
+    v = host_view(**kw, gh_aw=True)  # type: ignore[arg-type]
+    assert not by_target(v)["/host/tmp/gh-aw"].read_only
+    assert dict(v.tmpfs)["/host/tmp/gh-aw/mcp-logs"].startswith("ro,")
+    v = host_view(**kw)  # type: ignore[arg-type]
+    assert "/host/tmp/gh-aw" not in by_target(v)
+
+
+def path_view(path_dirs: list[str], dirs: set[str], **kw: object) -> HostView:
+    return host_view(root="/host", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                     volumes=(), resolv_conf="/w/r", hosts="/w/h",
+                     facts=facts(set(), {"/usr", "/usr/bin", "/bin", "/opt", *dirs}, MERGED_USR),
+                     path_dirs=path_dirs, **kw)  # type: ignore[arg-type]
+
+
+def test_host_path_dirs_visible_in_order_extra_ones_mounted_read_only() -> None:
+    dirs = {"/home/u/.cargo", "/home/u/.cargo/bin", "/home/u/tools/bin", "/opt/go/bin",
+            "/srv/bin", "/src/proj/bin"}
+    v = path_view(["/home/u/tools/bin", "/home/u/.cargo/bin", "/opt/go/bin", "/usr/bin",
+                   "/bin", "/srv/bin", "/src/proj/bin", "/usr/bin", "relative/bin",
+                   "/missing/bin"], dirs)
+    assert v.path == ("/home/u/tools/bin", "/home/u/.cargo/bin", "/opt/go/bin", "/usr/bin",
+                      "/bin", "/srv/bin", "/src/proj/bin")
+    m = by_target(v)
+    assert m["/host/home/u/tools/bin"].read_only
+    assert m["/host/srv/bin"].read_only
+    for shown in ("/home/u/.cargo/bin", "/opt/go/bin", "/usr/bin", "/bin", "/src/proj/bin"):
+        assert f"/host{shown}" not in m, shown  # already seen through another mount
+
+
+def test_path_dirs_never_credentials_system_home_or_awf_private() -> None:
+    dirs = {"/home/u/.ssh", "/home/u/.aws/bin", "/etc/x", "/proc/1", "/run/bin", "/home",
+            "/home/u", "/", "/tmp/awf-1/bin", "/tmp", "/var"}
+    v = path_view(["/home/u/.ssh", "/home/u/.aws/bin", "/etc/x", "/proc/1", "/run/bin",
+                   "/home", "/home/u", "/", "/tmp/awf-1/bin", "/tmp", "/var"], dirs,
+                  private=("/tmp/awf-1",))
+    assert v.path == ()
+    assert {m.target for m in v.mounts} == {m.target for m in path_view([], dirs).mounts}
+
+
+def test_path_dirs_are_the_images_own_with_agent_image() -> None:
+    v = host_view(root="", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                  volumes=(), resolv_conf="/w/r", hosts="/w/h",
+                  facts=facts(set(), {"/srv/bin"}), path_dirs=["/srv/bin"])
+    assert v.path == ()
+    assert "/srv/bin" not in by_target(v)
+
+
+def test_sees() -> None:
+    v = view(files={"/home/u/.npmrc", "/src/proj/ca.pem"}, dirs={"/home/u/.local"},
+             workspace="/src/proj")
+    assert v.sees("/etc/ssl/certs/ca.pem")
+    assert v.sees("/src/proj/ca.pem")
+    assert v.sees("/bin/sh")  # through the merged-/usr link
+    assert v.sees("/home/u/.local/share/ca.pem")
+    assert not v.sees("/home/u/ca.pem")  # the private home
+    assert not v.sees("/tmp/ca.pem")  # the private /tmp
+    assert not v.sees("/srv/ca.pem")
+    assert not v.sees("relative.pem")
+
+
+def test_a_volume_at_a_shared_dir_wins() -> None:
+    v = host_view(root="/host", home="/home/u", uid=1000, gid=1000, workspace="/src/proj",
+                  volumes=(Volume("/home/u/.claude", "/home/u/.claude", True),),
+                  resolv_conf="/w/r", hosts="/w/h",
+                  facts=facts(set(), {"/usr", "/home/u/.claude"}),
+                  share_rw=("/home/u/.claude",))
+    targets = [m.target for m in v.mounts]
+    assert targets.count("/host/home/u/.claude") == 1
+    assert by_target(v)["/host/home/u/.claude"].read_only
+
+
+def test_a_path_dir_inside_another_homes_toolchain_brings_the_toolchain() -> None:
+    dirs = {"/root/.pyenv", "/root/.pyenv/shims", "/root/.pyenv/libexec", "/root/.local",
+            "/root/.local/bin", "/root/.cargo", "/root/.cargo/bin"}
+    v = path_view(["/root/.pyenv/shims", "/root/.local/bin", "/root/.cargo/bin"], dirs)
+    m = by_target(v)
+    assert m["/host/root/.pyenv"].read_only
+    assert "/host/root/.pyenv/shims" not in m
+    assert m["/host/root/.local/bin"].read_only  # ~/.local as a whole is not a toolchain
+    assert "/host/root/.local" not in m
+    assert m["/host/root/.cargo"].read_only
+    assert v.path == ("/root/.pyenv/shims", "/root/.local/bin", "/root/.cargo/bin")
+
+
+def test_toolchain_parts_when_the_parent_is_not_a_directory() -> None:
+    m = by_target(view(dirs={"/home/u/.cargo/bin", "/home/u/.local/bin"}))
+    assert m["/host/home/u/.cargo/bin"].read_only
+    assert m["/host/home/u/.local/bin"].read_only
+    m = by_target(view(dirs={"/home/u/.cargo", "/home/u/.cargo/bin"}))
+    assert "/host/home/u/.cargo/bin" not in m  # seen through ~/.cargo

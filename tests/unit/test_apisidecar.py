@@ -1,0 +1,109 @@
+"""awf/apisidecar.py: when the sidecar starts, what the command and the sidecar are told."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from awf import apisidecar
+from awf.config import parse_run
+from proxy.errors import ConfigError
+
+P = "placeholder-token-for-credential-isolation"
+
+
+def test_no_key_or_no_api_proxy_starts_nothing() -> None:
+    assert apisidecar.plan(parse_run(["--", "true"]), {}) is None
+    cfg = parse_run(["--no-api-proxy", "--", "true"])
+    assert apisidecar.plan(cfg, {"OPENAI_API_KEY": "sk-x"}) is None
+    cfg = parse_run(["--enable-api-proxy", "--", "true"])
+    assert apisidecar.plan(cfg, {"OPENAI_API_KEY": "sk-x"}) is not None
+
+
+def test_a_bad_target_is_a_config_error_even_without_keys() -> None:
+    with pytest.raises(ConfigError, match="--openai-api-target"):
+        apisidecar.plan(parse_run(["--openai-api-target", "a b", "--", "true"]), {})
+
+
+def test_the_key_never_shows_in_a_repr() -> None:
+    sc = apisidecar.plan(parse_run(["--", "true"]), {"OPENAI_API_KEY": "sk-secret-1"})
+    assert sc is not None
+    assert "sk-secret-1" not in repr(sc)
+
+
+def test_agent_env_has_urls_and_placeholders_for_configured_providers_only() -> None:
+    sc = apisidecar.plan(parse_run(["--", "true"]),
+                         {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a"})
+    assert sc is not None
+    assert sc.providers == ("openai", "anthropic")
+    env = dict(apisidecar.agent_env(sc, "172.30.0.10"))
+    assert env["OPENAI_BASE_URL"] == "http://172.30.0.10:10000/v1"
+    assert env["ANTHROPIC_BASE_URL"] == "http://172.30.0.10:10001"
+    assert env["OPENAI_API_KEY"] == env["CODEX_API_KEY"] == env["ANTHROPIC_API_KEY"] == P
+    assert "COPILOT_API_URL" not in env
+    assert "GEMINI_API_KEY" not in env
+    assert "sk-o" not in json.dumps(env)
+    assert "sk-a" not in json.dumps(env)
+    assert apisidecar.with_no_proxy("localhost,::1", "10.0.0.1") == "localhost,::1,10.0.0.1"
+
+
+def test_egress_allows_only_the_targets_and_inherits_only_resolution() -> None:
+    cfg = parse_run(["--allow-domains", "github.com", "--allow-ports", "8080",
+                     "--resolve", "api.x.test=192.0.2.5", "--openai-api-target",
+                     "api.x.test:8443", "--", "true"])
+    sc = apisidecar.plan(cfg, {"OPENAI_API_KEY": "sk-o"})
+    assert sc is not None
+    argv = apisidecar.egress_argv(sc, cfg, "/logs/api-proxy")
+    domains = argv[argv.index("--allow-domains") + 1].split(",")
+    assert "api.x.test" in domains
+    assert "api.anthropic.com" in domains
+    assert "github.com" not in domains
+    assert argv[argv.index("--allow-ports") + 1] == "8443"
+    assert "8080" not in argv
+    assert argv[argv.index("--resolve") + 1] == "api.x.test=192.0.2.5"
+    side = apisidecar.sidecar_argv(sc, listen_host="172.30.0.10", keys_file="/k",
+                                   log_dir="/l", extra_ca_certs=None)
+    assert side[side.index("--openai-api-target") + 1] == "api.x.test:8443"
+    assert "sk-o" not in " ".join(argv + side)
+
+
+def test_keys_file_is_0400_in_a_0700_dir_and_wiped(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apisidecar, "KEYS_ROOT", tmp_path)
+    sc = apisidecar.plan(parse_run(["--", "true"]), {"GEMINI_API_KEY": "AIza-1"})
+    assert sc is not None
+    path = apisidecar.write_keys(sc, "run1", os.getuid(), os.getgid())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.read_text() == "GEMINI_API_KEY=AIza-1\n"
+    apisidecar.wipe_keys("run1")
+    assert not path.parent.exists()
+
+
+def test_summary_counts_requests_and_tokens_per_provider(tmp_path: Path) -> None:
+    (tmp_path / "api-proxy").mkdir()
+    rows = [{"provider": "openai", "status": 200, "input_tokens": 5, "output_tokens": 3},
+            {"provider": "openai", "status": 200, "input_tokens": 11, "output_tokens": 7},
+            {"provider": "anthropic", "status": 502, "input_tokens": None}]
+    (tmp_path / "api-proxy" / "api-proxy.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    assert apisidecar.summary_lines(tmp_path) == [
+        "api-proxy: anthropic 1 request (1 failed), 0 in / 0 out tokens",
+        "api-proxy: openai 2 requests, 16 in / 10 out tokens"]
+    assert apisidecar.summary_lines(tmp_path / "none") == []
+
+
+def test_dead_keys_are_those_whose_owner_is_gone(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apisidecar, "KEYS_ROOT", tmp_path)
+    sc = apisidecar.plan(parse_run(["--", "true"]), {"GEMINI_API_KEY": "AIza-1"})
+    assert sc is not None
+    apisidecar.write_keys(sc, "live", os.getuid(), os.getgid())
+    apisidecar.write_keys(sc, "dead", os.getuid(), os.getgid())
+    (tmp_path / "awf-dead" / "owner").write_text("999999999\n")
+    assert apisidecar.dead_keys() == ["dead"]
+    assert apisidecar.dead_keys(everything=True) == ["dead", "live"]
