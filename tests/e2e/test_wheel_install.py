@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,10 +54,20 @@ class Installed:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     home = tmp_path_factory.mktemp("wheel-install")
     assert not home.resolve().is_relative_to(ROOT), "the venv must be outside the checkout"
+    # `pip wheel . --no-deps` on a copy of the checkout's files (tracked, and new ones not
+    # ignored): an in-tree build reuses setuptools' build/ directory, whose stale files (a
+    # module deleted since) would go into the wheel, and it leaves build/ and *.egg-info behind
+    src = home / "src"
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=ROOT, capture_output=True, check=True,
+                            timeout=60).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
     dist = home / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
-                    "--no-deps", "-w", str(dist), str(ROOT)], check=True, timeout=600,
-                   cwd=home)
+                    "--no-deps", "-w", str(dist), "."], check=True, timeout=600, cwd=src)
     (wheel,) = dist.glob("awf_egress_firewall-*.whl")
     venv = home / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
