@@ -5,7 +5,7 @@ passes through unchanged.
 
     awf run [options] -- COMMAND     (also: awf [options] -- COMMAND)
     awf cleanup [--run ID | --all [--force]] [--dry-run]
-    awf images build [--force]
+    awf images build [--force] [--mirror URL] [--base-image IMAGE]
     awf logs [stats|summary|suggest] ...   (awf/logs/cli.py)
     awf --version
 """
@@ -77,23 +77,29 @@ def _images(argv: Sequence[str]) -> int:
                       "instant, tagged by the hash of their inputs).")
     p.add_argument("action", choices=("build",))
     p.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
+    p.add_argument("--mirror", metavar="URL", help="the Debian mirror of the base image "
+                   "(default: $AWF_MIRROR, else the host's apt sources)")
+    p.add_argument("--base-image", metavar="IMAGE", help="start from this local image (Python "
+                   "3.11+, nftables, libseccomp) instead of building a Debian base")
     ns = p.parse_args(list(argv))
     from containers.driver import DockerDriver
     from containers.images import ensure_images
 
     driver = DockerDriver.from_env()
     images = ensure_images(driver, progress=lambda line: print(line, file=sys.stderr,
-                                                               flush=True), force=ns.force)
+                                                               flush=True), force=ns.force,
+                           mirror=ns.mirror, base_image=ns.base_image)
     for tag in (images.base, images.runtime, images.agent):
         print(tag)
     return 0
 
 
 def _run_netns(cfg: RunConfig, t0: float) -> int:
-    from awf.host_checks import check_netns_host
+    from awf.host_checks import check_netns_host, check_resolvers
     from awf.proxy_child import ProxyChild
 
     check_netns_host()
+    check_resolvers(cfg.proxy.dns_servers)  # issue 19: a dead resolver, before anything
     proxy = ProxyChild.fork()  # before any thread; it imports the proxy on the other core
     try:
         from awf.backends.netns import run_netns
@@ -161,6 +167,9 @@ def _main(args: list[str]) -> int:
         cfg = parse_run(args)
         if _before_run(cfg):
             return 0
+        from awf.host_checks import check_logs_dir
+
+        check_logs_dir(cfg.logs_dir)  # issue 19: a full disk is one line, before anything
         if cfg.backend == "docker":
             from awf.backends.docker import run_docker
 

@@ -32,6 +32,7 @@ POLICY_FLAGS: dict[str, str] = {
     "resolve": "--resolve",
     "dns_servers": "--dns-servers",
     "upstream_proxy": "--upstream-proxy",
+    "hosts_file": "--hosts-file",
 }
 
 # the host's proxy variables: awf never uses them on its own (one note says so)
@@ -122,6 +123,8 @@ def run_parser() -> argparse.ArgumentParser:
         help="send every allowed connection through this parent proxy, "
         "http://[user:pass@]host:port, after awf's own policy (HTTPS_PROXY/HTTP_PROXY are "
         "never used on their own)")
+    add("--hosts-file", metavar="PATH",
+        help="hosts file the proxy reads before DNS (default: this host's /etc/hosts; '' none)")
     add("-e", "--env", action="append", metavar="KEY[=VALUE]", default=[],
         help="set a variable for the command (KEY alone takes the caller's value)")
     add("--no-proxy-env", action="store_true",

@@ -42,7 +42,7 @@ import containers
 from awf import apisidecar
 from awf import run as shared
 from awf.config import RunConfig
-from containers import agentenv, hostview, labels, runs, seccomp, topology
+from containers import agentenv, hostview, labels, resolvers, runs, seccomp, topology
 from containers.driver import STDERR, DockerDriver
 from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
@@ -90,6 +90,7 @@ class Prepared:
     attach: tuple[str, ...] = ()  # --topology-attach networks, checked (the proxy joins them)
     attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
     stdin: bool = False  # our stdin goes to the command: -t, or piped (as on the netns backend)
+    dns_flags: tuple[str, ...] = ()  # awf-proxy's --dns-servers when awf chose them (issue 19)
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -116,12 +117,9 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
         want_v6 = topology.parse_subnet("--subnet6", cfg.subnet6, topology.DEFAULT_V6, 64)
     ranges = tuple(ip_network(item.strip(), strict=False) for entry in cfg.proxy.allow_range
                    for item in entry.split(",") if item.strip())
-    dns: list[IPAddress] = []
-    for host, _port in cfg.proxy.dns_servers or ():
-        try:
-            dns.append(ip_address(host.strip("[]")))
-        except ValueError:
-            pass
+    # issue 19: the proxy asks exactly these resolvers (--dns-servers, else the host's) and
+    # its egress lets port 53 reach exactly them, private or link-local as they may be
+    dns, dns_flags = resolvers.for_proxy(cfg.proxy.dns_servers)
     # Build both rulesets once on the default layout: a port clash or a bad range is exit 2
     # here, before anything exists.
     probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
@@ -130,7 +128,7 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
                     workspace(environ), _share_home(cfg, environ),
-                    stdin=cfg.tty or not terminal)
+                    stdin=cfg.tty or not terminal, dns_flags=dns_flags)
 
 
 def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
@@ -370,7 +368,11 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                                      dns_servers=prepared.dns_servers,
                                      sidecar_ports=run.api_ports)
     uid, gid = _proxy_user()
-    argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
+    # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
+    hosts, hosts_flags = resolvers.hosts_file_for_proxy(
+        run.cfg.proxy.hosts_file, named="hosts_file" in run.cfg.proxy.flags)
+    argv = [*shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs"), *prepared.dns_flags,
+            *hosts_flags]
     for net in prepared.attach_ranges:
         argv += ["--allow-range", str(net)]
     gateway = subnets.ext_v4.network_address + 1
@@ -383,7 +385,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
             subnets, ports, allow_ranges=(*ranges, ip_network(f"{gateway}/32")),
             dns_servers=prepared.dns_servers, sidecar_ports=run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
-            "ext_gateway": str(gateway)}
+            "ext_gateway": str(gateway),
+            "dns_probe": resolvers.probe_entries(prepared.dns_servers)}
     os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
     sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
     if subnets.v6 is not None:
@@ -398,7 +401,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         extra_networks=(NetworkAttachment(n.ext_net),
                         *(NetworkAttachment(net) for net in prepared.attach)),
         mounts=(Mount(str(run.logs), "/logs", read_only=False),
-                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)),
+                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True),
+                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
         cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
         security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,
@@ -693,8 +697,8 @@ def workspace(environ: dict[str, str]) -> str | None:
     path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
     if hostview.usable_workspace(path):
         return path
-    shared.say(f"the workspace {path} is a system directory; it is not shared with the command "
-               "(run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    shared.say(f"the workspace {path} is a system or shared directory; it is not shared with "
+               "the command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
     return None
 
 
