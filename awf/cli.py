@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 USAGE = """usage: awf run [options] -- COMMAND [ARG...]
        awf cleanup [--run ID | --all [--force]] [--dry-run]
-       awf images build [--force]
+       awf images build [--force] [--mirror URL] [--base-image IMAGE]
        awf logs [stats|summary|suggest] [--source RUN|DIR|FILE|running] [options]
        awf --version
 
