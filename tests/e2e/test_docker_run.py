@@ -542,8 +542,8 @@ def assert_no_leftovers() -> None:
 def test_a_failed_start_names_the_container_and_quotes_its_last_lines(wan: wanmod.Wan) -> None:
     """What awf does when the keeper (or the proxy) fails before it is ready: the real
     readiness watch on a real container that prints the keeper's failure line and exits."""
-    from awf.backends.docker import _start_both, _Watch
     from containers import labels
+    from containers.dockerstart import Watch, start, wait_ready
     from containers.driver import DockerDriver
     from containers.images import ensure_images
     from containers.keeper import FAILED, READY
@@ -558,22 +558,13 @@ def test_a_failed_start_names_the_container_and_quotes_its_last_lines(wan: wanmo
                                   "exit 125",),
                          labels=((labels.TEST, "1"),), network_mode="none")
 
-    class _Run:  # the two attributes _start_both uses
-        def __init__(self) -> None:
-            self.driver = driver
-            self.containers: list[str] = []
-            self.timings: dict[str, float] = {}
-            self.t0 = time.monotonic()
-
-        def mark(self, what: str) -> None:
-            self.timings[what] = time.monotonic() - self.t0
-
-    run = _Run()
-    watch = _Watch(driver, name, lambda ls: any(ln.startswith(READY) for ln in ls), FAILED,
-                   run.t0)
+    created: list[str] = []
+    watch = Watch(driver, name, lambda ls: any(ln.startswith(READY) for ln in ls), FAILED,
+                  time.monotonic())
     try:
+        start(driver, [(spec, watch)], created)
         with pytest.raises(SandboxError) as info:
-            _start_both(run, [(spec, watch)])  # type: ignore[arg-type]
+            wait_ready([watch], 30.0)
         text = str(info.value)
         assert name in text
         assert "boom" in text

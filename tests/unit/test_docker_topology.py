@@ -181,7 +181,7 @@ def test_ca_variables_pass_only_when_their_file_is_visible() -> None:
 def test_topology_attach_ranges_are_the_subnet_less_its_gateway() -> None:
     from ipaddress import ip_address, ip_network
 
-    from awf.backends.docker import attach_ranges
+    from containers.runspecs import attach_ranges
     from proxy.errors import ConfigError
 
     info: dict[str, object] = {"Name": "mcpg", "Driver": "bridge", "Labels": {},

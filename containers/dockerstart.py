@@ -1,0 +1,245 @@
+"""Starting a Docker run: its networks (with retries) and its containers, ready by their logs.
+
+A container that joins another's network namespace waits for that one to run (`StartAfter`).
+Functions of plain values: a driver, names, specs, timeouts. What a run prints is its caller's
+(the `warn` callbacks); what it created is appended to the caller's lists, so teardown sees it
+even when a step fails half-way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from ipaddress import ip_network
+from pathlib import Path
+
+from containers import topology
+from containers.driver import DockerDriver
+from containers.errors import DockerError
+from containers.spec import ContainerSpec
+from netfilter import netns
+from netfilter.errors import SandboxError
+from netfilter.ruleset import IPNetwork
+from proxy.errors import AwfError
+
+CREATE_RETRIES = 6
+# -int is a plain bridge, not a Docker "internal" one: with br_netfilter on (Docker turns it
+# on), an internal network's isolation rules (`-i br ! -d SUBNET -j DROP`, `-o br ! -s SUBNET
+# -j DROP`) drop the agent's routed packets to the proxy (destination: the real address, so
+# the proxy's redirect sees it) and the proxy's replies. The agent still has one way out:
+# its routes (set by the keeper; it has no NET_ADMIN or NET_RAW to change them or to forge
+# frames) send everything, the bridge's own gateway address included, to the proxy, which
+# does not forward; and `inet awf` filters in its namespace.
+INT_INTERNAL = False
+
+
+# --- networks ---------------------------------------------------------------------------------
+
+
+def taken(driver: DockerDriver) -> list[IPNetwork]:
+    nets: list[IPNetwork] = [*netns.host_networks(), *driver.network_subnets()]
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] == "nameserver":
+                try:
+                    nets.append(ip_network(words[1].split("%")[0]))
+                except ValueError:
+                    pass
+    except OSError:
+        pass
+    # Default routes are not "taken"; a /0 would swallow every candidate.
+    return [n for n in nets if n.prefixlen > 0]
+
+
+def create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: str,
+                    want_v4: IPNetwork | None, want_v6: IPNetwork | None,
+                    int_labels: Mapping[str, str], ext_labels: Mapping[str, str],
+                    created: list[str], warn: Callable[[str], None]) -> topology.Subnets:
+    """-int and -ext in parallel on subnets nobody holds; an overlap (a race with another run
+    or network) is tried again from scratch, a refused IPv6 subnet under `--ipv6 auto` goes on
+    with IPv4 only. Each network made is appended to `created`."""
+    ipv6 = ipv6_mode != "off"
+    pool = ThreadPoolExecutor(2)
+    try:
+        for attempt in range(CREATE_RETRIES):
+            subnets = topology.choose_subnets(
+                taken(driver), want_v4=want_v4,  # type: ignore[arg-type]
+                want_v6=want_v6, ipv6=ipv6, skip=0)  # type: ignore[arg-type]
+            n = names
+            jobs = {
+                n.int_net: pool.submit(
+                    driver.create_network, n.int_net, internal=INT_INTERNAL,
+                    subnet_v4=str(subnets.v4),
+                    subnet_v6=str(subnets.v6) if subnets.v6 else None,
+                    labels=dict(int_labels)),
+                n.ext_net: pool.submit(
+                    driver.create_network, n.ext_net, internal=False,
+                    subnet_v4=str(subnets.ext_v4), subnet_v6=None,
+                    labels=dict(ext_labels)),
+            }
+            errors: list[DockerError] = []
+            for name, job in jobs.items():
+                try:
+                    job.result()
+                    created.append(name)
+                except DockerError as exc:
+                    errors.append(exc)
+            if not errors:
+                return subnets
+            for name in list(created):  # try again from scratch
+                driver.remove_network(name)
+                created.remove(name)
+            text = " ".join(str(e) for e in errors)
+            if "overlap" in text.lower() and attempt + 1 < CREATE_RETRIES:
+                continue  # raced with another run or network: the next choice sees it
+            if subnets.v6 is not None and ipv6_mode == "auto" and "overlap" not in text:
+                warn("Docker refused the IPv6 subnet; going on with IPv4 only (IPv6 "
+                     "disabled in the sandbox)")
+                ipv6 = False
+                continue
+            raise errors[0]
+        raise DockerError("could not create the run's networks: every subnet tried overlapped")
+    finally:
+        pool.shutdown(wait=True)
+
+
+# --- readiness --------------------------------------------------------------------------------
+
+
+class Watch:
+    """Follows one container's log lines until it is ready or fails."""
+
+    def __init__(self, driver: DockerDriver, name: str, ready: Callable[[list[str]], bool],
+                 failed: str, t0: float) -> None:
+        self.name, self.lines, self.done = name, [], threading.Event()
+        self.ok = False
+        self.at = 0.0  # seconds after t0 when it was ready
+        self.t0 = t0
+        self._driver, self._ready, self._failed = driver, ready, failed
+        self.thread = threading.Thread(target=self._follow, name=f"watch-{name}", daemon=True)
+
+    lines: list[str]
+
+    def _follow(self) -> None:
+        stream: Iterator[str] | None = None
+        try:
+            stream = self._driver.stream_logs(self.name)
+            for line in stream:
+                self.lines.append(line)
+                if line.startswith(self._failed):
+                    return
+                if self._ready(self.lines):
+                    self.ok = True
+                    self.at = round(time.monotonic() - self.t0, 4)
+                    return
+        except AwfError as exc:
+            self.lines.append(f"({exc})")
+        finally:
+            if stream is not None:
+                try:
+                    stream.close()  # type: ignore[attr-defined]
+                except Exception:  # closing a dead stream
+                    pass
+            self.done.set()
+
+    def failure(self) -> str:
+        tail = " | ".join(ln for ln in self.lines[-8:] if ln.strip()) or "no output"
+        state = None
+        try:
+            state = self._driver.state(self.name)
+        except AwfError:
+            pass
+        how = ""
+        if state is not None and not state.get("Running"):
+            how = f" (exited with status {state.get('ExitCode')})"
+        return f"container {self.name!r} failed to start{how}; its last lines: {tail}"
+
+    def not_ready(self, timeout: float) -> str:
+        return (f"container {self.name!r} was not ready within {timeout:g} s; its last lines: "
+                f"{' | '.join(self.lines[-8:]) or 'no output'}")
+
+
+def start(driver: DockerDriver, specs: Sequence[tuple[ContainerSpec, Watch]],
+          created: list[str]) -> None:
+    """Create and start each container in parallel, each watched from its start; each one made
+    is appended to `created`."""
+    def one(spec: ContainerSpec, watch: Watch) -> None:
+        driver.create_container(spec)
+        created.append(spec.name)
+        driver.start(spec.name)
+        watch.thread.start()
+
+    with ThreadPoolExecutor(len(specs)) as pool:
+        jobs = [pool.submit(one, s, w) for s, w in specs]
+        errors = [j.exception() for j in jobs if j.exception() is not None]
+    if errors:
+        err = errors[0]
+        raise err if isinstance(err, AwfError) else DockerError(str(err))
+
+
+def wait_ready(watches: Sequence[Watch], timeout: float) -> None:
+    """Every watch ready within `timeout` seconds, else a SandboxError quoting its lines."""
+    deadline = time.monotonic() + timeout
+    for watch in watches:
+        left = deadline - time.monotonic()
+        if not watch.done.wait(max(left, 0)):
+            raise SandboxError(watch.not_ready(timeout))
+        if not watch.ok:
+            raise SandboxError(watch.failure())
+
+
+class StartAfter:
+    """A container that joins another's network namespace (the API proxy sidecar joins the
+    proxy's): created as soon as that one runs, in a thread, while the others get ready;
+    `wait` returns its name once its watch says ready."""
+
+    def __init__(self, driver: DockerDriver, spec: ContainerSpec, watch: Watch, *, after: str,
+                 created: list[str], timeout: float) -> None:
+        self.driver, self.spec, self.watch, self.after = driver, spec, watch, after
+        self.created, self.timeout = created, timeout
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
+        self.deadline = time.monotonic() + timeout
+        self.thread = threading.Thread(target=self._start, name="api-start", daemon=True)
+        self.thread.start()
+
+    def _start(self) -> None:
+        d, proxy = self.driver, self.after
+        try:
+            while True:  # the proxy container must run before another can join its netns
+                if self.cancel.is_set():
+                    return
+                if proxy in self.created:
+                    state = d.state(proxy)
+                    if state is not None and state.get("Running"):
+                        break
+                if time.monotonic() > self.deadline:
+                    raise SandboxError(f"container {proxy!r} was not running within "
+                                       f"{self.timeout:g} s")
+                time.sleep(0.05)
+            d.create_container(self.spec)
+            self.created.append(self.spec.name)
+            d.start(self.spec.name)
+            self.watch.thread.start()
+        except BaseException as exc:  # handed to wait()
+            self.error = exc
+
+    def abandon(self) -> None:
+        """Never create it behind the caller's teardown's back."""
+        self.cancel.set()
+        self.thread.join(self.timeout)
+
+    def wait(self) -> str:
+        self.thread.join(max(self.deadline - time.monotonic(), 0))
+        if self.error is not None:
+            err = self.error
+            raise err if isinstance(err, AwfError) else DockerError(str(err))
+        if self.thread.is_alive() or not self.watch.done.wait(
+                max(self.deadline - time.monotonic(), 0)):
+            raise SandboxError(self.watch.not_ready(self.timeout))
+        if not self.watch.ok:
+            raise SandboxError(self.watch.failure())
+        return self.spec.name

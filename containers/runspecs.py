@@ -1,0 +1,320 @@
+"""The Docker backend's containers as specs: proxy, keeper, guard and agent, from plain values.
+
+Each function takes what its container needs (names, subnets, image, labels, ports, paths) and
+returns a checked `ContainerSpec` (with the hash of the ruleset the container will apply, where
+it applies one). Files the containers read (the agent's JSON, its resolv.conf, hosts file and
+secrets) are written into the run's work directory here; nothing is printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+
+import containers
+from containers import agentenv, hostview, labels, resolvers, seccomp, topology
+from containers.spec import ContainerSpec, Limits, Mount, NetworkAttachment
+from netfilter.ruleset import IPAddress, IPNetwork, ruleset_to_spec
+from proxy.errors import ConfigError
+
+MiB = 1024 * 1024
+NOBODY = 65534
+PROXY_LIMITS = Limits(memory=512 * MiB, memory_swap=512 * MiB, pids=256)
+KEEPER_LIMITS = Limits(memory=64 * MiB, memory_swap=64 * MiB, pids=32)
+HOST_NAME = "host.docker.internal"
+Labels = tuple[tuple[str, str], ...]
+
+
+# --- proxy and keeper -------------------------------------------------------------------------
+
+
+def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *,
+               labels_: Labels, ports: frozenset[int], proxy_argv: Sequence[str],
+               allow_ranges: Sequence[IPNetwork], attach: Sequence[str],
+               attach_ranges: Sequence[IPNetwork], dns_servers: Sequence[IPAddress],
+               dns_flags: Sequence[str], sidecar_ports: frozenset[int], uid: int, gid: int,
+               host_access: bool, hosts_file: Path | None, hosts_named: bool, logs: Path,
+               lease: Path) -> tuple[ContainerSpec, str]:
+    ranges: tuple[IPNetwork, ...] = (*allow_ranges, *attach_ranges)  # --topology-attach's
+    # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
+    hosts, hosts_flags = resolvers.hosts_file_for_proxy(hosts_file, named=hosts_named)
+    argv = [*proxy_argv, *dns_flags, *hosts_flags]
+    for net in attach_ranges:
+        argv += ["--allow-range", str(net)]
+    gateway = subnets.ext_v4.network_address + 1
+    if host_access:
+        # host.docker.internal is this host's address on the egress bridge: a name like any
+        # other, allowed, resolved statically and let into that one private address
+        argv += ["--allow-domains", HOST_NAME, "--resolve", f"{HOST_NAME}={gateway}",
+                 "--allow-range", f"{gateway}/32"]
+        ranges = (*ranges, ip_network(f"{gateway}/32"))
+    ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges,
+                                     dns_servers=dns_servers, sidecar_ports=sidecar_ports)
+    spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
+            "ext_gateway": str(gateway),
+            "dns_probe": resolvers.probe_entries(dns_servers)}
+    sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
+    if subnets.v6 is not None:
+        sysctls.append(("net.ipv6.conf.all.forwarding", "0"))
+    n = names
+    return ContainerSpec(
+        name=n.proxy, image=runtime,
+        entrypoint=("python", "-m", "containers.proxy_entry"), command=(json.dumps(spec),),
+        labels=labels_,
+        network=n.int_net, ipv4_address=str(subnets.proxy_v4),
+        ipv6_address=str(subnets.proxy_v6) if subnets.proxy_v6 else None,
+        extra_networks=(NetworkAttachment(n.ext_net),
+                        *(NetworkAttachment(net) for net in attach)),
+        mounts=(Mount(str(logs), "/logs", read_only=False),
+                Mount(str(lease), "/run/awf-lease", read_only=True),
+                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
+        tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
+        cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
+        security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,
+        sysctls=tuple(sysctls),
+    ), ruleset.sha256()
+
+
+def keeper_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *,
+                labels_: Labels, ports: frozenset[int], sidecar_ports: frozenset[int],
+                startup_timeout: float) -> tuple[ContainerSpec, str]:
+    ruleset = topology.agent_ruleset(subnets, ports, sidecar_ports)
+    spec = {"ruleset": ruleset_to_spec(ruleset), "subnet_v4": str(subnets.v4),
+            "subnet_v6": str(subnets.v6) if subnets.v6 else None,
+            "startup_timeout": startup_timeout}
+    sysctls = [("net.ipv4.conf.all.accept_redirects", "0"),
+               ("net.ipv4.conf.default.accept_redirects", "0")]
+    if subnets.v6 is not None:
+        sysctls += [("net.ipv6.conf.all.accept_ra", "0"), ("net.ipv6.conf.default.accept_ra", "0"),
+                    ("net.ipv6.conf.eth0.accept_ra", "0"),  # all/default miss an existing eth0
+                    ("net.ipv6.conf.all.accept_redirects", "0"),
+                    ("net.ipv6.conf.default.accept_redirects", "0")]
+    else:
+        sysctls += [("net.ipv6.conf.all.disable_ipv6", "1"),
+                    ("net.ipv6.conf.default.disable_ipv6", "1")]
+    n = names
+    return ContainerSpec(
+        name=n.keeper, image=runtime,
+        entrypoint=("python", "-m", "containers.keeper"), command=(json.dumps(spec),),
+        labels=labels_,
+        network=n.int_net, ipv4_address=str(subnets.keeper_v4),
+        ipv6_address=str(subnets.keeper_v6) if subnets.keeper_v6 else None,
+        cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID", "SETPCAP"),
+        security_opt=("no-new-privileges",), read_only=True, limits=KEEPER_LIMITS,
+        tmpfs=(("/tmp", "rw,size=1m"),), sysctls=tuple(sysctls),
+    ), ruleset.sha256()
+
+
+# --- --topology-attach (docs/decisions.md) ----------------------------------------------------
+
+
+def attach_ranges(name: str, info: dict[str, object]) -> tuple[IPNetwork, ...]:
+    """The destinations an attached network adds for allowed names: its subnets less their
+    gateways (the host's address on that bridge: reaching the host stays
+    --enable-host-access's). Refused: host, none, awf's own networks, a network with no
+    subnet, and one whose subnets hold non-private addresses."""
+    driver = str(info.get("Driver") or "")
+    labels_ = info.get("Labels") or {}
+    if driver in ("host", "null", "none") or name in ("host", "none"):
+        raise ConfigError(f"--topology-attach {name!r}: a {driver or name} network has no "
+                          "subnet to join; name a bridge or overlay network")
+    if isinstance(labels_, dict) and labels.RUN in labels_:
+        raise ConfigError(f"--topology-attach {name!r}: that is an awf run's own network")
+    out: list[IPNetwork] = []
+    ipam = info.get("IPAM") or {}
+    configs = ipam.get("Config") if isinstance(ipam, dict) else None
+    for pool in configs or []:
+        try:
+            subnet = ip_network(str(pool.get("Subnet")), strict=False)
+        except ValueError:
+            continue
+        if not subnet.is_private or subnet.prefixlen == 0:
+            raise ConfigError(f"--topology-attach {name!r}: its subnet {subnet} is not a "
+                              "private range; awf does not widen the proxy's egress to it")
+        gateway = pool.get("Gateway")
+        try:
+            gw = ip_address(str(gateway).split("/")[0]) if gateway else None
+        except ValueError:
+            gw = None
+        if gw is not None and gw in subnet:
+            out.extend(subnet.address_exclude(ip_network(gw)))  # type: ignore[arg-type]
+        else:
+            out.append(subnet)
+    if not out:
+        raise ConfigError(f"--topology-attach {name!r}: the network has no IP subnet")
+    return tuple(sorted(out, key=lambda n: (n.version, str(n))))
+
+
+# --- the guard (--enable-docker) --------------------------------------------------------------
+
+
+GUARD_READY, GUARD_FAILED = "awf-guard listening on", "awf-guard: "
+GUARD_LIMITS = Limits(memory=128 * MiB, memory_swap=128 * MiB, pids=64)
+GUARD_DIR = "/run/awf-docker"  # the filtered socket, in the guard and the agent alike
+
+
+def guard_spec(names: topology.Names, runtime: str, *, run: str, work: Path, ws: str | None,
+               labels_: Labels, sibling_labels: Labels, limits: Limits,
+               docker_host: str) -> ContainerSpec:
+    """--enable-docker: the only container that touches the host's Docker socket. It has no
+    network; the agent reaches it through a socket in a directory both mount."""
+    sock_dir = work / "docker"
+    sock_dir.mkdir(mode=0o755)
+    config = {
+        "run": run, "network_container": names.keeper,
+        "allowed_bind_roots": [ws] if ws else [],
+        "labels": [list(kv) for kv in sibling_labels],
+        "seccomp_json": seccomp.stage1_json(), "memory": limits.memory, "pids": limits.pids,
+        "nano_cpus": limits.nano_cpus, "resolv_conf": str(work / "resolv.conf"),
+    }
+    if not docker_host.startswith("unix://"):
+        raise ConfigError(f"--enable-docker needs a local Docker socket; DOCKER_HOST is "
+                          f"{docker_host!r}")
+    return ContainerSpec(
+        name=names.guard, image=runtime,
+        entrypoint=("python", "-m", "containers.guard"),
+        command=("--listen", f"{GUARD_DIR}/docker.sock", "--upstream", "/var/run/docker.sock",
+                 "--config", json.dumps(config)),
+        labels=labels_, network_mode="none",
+        mounts=(Mount(docker_host[len("unix://"):], "/var/run/docker.sock", read_only=False),
+                Mount(str(sock_dir), GUARD_DIR, read_only=False)),
+        cap_drop=("ALL",), security_opt=("no-new-privileges",), read_only=True,
+        limits=GUARD_LIMITS, user="0:0",
+    )
+
+
+# --- the agent --------------------------------------------------------------------------------
+
+
+AGENT_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "SETPCAP", "KILL",
+              "DAC_READ_SEARCH")  # PID 1's, for setup; the command gets none (entry.py)
+ENTRY_IN_IMAGE = "/usr/local/lib/awf/entry.py"
+ENTRY_MOUNTED = "/run/awf/agent/entry.py"  # --agent-image: containers/agent/ bound in
+AGENT_SOURCE = Path(containers.__file__).resolve().parent / "agent"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def agent_files(work: Path, resolv_conf: str) -> tuple[Path, Path]:
+    """The agent's resolv.conf and hosts file, written world-readable into `work`."""
+    resolv, hosts = work / "resolv.conf", work / "hosts"
+    resolv.write_text(resolv_conf)
+    hosts.write_text(HOSTS)
+    for path in (resolv, hosts):
+        os.chmod(path, 0o644)
+    os.chmod(work, 0o755)
+    return resolv, hosts
+
+
+def github_path(environ: dict[str, str]) -> str:
+    """The file $GITHUB_PATH names (Actions: one directory a line), or ""."""
+    name = environ.get("GITHUB_PATH")
+    try:
+        if name and os.path.isfile(name) and os.path.getsize(name) <= MiB:
+            return Path(name).read_text(errors="replace")
+    except OSError:
+        pass
+    return ""
+
+
+def engine_homes(home: str, uid: int, gid: int) -> tuple[str, ...]:
+    """The engines' state directories, made (the caller's, 0700) when missing so that what
+    the command writes there stays on the host. A symlink is left alone (hostview skips it)."""
+    out = hostview.engine_homes(home)
+    if home in ("/", "/tmp") or not os.path.isdir(home):
+        return ()
+    for path in out:
+        if not os.path.lexists(path):
+            try:
+                os.mkdir(path, 0o700)
+                os.chown(path, uid, gid)
+            except OSError:
+                pass
+    return out
+
+
+def agent_spec(names: topology.Names, image: str, *, work: Path, view: hostview.HostView,
+               tmpfs: Sequence[tuple[str, str]], chroot: bool, home: str, uid: int, gid: int,
+               workdir: str, env: Sequence[tuple[str, str]], secrets: dict[str, str],
+               argv: Sequence[str], tty: bool, stdin: bool, enable_docker: bool,
+               labels_: Labels, limits: Limits) -> ContainerSpec:
+    """The agent container; its PID 1 (containers/agent/entry.py) reads `work`/agent.json,
+    written here with the secrets file it mounts once."""
+    root = "/host" if chroot else ""
+    plain = tuple(env)
+    mounts = [*view.mounts, Mount(str(work / "agent.json"), "/run/awf/agent.json")]
+    if secrets:
+        secret_dir = work / "secrets"
+        secret_dir.mkdir(mode=0o700)
+        fd = os.open(secret_dir / "secrets.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(secrets, f)
+        mounts.append(Mount(str(secret_dir / "secrets.json"), "/run/awf/secrets.json"))
+    library = "/usr/local/lib/awf/one_shot_token.so"
+    entry = ENTRY_IN_IMAGE
+    if not chroot:
+        from containers.images import one_shot_library
+
+        library, entry = "/run/awf/one_shot_token.so", ENTRY_MOUNTED
+        mounts += [Mount(str(AGENT_SOURCE), "/run/awf/agent"),
+                   Mount(str(one_shot_library()), library)]
+    spec = {
+        "root": root or "/", "home": home, "uid": uid, "gid": gid, "groups": [gid],
+        "workdir": workdir, "env": list(plain),
+        "argv": list(argv), "symlinks": list(view.symlinks),
+        "one_shot_library": library, "one_shot": list(agentenv.ONE_SHOT_DEFAULTS),
+        "seccomp_stage2": list(seccomp.STAGE2_DENY), "secrets_mounted": bool(secrets),
+        "tty": tty, "docker_socket": None,
+    }
+    if enable_docker:
+        spec["docker_socket"] = f"{GUARD_DIR}/docker.sock"
+        mounts.append(Mount(str(work / "docker"), root + GUARD_DIR, read_only=True))
+        spec["env"] = [*plain, ("DOCKER_HOST", f"unix://{GUARD_DIR}/docker.sock")]
+    (work / "agent.json").write_text(json.dumps(spec))
+    os.chmod(work / "agent.json", 0o644)
+    return ContainerSpec(
+        name=names.agent, image=image, entrypoint=("python3", entry), command=(),
+        labels=labels_,
+        network_mode=f"container:{names.keeper}",
+        mounts=tuple(mounts), tmpfs=tuple(tmpfs), cap_drop=("ALL",), cap_add=AGENT_CAPS,
+        security_opt=("no-new-privileges", "apparmor=unconfined",
+                      "seccomp=" + seccomp.stage1_json()),
+        read_only=True, user="0:0", limits=limits, shm_size=64 * MiB,
+        tty=tty, stdin_open=stdin,
+    )
+
+
+def agent_limits(memory_limit: int | None, pids_limit: int | None,
+                 cpus: float | None) -> Limits:
+    """--memory-limit (6 GiB, at most 3/4 of the host's, no swap), --pids-limit, --cpus."""
+    mem = _host_memory()
+    memory = memory_limit or (min(6 * 1024 * MiB, mem * 3 // 4) if mem else None)
+    cpus = cpus or max(1.0, (os.cpu_count() or 1) - 0.5)
+    return Limits(memory=memory, memory_swap=memory, pids=pids_limit,
+                  nano_cpus=int(cpus * 1e9))
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return None
+
+
+def unlink_secrets(work: Path) -> None:
+    with contextlib.suppress(OSError):
+        (work / "secrets" / "secrets.json").unlink()
+
+
+def wipe_secrets(work: Path) -> None:
+    path = work / "secrets" / "secrets.json"
+    try:
+        size = path.stat().st_size
+        with open(path, "r+b") as f:
+            f.write(b"\0" * size)
+        path.unlink()
+    except OSError:
+        pass
