@@ -8,6 +8,8 @@ even when a step fails half-way.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,7 +37,15 @@ CREATE_RETRIES = 6
 INT_INTERNAL = False
 
 
-# --- networks ---------------------------------------------------------------------------------
+# --- the lease and the networks -------------------------------------------------------------
+
+
+def take_lease(work: Path) -> int:
+    """An exclusive flock held for awf's whole life; the proxy container watches it."""
+    path = work / "lease"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def taken(driver: DockerDriver) -> list[IPNetwork]:

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import containers
 from containers import agentenv, hostview, labels, resolvers, seccomp, topology
+from containers.driver import DockerDriver
+from containers.keeper import READY as KEEPER_READY
+from containers.proxy_entry import RULES as PROXY_RULES
 from containers.spec import ContainerSpec, Limits, Mount, NetworkAttachment
+from netfilter.errors import SandboxError
 from netfilter.ruleset import IPAddress, IPNetwork, ruleset_to_spec
 from proxy.errors import ConfigError
 
@@ -147,6 +151,34 @@ def attach_ranges(name: str, info: dict[str, object]) -> tuple[IPNetwork, ...]:
     if not out:
         raise ConfigError(f"--topology-attach {name!r}: the network has no IP subnet")
     return tuple(sorted(out, key=lambda n: (n.version, str(n))))
+
+
+def topology_attach(driver: DockerDriver, names: Sequence[str]
+                    ) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
+    """Each network checked (exit 2 otherwise): Prepared's `attach` and `attach_ranges`."""
+    attach: list[str] = []
+    ranges: list[IPNetwork] = []
+    for name in names:
+        info = driver.inspect_network(name)
+        if info is None:
+            raise ConfigError(f"--topology-attach {name!r}: no such Docker network (create it "
+                              "and start the containers the command should reach on it)")
+        got = attach_ranges(name, info)
+        attach.append(str(info.get("Name") or name))
+        ranges.extend(r for r in got if r not in ranges)
+    return tuple(attach), tuple(ranges)
+
+
+def check_hashes(keeper_lines: Sequence[str], keeper_sha: str, proxy_lines: Sequence[str],
+                 proxy_sha: str) -> None:
+    """The hashes the keeper and the proxy report of their live rulesets are our model's."""
+    got_keeper = next(ln for ln in keeper_lines if ln.startswith(KEEPER_READY)).split()[-1]
+    got_proxy = next((ln.split()[-1] for ln in proxy_lines if ln.startswith(PROXY_RULES)),
+                     "")
+    if got_keeper != keeper_sha or got_proxy != proxy_sha:
+        raise SandboxError(f"the live rulesets' hashes differ from awf's model (keeper "
+                           f"{got_keeper[:12]} vs {keeper_sha[:12]}, proxy {got_proxy[:12]} vs "
+                           f"{proxy_sha[:12]}); is the runtime image from this awf?")
 
 
 # --- the guard (--enable-docker) --------------------------------------------------------------

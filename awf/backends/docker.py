@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import os
 import pwd
 import secrets
@@ -52,10 +51,8 @@ from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
 from containers.keeper import READY as KEEPER_READY
 from containers.proxy_entry import FAILED as PROXY_FAILED
-from containers.proxy_entry import RULES as PROXY_RULES
-from containers.runspecs import NOBODY, attach_ranges
+from containers.runspecs import NOBODY
 from containers.spec import ContainerSpec, Limits
-from netfilter.errors import SandboxError
 from netfilter.ruleset import IPAddress, IPNetwork
 from proxy import __version__
 from proxy.errors import AwfError, ConfigError
@@ -135,20 +132,6 @@ def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
 # --- --topology-attach (docs/decisions.md) ----------------------------------------------------
 
 
-def _topology_attach(driver: DockerDriver, names: tuple[str, ...]
-                     ) -> tuple[tuple[str, ...], tuple[IPNetwork, ...]]:
-    """Each network checked (exit 2 otherwise): Prepared's `attach` and `attach_ranges`."""
-    attach: list[str] = []
-    ranges: list[IPNetwork] = []
-    for name in names:
-        info = driver.inspect_network(name)
-        if info is None:
-            raise ConfigError(f"--topology-attach {name!r}: no such Docker network (create it "
-                              "and start the containers the command should reach on it)")
-        got = attach_ranges(name, info)
-        attach.append(str(info.get("Name") or name))
-        ranges.extend(r for r in got if r not in ranges)
-    return tuple(attach), tuple(ranges)
 
 
 @dataclass(kw_only=True)
@@ -208,7 +191,7 @@ def run_docker(cfg: RunConfig) -> int:
         raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
                           "load it first (nothing can be pulled)")
     if cfg.topology_attach:
-        nets, ranges = _topology_attach(driver, cfg.topology_attach)
+        nets, ranges = runspecs.topology_attach(driver, cfg.topology_attach)
         prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
@@ -217,7 +200,7 @@ def run_docker(cfg: RunConfig) -> int:
                   t0=t0, driver=driver, names=topology.Names(run_id))
         run.timings.update(early)
         run.api = api
-        lease = _take_lease(work)
+        lease = dockerstart.take_lease(work)
     except BaseException:  # an AwfError, or a signal (awf.signals) before the run began
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -233,12 +216,6 @@ def run_docker(cfg: RunConfig) -> int:
                           finish)
 
 
-def _take_lease(work: Path) -> int:
-    """An exclusive flock held for awf's whole life; the proxy container watches it."""
-    path = work / "lease"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
 
 
 def _proxy_user() -> tuple[int, int]:
@@ -296,13 +273,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         if api is not None:
             api.abandon()
         raise
-    got_keeper = next(ln for ln in keeper_watch.lines if ln.startswith(KEEPER_READY)).split()[-1]
-    got_proxy = next((ln.split()[-1] for ln in proxy_watch.lines if ln.startswith(PROXY_RULES)),
-                     "")
-    if got_keeper != keeper_sha or got_proxy != proxy_sha:
-        raise SandboxError(f"the live rulesets' hashes differ from awf's model (keeper "
-                           f"{got_keeper[:12]} vs {keeper_sha[:12]}, proxy {got_proxy[:12]} vs "
-                           f"{proxy_sha[:12]}); is the runtime image from this awf?")
+    runspecs.check_hashes(keeper_watch.lines, keeper_sha, proxy_watch.lines, proxy_sha)
     run.mark("ready")
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
