@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -31,6 +31,53 @@ PROXY_LIMITS = Limits(memory=512 * MiB, memory_swap=512 * MiB, pids=256)
 KEEPER_LIMITS = Limits(memory=64 * MiB, memory_swap=64 * MiB, pids=32)
 HOST_NAME = "host.docker.internal"
 Labels = tuple[tuple[str, str], ...]
+
+
+# --- what `prepare` checks --------------------------------------------------------------------
+
+
+def checked_volumes(specs: Sequence[str], environ: dict[str, str]
+                    ) -> tuple[agentenv.Volume, ...]:
+    """-v SPEC, parsed; a credential store is never mounted (exit 2)."""
+    volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in specs)
+    for spec, v in zip(specs, volumes, strict=True):
+        store = hostview.secret_store(v.source) or hostview.secret_store(v.target)
+        if store is not None:
+            raise ConfigError(f"-v {spec!r}: {store} holds credentials and is never mounted "
+                              "into the sandbox")
+    return volumes
+
+
+def read_env_file(path: Path | None) -> tuple[tuple[str, str], ...]:
+    """--env-file FILE's variables (exit 2 when it cannot be read or parsed)."""
+    if path is None:
+        return ()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--env-file {str(path)!r}: {exc.strerror}") from exc
+    return tuple(agentenv.parse_env_file(text, str(path)))
+
+
+def share_home(specs: Sequence[str], home: str) -> tuple[str, ...]:
+    """--share-home DIR: a directory under the caller's home, resolved (exit 2 otherwise)."""
+    out: list[str] = []
+    for spec in specs:
+        path = os.path.realpath(os.path.join(home, os.path.expanduser(spec)))
+        why = hostview.share_home_error(path, home, hostview.HostFacts.live())
+        if why is not None:
+            raise ConfigError(f"--share-home {spec!r}: {why}")
+        out.append(path)
+    return tuple(out)
+
+
+def probe_rulesets(ports: frozenset[int], ranges: Sequence[IPNetwork],
+                   dns: Sequence[IPAddress]) -> None:
+    """Build both rulesets once on the default layout: a port clash or a bad range is exit 2
+    here, before anything exists."""
+    probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
+    topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
+    topology.agent_ruleset(probe, ports)
 
 
 # --- proxy and keeper -------------------------------------------------------------------------
@@ -266,6 +313,57 @@ def engine_homes(home: str, uid: int, gid: int) -> tuple[str, ...]:
             except OSError:
                 pass
     return out
+
+
+def agent_view(work: Path, logs: Path, *, root: str, home: str, uid: int, gid: int,
+               ws: str | None, volumes: Sequence[agentenv.Volume], share_home: Sequence[str],
+               resolv: Path, hosts: Path, environ: dict[str, str]) -> hostview.HostView:
+    """What the agent sees of the host (containers/hostview.py), the run's own files hidden."""
+    engines = engine_homes(home, uid, gid)
+    return hostview.host_view(
+        root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=volumes,
+        resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
+        tool_cache=environ.get("RUNNER_TOOL_CACHE"),
+        path_dirs=agentenv.command_path(environ.get("PATH", ""), github_path(environ)),
+        share_rw=(*engines, *share_home), gh_aw=True,
+        private=(str(work), str(logs)))
+
+
+def agent_environment(environ: dict[str, str], view: hostview.HostView, *, proxy_url: str | None,
+                      proxy_v4: str, home: str, env_all: bool, exclude: Sequence[str],
+                      env_file: Sequence[tuple[str, str]],
+                      explicit: Sequence[tuple[str, str]], tty: bool,
+                      api_env: Sequence[tuple[str, str]] | None, warn: Callable[[str], None]
+                      ) -> tuple[tuple[tuple[str, str], ...], dict[str, str]]:
+    """The command's environment: (plain variables, secrets served once). `api_env`, the API
+    sidecar's placeholders and URLs, replaces the keys it names; `warn` is told what is
+    dropped or forwarded against the default."""
+    def visible(path: str) -> bool:
+        return os.path.exists(path) and view.sees(path)
+
+    for name in agentenv.CA_VARS:
+        value = environ.get(name)
+        if value and name not in exclude and not visible(value):
+            warn(f"{name}={value} is not visible in the sandbox; not passed (put the "
+                 "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
+                 "or -v it)")
+    no_proxy = ["localhost", "127.0.0.1", "::1", proxy_v4]
+    env = agentenv.agent_env(environ, proxy_url=proxy_url, no_proxy=",".join(no_proxy),
+                             home=home, env_all=env_all, exclude=exclude,
+                             env_file=env_file, explicit=explicit, tty=tty,
+                             path=agentenv.with_home_tools(
+                                 ":".join(view.path) or agentenv.AGENT_PATH, home),
+                             visible=visible)
+    plain, secrets = agentenv.split_secrets(env)
+    if api_env is not None:  # placeholders and the sidecar's URLs; never a real key
+        names = {k for k, _ in api_env}
+        plain = (*(kv for kv in plain if kv[0] not in names), *api_env)
+        secrets = {k: v for k, v in secrets.items() if k not in names}
+    for name in sorted(secrets):
+        if name in agentenv.NEVER:
+            warn(f"forwarding {name} to the command, as asked; it reaches no environment but "
+                 "the command's, served once per process (one-shot)")
+    return tuple(plain), secrets
 
 
 def agent_spec(names: topology.Names, image: str, *, work: Path, view: hostview.HostView,

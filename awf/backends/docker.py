@@ -82,19 +82,8 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     terminal = os.isatty(0)
     if cfg.tty and not terminal:
         raise ConfigError("-t: stdin is not a terminal; drop -t to pipe input to the command")
-    volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in cfg.volumes)
-    for spec, v in zip(cfg.volumes, volumes, strict=True):
-        store = hostview.secret_store(v.source) or hostview.secret_store(v.target)
-        if store is not None:
-            raise ConfigError(f"-v {spec!r}: {store} holds credentials and is never mounted "
-                              "into the sandbox")
-    env_file: list[tuple[str, str]] = []
-    if cfg.env_file is not None:
-        try:
-            text = cfg.env_file.read_text()
-        except OSError as exc:
-            raise ConfigError(f"--env-file {str(cfg.env_file)!r}: {exc.strerror}") from exc
-        env_file = agentenv.parse_env_file(text, str(cfg.env_file))
+    volumes = runspecs.checked_volumes(cfg.volumes, environ)
+    env_file = runspecs.read_env_file(cfg.env_file)
     want_v4 = want_v6 = None
     if cfg.subnet is not None:
         want_v4 = topology.parse_subnet("--subnet", cfg.subnet, topology.DEFAULT_V4, 24)
@@ -105,33 +94,15 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     # issue 19: the proxy asks exactly these resolvers (--dns-servers, else the host's) and
     # its egress lets port 53 reach exactly them, private or link-local as they may be
     dns, dns_flags = resolvers.for_proxy(cfg.proxy.dns_servers)
-    # Build both rulesets once on the default layout: a port clash or a bad range is exit 2
-    # here, before anything exists.
-    probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
-    ports = topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)
-    topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
-    topology.agent_ruleset(probe, ports)
-    return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
+    runspecs.probe_rulesets(topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
+                            ranges, dns)
+    return Prepared(volumes, env_file, want_v4, want_v6, ranges, tuple(dns),
                     workspace(environ), _share_home(cfg, environ),
                     stdin=cfg.tty or not terminal, dns_flags=dns_flags)
 
 
 def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
-    """--share-home DIR: a directory under the caller's home, resolved (exit 2 otherwise)."""
-    home = caller_home(environ)
-    out: list[str] = []
-    for spec in cfg.share_home:
-        path = os.path.realpath(os.path.join(home, os.path.expanduser(spec)))
-        why = hostview.share_home_error(path, home, hostview.HostFacts.live())
-        if why is not None:
-            raise ConfigError(f"--share-home {spec!r}: {why}")
-        out.append(path)
-    return tuple(out)
-
-
-# --- --topology-attach (docs/decisions.md) ----------------------------------------------------
-
-
+    return runspecs.share_home(cfg.share_home, caller_home(environ))
 
 
 @dataclass(kw_only=True)
@@ -357,45 +328,18 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     resolv, hosts = runspecs.agent_files(run.work, shared.resolv_conf(subnets.proxy_addrs))
     home = caller_home(environ)
     ws = prepared.workspace
-    engines = runspecs.engine_homes(home, uid, gid)
-    view = hostview.host_view(
-        root=root, home=home, uid=uid, gid=gid, workspace=ws, volumes=prepared.volumes,
-        resolv_conf=str(resolv), hosts=str(hosts), facts=hostview.HostFacts.live(),
-        tool_cache=environ.get("RUNNER_TOOL_CACHE"),
-        path_dirs=agentenv.command_path(environ.get("PATH", ""), runspecs.github_path(environ)),
-        share_rw=(*engines, *prepared.share_home), gh_aw=True,
-        private=(str(run.work), str(run.logs)))
-
-    def visible(path: str) -> bool:
-        return os.path.exists(path) and view.sees(path)
-
-    for name in agentenv.CA_VARS:
-        value = environ.get(name)
-        if value and name not in cfg.exclude_env and not visible(value):
-            shared.say(f"{name}={value} is not visible in the sandbox; not passed (put the "
-                       "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
-                       "or -v it)")
+    view = runspecs.agent_view(run.work, run.logs, root=root, home=home, uid=uid, gid=gid, ws=ws,
+                               volumes=prepared.volumes, share_home=prepared.share_home,
+                               resolv=resolv, hosts=hosts, environ=environ)
     tmpfs = list(view.tmpfs)
     if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
         tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
-    no_proxy = ["localhost", "127.0.0.1", "::1", str(subnets.proxy_v4)]
-    url = shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None
-    env = agentenv.agent_env(environ, proxy_url=url, no_proxy=",".join(no_proxy),
-                             home=home, env_all=cfg.env_all, exclude=cfg.exclude_env,
-                             env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty,
-                             path=agentenv.with_home_tools(
-                                 ":".join(view.path) or agentenv.AGENT_PATH, home),
-                             visible=visible)
-    plain, secrets = agentenv.split_secrets(env)
-    if run.api is not None:  # placeholders and the sidecar's URLs; never a real key
-        api_env = apisidecar.agent_env(run.api, str(subnets.proxy_v4))
-        names = {k for k, _ in api_env}
-        plain = (*(kv for kv in plain if kv[0] not in names), *api_env)
-        secrets = {k: v for k, v in secrets.items() if k not in names}
-    for name in sorted(secrets):
-        if name in agentenv.NEVER:
-            shared.say(f"forwarding {name} to the command, as asked; it reaches no environment but "
-                       "the command's, served once per process (one-shot)")
+    plain, secrets = runspecs.agent_environment(
+        environ, view, proxy_url=shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None,
+        proxy_v4=str(subnets.proxy_v4), home=home, env_all=cfg.env_all,
+        exclude=cfg.exclude_env, env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty,
+        api_env=(apisidecar.agent_env(run.api, str(subnets.proxy_v4))
+                 if run.api is not None else None), warn=shared.say)
     spec = runspecs.agent_spec(
         run.names, image, work=run.work, view=view, tmpfs=tmpfs, chroot=chroot, home=home,
         uid=uid, gid=gid, workdir=cfg.container_workdir or ws or home, env=plain,
