@@ -1,4 +1,4 @@
-"""Starting a Docker run: its networks (with retries) and its containers, ready by their logs.
+"""Starting a Docker run (networks with retries, containers ready by their logs) and stopping it.
 
 A container that joins another's network namespace waits for that one to run (`StartAfter`).
 Functions of plain values: a driver, names, specs, timeouts. What a run prints is its caller's
@@ -8,6 +8,7 @@ even when a step fails half-way.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_network
 from pathlib import Path
 
-from containers import topology
+from containers import attach, topology
 from containers.driver import DockerDriver
 from containers.errors import DockerError
 from containers.spec import ContainerSpec
@@ -253,3 +254,35 @@ class StartAfter:
         if not self.watch.ok:
             raise SandboxError(self.watch.failure())
         return self.spec.name
+
+
+# --- stopping ---------------------------------------------------------------------------------
+
+
+def stop_services(driver: DockerDriver, names: topology.Names, created: Sequence[str]
+                  ) -> tuple[str | None, str | None]:
+    """The keeper's `inet awf` counters read and the API sidecar and the proxy stopped (so
+    their logs are flushed), in parallel: (the counters as JSON, the proxy's last log lines),
+    each None when it could not be had."""
+    def l3_drops() -> str | None:
+        if names.keeper not in created:
+            return None
+        try:
+            code, out = driver.exec_run(names.keeper, ["python", "-m", "netfilter.cli", "dump",
+                                                       "--table", "awf"])
+        except AwfError:
+            return None
+        return out if code == 0 else None
+
+    def stop_proxy() -> str | None:
+        if names.api in created:
+            attach.stop(driver, names.api, 3)  # the API sidecar first: it flushes its log
+        if names.proxy in created:
+            attach.stop(driver, names.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
+            with contextlib.suppress(AwfError):
+                return driver.logs(names.proxy, tail=20)
+        return None
+
+    with ThreadPoolExecutor(2) as pool:
+        drops, tail = pool.submit(l3_drops), pool.submit(stop_proxy)
+        return drops.result(), tail.result()

@@ -428,6 +428,20 @@ def checked_base(driver: DockerDriver, ref: str) -> BaseFacts:
     return facts
 
 
+def run_images(driver: DockerDriver, agent_image: str | None, *, progress: Progress
+               ) -> tuple[str, str]:
+    """A run's images, (runtime, agent): awf's own made sure of, and --agent-image's (which
+    must be local: nothing is pulled) in place of awf-agent. Raises DockerError."""
+    try:
+        images = ensure_images(driver, progress=progress)
+    except OSError as exc:
+        raise DockerError(f"cannot prepare awf's images: {exc}") from exc
+    if agent_image and not driver.image_exists(agent_image):
+        raise DockerError(f"--agent-image {agent_image!r} is not a local image; build or "
+                          "load it first (nothing can be pulled)")
+    return images.runtime, agent_image or images.agent
+
+
 def ensure_images(
     driver: DockerDriver,
     *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 from collections.abc import Callable, Sequence
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -34,6 +35,29 @@ Labels = tuple[tuple[str, str], ...]
 
 
 # --- what `prepare` checks --------------------------------------------------------------------
+
+
+def workspace(environ: dict[str, str], *, warn: Callable[[str], None]) -> str | None:
+    """$GITHUB_WORKSPACE, else the current directory; None (with a warning) if it is the
+    host's root or a system directory, which must never be handed to the sandbox rw."""
+    path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
+    if hostview.usable_workspace(path):
+        return path
+    warn(f"the workspace {path} is a system or shared directory; it is not shared with "
+         "the command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    return None
+
+
+def caller_home(environ: dict[str, str], who: tuple[int, int] | None) -> str:
+    """The home of `who` (the sudo caller), else $HOME, else /root; never "/" (then /tmp)."""
+    home = None
+    if who is not None and "SUDO_UID" in environ:
+        try:
+            home = pwd.getpwuid(who[0]).pw_dir
+        except KeyError:
+            pass
+    home = os.path.normpath(home or environ.get("HOME") or "/root")
+    return home if home != "/" else "/tmp"
 
 
 def checked_volumes(specs: Sequence[str], environ: dict[str, str]

@@ -18,14 +18,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import pwd
 import secrets
 import shutil
 import socket
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import ip_network
 from pathlib import Path
@@ -38,7 +36,6 @@ from containers import (
     agentenv,
     attach,
     dockerstart,
-    hostview,
     labels,
     resolvers,
     runs,
@@ -55,7 +52,7 @@ from containers.runspecs import NOBODY
 from containers.spec import ContainerSpec, Limits
 from netfilter.ruleset import IPAddress, IPNetwork
 from proxy import __version__
-from proxy.errors import AwfError, ConfigError
+from proxy.errors import ConfigError
 
 STARTUP_TIMEOUT = 30.0
 
@@ -150,17 +147,10 @@ def run_docker(cfg: RunConfig) -> int:
     driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
     reap_dead_runs(driver)
-    from containers.images import ensure_images
+    from containers.images import run_images
 
-    try:
-        images = ensure_images(driver, progress=shared.progress)
-    except OSError as exc:
-        raise DockerError(f"cannot prepare awf's images: {exc}") from exc
+    runtime, agent_image = run_images(driver, cfg.agent_image, progress=shared.progress)
     early["images"] = round(time.monotonic() - t0, 4)
-    agent_image = cfg.agent_image or images.agent
-    if cfg.agent_image and not driver.image_exists(cfg.agent_image):
-        raise DockerError(f"--agent-image {cfg.agent_image!r} is not a local image; build or "
-                          "load it first (nothing can be pulled)")
     if cfg.topology_attach:
         nets, ranges = runspecs.topology_attach(driver, cfg.topology_attach)
         prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
@@ -183,10 +173,8 @@ def run_docker(cfg: RunConfig) -> int:
         finally:
             os.close(lease)
 
-    return shared.conduct(run, lambda: _run(run, prepared, images.runtime, agent_image, environ),
+    return shared.conduct(run, lambda: _run(run, prepared, runtime, agent_image, environ),
                           finish)
-
-
 
 
 def _proxy_user() -> tuple[int, int]:
@@ -296,26 +284,11 @@ def _api_start(run: Run, subnets: topology.Subnets, runtime: str) -> dockerstart
 
 
 def workspace(environ: dict[str, str]) -> str | None:
-    """$GITHUB_WORKSPACE, else the current directory; None (with a warning) if it is the
-    host's root or a system directory, which must never be handed to the sandbox rw."""
-    path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
-    if hostview.usable_workspace(path):
-        return path
-    shared.say(f"the workspace {path} is a system or shared directory; it is not shared with "
-               "the command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
-    return None
+    return runspecs.workspace(environ, warn=shared.say)
 
 
 def caller_home(environ: dict[str, str]) -> str:
-    who = shared.caller()
-    home = None
-    if who is not None and "SUDO_UID" in environ:
-        try:
-            home = pwd.getpwuid(who[0]).pw_dir
-        except KeyError:
-            pass
-    home = os.path.normpath(home or environ.get("HOME") or "/root")
-    return home if home != "/" else "/tmp"
+    return runspecs.caller_home(environ, shared.caller())
 
 
 def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: str,
@@ -381,28 +354,11 @@ def teardown(run: Run) -> None:
         attach.stop(d, run.agent, 2 if run.interrupted else 3)
         _drain_output(run)
 
-    def l3_drops() -> None:
-        if n.keeper not in run.containers:
-            return
-        try:
-            code, out = d.exec_run(n.keeper, ["python", "-m", "netfilter.cli", "dump",
-                                              "--table", "awf"])
-            if code == 0:
-                shared.write_log(run.logs, "l3-drops.json", out)
-        except AwfError:
-            pass
-
-    def stop_proxy() -> None:
-        if n.api in run.containers:
-            attach.stop(d, n.api, 3)  # the API sidecar first: it flushes api-proxy.jsonl
-        if n.proxy in run.containers:
-            attach.stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
-            with contextlib.suppress(AwfError):
-                run.dropped = shared.dropped_records(d.logs(n.proxy, tail=20).splitlines())
-
-    with ThreadPoolExecutor(2) as pool:
-        for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:
-            job.result()
+    drops, tail = dockerstart.stop_services(d, n, run.containers)
+    if drops is not None:
+        shared.write_log(run.logs, "l3-drops.json", drops)
+    if tail is not None:
+        run.dropped = shared.dropped_records(tail.splitlines())
     apisidecar.wipe_keys(run.run)
     if run.cfg.keep_containers:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
