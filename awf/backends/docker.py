@@ -1,6 +1,6 @@
 """`awf run --backend docker`: the command in a container whose only way out is awf-proxy.
 
-    awf-<run>-int 172.30.0.0/24, fd61:7766::/64 (see INT_INTERNAL)  awf-<run>-ext (bridge, NAT)
+    awf-<run>-int 172.30.0.0/24, fd61:7766::/64 (dockerstart.py)  awf-<run>-ext (bridge, NAT)
      ├─ .10/::10 awf-<run>-proxy  :3128 :3129 :53, inet awf_proxy ─┘ the only way out
      └─ .20/::20 awf-<run>-net    keeper: inet awf, routes via .10, self-test, then no caps
                  └─ awf-<run>-agent  network_mode=container:awf-<run>-net, cap_drop ALL
