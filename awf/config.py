@@ -1,6 +1,6 @@
 """`awf run`'s configuration: one frozen RunConfig from argv, validated before anything starts.
 
-The policy flags are awf-proxy's own (contract §1) and are validated by building the very
+The policy flags are awf-proxy's own (docs/proxy.md §1) and are validated by building the very
 `Policy` the proxy will build; they are passed to the proxy unchanged. Any error is a
 ConfigError: one line, exit 2, nothing created.
 """

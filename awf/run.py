@@ -6,7 +6,7 @@ Each backend (`awf.backends.netns`, `awf.backends.docker`) is a script of steps 
   `conduct`, which runs the backend's body under `supervise` and then, on every path, writes
   `run.json` and prints the summary;
 - `supervise`: SIGINT/SIGTERM raise `Interrupted` (the first one only); the teardown runs with
-  both ignored, so cleanup is never cut short. The exit code follows ARCHITECTURE §4.1: the
+  both ignored, so cleanup is never cut short. The exit code follows docs/architecture.md §7: the
   command's own, 128+N after signal N reached awf, or the AwfError's code;
 - `wait_agent`: waiting for the command, stopping it when the proxy dies (fail closed) or
   `--agent-timeout` expires (124);

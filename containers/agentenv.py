@@ -1,4 +1,6 @@
-"""The agent container's environment, mounts and command, from the caller's (ARCHITECTURE §6).
+"""The agent container's environment, mounts and command, from the caller's.
+
+See docs/architecture.md §9.3.
 
 Pure: the caller's environment and file contents come in as arguments. Layers, a later one
 winning: core (proxy variables, HOME, PATH), passthrough (a short list, or everything with
@@ -177,7 +179,9 @@ ONE_SHOT_DEFAULTS = ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_PAT", "GITHUB_PERSONAL_
 
 
 def is_secret(name: str) -> bool:
-    """Names that travel in the secrets file, never in the container's Env (ARCHITECTURE §6)."""
+    """Names that travel in the secrets file, never in the container's Env.
+
+    See docs/architecture.md §9.3."""
     return name in ONE_SHOT_DEFAULTS or bool(_SECRET_NAME.search(name))
 
 

@@ -151,7 +151,7 @@ def wait_for_proxy(target: Target, deadline: float) -> None:
 
 
 def selftest_as_nobody(target: Target) -> None:
-    """The §2.5 checks, in a child that is uid/gid 65534 with no capabilities."""
+    """docs/architecture.md §6's checks, in a child that is uid/gid 65534 with no capabilities."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns

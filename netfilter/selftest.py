@@ -1,4 +1,4 @@
-"""The fail-closed self-test (ARCHITECTURE §2.5), run from inside the agent's namespace.
+"""The fail-closed self-test (docs/architecture.md §6), run from inside the agent's namespace.
 
 Before the command exists, prove that the proxy answers and that the rules hold: a connection to
 the proxy works; TCP to port 22 anywhere is refused at once; UDP to a resolver other than the

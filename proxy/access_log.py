@@ -1,4 +1,4 @@
-"""The JSON-lines decision log (contract §6), written by one thread so the event loop never blocks.
+"""The JSON-lines decision log (docs/proxy.md §7), written by one thread: the loop never blocks.
 
 record() runs on the event loop: it bumps the summary counters and hands the record to a queue;
 nothing else. A record is a mapping, or for the hot path (one per forwarded request) an `Entry`:
@@ -72,7 +72,7 @@ def encode_line(rec: Mapping[str, object]) -> bytes | None:
 
 
 class Entry(NamedTuple):
-    """One forwarded request, as raw values: `encode_entry` makes the contract §6 line from it
+    """One forwarded request, as raw values: `encode_entry` makes the docs/proxy.md §7 line from it
     (the same text `encode_line` makes from the equivalent mapping, `as_mapping`)."""
 
     started: float  # Unix time the request head was complete

@@ -1,6 +1,7 @@
 """awf-proxy's configuration: flags, an optional YAML/JSON file, and the policy built from them.
 
-Precedence is flags > file > defaults (contract §1); a repeatable flag replaces the file's list.
+Precedence is flags > file > defaults (docs/proxy.md §1.1); a repeatable flag replaces the file's
+list.
 Everything here is pure but `load_file`/`read_lists`, which read the named files. Errors are
 `ConfigError`s with one line naming the flag or key and the fix.
 """
@@ -58,7 +59,7 @@ class ProxyConfig:
     dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     healthz_token: str | None = None
-    # SSL bump and --allow-urls (ARCHITECTURE §8, docs/proxy.md §11)
+    # SSL bump and --allow-urls (docs/proxy.md §11)
     ssl_bump: bool = False
     ca_cert: Path | None = None
     ca_key: Path | None = None

@@ -1,9 +1,9 @@
-"""The DNS forwarder behind the transparent listener (ARCHITECTURE §2.3, contract `--dns-listen`).
+"""The DNS forwarder behind the transparent listener (docs/proxy.md §9, docs/architecture.md §3.3).
 
 The agent's resolv.conf names only this forwarder, so a name the policy denies must never leave
 the proxy: denied names get NXDOMAIN with Extended DNS Error 15 "Blocked" (RFC 8914) and no
 upstream query is made. Allowed names get A/AAAA answers from the proxy's own Resolver (same
-cache the proxy dials from), filtered by contract §4 and with TTL <= max_ttl. Other query types
+cache the proxy dials from), filtered by docs/proxy.md §4 and with TTL <= max_ttl. Other query types
 get an empty NOERROR, again without an upstream query (HTTPS/SVCB records could carry address
 hints we do not filter). Malformed queries get REFUSED; packets with the QR bit set or too short
 for a header are dropped (never answer an answer: no reflection loops).

@@ -1,5 +1,5 @@
-"""The allow/block policy (contract §2, §3, §6): a frozen value built once at start-up (and again
-on SIGHUP), whose ``decide()`` reads only its arguments.
+"""The allow/block policy (docs/proxy.md §2, §3, §6): a frozen value built once at start-up (and
+again on SIGHUP), whose ``decide()`` reads only its arguments.
 
 Matching:
 
@@ -15,8 +15,8 @@ Matching:
 * A pattern must end in at least two literal labels (``*.example.com``, ``api-*.example.com``):
   ``*.com``, ``foo*.com`` or ``www.example.*`` would each let anyone with a domain in.
 * Entries are normalised like requested names (``hostnames.normalise_name``), IDN entries too.
-* IP addresses and CIDRs in the allow list allow those literal addresses (exempt from §4); in the
-  block list they block them, both as literals and as resolved addresses.
+* IP addresses and CIDRs in the allow list allow those literal addresses (exempt from
+  docs/proxy.md §4); in the block list they block them, both as literals and as resolved addresses.
 * A port-scoped entry (``svc.example.com:8080``, ``svc.example.com:8000-8010``,
   ``[2001:db8::1]:8443``) allows its name (and subdomains, patterns as above) on those ports
   only, 80 and 443 included only if listed; the global ports (80, 443, ``--allow-ports``) do
@@ -24,7 +24,7 @@ Matching:
   name on another port is ``port_denied``. Scoped entries are kept apart from the others, so a
   policy without them pays nothing.
 
-Precedence (contract §6): bad_request, ip_literal, domain_blocked, domain_not_allowed,
+Precedence (docs/proxy.md §6): bad_request, ip_literal, domain_blocked, domain_not_allowed,
 scheme_denied, port_denied.
 """
 
@@ -194,7 +194,7 @@ def _port_text(ports: frozenset[int]) -> str:
 
 
 def parse_entry(raw: str, *, what: str = "--allow-domains") -> DomainEntry:
-    """Validate one entry of contract §2; ``ConfigError`` naming ``what``, the entry and the fix."""
+    """Validate one docs/proxy.md §2 entry; ``ConfigError`` naming ``what``, the entry, the fix."""
     for c in raw:
         if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0:
             raise ConfigError(f"{what}: {raw!r} contains control character U+{ord(c):04X}; "
@@ -427,7 +427,7 @@ class Policy:
         return decision
 
     def address_allowed(self, ip: IPAddress) -> bool:
-        """Contract §4: may an allowed name lead to ``ip``? Blocked addresses never may."""
+        """docs/proxy.md §4: may an allowed name lead to ``ip``? Blocked addresses never may."""
         if ip in self.block_addresses:
             return False
         return not is_denied_address(ip) or ip in self.allow_ranges

@@ -3,7 +3,7 @@
 `ProxyServer` implements `context.ConnectionContext`, all that connections may use of it. It owns
 the one swappable reference to the frozen `Policy` (SIGHUP builds a new one and swaps it), the
 resolver, the origin pool and the access log. Destinations are checked here: a name is resolved
-once, every answer is classified (contract §4), and only checked addresses are handed to the
+once, every answer is classified (docs/proxy.md §4), and only checked addresses are handed to the
 dialler.
 """
 
@@ -151,7 +151,8 @@ class ProxyServer:
 
     async def resolve_parent(self) -> None:
         """Resolve --upstream-proxy's host once, at start; ConfigError if it has no address.
-        The parent is the operator's configuration: no allowlist or §4 check applies to it."""
+        The parent is the operator's configuration: no allowlist or docs/proxy.md §4 check applies
+        to it."""
         parent = self.cfg.upstream_proxy
         if parent is None:
             return
@@ -247,8 +248,8 @@ class ProxyServer:
         return False
 
     async def destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...]:
-        """The checked addresses to dial for an allowed decision (contract §4, §6 order)."""
-        if decision.address is not None:  # an IP literal allowed by an entry: exempt from §4
+        """The checked addresses to dial for an allowed decision (docs/proxy.md §4, §6 order)."""
+        if decision.address is not None:  # an allowed IP literal: exempt from docs/proxy.md §4
             if self.is_self(decision.address, port):
                 raise SelfConnection(f"{decision.host}:{port} is this proxy")
             return (decision.address,)

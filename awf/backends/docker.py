@@ -5,7 +5,7 @@
      └─ .20/::20 awf-<run>-net    keeper: inet awf, routes via .10, self-test, then no caps
                  └─ awf-<run>-agent  network_mode=container:awf-<run>-net, cap_drop ALL
 
-Order (ARCHITECTURE §4): images, subnet, both networks in parallel, proxy and keeper created
+Order (docs/architecture.md §6): images, subnet, both networks in parallel, proxy and keeper created
 and started in parallel, readiness from their log lines (`awf-proxy listening on`,
 `awf-netns ready <sha>`, both hashes compared with our own model), and only then is the agent
 created, attached and started. A start that fails names the container and quotes its last log

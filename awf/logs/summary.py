@@ -1,4 +1,4 @@
-"""The run summary in Markdown (ARCHITECTURE §9), for a GitHub step summary. Pure.
+"""The run summary in Markdown (docs/architecture.md §8), for a GitHub step summary. Pure.
 
     <details open>
     <summary>awf firewall: 14 requests · 11 allowed · 3 denied · 4 hosts · 1 network-layer

@@ -2,7 +2,7 @@
 
 Runs on the image's own Python (stdlib; libseccomp through ctypes), as root holding only SYS_ADMIN,
 SYS_CHROOT, SETUID, SETGID, SETPCAP and KILL, under awf's stage-1 seccomp profile and
-no-new-privileges (ARCHITECTURE §5.2):
+no-new-privileges (docs/architecture.md §9.5):
 
 1. Read /run/awf/agent.json and the secrets file, then unmount the secrets.
 2. Lay out the root: the merged-/usr symlinks, the container's /dev, a read-only /sys, a fresh

@@ -1,4 +1,4 @@
-"""awf-proxy's explicit listener against real origins on loopback: every row of contract §6."""
+"""awf-proxy's explicit listener against real origins on loopback: every row of docs/proxy.md §6."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ async def test_healthz(proxy: ProxyProc) -> None:
     assert "uptime_s" in body
 
 
-# -- denials, in the order of contract §6 -----------------------------------------------------
+# -- denials, in the order of docs/proxy.md §6 ------------------------------------------------
 
 
 @pytest.mark.parametrize(
