@@ -56,6 +56,7 @@ class ProxyConfig:
     dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     healthz_token: str | None = None
+    learn: bool = False  # every name allowed, what the allowlist would deny logged would_deny
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -85,6 +86,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "dns_max_name_length": ("--dns-max-name-length", "count"),
     "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
     "healthz_token": ("--healthz-token", "token"),
+    "learn": ("--learn", "switch"),
 }
 
 
@@ -143,6 +145,9 @@ def _parser() -> _Parser:
         help="GET /healthz on an explicit listener answers loopback clients, and with this "
         "flag any client sending 'Authorization: Bearer TOKEN'; any other client gets 403 "
         "self_connection")
+    add("--learn", action="store_true", default=None,
+        help="learn mode: allow every name (IP literals, ports, denied addresses and "
+        "--block-domains still hold) and log what the allowlist would deny as would_deny")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -239,6 +244,12 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
     if kind == "dns":
         return parse_dns_servers(",".join(_items(flag, raw)))
     one = raw[-1] if isinstance(raw, list) else raw
+    if kind == "switch":
+        if one is True or one is False:
+            return one
+        if str(one).lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return str(one).lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{flag}: {one!r} is not true or false")
     if kind == "hosts":
         return Path(str(one)) if str(one) else None
     if kind == "path":
@@ -319,6 +330,7 @@ def build_policy(cfg: ProxyConfig) -> Policy:
         block_domains=block,
         allow_ports=cfg.allow_ports,
         allow_ranges=cfg.allow_range,
+        learn=cfg.learn,
     )
 
 
