@@ -5,6 +5,7 @@ the allowlist would deny; the hard rules stay; the DNS forwarder and the access 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import dns.rcode
 import pytest
@@ -74,7 +75,7 @@ def test_allows_name_in_learn_mode() -> None:
     assert not LEARN.allows_name("10.0.0.1")
 
 
-def test_flag_and_config_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_flag_and_config_key(tmp_path: Path) -> None:
     assert parse_argv(["--learn"]).learn is True
     assert parse_argv([]).learn is False
     cfg = tmp_path / "c.yaml"
