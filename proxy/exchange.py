@@ -123,6 +123,7 @@ class Exchange:
             line_end = wire.index(b"\r\n")
             wire = wire[: line_end - 8] + b"HTTP/1.0" + wire[line_end:]
         upstream.write(wire)
+        self.bytes_up = len(wire)  # the head counts: a GET sends no body (a redial: no body yet)
         framing = self.head.framing
         framer = BodyFramer(framing, self.head.content_length) if framing != Framing.NONE else None
         self.client.exchange_started(self, framer, rest)
