@@ -71,8 +71,13 @@ def ws(wan: wanmod.Wan, tmp_path: Path) -> Path:
 
 def test_learn_then_suggest_then_the_suggestion_lets_the_command_through(
         ws: Path, tmp_path: Path) -> None:
+    learn_then_suggest(ws, tmp_path, "netns")
+
+
+def learn_then_suggest(ws: Path, tmp_path: Path, backend: str) -> None:
+    """The scenario, for either backend (tests/e2e/test_docker_learn.py runs it on Docker)."""
     learn_logs = tmp_path / "learn-logs"
-    done = awf("run", "--backend", "netns", "--learn", "--allow-domains", "seed.example",
+    done = awf("run", "--backend", backend, "--learn", "--allow-domains", "seed.example",
                *RESOLVE, "--proxy-logs-dir", str(learn_logs), "--", "bash", "-c", THREE, cwd=ws)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("hello ") == 3, done.stdout
@@ -97,7 +102,7 @@ def test_learn_then_suggest_then_the_suggestion_lets_the_command_through(
     config.write_text(suggested.stdout)
 
     logs = tmp_path / "logs"
-    again = awf("run", "--backend", "netns", "--config", str(config), *RESOLVE,
+    again = awf("run", "--backend", backend, "--config", str(config), *RESOLVE,
                 "--proxy-logs-dir", str(logs), "--", "bash", "-c", THREE, cwd=ws)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("hello ") == 3, again.stdout
@@ -107,8 +112,12 @@ def test_learn_then_suggest_then_the_suggestion_lets_the_command_through(
 
 
 def test_learn_mode_keeps_the_hard_rules(ws: Path, tmp_path: Path, wan: wanmod.Wan) -> None:
+    hard_rules_hold(ws, tmp_path, wan, "netns")
+
+
+def hard_rules_hold(ws: Path, tmp_path: Path, wan: wanmod.Wan, backend: str) -> None:
     logs = tmp_path / "logs"
-    done = awf("run", "--backend", "netns", "--learn", "--allow-domains", "seed.example",
+    done = awf("run", "--backend", backend, "--learn", "--allow-domains", "seed.example",
                *RESOLVE, "--proxy-logs-dir", str(logs), "--", "bash", "-c", HARD, cwd=ws)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["403", "403", "403", "403", "tcp22-refused"], (
