@@ -133,3 +133,11 @@ def test_would_deny_record() -> None:
     rec = would_deny_record(failed, Reason.DOMAIN_NOT_ALLOWED)
     assert (rec["decision"], rec["reason"], rec["failure"]) == (
         "would_deny", "domain_not_allowed", "dns_failure")
+
+
+def test_awf_logs_shows_a_learnt_dns_answer_as_would_deny() -> None:
+    from awf.logs.format import pretty
+
+    line = pretty({"ts": "2026-12-06T14:00:00.000Z", "qname": "x.test", "qtype": "A",
+                   "decision": "would_deny", "reason": "domain_not_allowed", "rcode": "NOERROR"})
+    assert line.split()[1] == "WOULD-DENY", line
