@@ -131,7 +131,9 @@ def wait_for_proxy(target: Target, deadline: float) -> None:
                 with socket.socket(family, socket.SOCK_STREAM) as s:
                     s.settimeout(1)
                     s.connect((addr, target.explicit_port))
-                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: awf\r\n\r\n")
+                    # Host: the self-test's name, so the refusal is logged as the self-test's
+                    s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {selftest.NAME}\r\n\r\n"
+                              .encode())
                     head = s.recv(64)
                     # 403: it answers, but not to the sandbox (loopback and token holders only)
                     if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.1 403")):
