@@ -41,7 +41,7 @@ LOG_SUBDIR = "api-proxy"  # <logs>/api-proxy/: api-proxy.jsonl and the egress ac
 KEYS_ROOT = Path("/dev/shm")
 # awf-run policy flags the egress proxy inherits: how names resolve and which ranges may be
 # dialled. Never the domains or ports: those are the agent's.
-INHERITED = ("--resolve", "--allow-range", "--dns-servers")
+INHERITED = ("--resolve", "--allow-range", "--dns-servers", "--upstream-proxy")
 
 # (variable, value template) per provider; {url} is http://HOST:PORT of its listener
 _AGENT_VARS: dict[str, tuple[tuple[str, str], ...]] = {

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from ipaddress import ip_address, ip_network
+from collections.abc import Sequence
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from awf.config import RunConfig
 from awf.configfile import REDACTED
 from proxy.addr import IPAddress, IPNetwork
 from proxy.config import build_policy
+from proxy.errors import AwfError
 from proxy.policy import DomainEntry, Policy
 
 HOST_NAME = "host.docker.internal"
@@ -83,7 +85,7 @@ def config_record(cfg: RunConfig) -> dict[str, Any]:
 
 def docker_rulesets(cfg: RunConfig) -> str:
     """Both rulesets of the Docker backend, built as it builds them, on the planned subnets."""
-    from containers import topology
+    from containers import resolvers, topology
 
     v4 = (topology.parse_subnet("--subnet", cfg.subnet, topology.DEFAULT_V4, 24)
           if cfg.subnet else topology.DEFAULT_V4)
@@ -96,12 +98,10 @@ def docker_rulesets(cfg: RunConfig) -> str:
     ranges: list[IPNetwork] = [ip_network(item.strip(), strict=False)
                                for entry in cfg.proxy.allow_range
                                for item in entry.split(",") if item.strip()]
-    dns: list[IPAddress] = []
-    for host, _port in cfg.proxy.dns_servers or ():
-        try:
-            dns.append(ip_address(host.strip("[]")))
-        except ValueError:
-            pass
+    try:  # the resolvers the run's proxy would be given (issue 19)
+        dns: Sequence[IPAddress] = resolvers.for_proxy(cfg.proxy.dns_servers)[0]
+    except AwfError:
+        dns = ()
     proxy = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges, dns_servers=dns)
     agent = topology.agent_ruleset(subnets, ports)
     head = (f"# awf --audit-dir: the Docker backend's rulesets on the planned layout "

@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -30,7 +31,12 @@ POLICY_FLAGS: dict[str, str] = {
     "allow_range": "--allow-range",
     "resolve": "--resolve",
     "dns_servers": "--dns-servers",
+    "upstream_proxy": "--upstream-proxy",
+    "hosts_file": "--hosts-file",
 }
+
+# the host's proxy variables: awf never uses them on its own (one note says so)
+HOST_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 API_PROVIDERS = ("copilot", "openai", "anthropic", "gemini")
@@ -48,7 +54,8 @@ class RunConfig:
     logs_dir: Path | None
     log_level: str
     ipv6: str  # auto | on | off
-    # the Docker backend's own (the netns backend ignores them)
+    subnet_pool: str | None = None  # netns: --subnet-pool, the IPv4 range of its /30s
+    # the Docker backend's own (with --backend netns each is exit 2: DOCKER_ONLY)
     subnet: str | None = None  # --subnet: the internal network's IPv4 /24
     subnet6: str | None = None  # --subnet6: its IPv6 /64
     volumes: tuple[str, ...] = ()  # -v HOST:CONTAINER[:ro|rw], parsed by containers.agentenv
@@ -113,6 +120,12 @@ def run_parser() -> argparse.ArgumentParser:
     add("--allow-range", action="append", metavar="CIDR")
     add("--resolve", action="append", metavar="NAME=IP")
     add("--dns-servers", metavar="LIST")
+    add("--upstream-proxy", metavar="URL",
+        help="send every allowed connection through this parent proxy, "
+        "http://[user:pass@]host:port, after awf's own policy (HTTPS_PROXY/HTTP_PROXY are "
+        "never used on their own)")
+    add("--hosts-file", metavar="PATH",
+        help="hosts file the proxy reads before DNS (default: this host's /etc/hosts; '' none)")
     add("-e", "--env", action="append", metavar="KEY[=VALUE]", default=[],
         help="set a variable for the command (KEY alone takes the caller's value)")
     add("--no-proxy-env", action="store_true",
@@ -121,6 +134,8 @@ def run_parser() -> argparse.ArgumentParser:
     add("--proxy-logs-dir", metavar="DIR", help="where access.jsonl and run.json go")
     add("--log-level", choices=("debug", "info", "warn", "error"), default="info")
     add("--ipv6", choices=("auto", "on", "off"), default="auto")
+    add("--subnet-pool", metavar="CIDR", help="netns: the IPv4 range each run's /30 is taken "
+        "from (default 10.213.0.0/16)")
     add("--subnet", "--network-subnet", metavar="CIDR",
         help="docker: the internal network's IPv4 /24 (default 172.30.0.0/24; a taken one "
         "falls back to 10.213.N.0/24)")
@@ -139,10 +154,10 @@ def run_parser() -> argparse.ArgumentParser:
         "(rendered configs, resolv.conf, lease) inside DIR instead of $TMPDIR; it is removed "
         "at the end, DIR itself is kept")
     add("--env-all", action="store_true",
-        help="docker: pass every variable of yours (never tokens, keys or proxy variables)")
+        help="pass every variable of yours (never tokens, keys or proxy variables)")
     add("--exclude-env", action="append", default=[], metavar="NAME",
-        help="docker: never pass NAME (repeatable)")
-    add("--env-file", metavar="PATH", help="docker: KEY=VALUE lines for the command")
+        help="never pass NAME (repeatable)")
+    add("--env-file", metavar="PATH", help="KEY=VALUE lines for the command")
     add("-t", "--tty", action="store_true",
         help="docker: give the command a terminal and forward your keyboard (interactive)")
     add("--memory-limit", metavar="SIZE", help="docker: the command's memory, no swap "
@@ -189,9 +204,50 @@ def run_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
-    layered = configfile.parse_layered(run_parser(), argv, stdin)  # flags > --config > defaults
+# flags that mean something to one backend only (their help starts with "netns:" or "docker:");
+# given on the command line with the other backend they are exit 2, never silently ignored (a
+# --config file's value for the other backend is a note: upstream's files set Docker keys)
+NETNS_ONLY = ("subnet_pool",)
+DOCKER_ONLY = ("subnet", "subnet6", "volumes", "container_workdir", "keep_containers",
+               "agent_image", "enable_host_access", "work_dir", "tty", "memory_limit",
+               "pids_limit", "cpus", "enable_docker", "share_home", "topology_attach",
+               "docker_host")
+
+
+def _check_backend(parser: argparse.ArgumentParser, layered: configfile.Layered) -> None:
     ns = layered.ns
+    other = {"netns": ("docker", DOCKER_ONLY), "docker": ("netns", NETNS_ONLY)}
+    backend, dests = other[ns.backend]
+    for action in parser._actions:
+        if action.dest in dests and getattr(ns, action.dest) != action.default:
+            flag = "/".join(action.option_strings)
+            if layered.sources.get(action.dest) != "flag":
+                layered.notes.append(f"{flag} from {layered.sources.get(action.dest)}: applies "
+                                     f"to --backend {backend} only; ignored with "
+                                     f"--backend {ns.backend}")
+                setattr(ns, action.dest, action.default)
+                continue
+            raise ConfigError(f"{flag}: applies to --backend {backend} only, and this run uses "
+                              f"--backend {ns.backend}; drop it")
+
+
+def _subnet_pool(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        pool = IPv4Network(text)
+    except ValueError as exc:
+        raise ConfigError(f"--subnet-pool {text!r}: not an IPv4 network ({exc})") from exc
+    if pool.prefixlen > 30:
+        raise ConfigError(f"--subnet-pool {text!r}: smaller than a /30; give a /30 or larger")
+    return str(pool)
+
+
+def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
+    parser = run_parser()
+    layered = configfile.parse_layered(parser, argv, stdin)  # flags > --config > defaults
+    ns = layered.ns
+    _check_backend(parser, layered)  # before the localhost keyword turns on host access
     if ns.allow_domains:  # upstream's `localhost` keyword: the host, as --enable-host-access
         ns.allow_domains, localhost = configfile.take_localhost(ns.allow_domains)
         if localhost and not ns.enable_host_access:
@@ -212,6 +268,10 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
     flags = {k: getattr(ns, k) for k in POLICY_FLAGS if getattr(ns, k) is not None}
     if ns.learn:
         flags["learn"] = True
+    if ns.upstream_proxy is None and any(os.environ.get(v) for v in HOST_PROXY_VARS):
+        layered.notes.append("HTTPS_PROXY/HTTP_PROXY are set here, but awf does not use them: "
+                             "the proxy connects directly; to go through that proxy, pass "
+                             "--upstream-proxy http://[user:pass@]host:port")
     proxy_cfg = merge(flags, None)
     policy = build_policy(proxy_cfg)  # exactly the proxy's validation
     proxy_args: list[str] = []
@@ -229,9 +289,10 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             timeout = -1
         if not timeout > 0:
             raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
-    if ns.backend == "netns" and ns.container_workdir is not None:  # it would be ignored
-        raise ConfigError("--container-workdir is for --backend docker; the netns backend runs "
-                          "the command in awf's current directory (cd there first)")
+    if ns.backend == "docker" and proxy_cfg.upstream_proxy is not None:
+        # the proxy container's egress rules do not admit the parent yet (docs/config.md)
+        raise ConfigError("--upstream-proxy works with --backend netns only for now: the Docker "
+                          "proxy container's egress rules do not let it reach a parent proxy")
     return RunConfig(
         command=tuple(command),
         backend=ns.backend,
@@ -243,6 +304,7 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         logs_dir=Path(ns.proxy_logs_dir) if ns.proxy_logs_dir else None,
         log_level=ns.log_level,
         ipv6=ns.ipv6,
+        subnet_pool=_subnet_pool(ns.subnet_pool),
         subnet=ns.subnet,
         subnet6=ns.subnet6,
         volumes=tuple(ns.volumes),

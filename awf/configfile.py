@@ -339,7 +339,12 @@ def redact(key: str, value: Any) -> Any:
     return _redact_item(value)
 
 
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s]*):[^/@\s]*@")
+
+
 def _redact_item(item: Any) -> Any:
+    if isinstance(item, str) and "://" in item:  # --upstream-proxy http://user:pass@host:port
+        item = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", item)
     if isinstance(item, str) and "=" in item:
         name, _, _ = item.partition("=")
         if SECRET_NAME.search(name):

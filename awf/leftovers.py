@@ -1,10 +1,10 @@
-"""What killed runs left behind, found by name (`awf-<run>` namespaces and veths, `awf_<run>`
-nft tables, `/etc/netns/awf-<run>`), minus the runs whose owner is still alive; and the Docker
-backend's containers and networks, found by their io.awf.run label (only when the engine is
-reachable), minus the runs whose io.awf.owner-pid is alive on this host.
+"""What awf runs have on this host, found by name (`awf-<run>` namespaces and veths,
+`awf_<run>` nft tables, `/etc/netns/awf-<run>`) and, when the engine is reachable, the Docker
+backend's containers and networks by their io.awf.run label; each marked live or not.
 
-A netns run records its owner in /run/awf/runs/<run>.pid while it lives; a run whose owner
-process is gone is a leftover.
+A netns run records its owner in /run/awf/runs/<run>.pid while it lives; a Docker run's objects
+carry io.awf.owner-pid and io.awf.host. A run whose owner process is gone is a leftover; a live
+one is `awf cleanup`'s to remove only with --force.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-from pyroute2.netlink.exceptions import NetlinkError
 
 from netfilter import apply as nft
 from netfilter import netns
@@ -29,6 +27,7 @@ class Leftover:
     kind: str  # netns | link | table | dir | keys | container | network
     name: str
     run: str
+    live: bool = False  # its run's owner process is alive
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
@@ -52,8 +51,8 @@ def alive(run: str) -> bool:
     return True
 
 
-def docker_find(*, everything: bool = False) -> list[Leftover]:
-    """The Docker backend's leftovers: containers first, then networks. Nothing (and no error)
+def docker_find() -> list[Leftover]:
+    """The Docker backend's objects: containers first, then networks. Nothing (and no error)
     when no engine is reachable; test objects (io.awf.test) are never included."""
     if not os.path.exists("/var/run/docker.sock") and not os.environ.get("DOCKER_HOST"):
         return []
@@ -67,7 +66,7 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
         return []
     try:
         found = driver.list_by_label(labels.RUN)
-        dead = None if everything else set(dead_runs(driver))
+        dead = set(dead_runs(driver))
     finally:
         driver.close()
     out: list[Leftover] = []
@@ -76,13 +75,13 @@ def docker_find(*, everything: bool = False) -> list[Leftover]:
             run = obj.label(labels.RUN) or ""
             if obj.label(labels.TEST) is not None:
                 continue
-            if dead is None or run in dead:
-                out.append(Leftover(kind, obj.name, run))
+            out.append(Leftover(kind, obj.name, run, live=run not in dead))
     return out
 
 
-def find(*, everything: bool = False) -> list[Leftover]:
-    found: list[Leftover] = docker_find(everything=everything)
+def find() -> list[Leftover]:
+    """Every awf object on this host, live runs' too (see `Leftover.live`)."""
+    found: list[Leftover] = docker_find()
     names = netns.leftovers(netns.PREFIX)
     try:
         spaces = {n for n in os.listdir(netns.NETNS_DIR) if n.startswith(netns.PREFIX)}
@@ -99,12 +98,13 @@ def find(*, everything: bool = False) -> list[Leftover]:
     if ETC_NETNS.is_dir():
         for d in sorted(ETC_NETNS.glob(f"{netns.PREFIX}*")):
             found.append(Leftover("dir", str(d), d.name[len(netns.PREFIX):]))
-    found = [f for f in found
-             if f.kind in ("container", "network") or everything or not alive(f.run)]
-    from awf import apisidecar  # the API proxy sidecar's keys: by their own owner pid
+    found = [f if f.kind in ("container", "network") else
+             Leftover(f.kind, f.name, f.run, live=alive(f.run)) for f in found]
+    from awf import apisidecar  # the API proxy sidecar's keys: live while their owner pid is
 
-    return found + [Leftover("keys", str(apisidecar.keys_dir(run)), run)
-                    for run in apisidecar.dead_keys(everything=everything)]
+    dead = set(apisidecar.dead_keys())
+    return found + [Leftover("keys", str(apisidecar.keys_dir(run)), run, live=run not in dead)
+                    for run in apisidecar.dead_keys(everything=True)]
 
 
 def remove(items: list[Leftover]) -> None:
@@ -132,10 +132,8 @@ def remove(items: list[Leftover]) -> None:
         if item.kind in ("container", "network"):
             continue
         try:
-            if item.kind == "netns":
-                netns.remove_netns(item.name)
-            elif item.kind == "link":
-                netns.delete_link(item.name)
+            if item.kind in ("netns", "link"):
+                netns.remove_leftover(item.name)
             elif item.kind == "table":
                 nft.remove(item.name)
             elif item.kind == "dir":
@@ -145,7 +143,7 @@ def remove(items: list[Leftover]) -> None:
 
                 apisidecar.wipe_keys(item.run)
             unregister(item.run)
-        except (AwfError, OSError, NetlinkError) as exc:
+        except (AwfError, OSError) as exc:
             errors.append(f"{item}: {exc}")
     if errors:
         raise AwfError("could not remove: " + "; ".join(errors))

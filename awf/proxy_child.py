@@ -5,20 +5,26 @@ and the proxy before it can listen. awf forks a child right after parsing its fl
 makes any thread; the child imports the proxy on the other core while awf builds the namespace,
 then waits on a pipe for its argv (the listen addresses exist only once the namespace is made).
 The child dies with awf (PR_SET_PDEATHSIG) and writes its stderr, where the readiness lines are,
-to a pipe awf reads.
+to a pipe awf reads for the child's whole life: first for readiness, then by a thread that copies
+it into the run's proxy.log, so a chatty proxy (--log-level debug) never blocks on a full pipe.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import ctypes
 import json
 import os
 import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 
 from netfilter.errors import SandboxError
 
@@ -31,6 +37,9 @@ class ProxyChild:
         self._go = go_fd
         self.stderr_fd = err_fd
         self.returncode: int | None = None
+        self._log: BinaryIO | None = None
+        self._drainer: threading.Thread | None = None
+        self.last_lines: collections.deque[str] = collections.deque(maxlen=20)  # its last words
 
     @classmethod
     def fork(cls) -> ProxyChild:
@@ -85,10 +94,12 @@ class ProxyChild:
             view = view[n:]
         self._close_go()
 
-    def wait_ready(self, ready: Callable[[list[str]], bool], timeout: float) -> None:
+    def wait_ready(self, ready: Callable[[list[str]], bool], timeout: float, log: Path) -> None:
         """Read the child's stderr until `ready(lines so far)`: readiness from the proxy's own
-        lines, never a fixed sleep. SandboxError if it exits first or `timeout` passes."""
+        lines, never a fixed sleep. SandboxError if it exits first or `timeout` passes. All it
+        writes, then and until it exits, is copied to `log`."""
         fd = self.stderr_fd
+        self._log = out = open(log, "ab")  # noqa: SIM115 (stop() closes it)
         seen: list[str] = []
         buf = b""
         deadline = time.monotonic() + timeout
@@ -105,9 +116,34 @@ class ProxyChild:
                 self.wait(5)
                 raise SandboxError(f"awf-proxy exited with status {self.returncode} before it "
                                    f"was ready: {' | '.join(seen[-5:]) or 'no output'}")
+            out.write(chunk)
+            out.flush()
             buf += chunk
             *lines, buf = buf.split(b"\n")
             seen += [raw.decode(errors="replace") for raw in lines]
+        self._drainer = threading.Thread(target=self._drain, args=(out,), name="awf-proxy-stderr",
+                                         daemon=True)
+        self._drainer.start()
+
+    def _drain(self, out: BinaryIO) -> None:
+        """Until the child exits: its stderr to `out` (while the disk takes it; reading never
+        stops, so the child never blocks) and its last lines to `last_lines`."""
+        buf = b""
+        writing = True
+        try:
+            while chunk := os.read(self.stderr_fd, 65536):
+                if writing:
+                    try:
+                        out.write(chunk)
+                        out.flush()
+                    except (OSError, ValueError):
+                        writing = False  # e.g. the logs disk is full: keep reading anyway
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                self.last_lines.extend(raw.decode(errors="replace") for raw in lines)
+                buf = buf[-65536:]
+        except OSError:
+            pass  # the pipe closed under us: stop() is ending the run
 
     def _close_go(self) -> None:
         if self._go >= 0:
@@ -145,7 +181,12 @@ class ProxyChild:
         if self.wait(grace) is None:
             self.signal(signal.SIGKILL)
             self.wait(5)
+        if self._drainer is not None:
+            self._drainer.join(5)  # the child is gone: its pipe ends
         try:
             os.close(self.stderr_fd)
         except OSError:
             pass
+        if self._log is not None:
+            with contextlib.suppress(OSError):  # a full disk fails the last flush
+                self._log.close()

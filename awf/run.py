@@ -22,23 +22,27 @@ reading them never needs sudo (finding L4).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from types import FrameType
 from typing import ClassVar
 
+from awf import signals
 from awf.config import RunConfig
+from awf.signals import Interrupted
 from netfilter.errors import SandboxError
 from netfilter.ruleset import DNS_PORT, EXPLICIT_PORT, TRANSPARENT_PORT
 from proxy import __version__
+from proxy.access_log import DROPPED_LINE
 from proxy.errors import AwfError
 
 # --- the user's side ------------------------------------------------------------------------
@@ -127,7 +131,17 @@ def allowlist(cfg: RunConfig) -> list[str] | None:
         return None
 
 
-def print_summary(logs: Path, cfg: RunConfig | None = None) -> None:
+def dropped_records(lines: Iterable[str]) -> int:
+    """The count in the proxy's last `awf-proxy: log records dropped: N` line, else 0."""
+    count = 0
+    for line in lines:
+        if line.startswith(DROPPED_LINE):
+            with contextlib.suppress(ValueError):
+                count = int(line[len(DROPPED_LINE):].strip())
+    return count
+
+
+def print_summary(logs: Path, cfg: RunConfig | None = None, dropped: int = 0) -> None:
     try:
         first, *rest = summary_lines(logs, allowlist(cfg) if cfg is not None else None)
     except (AwfError, OSError) as exc:
@@ -141,9 +155,21 @@ def print_summary(logs: Path, cfg: RunConfig | None = None) -> None:
 
     for line in api_lines(logs):
         say(line)
+    if dropped:
+        say(f"{dropped} log record{'s' if dropped != 1 else ''} dropped by the proxy (could "
+            "not be written: is the logs directory's disk full?); the counts above miss them")
     if cfg is not None and cfg.learn:  # --- learn mode ---
         for line in learn_lines(logs, start=False):
             say(line)
+
+
+def write_log(logs: Path, name: str, text: str) -> None:
+    """A file of the run's own in the logs directory; a full or broken disk loses it with a
+    warning, never the run's cleanup or exit code."""
+    try:
+        (logs / name).write_text(text)
+    except OSError as exc:
+        say(f"could not write {logs / name}: {exc.strerror or exc}")
 
 
 # --- what the proxy and the command are told --------------------------------------------------
@@ -192,6 +218,7 @@ class Record:
     t0: float
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    dropped: int = 0  # log records the proxy could not write (it says so at exit)
 
     def mark(self, what: str) -> None:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
@@ -202,13 +229,14 @@ class Record:
             "id": self.run, "version": __version__, "backend": self.BACKEND, "exit_code": code,
             "awf_error": self.error, "command": list(self.cfg.command),
             "timings": self.timings, "logs": str(self.logs),
+            "log_records_dropped": self.dropped,
             # the allowlist `awf logs suggest` starts from, and whether the run was learning
             "allow_domains": allowlist(self.cfg), "learn": self.cfg.learn,
         }
 
 
 def write_run_json(logs: Path, doc: Mapping[str, object]) -> None:
-    (logs / "run.json").write_text(json.dumps(doc, indent=1) + "\n")
+    write_log(logs, "run.json", json.dumps(doc, indent=1) + "\n")
     finish_logs(logs)
 
 
@@ -221,17 +249,11 @@ def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], 
     outcome = supervise(body, teardown)
     record.error = outcome.error
     write_run_json(record.logs, record.run_json(outcome.exit_code))
-    print_summary(record.logs, record.cfg)
+    print_summary(record.logs, record.cfg, record.dropped)
     return outcome.exit_code
 
 
 # --- signals ----------------------------------------------------------------------------------
-
-
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +272,7 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
         if len(received) == 1:
             raise Interrupted(signum)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in signals.CAUGHT}
     code: int | None = None
     error: str | None = None
     try:
@@ -263,8 +285,7 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
         code = exc.exit_code
         say(f"error: {exc}")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signals.ignore()
         try:
             teardown(bool(received))
         finally:

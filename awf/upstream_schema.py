@@ -85,9 +85,7 @@ SCHEMA: dict[str, Row] = {
     "network.allowDomains": M("allow_domains", "list", "--allow-domains"),
     "network.blockDomains": M("block_domains", "list", "--block-domains"),
     "network.dnsServers": M("dns_servers", "csv", "--dns-servers"),
-    "network.upstreamProxy": R("not supported yet: awf connects directly after its own policy; "
-                               "a parent proxy would be bypassed (docs/config.md)",
-                               "--upstream-proxy"),
+    "network.upstreamProxy": M("upstream_proxy", "str", "--upstream-proxy"),
     "network.isolation": R("awf always isolates the command; it cannot be turned off",
                            "--network-isolation", inert=(True, None)),
     "network.topologyAttach": M("topology_attach", "list", "--topology-attach",
@@ -323,7 +321,6 @@ FLAGS: tuple[Flag, ...] = (
         "supervisor-sha256")),
     _f("--dns-over-https", "optional", R("not supported yet: the sandbox's DNS forwarder "
                                          "queries --dns-servers directly; remove it")),
-    _f("--upstream-proxy", "value", SCHEMA["network.upstreamProxy"]),
     _f("--enable-dlp", "bool", SCHEMA["security.enableDlp"]),
     *(_f(f"--{name}", "value", R(_LATER_API)) for name in (
         "openai-base-url-env", "openai-api-base-path", "anthropic-api-base-path",
@@ -362,5 +359,5 @@ OURS = {
     "-k": "keep_containers", "--keep-containers": "keep_containers",
     "--agent-timeout": "agent_timeout", "--work-dir": "work_dir",
     "--proxy-logs-dir": "proxy_logs_dir", "--audit-dir": "audit_dir",
-    "--diagnostic-logs": "diagnostics",
+    "--diagnostic-logs": "diagnostics", "--upstream-proxy": "upstream_proxy",
 }

@@ -34,6 +34,20 @@ from containers.errors import DockerError
 from containers.spec import ContainerSpec, MountKind
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+def _no_config_file(config_path: object = None) -> None:
+    return None
+
+
+def _ignore_docker_cli_config() -> None:
+    """awf pulls nothing and pushes nothing, so it needs no registry credentials, and it must
+    not take the Docker CLI's proxy settings into its containers: the SDK is kept from reading
+    ~/.docker/config.json at all (it reads it when a client is made and again before a build;
+    a malformed one, an `auth` that is not base64, used to be a traceback). Issue 19."""
+    import docker.utils.config
+
+    docker.utils.config.find_config_file = _no_config_file
 STDOUT, STDERR = 1, 2  # the stream ids of `frames`
 _MAX_LINE = 65_536  # a log "line" longer than this is cut, so a stream cannot grow without bound
 _IMAGE_REMOVE_PASSES = 8  # children before parents: one pass per layer of FROM
@@ -141,6 +155,7 @@ class DockerDriver:
     def from_env(cls, base_url: str | None = None, *, timeout: int = 60) -> DockerDriver:
         """Connect (DOCKER_HOST, else the local socket) and ping; DockerError if it is down."""
         where = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        _ignore_docker_cli_config()
         try:
             if base_url is None:
                 client = docker.from_env(timeout=timeout)
@@ -148,6 +163,16 @@ class DockerDriver:
                 client = docker.DockerClient(base_url=base_url, timeout=timeout)
             client.ping()
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            if "PermissionError" in str(exc) or "Permission denied" in str(exc):
+                raise DockerError(
+                    f"no permission to use the Docker engine's socket {where}; run awf as a "
+                    "member of the docker group or as root"
+                ) from exc
+            if "FileNotFoundError" in str(exc) or "No such file" in str(exc):
+                raise DockerError(
+                    f"no Docker engine at {where} (no such socket); is dockerd running? "
+                    "(--backend netns needs no Docker)"
+                ) from exc
             raise DockerError(
                 f"cannot reach the Docker engine at {where}: {_explain(exc)}; is dockerd running?"
             ) from exc
@@ -421,7 +446,7 @@ class DockerDriver:
                 host_config=host_config,
                 networking_config=networking,
                 tty=spec.tty,
-                stdin_open=spec.stdin_open,
+                stdin_open=spec.stdin_open,  # the SDK adds StdinOnce (not detached)
                 **kwargs,
             )
         cid = str(made["Id"])

@@ -218,9 +218,10 @@ CREDENTIAL_DIRS = tuple(c.path for c in CREDENTIALS if c.kind is Kind.DIR)
 # Never mounted by -v at all: whole secret stores (ARCHITECTURE §5.1)
 SECRET_STORES = (".ssh", ".aws", ".docker", ".kube", ".gnupg", ".netrc", ".gitconfig",
                  ".git-credentials")
-# A workspace here would hand the sandbox the host itself
+# A workspace here would hand the sandbox the host itself; /tmp and /var/tmp are every user's
+# and program's (ssh-agent and other sockets, other runs' files), so they are not shared either
 NOT_A_WORKSPACE = ("/", "/usr", "/etc", "/var", "/boot", "/opt", "/bin", "/sbin", "/lib",
-                   "/lib64", "/home")
+                   "/lib64", "/home", "/tmp", "/var/tmp")
 NOT_UNDER = ("/proc", "/sys", "/dev", "/run")
 
 

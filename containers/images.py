@@ -10,8 +10,9 @@ No registry is reachable, so nothing is pulled:
   the agent the tools users and tests run. mmdebstrap measured ~35 s against debootstrap's ~65 s
   here, and streams its tar without a 470 MB staging directory.
 - wheels: `pip download --only-binary :all:` runs on the host for the image's CPython 3.11 and
-  glibc, into a cache keyed by what was asked for; our own wheel is built from the source tree,
-  offline, against a pinned build backend from that cache.
+  glibc, into a cache keyed by what was asked for; our own wheel is written directly from the
+  package files awf runs from (a checkout or an installed distribution: issue 19), no build
+  backend needed.
 - awf-pydeps (awf-base plus the venv /opt/awf with our dependencies), awf-runtime (awf-pydeps
   plus our own wheel) and awf-agent: the Dockerfiles in containers/images/, built with
   network_mode none; pip installs with --no-index. A source edit rebuilds only awf-runtime.
@@ -29,10 +30,12 @@ userland anyway); no compiler reaches an image.
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import platform
 import re
@@ -42,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -52,25 +56,30 @@ from containers.errors import DockerError
 from containers.imageplan import (
     AGENT_DIR,
     BASE_PACKAGES,
+    GLIBC_MINOR,
     IMAGE_PYTHON,
+    NEEDED_TOOLS,
     ONE_SHOT_LIBRARY,
     ONE_SHOT_SOURCE,
     SUITE,
+    BaseFacts,
     ImageSet,
     Plan,
     apt_sources,
+    base_mirrors,
+    base_problems,
     debian_arch,
     failure_summary,
     find_source_root,
     host_apt_files,
     make_plan,
-    mirror_lines,
     pip_download_args,
     rootfs_command,
     stale_tags,
     wheelset_key,
 )
 from containers.oneshot_build import compile_one_shot
+from containers.spec import ContainerSpec
 from proxy import __version__ as AWF_VERSION
 from proxy.errors import AwfError
 
@@ -256,17 +265,19 @@ def _pip(args: Sequence[str], progress: Progress, *, what: str) -> None:
 
 
 def ensure_wheels(cache_dir: Path, requirements: Sequence[str], arch: str,
-                  progress: Progress) -> Path:
+                  progress: Progress, *, python: str = IMAGE_PYTHON,
+                  glibc_minor: int = GLIBC_MINOR) -> Path:
     """The directory of wheels for the image's Python, downloaded once per requirement set."""
-    key = wheelset_key(requirements, arch)
+    key = wheelset_key(requirements, arch, python=python, glibc_minor=glibc_minor)
     done = cache_dir / "wheels" / key[:16]
     if (done / ".complete").is_file():
         return done
     done.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"[awf] downloading wheels for Python {IMAGE_PYTHON} into {done}...")
+    progress(f"[awf] downloading wheels for Python {python} into {done}...")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=done.parent))
     try:
-        _pip(pip_download_args(tmp, requirements, arch), progress, what="pip download")
+        _pip(pip_download_args(tmp, requirements, arch, python=python, glibc_minor=glibc_minor),
+             progress, what="pip download")
         (tmp / ".complete").write_text(key + "\n")
         shutil.rmtree(done, ignore_errors=True)
         os.rename(tmp, done)  # atomic: a wheel dir is complete or absent
@@ -283,18 +294,40 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def build_own_wheel(plan: Plan, wheels: Path, out: Path, progress: Progress) -> Path:
-    """Our package as a wheel, built offline from a copy of exactly the hashed sources."""
-    with tempfile.TemporaryDirectory(prefix="awf-src-") as tmp:
-        for name in plan.sources:
-            _link_or_copy(plan.source_root / name, Path(tmp) / name)
-        _pip(["wheel", "--no-deps", "--no-index", "--find-links", str(wheels),
-              "--wheel-dir", str(out), tmp], progress, what="pip wheel (awf)")
-    prefix = re.sub(r"[-_.]+", "_", plan.project).lower() + "-"
-    built = sorted(w for w in out.glob("*.whl") if w.name.lower().startswith(prefix))
-    if len(built) != 1:
-        raise DockerError(f"pip wheel made {len(built)} {prefix}* wheels in {str(out)!r}")
-    return built[0]
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # a fixed timestamp: the same files make the same wheel
+
+
+def _record_hash(data: bytes) -> str:
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def build_own_wheel(plan: Plan, out: Path) -> Path:
+    """Our package as a pure-Python wheel of exactly the hashed files, written directly (no
+    build backend, no pyproject.toml): the same from a checkout and from an installed awf."""
+    meta = plan.meta
+    stem = re.sub(r"[-_.]+", "_", meta.name).lower() + f"-{meta.version}"
+    info = f"{stem}.dist-info"
+    metadata = "".join([
+        "Metadata-Version: 2.1\n", f"Name: {meta.name}\n", f"Version: {meta.version}\n",
+        *(f"Requires-Dist: {r}\n" for r in meta.requirements)])
+    wheel = "Wheel-Version: 1.0\nGenerator: awf\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    scripts = "[console_scripts]\n" + "".join(f"{k} = {v}\n" for k, v in meta.scripts)
+    files: list[tuple[str, bytes]] = [(n, (plan.source_root / n).read_bytes())
+                                      for n in plan.sources]
+    files += [(f"{info}/METADATA", metadata.encode()), (f"{info}/WHEEL", wheel.encode()),
+              (f"{info}/entry_points.txt", scripts.encode())]
+    record = "".join(f"{n},{_record_hash(d)},{len(d)}\n" for n, d in files)
+    files.append((f"{info}/RECORD", (record + f"{info}/RECORD,,\n").encode()))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files:
+            entry = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            entry.external_attr = 0o644 << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(entry, data)
+    return path
 
 
 def _build_stage(driver: DockerDriver, tag: str, dockerfile: str, *, base: str,
@@ -333,6 +366,68 @@ def _build_lock(cache_dir: Path, progress: Progress) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+PROBE_SCRIPT = r"""
+import ctypes, ctypes.util, glob, importlib.util, json, platform, shutil, sys
+libc, ver = platform.libc_ver()
+try:
+    ctypes.CDLL("libseccomp.so.2"); seccomp = True
+except OSError:
+    seccomp = False
+print(json.dumps({"python": "{}.{}".format(*sys.version_info[:2]), "libc": libc,
+    "libc_version": ver,
+    "venv": importlib.util.find_spec("venv") is not None,
+    "debian_pip": bool(glob.glob("/usr/share/python-wheels/pip-*.whl")),
+    "tools": [t for t in TOOLS if shutil.which(t)], "libseccomp": seccomp}))
+"""
+
+
+def probe_base(driver: DockerDriver, ref: str) -> BaseFacts:
+    """What a local image holds for awf (--base-image): its python3 runs a short script in a
+    container with no network. DockerError if it is not a local image or has no python3."""
+    image_id = driver.image_id(ref)
+    if image_id is None:
+        raise DockerError(f"--base-image {ref!r} is not a local image; build, load or tag one "
+                          "first (nothing can be pulled)")
+    name = f"awf-probe-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+    script = f"TOOLS = {list(NEEDED_TOOLS)!r}\n" + PROBE_SCRIPT
+    spec = ContainerSpec(name=name, image=image_id, entrypoint=("python3", "-c", script),
+                         network_mode="none", labels=((labels.IMAGE, "probe"),),
+                         cap_drop=("ALL",), security_opt=("no-new-privileges",))
+    try:
+        driver.create_container(spec)
+        driver.start(name)
+        code = driver.wait(name, timeout=60)
+        out = driver.logs(name)
+    except DockerError as exc:
+        raise DockerError(f"--base-image {ref!r}: cannot run python3 in it ({exc}); awf needs "
+                          "an image with Python 3.11 or newer") from exc
+    finally:
+        with contextlib.suppress(DockerError):
+            driver.remove(name)
+    line = next((ln for ln in reversed(out.splitlines()) if ln.startswith("{")), "")
+    if code != 0 or not line:
+        tail = " | ".join(out.strip().splitlines()[-2:]) or f"exit {code}"
+        raise DockerError(f"--base-image {ref!r} has no working python3 ({tail}); awf needs "
+                          "an image with Python 3.11 or newer")
+    found = json.loads(line)
+    minor = 0
+    with contextlib.suppress(ValueError, IndexError):
+        minor = int(str(found.get("libc_version", "")).split(".")[1])
+    return BaseFacts(ref=ref, image_id=image_id, python=str(found["python"]),
+                     libc=str(found.get("libc") or ""), glibc_minor=minor,
+                     has_venv=bool(found.get("venv")), debian_pip=bool(found.get("debian_pip")),
+                     tools=tuple(str(t) for t in found.get("tools", [])),
+                     libseccomp=bool(found.get("libseccomp")))
+
+
+def checked_base(driver: DockerDriver, ref: str) -> BaseFacts:
+    facts = probe_base(driver, ref)
+    problems = base_problems(facts)
+    if problems:
+        raise DockerError(f"--base-image {ref!r} lacks what awf needs: {'; '.join(problems)}")
+    return facts
+
+
 def ensure_images(
     driver: DockerDriver,
     *,
@@ -341,35 +436,46 @@ def ensure_images(
     cache_dir: Path | None = None,
     source_root: Path | None = None,
     mirror: str | None = None,
+    base_image: str | None = None,
 ) -> ImageSet:
     """Make sure awf-base, awf-runtime and awf-agent exist for this source tree; their tags.
 
     Builds only what is missing (or everything with `force`); awf-pydeps only when awf-runtime
-    must be built. Raises DockerError.
+    must be built. `mirror` (else $AWF_MIRROR, else the host's apt sources) is the Debian mirror
+    of awf-base; `base_image` (else $AWF_BASE_IMAGE) a local image used instead of awf-base.
+    Raises DockerError.
     """
     arch = debian_arch(platform.machine())
-    plan = make_plan(source_root or find_source_root(), arch=arch)
+    mirror = mirror or os.environ.get("AWF_MIRROR") or None
+    base_image = base_image or os.environ.get("AWF_BASE_IMAGE") or None
+    facts = checked_base(driver, base_image) if base_image else None
+    plan = make_plan(source_root or find_source_root(), arch=arch, base_image=facts)
     wanted = (plan.base, plan.runtime, plan.agent)
     if not force and all(driver.image_exists(t) for t in wanted):
         return plan.images
     cache = cache_dir or default_cache_dir()
     with _build_lock(cache, progress):  # then look again: another awf may have built them
         missing = {t for t in wanted if force or not driver.image_exists(t)}
+        if facts is not None:
+            missing.discard(plan.base)  # the user's image: never built, never retagged
         if plan.runtime in missing and (force or not driver.image_exists(plan.pydeps)):
             missing.add(plan.pydeps)
         if plan.base in missing:
             _build_base(driver, plan, mirror, progress)
         if plan.runtime in missing:
-            wheels = ensure_wheels(cache, plan.requirements, arch, progress)
+            wheels = ensure_wheels(cache, plan.requirements, arch, progress,
+                                   python=plan.python, glibc_minor=plan.glibc_minor)
             if plan.pydeps in missing:
                 _build_stage(driver, plan.pydeps, plan.pydeps_dockerfile, base=plan.base,
                              fill=partial(_pydeps_context, plan, wheels), progress=progress)
             _build_stage(driver, plan.runtime, plan.runtime_dockerfile, base=plan.pydeps,
-                         fill=partial(_runtime_context, plan, wheels, progress),
+                         fill=partial(_runtime_context, plan),
                          progress=progress)
         if plan.agent in missing:
             _build_stage(driver, plan.agent, plan.agent_dockerfile, base=plan.base,
                          fill=partial(_agent_context, plan), progress=progress)
+        if facts is not None:  # a build on the user's base: :latest and the rest stay
+            return plan.images
         for tag in sorted(missing):
             driver.tag(tag, tag.split(":", 1)[0] + ":latest")
         untagged = remove_stale_tags(driver, plan.tags, now=time.time())
@@ -381,8 +487,7 @@ def ensure_images(
 
 
 def _build_base(driver: DockerDriver, plan: Plan, mirror: str | None, progress: Progress) -> None:
-    mirrors = ((f"deb {mirror.rstrip('/')} {SUITE} main",) if mirror
-               else mirror_lines(apt_sources(host_apt_files())))
+    mirrors = base_mirrors(mirror, () if mirror else apt_sources(host_apt_files()))
     progress(f"[awf] building base image {plan.base} (Debian {SUITE} from "
              f"{mirrors[0].split()[1]}, ~1 min, first time only)...")
     started = time.monotonic()
@@ -396,8 +501,8 @@ def _pydeps_context(plan: Plan, wheels: Path, ctx: Path) -> None:
     (ctx / "wheels" / "requirements.txt").write_text("".join(f"{r}\n" for r in plan.requirements))
 
 
-def _runtime_context(plan: Plan, wheels: Path, progress: Progress, ctx: Path) -> None:
-    build_own_wheel(plan, wheels, ctx / "awf", progress)
+def _runtime_context(plan: Plan, ctx: Path) -> None:
+    build_own_wheel(plan, ctx / "awf")
 
 
 def _agent_context(plan: Plan, ctx: Path) -> None:
@@ -447,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     build = sub.add_parser("build", help="build the missing awf images (offline)")
     build.add_argument("--force", action="store_true", help="rebuild all three images")
     build.add_argument("--mirror", help="Debian mirror URL (default: the host's apt sources)")
+    build.add_argument("--base-image", help="a local image with Python 3.11+ instead of awf-base")
     sub.add_parser("remove", help="remove every image awf built")
     args = parser.parse_args(argv)
 
@@ -460,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(f"[awf] removed {len(removed)} images")
             return 0
         started = time.monotonic()
-        images = ensure_images(driver, progress=say, force=args.force, mirror=args.mirror)
+        images = ensure_images(driver, progress=say, force=args.force, mirror=args.mirror,
+                               base_image=args.base_image)
         say(f"[awf] images ready in {time.monotonic() - started:.1f} s")
         print(f"{images.base}\n{images.runtime}\n{images.agent}")
         return 0

@@ -3,13 +3,15 @@
     python -m containers.proxy_entry SPEC_JSON
 
 SPEC_JSON: {"ruleset": <proxy ruleset spec>, "uid": N, "gid": N, "ext_gateway": IP,
-"argv": [awf-proxy flags]}.
+"argv": [awf-proxy flags], "dns_probe": ["IP:PORT" or "[IPv6]:PORT", ...] (optional)}.
 The ruleset is applied and verified with NET_ADMIN; then the process drops to uid:gid (a
 non-root uid: setuid clears every capability, and no-new-privileges keeps them gone) and runs
-`proxy.main` in-process. A thread waits on awf's lease (`/run/awf-lease`): when awf dies,
-even by SIGKILL, the proxy exits at once, so the agent has no egress left. Port 53 is bindable
-through the container's sysctl net.ipv4.ip_unprivileged_port_start=0. A failure prints
-`awf-proxy failed: ...` and exits 125.
+`proxy.main` in-process. Before it does, each resolver of "dns_probe" (those awf-proxy will
+ask) gets one query through the applied rules: one that does not answer stops the run here,
+naming it, instead of costing every request a DNS timeout. A thread waits on awf's lease
+(`/run/awf-lease`): when awf dies, even by SIGKILL, the proxy exits at once, so the agent has
+no egress left. Port 53 is bindable through the container's sysctl
+net.ipv4.ip_unprivileged_port_start=0. A failure prints `awf-proxy failed: ...` and exits 125.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
+from containers import resolvers
 from netfilter import apply as nft
 from netfilter import netns
 from netfilter.errors import SandboxError
@@ -33,6 +36,7 @@ RULES = "awf-proxy rules"
 
 
 LEASE = "/run/awf-lease"
+IPAddress = IPv4Address | IPv6Address
 
 
 def watch_lease(path: str = LEASE) -> None:
@@ -59,6 +63,7 @@ def setup(spec: dict[str, object]) -> list[str]:
     nft.apply(ruleset)
     nft.verify(ruleset)
     _egress_routes(str(spec["ext_gateway"]))
+    _probe_resolvers(spec.get("dns_probe") or [])
     print(f"{RULES} {ruleset.sha256()}", file=sys.stderr, flush=True)
     uid, gid = int(str(spec["uid"])), int(str(spec["gid"]))
     if uid == 0 or gid == 0:
@@ -73,6 +78,18 @@ def setup(spec: dict[str, object]) -> list[str]:
     if not isinstance(argv, list):
         raise SandboxError("the proxy's spec 'argv' must be a list")
     return [str(a) for a in argv]
+
+
+def _probe_resolvers(entries: object) -> None:
+    if not isinstance(entries, list):
+        raise SandboxError("the proxy's spec 'dns_probe' must be a list")
+    servers: list[tuple[IPAddress, int]] = []
+    for entry in entries:
+        host, _, port = str(entry).rpartition(":")
+        servers.append((ip_address(host.strip("[]")), int(port)))
+    dead = resolvers.probe(servers)
+    if dead:
+        raise SandboxError(resolvers.dead_resolvers_message(dead))
 
 
 def _egress_routes(gateway: str) -> None:

@@ -58,6 +58,7 @@ IFA_F_NODAD = 0x02
 IFNAMSIZ = 15  # usable characters
 _RUN = re.compile(r"[a-z0-9][a-z0-9-]{0,9}")  # "awf-" + run + "h" fits IFNAMSIZ
 CREATE_TIMEOUT = 10.0
+POOL_V4, POOL_V6 = "10.213.0.0/16", "fd61:7766:1::/48"  # awf run --subnet-pool: the v4 one
 
 RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 253, 255
 
@@ -169,8 +170,8 @@ def host_networks() -> list[Network]:
     return nets
 
 
-def choose_subnet(run: str, pool_v4: str = "10.213.0.0/16",
-                  pool_v6: str = "fd61:7766:1::/48") -> tuple[IPv4Network, IPv6Network]:
+def choose_subnet(run: str, pool_v4: str = POOL_V4,
+                  pool_v6: str = POOL_V6) -> tuple[IPv4Network, IPv6Network]:
     """A /30 and a /126 for ``run`` that overlap no host address or route."""
     try:
         p4, p6 = IPv4Network(pool_v4), IPv6Network(pool_v6)
@@ -392,6 +393,18 @@ def destroy(link_or_run: AgentLink | str) -> None:
     except (OSError, NetlinkError) as exc:
         raise SandboxError(f"cannot remove network namespace {ns!r} or veth {host_if!r}: "
                            f"{exc}; needs root") from exc
+
+
+def remove_leftover(name: str) -> None:
+    """Remove what `leftovers` named: the namespace /run/netns/``name`` if there is one, else
+    the host link ``name``. SandboxError if it cannot."""
+    try:
+        if not remove_netns(name):
+            delete_link(name)
+    except FileNotFoundError:
+        pass  # gone meanwhile
+    except (OSError, NetlinkError) as exc:
+        raise SandboxError(f"cannot remove {name!r}: {exc}; needs root") from exc
 
 
 def leftovers(prefix: str = PREFIX) -> list[str]:

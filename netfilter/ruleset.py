@@ -498,9 +498,10 @@ class ProxySideRuleset:
     - ``forward`` drops and counts anything from or to the agent side, whatever ``ip_forward``
       says.
     - ``output`` (only with ``restrict_output``, for the Docker proxy container): new
-      connections only to TCP 80, 443 and ``redirect_tcp_ports`` and to DNS, never to the
-      contract §4 ranges (except ``allow_ranges``; ``dns_servers`` for DNS) and never to the
-      agent's networks.
+      connections only to TCP 80, 443 and ``redirect_tcp_ports``, never to the contract §4
+      ranges (except ``allow_ranges``) and never to the agent's networks; DNS (port 53) only
+      to ``dns_servers``, accepted before the range refusal (a VPC resolver such as 10.0.0.2,
+      168.63.129.16 or 169.254.169.253 is private or link-local), and to no other address.
     """
 
     table: str
@@ -603,8 +604,10 @@ class ProxySideRuleset:
         out += family_pair("refuse", "out-denied",
                            (m_addr(Family.V4, "daddr", denied4),) if denied4 else None,
                            (m_addr(Family.V6, "daddr", denied6),) if denied6 else None)
+        # DNS only to the configured resolvers (accepted above, before any range refusal,
+        # wherever they are): no other address is asked, so none is reachable on port 53
         out += [rule("accept", m_tcp_ports({80, 443} | self.redirect_tcp_ports)),
-                rule("accept", m_dns()), rule("refuse")]
+                rule("refuse")]
         return tuple(out)
 
     def render(self) -> str:

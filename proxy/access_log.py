@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol
 from proxy.errors import ConfigError
 from proxy.reasons import Reason
 
+DROPPED_LINE = "awf-proxy: log records dropped:"  # + " N", on stderr at exit (proxy.main)
 MAX_PENDING = 200_000  # records queued but not yet written; past it record() drops (counted)
 MAX_BATCH = 4096  # lines per os.write
 # queued records that wake the writer before its interval: under load it then formats a few
@@ -103,7 +104,7 @@ class Entry(NamedTuple):
 
 FAILED_AFTER_ALLOW = frozenset({
     Reason.DNS_FAILURE, Reason.CONNECT_FAILED, Reason.CONNECT_TIMEOUT,
-    Reason.RESPONSE_TIMEOUT, Reason.BAD_RESPONSE,
+    Reason.RESPONSE_TIMEOUT, Reason.BAD_RESPONSE, Reason.UPSTREAM_TLS_FAILED,
 })
 """Reasons that end a request the policy allowed: logged `decision: allow` with the reason."""
 

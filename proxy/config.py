@@ -21,8 +21,10 @@ from proxy.addr import IPAddress
 from proxy.errors import ConfigError
 from proxy.hostsfile import DEFAULT as DEFAULT_HOSTS
 from proxy.hostsfile import load_hosts
-from proxy.policy import Policy, parse_domain_list, parse_ports
+from proxy.parent import Parent, parse_parent_url
+from proxy.policy import Policy, Scheme, parse_domain_list, parse_ports
 from proxy.resolve_flags import parse_dns_servers, parse_resolve
+from proxy.urlrules import UrlRules, parse_url_list
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{8,512}=*")
@@ -57,8 +59,19 @@ class ProxyConfig:
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     healthz_token: str | None = None
     learn: bool = False  # every name allowed, what the allowlist would deny logged would_deny
-    # the flags as given, kept so that SIGHUP can merge them again over a re-read file
-    flags: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    # SSL bump and --allow-urls (ARCHITECTURE §8, docs/proxy.md §11)
+    ssl_bump: bool = False
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    make_ca: Path | None = None
+    allow_urls: tuple[str, ...] = ()
+    allow_urls_file: tuple[Path, ...] = ()
+    ssl_bump_exclude: tuple[str, ...] = ()
+    extra_ca_certs: Path | None = None
+    upstream_proxy: Parent | None = None  # --upstream-proxy: a parent proxy after our policy
+    # the flags as given, kept so that SIGHUP can merge them again over a re-read file (not in
+    # the repr: --upstream-proxy's URL may hold a password)
+    flags: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 # key -> (flag, repeatable list?, kind)
@@ -87,6 +100,15 @@ _KEYS: dict[str, tuple[str, str]] = {
     "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
     "healthz_token": ("--healthz-token", "token"),
     "learn": ("--learn", "switch"),
+    "ssl_bump": ("--ssl-bump", "switch"),
+    "ca_cert": ("--ca-cert", "path"),
+    "ca_key": ("--ca-key", "path"),
+    "make_ca": ("--make-ca", "path"),
+    "allow_urls": ("--allow-urls", "urls"),
+    "allow_urls_file": ("--allow-urls-file", "paths"),
+    "ssl_bump_exclude": ("--ssl-bump-exclude", "domains"),
+    "extra_ca_certs": ("--extra-ca-certs", "path"),
+    "upstream_proxy": ("--upstream-proxy", "parent"),
 }
 
 
@@ -148,6 +170,29 @@ def _parser() -> _Parser:
     add("--learn", action="store_true", default=None,
         help="learn mode: allow every name (IP literals, ports, denied addresses and "
         "--block-domains still hold) and log what the allowlist would deny as would_deny")
+    add("--ssl-bump", action="store_const", const=True, default=None,
+        help="terminate TLS to every allowed HTTPS host (but --ssl-bump-exclude) with a leaf "
+        "signed by --ca-cert/--ca-key, and check each inner request against --allow-urls")
+    add("--ca-cert", metavar="PATH", help="the bump CA's certificate (PEM; see --make-ca)")
+    add("--ca-key", metavar="PATH", help="the bump CA's key (PEM; mode 0600 or stricter)")
+    add("--make-ca", metavar="DIR",
+        help="write DIR/ca.pem and DIR/ca-key.pem, a CA name-constrained to --allow-domains and "
+        "the --allow-urls hosts, then exit 0")
+    add("--allow-urls", action="append", metavar="LIST",
+        help="comma-separated URL patterns, e.g. 'https://api.example.com/v1/*' or "
+        "'GET|HEAD https://example.com/x'; a host named by a pattern is allowed only for "
+        "matching URLs (https patterns need --ssl-bump)")
+    add("--allow-urls-file", action="append", metavar="PATH",
+        help="URL patterns, one per line or comma-separated; '#' starts a comment")
+    add("--ssl-bump-exclude", action="append", metavar="LIST",
+        help="hosts that keep an opaque tunnel under --ssl-bump (pinned or mTLS clients); a "
+        "host restricted by --allow-urls cannot be excluded")
+    add("--extra-ca-certs", metavar="PATH",
+        help="PEM bundle trusted for upstream TLS under --ssl-bump, besides the system store")
+    add("--upstream-proxy", metavar="URL",
+        help="send every allowed connection through this parent proxy, "
+        "http://[user:pass@]host:port, after this proxy's own policy (CONNECT for tunnels, "
+        "absolute-URI requests for plain HTTP)")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -223,6 +268,13 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
                 raise ConfigError(f"{flag}: expected text, got {v!r}")
             entries.extend(parse_domain_list(v))
         return tuple(entries)
+    if kind == "urls":
+        patterns: list[str] = []
+        for v in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(v, str):
+                raise ConfigError(f"{flag}: expected text, got {v!r}")
+            patterns.extend(parse_url_list(v))
+        return tuple(patterns)
     if kind == "paths":
         return tuple(Path(s) for s in _items(flag, raw) if s)
     if kind == "ports":
@@ -245,11 +297,12 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
         return parse_dns_servers(",".join(_items(flag, raw)))
     one = raw[-1] if isinstance(raw, list) else raw
     if kind == "switch":
-        if one is True or one is False:
+        if isinstance(one, bool):
             return one
-        if str(one).lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return str(one).lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{flag}: {one!r} is not true or false")
+        text = str(one).lower()
+        if text not in ("true", "false", "yes", "no", "1", "0"):
+            raise ConfigError(f"{flag}: {one!r} is not true or false")
+        return text in ("true", "yes", "1")
     if kind == "hosts":
         return Path(str(one)) if str(one) else None
     if kind == "path":
@@ -277,6 +330,8 @@ def _convert(flag: str, kind: str, raw: Any) -> Any:
         if level not in LOG_LEVELS:
             raise ConfigError(f"{flag}: {one!r} is not one of {'|'.join(LOG_LEVELS)}")
         return level
+    if kind == "parent":
+        return parse_parent_url(str(one))
     if kind == "token":
         token = str(one)
         if _TOKEN_RE.fullmatch(token) is None:
@@ -322,7 +377,14 @@ def read_lists(paths: Iterable[Path], flag: str) -> list[str]:
 
 
 def build_policy(cfg: ProxyConfig) -> Policy:
-    """The frozen Policy of a config, with the entries of its files; ConfigError if invalid."""
+    """The frozen Policy of a config, with the entries of its files; ConfigError if invalid.
+    With --allow-urls, it is the URL rules' policy: each pattern allows its own host."""
+    rules = build_rules(cfg)
+    if rules is not None and cfg.learn:
+        raise ConfigError("--learn: not with --ssl-bump or --allow-urls (learn mode learns "
+                          "domains: learn them first, then add the URL rules)")
+    if rules is not None:
+        return rules.policy
     allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
     block = [*cfg.block_domains, *read_lists(cfg.block_domains_file, "--block-domains-file")]
     return Policy.build(
@@ -332,6 +394,63 @@ def build_policy(cfg: ProxyConfig) -> Policy:
         allow_ranges=cfg.allow_range,
         learn=cfg.learn,
     )
+
+
+def read_url_lists(paths: Iterable[Path]) -> list[str]:
+    patterns: list[str] = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--allow-urls-file: cannot read {str(path)!r}: "
+                              f"{exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--allow-urls-file: {str(path)!r} is not UTF-8 text") from exc
+        patterns.extend(parse_url_list(text))
+    return patterns
+
+
+def build_rules(cfg: ProxyConfig) -> UrlRules | None:
+    """The --allow-urls rules (None without any pattern), checked against the bump flags:
+    an https pattern needs --ssl-bump, and a restricted host cannot be excluded from bumping."""
+    patterns = [*cfg.allow_urls, *read_url_lists(cfg.allow_urls_file)]
+    if not patterns and not cfg.ssl_bump:
+        return None
+    allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
+    block = [*cfg.block_domains, *read_lists(cfg.block_domains_file, "--block-domains-file")]
+    rules = UrlRules.build(patterns, allow_domains=allow, block_domains=block,
+                           allow_ports=cfg.allow_ports, allow_ranges=cfg.allow_range)
+    https = [r.text for r in rules.rules if r.scheme == "https"]
+    if https and not cfg.ssl_bump and cfg.make_ca is None:
+        raise ConfigError(f"--allow-urls: {https[0]!r} is an https pattern, which needs "
+                          "--ssl-bump (with --ca-cert and --ca-key) to see the URL")
+    if cfg.ssl_bump_exclude:
+        excluded = Policy.build(allow_domains=list(cfg.ssl_bump_exclude))
+        for r in rules.rules:
+            probe = r.host.replace("*", "x")
+            if excluded.decide(probe, 443, Scheme.HTTPS).allowed or any(
+                    rules.restricts(e.split("://")[-1].replace("*", "x"))
+                    for e in cfg.ssl_bump_exclude):
+                raise ConfigError(f"--ssl-bump-exclude: a host restricted by --allow-urls "
+                                  f"({r.text!r}) cannot be excluded from bumping; remove it "
+                                  "from --ssl-bump-exclude")
+    return rules
+
+
+def check_bump_flags(cfg: ProxyConfig) -> None:
+    """--ssl-bump needs --ca-cert and --ca-key; they, --ssl-bump-exclude and --extra-ca-certs
+    mean nothing without it."""
+    if cfg.make_ca is not None:
+        return
+    if cfg.ssl_bump and (cfg.ca_cert is None or cfg.ca_key is None):
+        raise ConfigError("--ssl-bump needs --ca-cert PATH and --ca-key PATH (make them with "
+                          "awf-proxy --make-ca DIR)")
+    if not cfg.ssl_bump:
+        for key, flag in (("ca_cert", "--ca-cert"), ("ca_key", "--ca-key"),
+                          ("ssl_bump_exclude", "--ssl-bump-exclude"),
+                          ("extra_ca_certs", "--extra-ca-certs")):
+            if getattr(cfg, key):
+                raise ConfigError(f"{flag} needs --ssl-bump")
 
 
 def static_answers(cfg: ProxyConfig) -> dict[str, tuple[IPAddress, ...]]:

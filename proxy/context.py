@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from proxy.access_log import Entry
 from proxy.addr import IPAddress
 from proxy.policy import Decision, Policy
 from proxy.upstream import Pool
+from proxy.urlrules import UrlRules
+
+if TYPE_CHECKING:
+    from proxy.bump_setup import Bumper
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -47,6 +51,12 @@ class ConnectionContext(Protocol):
 
     @property
     def policy(self) -> Policy: ...  # read per request: SIGHUP swaps it
+
+    @property
+    def urlrules(self) -> UrlRules | None: ...  # --allow-urls / --ssl-bump; swapped with policy
+
+    @property
+    def bumper(self) -> Bumper | None: ...  # --ssl-bump: the leaves and upstream TLS
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...

@@ -26,6 +26,7 @@ from proxy.http1 import (
     request_head_for_upstream,
     response_head_for_client,
 )
+from proxy.parent import ParentFailed, for_parent
 from proxy.policy import Decision
 from proxy.reasons import Reason
 from proxy.upstream import Upstream
@@ -122,6 +123,8 @@ class Exchange:
             # an HTTP/1.0 client cannot read chunked answers: ask the origin for 1.0 too
             line_end = wire.index(b"\r\n")
             wire = wire[: line_end - 8] + b"HTTP/1.0" + wire[line_end:]
+        if upstream.parent is not None:  # --upstream-proxy: absolute-URI, its credentials
+            wire = for_parent(wire, upstream.parent, self.decision.host, self.port)
         upstream.write(wire)
         self.bytes_up = len(wire)  # the head counts: a GET sends no body (a redial: no body yet)
         framing = self.head.framing
@@ -169,6 +172,12 @@ class Exchange:
                 data = b""
                 continue
             data = self.reparser.take_rest()
+            parent = self.upstream.parent
+            if resp.status == 407 and parent is not None:  # the parent's, never the origin's
+                self.fail(ParentFailed(f"the parent proxy {parent.shown} refused "
+                                       f"{self.decision.host}:{self.port}: 407 "
+                                       f"{resp.reason.decode('latin-1')[:80]}".rstrip()))
+                return
             if resp.status == 101:  # no upgrades through the plain-HTTP path
                 self.fail(BadResponse(f"{self.decision.host}:{self.port} tried to switch "
                                       "protocols"))

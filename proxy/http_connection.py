@@ -33,6 +33,7 @@ from proxy.exchange import Exchange
 from proxy.flowcontrol import tune
 from proxy.hostnames import normalise_name
 from proxy.http1 import BodyFramer, HeadParser, RequestHead, error_response
+from proxy.parent import ParentFailed, ParentTimeout
 from proxy.policy import Decision
 from proxy.reasons import Reason
 from proxy.routing import Kind, health_allowed, route
@@ -223,6 +224,8 @@ class HttpConnection(asyncio.Protocol):
             self._health(head)
         elif not decision.allowed:
             self._deny(head.method, decision, r.port, r.url, started)
+        elif r.kind is Kind.TUNNEL and self._bump(decision, r.port, rest, started):
+            return  # bumped, or refused (a host restricted by --allow-urls: docs/proxy.md §11)
         elif r.kind is Kind.TUNNEL:
             self._pause()
             self._state = WORK
@@ -231,6 +234,26 @@ class HttpConnection(asyncio.Protocol):
             )
         else:
             self._forward(head, rest, decision, r.port, r.path, r.url, started)
+
+    def _bump(self, decision: Decision, port: int, rest: bytes, started: float) -> bool:
+        """An allowed CONNECT under --ssl-bump or --allow-urls: True if `bump.start_bump` took
+        the connection (bumped, or refused); False for an opaque tunnel."""
+        if self._ctx.urlrules is None:
+            return False
+        from proxy.bump import Plan, plan_for, start_bump
+
+        if plan_for(self._ctx, decision.host) == Plan.TUNNEL:
+            return False
+        t = self.transport
+        if t is None:
+            return True
+        self._cancel_timer()
+        self._pause()
+        self._state = CLOSED  # the transport now belongs to the bumped connection
+        first, self._pending = rest + self._pending, b""
+        start_bump(self._ctx, self, t, decision.host, port, peer=self.peer, mode=self.mode,
+                   method="CONNECT", reply=_ESTABLISHED, first=first, started=started)
+        return True
 
     def _health(self, head: RequestHead) -> None:
         t = self.transport
@@ -270,6 +293,21 @@ class HttpConnection(asyncio.Protocol):
                 orig_ip = self._orig_ip = ip_address(self._orig[0].split("%")[0])
             if ctx.is_self(orig_ip, port):
                 raise SelfConnection(f"{self._orig[0]}:{port} is this proxy")
+        rules = ctx.urlrules
+        if rules is not None and rules.restricts(decision.host):  # --allow-urls, plain HTTP
+            from proxy.urlrules import decide_url
+
+            verdict = decide_url(rules, head.method.decode("latin-1"), "http", decision.host,
+                                 port, path.decode("latin-1"))
+            if not verdict.allowed:
+                reason = verdict.reason or Reason.URL_NOT_ALLOWED
+                self._ctx.log_record(self._record(head.method.decode("latin-1"),
+                                                  decision.host, port, url, reason,
+                                                  reason.status, started))
+                self._answer(reason.status, reason, deny_line(decision.host, port, reason))
+                return
+            if verdict.target is not None:
+                path = verdict.target.encode("ascii")
         ex = Exchange(ctx, self, head, path, decision, port, url, started)
         upstream = ctx.pool.take(decision.host, port)
         if upstream is not None:
@@ -428,9 +466,10 @@ class HttpConnection(asyncio.Protocol):
             return
         reason = exc.reason
         m = method.decode("latin-1") if method is not None else "-"
-        self._ctx.log_record(
-            self._record(m, host, port, url, reason, exc.status, started or time.time())
-        )
+        rec = self._record(m, host, port, url, reason, exc.status, started or time.time())
+        if isinstance(exc, (ParentFailed, ParentTimeout)):  # --upstream-proxy: what it said
+            rec["note"] = str(exc)
+        self._ctx.log_record(rec)
         where = f"{host}:{port}" if host else ""
         line = f"awf-proxy: {where + ' ' if where else ''}{reason}: {exc}"
         if host and exc.status == 403:

@@ -1,9 +1,11 @@
 """`awf-proxy`: parse the flags, bind every listener, serve until SIGTERM/SIGINT, drain, exit 0.
 
 The only place in proxy/ that picks an exit code: a configuration error is one line and exit 2,
-before anything listens. (Running, the proxy also writes one-line notices on stderr: a rejected
-reload (server), the descriptor limit (server), an internal error (http_connection), the log's
-summary (access_log).)
+before anything listens. It also prints the `awf-proxy listening on` lines. While it serves, the
+proxy writes one-line notices on stderr from `server` (a reload, the descriptor limit, each
+decision at --log-level debug), `http_connection` (an internal error on one connection) and
+`access_log` (its summary); with --log-dir it ends with `awf-proxy: log records dropped: N` if
+any were.
 """
 
 from __future__ import annotations
@@ -17,14 +19,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.access_log import AccessLog
-from proxy.config import ProxyConfig, build_policy, parse_argv, static_answers
+from proxy.access_log import DROPPED_LINE, AccessLog
+from proxy.config import (
+    ProxyConfig,
+    build_policy,
+    build_rules,
+    check_bump_flags,
+    parse_argv,
+    read_lists,
+    static_answers,
+)
 from proxy.errors import ConfigError
 from proxy.policy import Policy
 from proxy.resolver import Resolver
 from proxy.server import Listener, ProxyServer
+from proxy.urlrules import UrlRules
 
 if TYPE_CHECKING:
+    from proxy.bump_setup import Bumper
     from proxy.dnsfwd import DnsForwarder
 
 
@@ -45,11 +57,17 @@ async def serve(
     policy: Policy | None = None,
     *,
     ready: Callable[[list[str]], None] | None = None,
+    urlrules: UrlRules | None = None,
+    bumper: Bumper | None = None,
 ) -> int:
+    if urlrules is None and policy is None:
+        urlrules = build_rules(cfg)
+    if bumper is None and cfg.ssl_bump:
+        bumper = load_bumper(cfg)
     policy = policy if policy is not None else build_policy(cfg)
     access = AccessLog(_log_path(cfg, "access.jsonl"), stderr_summary=cfg.log_dir is None)
     resolver = Resolver(static=static_answers(cfg), servers=cfg.dns_servers)
-    server = ProxyServer(cfg, policy, resolver, access)
+    server = ProxyServer(cfg, policy, resolver, access, urlrules=urlrules, bumper=bumper)
     extra: list[Listener] = []
     if cfg.transparent_listen:
         from proxy.transparent import TransparentConnection
@@ -115,7 +133,35 @@ async def serve(
         await asyncio.to_thread(access.close)
         if dns_log is not None:
             await asyncio.to_thread(dns_log.close)
+        dropped = access.dropped + (dns_log.dropped if dns_log is not None else 0)
+        if dropped and cfg.log_dir is not None:  # for awf's summary; the log dir may be full
+            print(f"{DROPPED_LINE} {dropped}", file=sys.stderr, flush=True)
     return 0  # AccessLog.close() printed the summary on stderr when there is no --log-dir
+
+
+def load_bumper(cfg: ProxyConfig) -> Bumper:
+    """--ssl-bump: the CA from --ca-cert/--ca-key, upstream trust with --extra-ca-certs."""
+    from proxy.bump_setup import load_ca_paths, make_bumper
+
+    assert cfg.ca_cert is not None  # check_bump_flags
+    assert cfg.ca_key is not None
+    ca = load_ca_paths(cfg.ca_cert, cfg.ca_key)
+    return make_bumper(ca, cfg.extra_ca_certs, cfg.ssl_bump_exclude)
+
+
+def make_ca(cfg: ProxyConfig) -> int:
+    """--make-ca DIR: a CA constrained to the allowed names and the --allow-urls hosts."""
+    from proxy.bump_ca import make_ca_files
+
+    assert cfg.make_ca is not None
+    rules = build_rules(cfg)
+    allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
+    block = [*cfg.block_domains, *read_lists(cfg.block_domains_file, "--block-domains-file")]
+    names = [*allow, *(rules.host_entries() if rules is not None else ())]
+    make_ca_files(cfg.make_ca, names, block=block)
+    print(f"awf-proxy: wrote {cfg.make_ca / 'ca.pem'} and {cfg.make_ca / 'ca-key.pem'}",
+          file=sys.stderr)
+    return 0
 
 
 def raise_fd_limit(connections: int) -> None:
@@ -136,11 +182,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg = parse_argv(args)
+        check_bump_flags(cfg)
+        if cfg.make_ca is not None:
+            return make_ca(cfg)
         raise_fd_limit(cfg.max_connections)
-        policy = build_policy(cfg)  # validate everything before the event loop starts
+        urlrules = build_rules(cfg)  # validate everything before the event loop starts
+        policy = urlrules.policy if urlrules is not None else build_policy(cfg)
+        bumper = load_bumper(cfg) if cfg.ssl_bump else None
         import uvloop
 
-        return uvloop.run(serve(cfg, policy))
+        return uvloop.run(serve(cfg, policy, urlrules=urlrules, bumper=bumper))
     except ConfigError as exc:
         print(f"awf-proxy: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -17,21 +17,40 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from proxy import __version__
 from proxy.access_log import AccessLog, Entry, learn_scheme_is_tls, would_deny_record
 from proxy.addr import IPAddress, embedded_ipv4
-from proxy.config import ProxyConfig, build_policy, format_endpoint, merge, static_answers
+from proxy.config import (
+    ProxyConfig,
+    build_policy,
+    build_rules,
+    format_endpoint,
+    merge,
+    static_answers,
+)
 from proxy.context import Limits, Registered
 from proxy.dialer import dial
-from proxy.errors import ConfigError, DeniedAddress, SelfConnection
+from proxy.errors import (
+    ConfigError,
+    ConnectFailed,
+    ConnectTimeout,
+    DeniedAddress,
+    DnsFailure,
+    SelfConnection,
+)
 from proxy.http_connection import HttpConnection
 from proxy.localaddrs import local_addresses
+from proxy.parent import ParentFailed, ParentTimeout, handshake, handshake_factory
 from proxy.policy import Decision, Policy, Scheme
 from proxy.resolver import Resolver
 from proxy.tunnel import TunnelSide
-from proxy.upstream import Pool
+from proxy.upstream import Pool, Upstream
+from proxy.urlrules import UrlRules
+
+if TYPE_CHECKING:
+    from proxy.bump_setup import Bumper
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -69,9 +88,13 @@ class ProxyServer:
         log: AccessLog,
         *,
         local: frozenset[IPAddress] | None = None,
+        urlrules: UrlRules | None = None,
+        bumper: Bumper | None = None,
     ) -> None:
         self.cfg = cfg
-        self.policy = policy
+        self.policy = policy if urlrules is None else urlrules.policy
+        self.urlrules = urlrules
+        self.bumper = bumper
         self.resolver = resolver
         self.log = log
         self.limits = Limits(head_timeout=cfg.head_timeout,
@@ -86,6 +109,7 @@ class ProxyServer:
         self._self_exact: set[tuple[IPAddress, int]] = set()
         self._self_ports: set[int] = set()
         self._debug = cfg.log_level == "debug"
+        self._parent_addresses: tuple[IPAddress, ...] = ()  # --upstream-proxy's, from start()
         self._idle = asyncio.Event()
         self.draining = False
         # admission also keeps within RLIMIT_NOFILE: each connection may hold two descriptors
@@ -106,6 +130,7 @@ class ProxyServer:
             ("--listen", ep, lambda: HttpConnection(self)) for ep in self.cfg.listen
         ]
         wanted.extend(extra)
+        await self.resolve_parent()
         for flag, (host, port), factory in wanted:
             try:
                 srv = await loop.create_server(
@@ -123,6 +148,22 @@ class ProxyServer:
                 self.endpoints.append(format_endpoint(bound[0], bound[1]))
                 self.add_self(bound[0], bound[1])
         self._fd_floor = open_descriptors() + FD_RESERVE
+
+    async def resolve_parent(self) -> None:
+        """Resolve --upstream-proxy's host once, at start; ConfigError if it has no address.
+        The parent is the operator's configuration: no allowlist or §4 check applies to it."""
+        parent = self.cfg.upstream_proxy
+        if parent is None:
+            return
+        try:
+            self._parent_addresses = (ipaddress.ip_address(parent.host),)
+            return
+        except ValueError:
+            pass
+        try:
+            self._parent_addresses = await self.resolver.resolve(parent.host)
+        except DnsFailure as exc:
+            raise ConfigError(f"--upstream-proxy: {exc}") from None
 
     def add_self(self, host: str, port: int) -> None:
         """Mark (host, port) as one of ours, for `self_connection`."""
@@ -224,11 +265,21 @@ class ProxyServer:
             if self.is_self(decision.address, port):
                 raise SelfConnection(f"{decision.host}:{port} is this proxy")
             return (decision.address,)
-        addresses = await self.resolver.resolve(decision.host)
+        parent = self.cfg.upstream_proxy is not None
+        try:
+            addresses = await self.resolver.resolve(decision.host)
+        except DnsFailure:
+            if parent:  # the parent resolves names; ours cannot here (docs/decisions.md)
+                return ()
+            raise
         if any(self.is_self(ip, port) for ip in addresses):
             raise SelfConnection(f"{decision.host}:{port} resolves to this proxy")
         policy = self.policy
         checked = tuple(ip for ip in addresses if policy.address_allowed(ip))
+        if parent and len(checked) < len(addresses):
+            # the parent dials whichever address it resolves: one denied answer is enough
+            denied = ", ".join(str(ip) for ip in addresses if ip not in checked)
+            raise DeniedAddress(f"{decision.host} resolves to denied addresses ({denied})")
         if not checked:
             shown = ", ".join(str(ip) for ip in addresses)
             raise DeniedAddress(f"{decision.host} resolves only to denied addresses ({shown})")
@@ -237,8 +288,42 @@ class ProxyServer:
     async def dial(
         self, addresses: Sequence[IPAddress], port: int, factory: Callable[[], P], name: str
     ) -> tuple[asyncio.Transport, P]:
-        return await dial(self.loop, addresses, port, factory, timeout=self.cfg.connect_timeout,
-                          name=name)
+        """Connect to the origin, or with --upstream-proxy through the parent: an `Upstream`
+        (plain HTTP) is a connection to the parent that sends absolute-URI requests; anything
+        else is a tunnel the parent opened with CONNECT name:port."""
+        parent = self.cfg.upstream_proxy
+        if parent is None:
+            return await dial(self.loop, addresses, port, factory,
+                              timeout=self.cfg.connect_timeout, name=name)
+        loop = self.loop
+        timeout = self.cfg.connect_timeout
+        began = loop.time()
+        shown_host = f"[{parent.host}]" if ":" in parent.host else parent.host
+        wanted = factory()
+        plain = isinstance(wanted, Upstream)
+        if plain:
+            cast(Upstream, wanted).parent = parent  # Exchange.begin sends absolute-URI heads
+        try:
+            t, proto = await dial(loop, self._parent_addresses, parent.port,
+                                  (lambda: wanted) if plain else handshake_factory,
+                                  timeout=timeout, name=f"the parent proxy {shown_host}")
+        except ConnectTimeout as exc:
+            raise ParentTimeout(str(exc)) from None
+        except ConnectFailed as exc:
+            raise ParentFailed(str(exc)) from None
+        if plain:
+            return t, wanted
+        try:
+            async with asyncio.timeout(max(0.0, timeout - (loop.time() - began))):
+                await handshake(t, proto, parent, name, port, wanted)
+        except TimeoutError:
+            t.abort()
+            raise ParentTimeout(f"the parent proxy {parent.shown} did not answer CONNECT "
+                                f"within {timeout:g} s") from None
+        except BaseException:
+            t.abort()
+            raise
+        return t, wanted
 
     # -- health, reload, upkeep ----------------------------------------------------------
 
@@ -256,14 +341,18 @@ class ProxyServer:
         """SIGHUP: re-read the config file and list files; keep the old policy if invalid."""
         try:
             cfg = merge(self.cfg.flags, self.cfg.config)
-            policy = build_policy(cfg)
+            rules = build_rules(cfg)
+            policy = rules.policy if rules is not None else build_policy(cfg)
             static = static_answers(cfg)
         except ConfigError as exc:
             print(f"awf-proxy: reload rejected: {exc}; the previous policy stays in force",
                   file=sys.stderr, flush=True)
             return
         self.policy = policy
+        self.urlrules = rules
         self.pool.clear()
+        if self.bumper is not None:
+            self.bumper.clear()
         if static != self.resolver.static:  # --resolve or the hosts file changed
             self.resolver = Resolver(static=static, servers=self.cfg.dns_servers)
         else:
@@ -283,6 +372,8 @@ class ProxyServer:
         while True:
             await asyncio.sleep(period)
             self.pool.sweep()
+            if self.bumper is not None:
+                self.bumper.sweep()
             for conn in list(self.connections):
                 if isinstance(conn, TunnelSide):
                     peer = conn.peer
@@ -304,6 +395,8 @@ class ProxyServer:
         for conn in list(self.connections):
             conn.drain()
         self.pool.clear()
+        if self.bumper is not None:
+            self.bumper.clear()
         if self.connections:
             self._idle.clear()
             try:

@@ -154,10 +154,24 @@ class TransparentConnection(asyncio.Protocol):
             return
         t.pause_reading()
         self._done = True
+        if self._ctx.urlrules is not None and self._bump(t, decision.host, port, started):
+            return  # bumped, or refused (a host restricted by --allow-urls: docs/proxy.md §11)
         record = self._record("TLS", decision.host, port, None, 200, started)
         self._task = self._ctx.loop.create_task(
             self._relay(t, decision, port, record, started)
         )
+
+    def _bump(self, t: asyncio.Transport, host: str, port: int, started: float) -> bool:
+        from proxy.bump import Plan, plan_for, start_bump
+
+        if plan_for(self._ctx, host) == Plan.TUNNEL:
+            return False
+        first, self._buf = self._buf, b""
+        dst = self._record("TLS", host, port, None, 0, started)["original_dst"]
+        start_bump(self._ctx, self, t, host, port, peer=self._client, mode="transparent",
+                   method="TLS", reply=b"", first=first, started=started,
+                   extra={"original_dst": dst})
+        return True
 
     async def _relay(
         self, t: asyncio.Transport, decision: Decision, port: int, record: dict[str, object],

@@ -11,6 +11,7 @@ import asyncio
 from typing import Protocol, cast
 
 from proxy.flowcontrol import tune
+from proxy.parent import Parent
 
 MAX_IDLE_PER_KEY = 64
 MAX_IDLE = 2048
@@ -29,7 +30,7 @@ class UpstreamReader(Protocol):
 class Upstream(asyncio.Protocol):
     """One origin connection, dialled for `key` = (host, port)."""
 
-    __slots__ = ("exchange", "key", "lost", "pool", "reused", "stamp", "transport")
+    __slots__ = ("exchange", "key", "lost", "parent", "pool", "reused", "stamp", "transport")
 
     def __init__(self, key: tuple[str, int] = ("", 0)) -> None:
         self.transport: asyncio.Transport | None = None
@@ -39,6 +40,7 @@ class Upstream(asyncio.Protocol):
         self.reused = False
         self.lost = False
         self.stamp = 0
+        self.parent: Parent | None = None  # dialled to this --upstream-proxy, not the origin
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)

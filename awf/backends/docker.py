@@ -42,7 +42,7 @@ import containers
 from awf import apisidecar
 from awf import run as shared
 from awf.config import RunConfig
-from containers import agentenv, hostview, labels, runs, seccomp, topology
+from containers import agentenv, hostview, labels, resolvers, runs, seccomp, topology
 from containers.driver import STDERR, DockerDriver
 from containers.errors import DockerError
 from containers.keeper import FAILED as KEEPER_FAILED
@@ -89,9 +89,14 @@ class Prepared:
     share_home: tuple[str, ...] = ()  # --share-home, resolved and checked
     attach: tuple[str, ...] = ()  # --topology-attach networks, checked (the proxy joins them)
     attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
+    stdin: bool = False  # our stdin goes to the command: -t, or piped (as on the netns backend)
+    dns_flags: tuple[str, ...] = ()  # awf-proxy's --dns-servers when awf chose them (issue 19)
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
+    terminal = os.isatty(0)
+    if cfg.tty and not terminal:
+        raise ConfigError("-t: stdin is not a terminal; drop -t to pipe input to the command")
     volumes = tuple(agentenv.parse_volume(v, environ=environ) for v in cfg.volumes)
     for spec, v in zip(cfg.volumes, volumes, strict=True):
         store = hostview.secret_store(v.source) or hostview.secret_store(v.target)
@@ -112,12 +117,9 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
         want_v6 = topology.parse_subnet("--subnet6", cfg.subnet6, topology.DEFAULT_V6, 64)
     ranges = tuple(ip_network(item.strip(), strict=False) for entry in cfg.proxy.allow_range
                    for item in entry.split(",") if item.strip())
-    dns: list[IPAddress] = []
-    for host, _port in cfg.proxy.dns_servers or ():
-        try:
-            dns.append(ip_address(host.strip("[]")))
-        except ValueError:
-            pass
+    # issue 19: the proxy asks exactly these resolvers (--dns-servers, else the host's) and
+    # its egress lets port 53 reach exactly them, private or link-local as they may be
+    dns, dns_flags = resolvers.for_proxy(cfg.proxy.dns_servers)
     # Build both rulesets once on the default layout: a port clash or a bad range is exit 2
     # here, before anything exists.
     probe = topology.Subnets(topology.DEFAULT_V4, topology.DEFAULT_V6, topology.POOL_V4)
@@ -125,7 +127,8 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     topology.proxy_ruleset(probe, ports, allow_ranges=ranges, dns_servers=dns)
     topology.agent_ruleset(probe, ports)
     return Prepared(volumes, tuple(env_file), want_v4, want_v6, ranges, tuple(dns),
-                    workspace(environ), _share_home(cfg, environ))
+                    workspace(environ), _share_home(cfg, environ),
+                    stdin=cfg.tty or not terminal, dns_flags=dns_flags)
 
 
 def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
@@ -258,11 +261,15 @@ def run_docker(cfg: RunConfig) -> int:
         prepared = dataclasses.replace(prepared, attach=nets, attach_ranges=ranges)
     run_id = secrets.token_hex(4)
     work = Path(tempfile.mkdtemp(prefix=f"awf-{run_id}-", dir=cfg.work_dir))
-    run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work, t0=t0,
-              driver=driver, names=topology.Names(run_id))
-    run.timings.update(early)
-    run.api = api
-    lease = _take_lease(work)
+    try:
+        run = Run(cfg=cfg, run=run_id, logs=shared.logs_dir(cfg.logs_dir, run_id), work=work,
+                  t0=t0, driver=driver, names=topology.Names(run_id))
+        run.timings.update(early)
+        run.api = api
+        lease = _take_lease(work)
+    except BaseException:  # an AwfError, or a signal (awf.signals) before the run began
+        shutil.rmtree(work, ignore_errors=True)
+        raise
 
     def finish(interrupted: bool) -> None:
         run.interrupted = interrupted
@@ -361,7 +368,11 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
                                      dns_servers=prepared.dns_servers,
                                      sidecar_ports=run.api_ports)
     uid, gid = _proxy_user()
-    argv = shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs")
+    # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
+    hosts, hosts_flags = resolvers.hosts_file_for_proxy(
+        run.cfg.proxy.hosts_file, named="hosts_file" in run.cfg.proxy.flags)
+    argv = [*shared.proxy_argv(subnets.proxy_addrs, run.cfg, "/logs"), *prepared.dns_flags,
+            *hosts_flags]
     for net in prepared.attach_ranges:
         argv += ["--allow-range", str(net)]
     gateway = subnets.ext_v4.network_address + 1
@@ -374,7 +385,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
             subnets, ports, allow_ranges=(*ranges, ip_network(f"{gateway}/32")),
             dns_servers=prepared.dns_servers, sidecar_ports=run.api_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
-            "ext_gateway": str(gateway)}
+            "ext_gateway": str(gateway),
+            "dns_probe": resolvers.probe_entries(prepared.dns_servers)}
     os.chown(run.logs, uid, gid)  # the proxy writes here as uid:gid; given back at the end
     sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
     if subnets.v6 is not None:
@@ -389,7 +401,8 @@ def _proxy_spec(run: Run, subnets: topology.Subnets, prepared: Prepared,
         extra_networks=(NetworkAttachment(n.ext_net),
                         *(NetworkAttachment(net) for net in prepared.attach)),
         mounts=(Mount(str(run.logs), "/logs", read_only=False),
-                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)),
+                Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True),
+                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
         cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
         security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,
@@ -538,7 +551,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.mark("ready")
     run.timings["proxy_ready"] = proxy_watch.at
     run.timings["keeper_ready"] = keeper_watch.at
-    (run.logs / "agent.nft").write_text(topology.agent_ruleset(
+    shared.write_log(run.logs, "agent.nft", topology.agent_ruleset(
         subnets, topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
         run.api_ports).render())
     api_name = api.wait() if api is not None else None
@@ -549,10 +562,12 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.driver.create_container(agent_spec)
     run.containers.append(agent_spec.name)
     run.agent = agent_spec.name
-    sock = run.driver.attach(agent_spec.name, stdin=cfg.tty)
+    sock = run.driver.attach(agent_spec.name, stdin=prepared.stdin)
     run.output = threading.Thread(target=_pump, args=(run.driver, sock, cfg.tty),
                                   name="agent-output", daemon=True)
     run.output.start()
+    if prepared.stdin and not cfg.tty:
+        _forward_input(run, sock)
     with _terminal(run, sock) if cfg.tty else contextlib.nullcontext(lambda: None) as started:
         run.driver.start(agent_spec.name)
         unlink_secrets(run.work)  # the bind holds the inode until PID 1 unmounts it
@@ -637,24 +652,35 @@ def _terminal(run: Run, sock: object) -> Iterator[Callable[[], None]]:
         except (OSError, AwfError):
             pass
 
-    def forward() -> None:
-        try:
-            while data := os.read(fd, 4096):
-                run.driver.send(sock, data)
-            run.driver.send(sock, b"")
-        except OSError:
-            pass
-
     if saved is not None:
         tty.setraw(fd)
     old = signal.signal(signal.SIGWINCH, resize)
-    threading.Thread(target=forward, name="agent-input", daemon=True).start()
+    _forward_input(run, sock)
     try:
         yield resize  # called once the container runs
     finally:
         signal.signal(signal.SIGWINCH, old)
         if saved is not None:
             termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _forward_input(run: Run, sock: object) -> None:
+    """Our stdin to the command's, then EOF (the container is created with StdinOnce, so the
+    half-close closes the command's stdin)."""
+    fd = 0
+
+    def forward() -> None:
+        try:
+            while data := os.read(fd, 65536):
+                run.driver.send(sock, data)
+        except OSError:
+            pass
+        try:
+            run.driver.send(sock, b"")
+        except OSError:
+            pass
+
+    threading.Thread(target=forward, name="agent-input", daemon=True).start()
 
 
 AGENT_CAPS = ("SYS_ADMIN", "SYS_CHROOT", "SETUID", "SETGID", "SETPCAP", "KILL",
@@ -671,8 +697,8 @@ def workspace(environ: dict[str, str]) -> str | None:
     path = os.path.realpath(environ.get("GITHUB_WORKSPACE") or os.getcwd())
     if hostview.usable_workspace(path):
         return path
-    shared.say(f"the workspace {path} is a system directory; it is not shared with the command "
-               "(run awf from your project's directory, or set GITHUB_WORKSPACE)")
+    shared.say(f"the workspace {path} is a system or shared directory; it is not shared with "
+               "the command (run awf from your project's directory, or set GITHUB_WORKSPACE)")
     return None
 
 
@@ -843,7 +869,7 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         security_opt=("no-new-privileges", "apparmor=unconfined",
                       "seccomp=" + seccomp.stage1_json()),
         read_only=True, user="0:0", limits=agent_limits(cfg), shm_size=64 * MiB,
-        tty=cfg.tty, stdin_open=cfg.tty,
+        tty=cfg.tty, stdin_open=prepared.stdin,
     )
 
 
@@ -958,7 +984,7 @@ def teardown(run: Run) -> None:
             code, out = d.exec_run(n.keeper, ["python", "-m", "netfilter.cli", "dump",
                                               "--table", "awf"])
             if code == 0:
-                (run.logs / "l3-drops.json").write_text(out)
+                shared.write_log(run.logs, "l3-drops.json", out)
         except AwfError:
             pass
 
@@ -967,6 +993,8 @@ def teardown(run: Run) -> None:
             _stop(d, n.api, 3)  # the API sidecar first: it flushes api-proxy.jsonl
         if n.proxy in run.containers:
             _stop(d, n.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
+            with contextlib.suppress(AwfError):
+                run.dropped = shared.dropped_records(d.logs(n.proxy, tail=20).splitlines())
 
     with ThreadPoolExecutor(2) as pool:
         for job in [pool.submit(l3_drops), pool.submit(stop_proxy)]:

@@ -80,7 +80,7 @@ def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
 def _run(run: Run) -> int:
     cfg = run.cfg
     run.api = apisidecar.plan(cfg, os.environ)
-    net4, net6 = netns.choose_subnet(run.run)
+    net4, net6 = netns.choose_subnet(run.run, cfg.subnet_pool or netns.POOL_V4)
     link = netns.AgentLink.for_run(run.run, net4, None if cfg.ipv6 == "off" else net6)
     run.link = link
     netns.create(link)
@@ -97,10 +97,11 @@ def _run(run: Run) -> int:
                                               listen_host=str(link.host_v4.ip), logs=run.logs)
     side, agent = _rulesets(run, link)
     _apply_both(side, agent, link.netns)
-    (run.logs / "proxy.nft").write_text(side.render())
-    (run.logs / "agent.nft").write_text(agent.render())
+    shared.write_log(run.logs, "proxy.nft", side.render())
+    shared.write_log(run.logs, "agent.nft", agent.render())
     run.mark("rules")
-    run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT)
+    run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT,
+                         run.logs / "proxy.log")
     run.mark("proxy")
     if run.api_proc is not None:
         run.api_proc.wait_ready(PROXY_START_TIMEOUT)
@@ -218,13 +219,14 @@ def _teardown(run: Run) -> None:
     if link is not None:
         try:
             drops = nft.counters("awf", netns=link.netns)
-            (run.logs / "l3-drops.json").write_text(json.dumps(drops, indent=1) + "\n")
+            shared.write_log(run.logs, "l3-drops.json", json.dumps(drops, indent=1) + "\n")
         except AwfError:
             pass
     if run.api_proc is not None:
         run.api_proc.stop(3)  # flushes api-proxy.jsonl; wipes the keys file
     if run.proxy is not None:
         run.proxy.stop(3)
+        run.dropped = shared.dropped_records(run.proxy.last_lines)
     cleanup_run(run.run, link)
     shared.finish_logs(run.logs)
 

@@ -7,10 +7,12 @@
 ARG BASE
 FROM ${BASE} AS venv
 COPY wheels/ /tmp/wheels/
-# The venv has no pip of its own: Debian's pip wheel (python3-venv) runs from its zip file.
+# The venv has no pip of its own: Debian's pip wheel (python3-venv) runs from its zip file;
+# a --base-image without it has a pip wheel among wheels/ (awf adds it to the set).
 RUN python3 -m venv --without-pip /opt/awf \
- && pip=$(echo /usr/share/python-wheels/pip-*.whl)/pip \
- && /opt/awf/bin/python "$pip" install --no-index --no-cache-dir --disable-pip-version-check \
+ && pip=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | head -n 1) \
+ && pip=${pip:-$(ls /tmp/wheels/pip-*.whl | head -n 1)} \
+ && /opt/awf/bin/python "$pip/pip" install --no-index --no-cache-dir --disable-pip-version-check \
         --find-links /tmp/wheels -r /tmp/wheels/requirements.txt
 
 FROM ${BASE}

@@ -4,7 +4,9 @@
 ARG BASE
 FROM ${BASE}
 COPY awf/ /tmp/awf/
-RUN pip=$(echo /usr/share/python-wheels/pip-*.whl)/pip \
- && /opt/awf/bin/python "$pip" install --no-index --no-deps --no-cache-dir \
+# pip: Debian's wheel, or the venv's own (a --base-image without Debian's python3-venv)
+RUN pip=$(ls /usr/share/python-wheels/pip-*.whl 2>/dev/null | head -n 1) \
+ && if [ -n "$pip" ]; then pip="$pip/pip"; else pip="-m pip"; fi \
+ && /opt/awf/bin/python $pip install --no-index --no-deps --no-cache-dir \
         --disable-pip-version-check /tmp/awf/*.whl \
  && rm -rf /tmp/awf

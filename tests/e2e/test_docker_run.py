@@ -266,6 +266,40 @@ def test_signal_to_awf_stops_and_cleans_up(wan: wanmod.Wan, sig: int, code: int)
     assert_no_leftovers()
 
 
+@pytest.mark.parametrize("delay", [0.2, 0.45])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_the_first_half_second_is_128_plus_n(wan: wanmod.Wan, sig: int, code: int,
+                                                         delay: float) -> None:
+    """From main()'s first line on, SIGINT/SIGTERM end awf with 130/143 (never killed by the
+    signal), and nothing it started is left."""
+    proc = subprocess.Popen(awf_argv(*POLICY, "--", "sleep", "30"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    assert proc.wait(60) == code, proc.stderr.read() if proc.stderr is not None else ""
+    assert_no_leftovers()
+
+
+def test_records_dropped_on_a_full_log_disk_are_in_the_summary(wan: wanmod.Wan,
+                                                               tmp_path: Path) -> None:
+    """The logs directory on a 64 KiB tmpfs: the proxy container drops the records it cannot
+    write, and the run's summary says how many."""
+    logs = tmp_path / "tiny"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-tmpfs", str(logs)],
+                   check=True, timeout=10)
+    try:
+        done = awf(*POLICY, "--proxy-logs-dir", str(logs), "--", "curl", "-s", "-Z",
+                   "--parallel-max", "20", "-o", "/dev/null", "http://other.test/[1-1500]")
+    finally:
+        subprocess.run(["umount", str(logs)], check=True, timeout=10)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dropped = [ln for ln in done.stderr.splitlines() if "dropped by the proxy" in ln]
+    assert len(dropped) == 1, done.stderr[-2000:]
+    assert int(dropped[0].split("[awf] ", 1)[1].split()[0]) > 0
+    assert_no_leftovers()
+
+
 def test_agent_timeout_is_124(wan: wanmod.Wan) -> None:
     t0 = time.monotonic()
     done = awf(*POLICY, "--agent-timeout", "0.02", "--", "sleep", "60")
@@ -613,6 +647,24 @@ def test_concurrent_runs_get_their_own_subnets(wan: wanmod.Wan, tmp_path: Path) 
         seen.add(subnets["v4"])
     assert len(seen) == 3
     assert_no_leftovers()
+
+
+def test_piped_stdin_reaches_the_command(wan: wanmod.Wan) -> None:
+    """`printf hi | awf run -- wc -c` prints 2, as on the netns backend, and EOF ends it."""
+    done = subprocess.run(awf_argv(*POLICY, "--", "wc", "-c"), input="hi", capture_output=True,
+                          text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+
+
+def test_tty_without_a_terminal_is_exit_2_at_once(wan: wanmod.Wan) -> None:
+    """-t with stdin not a terminal: one line, exit 2, nothing created (it used to hang)."""
+    done = subprocess.run(awf_argv(*POLICY, "-t", "--", "true"), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert "-t" in done.stderr
+    assert "terminal" in done.stderr
 
 
 def test_tty_gives_a_terminal_and_forwards_input(wan: wanmod.Wan) -> None:

@@ -380,3 +380,87 @@ def _wait_gone(find: object, timeout: float = 10) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"processes left behind: {left}")
         time.sleep(0.1)
+
+
+def test_a_chatty_proxy_does_not_stall_the_run(wan: wanmod.Wan, tmp_path: Path) -> None:
+    """At --log-level debug the proxy writes a line per decision to its stderr; awf keeps
+    reading it for the whole run (into proxy.log), so 3000 requests (~125 KB of lines, twice a
+    pipe's buffer) never block the proxy, and the lines are kept."""
+    done = awf(*POLICY, "--log-level", "debug", "--proxy-logs-dir", str(tmp_path),
+               "--agent-timeout", "1", "--", "curl", "-sS", "-m", "5", "-o", "/dev/null", "-w",
+               "%{http_code}\\n", "-Z", "--parallel-max", "20", "http://allowed.test/[1-3000]",
+               timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["200"] * 3000
+    assert (tmp_path / "proxy.log").read_text().count("awf-proxy: allow") >= 3000
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.45])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_the_first_half_second_is_128_plus_n(wan: wanmod.Wan, sig: int, code: int,
+                                                         delay: float) -> None:
+    """From main()'s first line on, SIGINT/SIGTERM end awf with 130/143 (never killed by the
+    signal) and whatever it had started is cleaned up."""
+    proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                             *POLICY, "--", "sleep", "30"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    assert proc.wait(30) == code, proc.stderr.read() if proc.stderr is not None else ""
+    _wait_gone(lambda: [p for p in _pids_with(b"awf.cli") if _ppid(p) == proc.pid])
+    assert_no_leftovers()
+
+
+def test_cleanup_never_removes_a_live_run_without_force(tmp_path: Path) -> None:
+    """`awf cleanup`, `--run ID` and `--all` leave a live run alone (naming it); only --force
+    with --run removes it."""
+    need_root()
+    proc = subprocess.Popen([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
+                             *POLICY, "--proxy-logs-dir", str(tmp_path), "--", "bash", "-c",
+                             "echo started; sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "started"
+        run = next(p.stem for p in Path("/run/awf/runs").glob("*.pid")
+                   if p.read_text().strip() == str(proc.pid))
+        space = Path("/run/netns") / f"awf-{run}"
+
+        def cleanup(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "awf.cli", "cleanup", *args],
+                                  capture_output=True, text=True, timeout=60, check=False)
+
+        for args in ([], ["--run", run], ["--all"]):
+            done = cleanup(*args)
+            assert done.returncode == 0, done.stderr
+            assert space.exists(), (args, done.stderr)
+            assert f"awf-{run}" not in done.stderr, (args, done.stderr)
+        assert f"run {run} is alive" in cleanup("--run", run).stderr
+        done = cleanup("--run", run, "--force")
+        assert done.returncode == 0, done.stderr
+        assert not space.exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert_no_leftovers()
+
+
+def test_records_dropped_on_a_full_log_disk_are_in_the_summary(tmp_path: Path) -> None:
+    """The logs directory on a 64 KiB tmpfs: the proxy drops the decision records it cannot
+    write, and the run's summary says how many (its counts, read from the file, miss them)."""
+    need_root()
+    logs = tmp_path / "tiny"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-tmpfs", str(logs)],
+                   check=True, timeout=10)
+    try:
+        done = awf(*POLICY, "--proxy-logs-dir", str(logs), "--", "curl", "-s", "-Z",
+                   "--parallel-max", "20", "-o", "/dev/null", "http://other.test/[1-1500]",
+                   timeout=120)
+    finally:
+        subprocess.run(["umount", str(logs)], check=True, timeout=10)
+    assert done.returncode in (0, 22), done.stderr[-2000:]  # curl: 403s are not errors without -f
+    dropped = [ln for ln in done.stderr.splitlines() if "dropped by the proxy" in ln]
+    assert len(dropped) == 1, done.stderr[-2000:]
+    assert int(dropped[0].split("[awf] ", 1)[1].split()[0]) > 0
+    assert_no_leftovers()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.requirements import Requirement
@@ -126,8 +127,44 @@ def test_plan_sources_are_the_packages_only(tmp_path):
     plan = _plan(tmp_path, _tree(tmp_path))
     assert plan.sources == (
         "awf/__init__.py", "containers/__init__.py", "netfilter/__init__.py",
-        "proxy/__init__.py", "pyproject.toml",
+        "proxy/__init__.py",
     )
+
+
+def test_the_plan_is_the_same_from_a_checkout_and_from_the_installed_metadata(tmp_path):
+    """Issue 19: a wheel install has no pyproject.toml; its metadata gives the same tags."""
+    root = imageplan.find_source_root()
+    checkout = imageplan.make_plan(root, arch="amd64")
+    for name in checkout.sources:  # the package files alone, as site-packages holds them
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((root / name).read_bytes())
+    installed = imageplan.make_plan(tmp_path, arch="amd64")
+    assert installed.meta == checkout.meta
+    assert installed.tags == checkout.tags
+    assert ("awf", "awf.cli:main") in checkout.meta.scripts
+
+
+def test_metadata_requirements_drop_the_extras():
+    meta = imageplan.project_from_metadata(
+        ["idna>=3.6", 'pytest>=8; extra == "test"', "PyYAML >= 6.0"], "awf-egress-firewall",
+        "1.0", [("awf", "awf.cli:main")])
+    assert meta.requirements == ("idna>=3.6", "PyYAML>=6.0")
+
+
+def test_the_own_wheel_is_written_from_the_package_files(tmp_path):
+    import zipfile
+
+    plan = _plan(tmp_path, _tree(tmp_path))
+    first = images.build_own_wheel(plan, tmp_path / "a")
+    second = images.build_own_wheel(plan, tmp_path / "b")
+    assert first.name == "awf_egress_firewall-0.1.0-py3-none-any.whl"
+    assert first.read_bytes() == second.read_bytes()  # reproducible
+    with zipfile.ZipFile(first) as z:
+        names = z.namelist()
+        meta = z.read("awf_egress_firewall-0.1.0.dist-info/METADATA").decode()
+    assert "proxy/__init__.py" in names
+    assert "tests/test_x.py" not in names
+    assert "Requires-Dist: idna>=3.6" in meta
 
 
 def test_a_source_edit_changes_the_runtime_tag_only(tmp_path):
@@ -188,7 +225,7 @@ def test_the_real_plan_reads_our_tree():
     root = imageplan.find_source_root()
     plan = imageplan.make_plan(root, arch="amd64")
     assert plan.project == "awf-egress-firewall"
-    assert "pyproject.toml" in plan.sources
+    assert "containers/images/runtime.Dockerfile" in plan.sources
     assert "containers/images.py" in plan.sources
     assert any(r.startswith("cryptography") for r in plan.requirements)
     assert "requirements.txt" in plan.pydeps_dockerfile
@@ -429,3 +466,71 @@ def test_the_pinned_build_backend_satisfies_pyproject():
         pinned = pins[wanted.name]
         (version,) = [s.version for s in pinned.specifier]
         assert wanted.specifier.contains(version), (wanted, pinned)
+
+
+# --mirror and --base-image (issue 19, item 2): the plan, pure
+
+
+def test_mirror_option_is_the_only_source():
+    host = imageplan.apt_sources({"/etc/apt/sources.list": "deb http://h.example/debian "
+                                  "bookworm main\n"})
+    assert imageplan.base_mirrors("http://m.example/debian/", host) == (
+        "deb http://m.example/debian bookworm main",)
+    assert imageplan.base_mirrors(None, host)[0] == "deb http://h.example/debian bookworm main"
+    with pytest.raises(DockerError, match="--mirror"):
+        imageplan.base_mirrors("m.example/debian", host)
+    with pytest.raises(DockerError, match="--mirror URL"):
+        imageplan.base_mirrors(None, ())
+
+
+def _facts(**over: Any) -> imageplan.BaseFacts:
+    args: dict[str, Any] = dict(
+        ref="my/base:1", image_id="sha256:" + "ab" * 32, python="3.11", libc="glibc",
+        glibc_minor=36, has_venv=True, debian_pip=True, tools=("nft",), libseccomp=True)
+    args.update(over)
+    return imageplan.BaseFacts(**args)
+
+
+def test_base_problems_name_what_is_missing():
+    assert imageplan.base_problems(_facts()) == ()
+    problems = imageplan.base_problems(_facts(python="3.9", libc="musl", has_venv=False,
+                                              tools=(), libseccomp=False))
+    text = "; ".join(problems)
+    for piece in ("Python 3.9", "glibc", "venv", "'nft'", "libseccomp"):
+        assert piece in text, piece
+    assert imageplan.base_problems(_facts(python="3.13")) == ()
+
+
+def test_a_base_image_plan(tmp_path):
+    dockerfiles = _tree(tmp_path)
+    default = _plan(tmp_path, dockerfiles)
+    facts = _facts()
+    on_base = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                  base_image=facts)
+    assert on_base.base == "my/base:1"
+    assert len({default.pydeps, default.runtime, default.agent} & set(on_base.tags)) == 0
+    # the tags follow the image's content, not its name
+    renamed = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                  base_image=_facts(ref="other:2"))
+    assert renamed.tags[1:] == on_base.tags[1:]
+    other = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                base_image=_facts(image_id="sha256:" + "cd" * 32))
+    assert other.pydeps != on_base.pydeps
+    # a newer Python: wheels for it; no Debian pip wheel: pip joins the set
+    py312 = imageplan.make_plan(tmp_path, arch="amd64", dockerfiles=dockerfiles,
+                                base_image=_facts(python="3.12", debian_pip=False))
+    assert (py312.python, py312.requirements[-1]) == ("3.12", "pip")
+    assert py312.pydeps != on_base.pydeps
+    args = imageplan.pip_download_args(tmp_path, py312.requirements, "amd64", python="3.12",
+                                       glibc_minor=31)
+    assert args[args.index("--python-version") + 1] == "3.12"
+    assert "cp312" in args
+    assert "manylinux_2_31_x86_64" in args
+    assert "manylinux_2_32_x86_64" not in args
+
+
+def test_the_default_wheelset_key_is_unchanged():
+    reqs = ("idna>=3.6",)
+    assert imageplan.wheelset_key(reqs, "amd64") == imageplan.digest(
+        "wheels", imageplan.BUILDER_VERSION, imageplan.IMAGE_PYTHON, "amd64",
+        imageplan.wheel_platforms("amd64"), sorted(reqs), imageplan.BUILD_BACKEND)

@@ -141,3 +141,10 @@ def test_awf_logs_shows_a_learnt_dns_answer_as_would_deny() -> None:
     line = pretty({"ts": "2026-12-06T14:00:00.000Z", "qname": "x.test", "qtype": "A",
                    "decision": "would_deny", "reason": "domain_not_allowed", "rcode": "NOERROR"})
     assert line.split()[1] == "WOULD-DENY", line
+
+
+def test_learn_is_refused_with_url_rules() -> None:
+    from proxy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--learn: not with --ssl-bump or --allow-urls"):
+        build_policy(parse_argv(["--learn", "--allow-urls", "http://a.test/x"]))

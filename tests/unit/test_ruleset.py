@@ -206,7 +206,7 @@ def test_proxy_side_renders_every_port(redirect: frozenset[int], explicit: int,
     assert re.findall(r"redirect to :([0-9]+)$", text, re.M) == [str(transparent)] * 2 + [
         str(dns)] * 2
     assert _port_sets(chains["from_agent"]) == [listen, {dns}]
-    assert _port_sets(chains["output"])[-2:] == [redirect | {80, 443}, {53}]
+    assert _port_sets(chains["output"])[-1:] == [redirect | {80, 443}]
 
 
 # --- validation: names cannot inject nft syntax ----------------------------------------------
@@ -433,3 +433,21 @@ def test_read_live_and_counters_from_nft_json() -> None:
     assert _elements(elems) == [
         {"dst": "1.2.3.5", "proto": "icmp", "port": None, "count": 1},
         {"dst": "1.2.3.4", "proto": "tcp", "port": 22, "count": 3}]
+
+
+def test_restricted_output_dns_goes_to_the_configured_resolvers_only() -> None:
+    """Issue 19: a VPC resolver (private, link-local) is accepted before the range refusal; no
+    other address is reachable on port 53."""
+    r = replace(full_proxy(), allow_ranges=frozenset(), dns_servers=frozenset({
+        IPv4Address("10.0.0.2"), IPv4Address("169.254.169.253"), IPv6Address("fd00::53")}))
+    out = [x.render() for x in next(c for c in r.model().chains if c.name == "output").rules]
+    dns = [i for i, line in enumerate(out) if "dport 53" in line]
+    assert [out[i] for i in dns] == [
+        "meta nfproto ipv4 ip daddr { 10.0.0.2, 169.254.169.253 } meta l4proto { tcp, udp } "
+        "th dport 53 accept",
+        "meta nfproto ipv6 ip6 daddr fd00::53 meta l4proto { tcp, udp } th dport 53 accept"]
+    denied = next(i for i, line in enumerate(out) if "10.0.0.0/8" in line and "refuse" in line)
+    assert max(dns) < denied
+    no_servers = replace(full_proxy(), dns_servers=frozenset())
+    assert not [x for c in no_servers.model().chains if c.name == "output"
+                for x in c.rules if "dport 53" in x.render()]
