@@ -26,6 +26,13 @@ Matching:
 
 Precedence (docs/proxy.md §6): bad_request, ip_literal, domain_blocked, domain_not_allowed,
 scheme_denied, port_denied.
+
+Learn mode (``build(learn=True)``, ``awf-proxy --learn``): every name is allowed, over both
+schemes, on the global ports; the decision then carries ``would_deny``, the reason the allowlist
+would have given (``domain_not_allowed`` or ``scheme_denied``). The hard rules stay: bad
+requests, IP literals, the blocklist, ports (dangerous and unlisted ones, and a port-scoped
+entry's other ports), and names under ``.invalid`` (RFC 6761: never resolvable; the self-test
+asks for one and must still be denied). Addresses (§4) are checked after the decision as always.
 """
 
 from __future__ import annotations
@@ -312,6 +319,7 @@ class Decision:
     reason: Reason | None   # None when allowed
     host: str               # the normalised name, or the canonical text of the IP literal
     address: IPAddress | None = None   # set when host was an IP literal (allowed or not)
+    would_deny: Reason | None = None   # learn mode: allowed, but the allowlist would deny it
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,12 +369,14 @@ class Policy:
     block_pattern: re.Pattern[str] | None
     block_addresses: AddressSet
     scoped: tuple[_Scoped, ...] = ()   # port-scoped allow entries, apart from the others
+    learn: bool = False   # learn mode: names the allowlist would deny are allowed, marked
     _cache: dict[tuple[str, int, int], Decision] = field(
         default_factory=dict, init=False, repr=False)
 
     @classmethod
     def build(cls, *, allow_domains: Iterable[str], block_domains: Iterable[str] = (),
-              allow_ports: Iterable[int] = (), allow_ranges: Iterable[str] = ()) -> Policy:
+              allow_ports: Iterable[int] = (), allow_ranges: Iterable[str] = (),
+              learn: bool = False) -> Policy:
         """Validate everything and precompile; ``ConfigError`` names the bad entry and the fix."""
         for given in (allow_domains, block_domains, allow_ranges):
             if isinstance(given, str):
@@ -409,6 +419,7 @@ class Policy:
             block_pattern=_compile(block_patterns) if block_patterns else None,
             block_addresses=AddressSet.of(e.network for e in blocks if e.network is not None),
             scoped=_scoped(e for e in allows if e.ports is not None),
+            learn=learn,
         )
 
     def decide(self, host: str, port: int, scheme: Scheme) -> Decision:
@@ -443,6 +454,8 @@ class Policy:
             return False
         if self._blocked(name):
             return False
+        if self.learn and _learnable(name):
+            return True
         return self._name_mask(name, _BOTH) != 0 or any(sc.covers(name) for sc in self.scoped)
 
     def scoped_ports(self) -> frozenset[int]:
@@ -462,6 +475,7 @@ class Policy:
             return Decision(False, Reason.BAD_REQUEST, host)
         if not 1 <= port <= 65535:
             return Decision(False, Reason.BAD_REQUEST, name, ip)
+        would: Reason | None = None
         if ip is not None:
             mask = 0
             for m, addresses in self.allow_addresses:
@@ -478,13 +492,19 @@ class Policy:
             mask = self._name_mask(name, bit)
             scoped = [sc for sc in self.scoped if sc.covers(name)] if self.scoped else []
             if not mask and not scoped:
-                return Decision(False, Reason.DOMAIN_NOT_ALLOWED, name)
+                if not (self.learn and _learnable(name)):
+                    return Decision(False, Reason.DOMAIN_NOT_ALLOWED, name)
+                would = Reason.DOMAIN_NOT_ALLOWED
+                mask = _BOTH
         if not (mask | _sum_masks(scoped)) & bit:
-            return Decision(False, Reason.SCHEME_DENIED, name, ip)
+            if not (self.learn and ip is None):
+                return Decision(False, Reason.SCHEME_DENIED, name, ip)
+            would = would or Reason.SCHEME_DENIED
+            mask |= bit
         if not (mask & bit and port in self.ports) and not any(
                 sc.mask & bit and port in sc.ports for sc in scoped):
             return Decision(False, Reason.PORT_DENIED, name, ip)
-        return Decision(True, None, name, ip)
+        return Decision(True, None, name, ip, would_deny=would)
 
     def _blocked(self, name: str) -> bool:
         if self.block_names and _covered(name, self.block_names):
@@ -505,6 +525,11 @@ class Policy:
             if m & ~mask and pattern.fullmatch(name):
                 mask |= m
         return mask
+
+
+def _learnable(name: str) -> bool:
+    """Learn mode may allow this name: two labels or more, not under ``.invalid``."""
+    return "." in name and name != "invalid" and not name.endswith(".invalid")
 
 
 def _sum_masks(scoped: Iterable[_Scoped]) -> int:

@@ -106,6 +106,8 @@ def stderr_lines(c: Counts, hint: Suggestion | None = None, *, limit: int = 20) 
     targets = sorted(c.targets.items(), key=lambda kv: (-kv[1], kv[0]))
     for (host, port, reason), n in targets[:limit]:
         what = "failed" if reason in c.failures and reason not in c.denials else "denied"
+        if (host, port, reason) in c.would_targets:
+            what = "would deny"  # learn mode let it through
         lines.append(f"  {what} {host_port(host, port)} ({reason})"
                      + (f" {TIMES}{n}" if n > 1 else ""))
     if len(targets) > limit:

@@ -59,10 +59,12 @@ def sandbox(wan: wanmod.Wan) -> Sandbox:
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
         ca = ws / ".wan-ca.pem"  # the sandbox sees the workspace, never the host's /tmp
         shutil.copyfile(wan.ca_pem, ca)
-        env = {**base, **wl.client_env(str(ws), str(ca)), **(extra_env or {})}
+        # the sandbox passes the caller's variables only when asked, as on Docker: -e each
+        wanted = {**wl.client_env(str(ws), str(ca)), **(extra_env or {})}
+        flags = [a for k, v in wanted.items() for a in ("-e", f"{k}={v}")]
         return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
-                               *policy, "--", *argv(script)], capture_output=True, text=True,
-                              timeout=180, check=False, env=env, cwd=ws)
+                               *policy, *flags, "--", *argv(script)], capture_output=True,
+                              text=True, timeout=180, check=False, env=base, cwd=ws)
     return run
 
 
