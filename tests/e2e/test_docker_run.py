@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import wan as wanmod
+from tests.support.fulldisk import disk_that_fills
 from tests.support.needs import need_docker, need_root
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
@@ -282,17 +283,11 @@ def test_a_signal_in_the_first_half_second_is_128_plus_n(wan: wanmod.Wan, sig: i
 
 def test_records_dropped_on_a_full_log_disk_are_in_the_summary(wan: wanmod.Wan,
                                                                tmp_path: Path) -> None:
-    """The logs directory on a 64 KiB tmpfs: the proxy container drops the records it cannot
-    write, and the run's summary says how many."""
-    logs = tmp_path / "tiny"
-    logs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-tmpfs", str(logs)],
-                   check=True, timeout=10)
-    try:
+    """The logs directory's disk fills once the proxy started: the proxy container drops the
+    records it cannot write, and the run's summary says how many."""
+    with disk_that_fills(tmp_path / "tiny") as logs:
         done = awf(*POLICY, "--proxy-logs-dir", str(logs), "--", "curl", "-s", "-Z",
                    "--parallel-max", "20", "-o", "/dev/null", "http://other.test/[1-1500]")
-    finally:
-        subprocess.run(["umount", str(logs)], check=True, timeout=10)
     assert done.returncode == 0, done.stderr[-2000:]
     dropped = [ln for ln in done.stderr.splitlines() if "dropped by the proxy" in ln]
     assert len(dropped) == 1, done.stderr[-2000:]
