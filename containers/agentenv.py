@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from proxy.errors import ConfigError
 
@@ -71,6 +72,17 @@ def command_path(host_path: str, github_path: str = "") -> list[str]:
     added = [line.strip() for line in github_path.splitlines() if line.strip()]
     out = [*reversed(added), *host_path.split(":"), *AGENT_PATH.split(":")]
     return [d for d in dict.fromkeys(out) if d.startswith("/")]
+
+
+def read_env_file(path: Path | None) -> list[tuple[str, str]]:
+    """--env-file's KEY=VALUE lines (none without the flag); ConfigError if unreadable."""
+    if path is None:
+        return []
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--env-file {str(path)!r}: {exc.strerror}") from exc
+    return parse_env_file(text, str(path))
 
 
 def parse_env_file(text: str, where: str) -> list[tuple[str, str]]:
