@@ -830,7 +830,8 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         if name in agentenv.NEVER:
             shared.say(f"forwarding {name} to the command, as asked; it reaches no environment but "
                        "the command's, served once per process (one-shot)")
-    mounts = [*view.mounts, Mount(str(run.work / "agent.json"), "/run/awf/agent.json")]
+    mounts = [*view.mounts, Mount(str(run.work / "agent.json"), "/run/awf/agent.json"),
+              Mount(str(run.work / "lease"), "/run/awf-lease", read_only=True)]
     if secrets:
         secret_dir = run.work / "secrets"
         secret_dir.mkdir(mode=0o700)
