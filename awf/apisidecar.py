@@ -1,4 +1,4 @@
-"""`awf run`'s API proxy sidecar (ARCHITECTURE §7, docs/api-proxy.md): what both backends start,
+"""`awf run`'s API proxy sidecar (docs/api-proxy.md §6): what both backends start,
 the keys file, the command's environment, and the summary lines.
 
 The sidecar starts when a provider key is in awf's environment and --no-api-proxy is not given.

@@ -1,6 +1,6 @@
 """`awf run`'s configuration: one frozen RunConfig from argv, validated before anything starts.
 
-The policy flags are awf-proxy's own (contract §1) and are validated by building the very
+The policy flags are awf-proxy's own (docs/proxy.md §1) and are validated by building the very
 `Policy` the proxy will build; they are passed to the proxy unchanged. Any error is a
 ConfigError: one line, exit 2, nothing created.
 """
@@ -87,6 +87,7 @@ class RunConfig:
     print_config: bool = False  # --print-config: print `effective` and exit 0
     effective: tuple[tuple[str, Any, str], ...] = ()  # (key, value, flag|file|default), redacted
     notes: tuple[str, ...] = ()  # informational lines for stderr (upstream flags with no effect)
+    learn: bool = False  # --learn: every name allowed at the proxy, what would be denied logged
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -192,6 +193,10 @@ def run_parser() -> argparse.ArgumentParser:
     for provider in API_PROVIDERS:
         add(f"--{provider}-api-target", metavar="HOST[:PORT]",
             help=f"the {provider} API host the API proxy sidecar sends to (HTTPS)")
+    add("--learn", action="store_true",
+        help="learn mode: let every domain through (IP literals, dangerous and unlisted ports, "
+        "denied address ranges and --block-domains still hold), log what the allowlist would "
+        "have denied as would_deny; then `awf logs suggest` prints the allowlist")
     add("--extra-ca-certs", metavar="PATH", help="a PEM bundle the API proxy sidecar trusts "
         "besides the system store (awf-proxy itself never terminates TLS)")
     configfile.add_upstream_flags(p)
@@ -261,6 +266,8 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
     if not command and not ns.print_config:
         raise ConfigError("no command given: awf run [options] -- COMMAND [ARG...]")
     flags = {k: getattr(ns, k) for k in POLICY_FLAGS if getattr(ns, k) is not None}
+    if ns.learn:
+        flags["learn"] = True
     if ns.upstream_proxy is None and any(os.environ.get(v) for v in HOST_PROXY_VARS):
         layered.notes.append("HTTPS_PROXY/HTTP_PROXY are set here, but awf does not use them: "
                              "the proxy connects directly; to go through that proxy, pass "
@@ -269,6 +276,9 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
     policy = build_policy(proxy_cfg)  # exactly the proxy's validation
     proxy_args: list[str] = []
     for key, value in flags.items():
+        if key == "learn":
+            proxy_args.append("--learn")
+            continue
         for item in value if isinstance(value, list) else [value]:
             proxy_args += [POLICY_FLAGS[key], str(item)]
     timeout: float | None = None
@@ -326,6 +336,7 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         print_config=ns.print_config,
         effective=tuple(configfile.effective_items(layered)),
         notes=tuple(layered.notes),
+        learn=bool(ns.learn),
     )
 
 

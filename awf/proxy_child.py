@@ -102,6 +102,7 @@ class ProxyChild:
         self._log = out = open(log, "ab")  # noqa: SIM115 (stop() closes it)
         seen: list[str] = []
         buf = b""
+        writing = True
         deadline = time.monotonic() + timeout
         while not ready(seen):
             left = deadline - time.monotonic()
@@ -116,8 +117,12 @@ class ProxyChild:
                 self.wait(5)
                 raise SandboxError(f"awf-proxy exited with status {self.returncode} before it "
                                    f"was ready: {' | '.join(seen[-5:]) or 'no output'}")
-            out.write(chunk)
-            out.flush()
+            if writing:
+                try:
+                    out.write(chunk)
+                    out.flush()
+                except OSError:
+                    writing = False  # the logs disk is full: readiness must not depend on it
             buf += chunk
             *lines, buf = buf.split(b"\n")
             seen += [raw.decode(errors="replace") for raw in lines]

@@ -6,7 +6,7 @@ Each backend (`awf.backends.netns`, `awf.backends.docker`) is a script of steps 
   `conduct`, which runs the backend's body under `supervise` and then, on every path, writes
   `run.json` and prints the summary;
 - `supervise`: SIGINT/SIGTERM raise `Interrupted` (the first one only); the teardown runs with
-  both ignored, so cleanup is never cut short. The exit code follows ARCHITECTURE §4.1: the
+  both ignored, so cleanup is never cut short. The exit code follows docs/architecture.md §7: the
   command's own, 128+N after signal N reached awf, or the AwfError's code;
 - `wait_agent`: waiting for the command, stopping it when the proxy dies (fail closed) or
   `--agent-timeout` expires (124);
@@ -41,7 +41,6 @@ from awf.config import RunConfig
 from awf.signals import Interrupted
 from netfilter.errors import SandboxError
 from netfilter.ruleset import DNS_PORT, EXPLICIT_PORT, TRANSPARENT_PORT
-from netfilter.selftest import NAME as SELFTEST_NAME
 from proxy import __version__
 from proxy.access_log import DROPPED_LINE
 from proxy.errors import AwfError
@@ -89,28 +88,47 @@ def finish_logs(logs: Path) -> None:
             pass
 
 
-def summary_lines(access_log: Path) -> list[str]:
-    """`N requests: A allowed, D denied`, then one line per denied host:port (the self-test's
-    own probes are left out)."""
-    allowed = denied = 0
-    denials: dict[str, str] = {}
-    if access_log.exists():
-        for raw in access_log.read_text().splitlines():
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if rec.get("host") == SELFTEST_NAME:
-                continue
-            if rec.get("decision") == "allow":
-                allowed += 1
-            else:
-                denied += 1
-                denials[f"{rec.get('host') or '?'}:{rec.get('port')}"] = str(rec.get("reason"))
-    total = allowed + denied
-    lines = [f"{total} request{'s' if total != 1 else ''}: {allowed} allowed, {denied} denied"]
-    lines += [f"  denied {target} ({reason})" for target, reason in sorted(denials.items())]
-    return lines
+def summary_lines(logs: Path, allow_domains: Sequence[str] | None = None) -> list[str]:
+    """The post-run summary (ARCHITECTURE §9): outcomes, not decisions (`6 requests: 6 allowed
+    (6 failed upstream), 0 denied`), DNS refusals and network-layer drops beside them, one line
+    per denied or failed host:port, and the `--allow-domains` that would have let the denied
+    names through (`allow_domains`: the run's own allowlist). The self-test's records are left
+    out (`awf.logs.stats`)."""
+    from awf.logs.read import Reader, count_dir
+    from awf.logs.suggest import suggest
+    from awf.logs.summary import stderr_lines
+
+    counts = count_dir(logs, Reader(warn=lambda msg: None))  # a torn line is not news here
+    return stderr_lines(counts, suggest(counts, allow_domains))
+
+
+def learn_lines(logs: Path, *, start: bool) -> list[str]:
+    """Learn mode's loud warning, at the start of the run and at its end."""
+    if start:
+        return ["WARNING: learn mode: every domain is let through (IP literals, ports, denied "
+                "address ranges and --block-domains still hold); what the allowlist would deny "
+                "is logged as would_deny"]
+    from awf.logs.read import Reader, count_dir
+
+    c = count_dir(logs, Reader(warn=lambda msg: None))
+    n, names = c.would_deny, len(c.would_deny_names | c.dns_would_deny_names)
+    return [f"WARNING: learn mode: nothing was blocked by name; {n} request"
+            f"{'' if n == 1 else 's'} would have been denied ({names} name"
+            f"{'' if names == 1 else 's'}, {c.dns_would_deny} DNS answer"
+            f"{'' if c.dns_would_deny == 1 else 's'}); run `awf logs suggest --source {logs}` "
+            "for the allowlist (`--format yaml` for a --config file)"]
+
+
+def allowlist(cfg: RunConfig) -> list[str] | None:
+    """The run's --allow-domains with the entries of its --allow-domains-file, or None when a
+    file cannot be read any more."""
+    from proxy.config import read_lists
+
+    try:
+        return [*cfg.proxy.allow_domains,
+                *read_lists(cfg.proxy.allow_domains_file, "--allow-domains-file")]
+    except AwfError:
+        return None
 
 
 def dropped_records(lines: Iterable[str]) -> int:
@@ -123,9 +141,14 @@ def dropped_records(lines: Iterable[str]) -> int:
     return count
 
 
-def print_summary(logs: Path, dropped: int = 0) -> None:
-    first, *rest = summary_lines(logs / "access.jsonl")
-    say(f"{first} · logs: {logs}")
+def print_summary(logs: Path, cfg: RunConfig | None = None, dropped: int = 0) -> None:
+    try:
+        first, *rest = summary_lines(logs, allowlist(cfg) if cfg is not None else None)
+    except (AwfError, OSError) as exc:
+        say(f"no summary: {exc} · logs: {logs}")
+        first, rest = "", []
+    if first:
+        say(f"{first} · logs: {logs}")
     for line in rest:
         say(line)
     from awf.apisidecar import summary_lines as api_lines  # --- API proxy sidecar ---
@@ -135,6 +158,9 @@ def print_summary(logs: Path, dropped: int = 0) -> None:
     if dropped:
         say(f"{dropped} log record{'s' if dropped != 1 else ''} dropped by the proxy (could "
             "not be written: is the logs directory's disk full?); the counts above miss them")
+    if cfg is not None and cfg.learn:  # --- learn mode ---
+        for line in learn_lines(logs, start=False):
+            say(line)
 
 
 def write_log(logs: Path, name: str, text: str) -> None:
@@ -204,6 +230,8 @@ class Record:
             "awf_error": self.error, "command": list(self.cfg.command),
             "timings": self.timings, "logs": str(self.logs),
             "log_records_dropped": self.dropped,
+            # the allowlist `awf logs suggest` starts from, and whether the run was learning
+            "allow_domains": allowlist(self.cfg), "learn": self.cfg.learn,
         }
 
 
@@ -215,10 +243,13 @@ def write_run_json(logs: Path, doc: Mapping[str, object]) -> None:
 def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], None]) -> int:
     """`body` under `supervise`, `teardown(interrupted)` on every path, then run.json and the
     summary; the run's exit code."""
+    if record.cfg.learn:  # --- learn mode ---
+        for line in learn_lines(record.logs, start=True):
+            say(line)
     outcome = supervise(body, teardown)
     record.error = outcome.error
     write_run_json(record.logs, record.run_json(outcome.exit_code))
-    print_summary(record.logs, record.dropped)
+    print_summary(record.logs, record.cfg, record.dropped)
     return outcome.exit_code
 
 

@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM as an exception, from `awf`'s first line to its last.
 
 `main()` calls `catch()` before it imports anything else, so a signal at any instant becomes
-`Interrupted` and the exit code is 128+N (ARCHITECTURE §4.1), never death by the signal. The
+`Interrupted` and the exit code is 128+N (docs/architecture.md §7), never death by the signal. The
 first signal raises; from then on both are ignored, so the cleanup that the exception runs
 through (finally blocks, `supervise`'s teardown) is never cut short. `supervise` installs its own
 handler for the run's body and puts this one back afterwards.

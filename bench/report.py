@@ -188,7 +188,7 @@ def case_specs(idle_sizes: Sequence[int]) -> list[CaseSpec]:
 TRANSPARENT_MARGIN_US = 20.0
 # Case (f): median warm start of `awf run --backend netns`, exec of awf to the first byte.
 WARM_START_NETNS_S = 0.3
-WARM_START_DOCKER_S = 2.0  # ARCHITECTURE §12 (e); upstream measures 13.9 s
+WARM_START_DOCKER_S = 2.0  # bench/RESULTS.md case f; upstream: 13.9 s
 E_REFERENCE = {"e": "b", "e1": "b1"}  # the loopback CONNECT case each transparent case matches
 WARM_MARKS = ("netns", "rules", "proxy", "selftest", "exec")
 

@@ -1,4 +1,6 @@
-"""The agent container's environment, mounts and command, from the caller's (ARCHITECTURE §6).
+"""The agent container's environment, mounts and command, from the caller's.
+
+See docs/architecture.md §9.3.
 
 Pure: the caller's environment and file contents come in as arguments. Layers, a later one
 winning: core (proxy variables, HOME, PATH), passthrough (a short list, or everything with
@@ -12,6 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from proxy.errors import ConfigError
 
@@ -69,6 +72,17 @@ def command_path(host_path: str, github_path: str = "") -> list[str]:
     added = [line.strip() for line in github_path.splitlines() if line.strip()]
     out = [*reversed(added), *host_path.split(":"), *AGENT_PATH.split(":")]
     return [d for d in dict.fromkeys(out) if d.startswith("/")]
+
+
+def read_env_file(path: Path | None) -> list[tuple[str, str]]:
+    """--env-file's KEY=VALUE lines (none without the flag); ConfigError if unreadable."""
+    if path is None:
+        return []
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"--env-file {str(path)!r}: {exc.strerror}") from exc
+    return parse_env_file(text, str(path))
 
 
 def parse_env_file(text: str, where: str) -> list[tuple[str, str]]:
@@ -177,7 +191,9 @@ ONE_SHOT_DEFAULTS = ("GITHUB_TOKEN", "GH_TOKEN", "GITHUB_PAT", "GITHUB_PERSONAL_
 
 
 def is_secret(name: str) -> bool:
-    """Names that travel in the secrets file, never in the container's Env (ARCHITECTURE §6)."""
+    """Names that travel in the secrets file, never in the container's Env.
+
+    See docs/architecture.md §9.3."""
     return name in ONE_SHOT_DEFAULTS or bool(_SECRET_NAME.search(name))
 
 

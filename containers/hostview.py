@@ -1,4 +1,4 @@
-"""What the agent sees of the host: the mount table of chroot host mode (ARCHITECTURE §5.1).
+"""What the agent sees of the host: the mount table of chroot host mode (docs/architecture.md §9.1).
 
 Pure: the host's filesystem comes in as a `HostFacts` (what exists, what is a symlink), so the
 table is computed and tested without touching the disk. In chroot host mode (the default) every
@@ -215,7 +215,7 @@ ETC_SECRETS: tuple[Credential, ...] = (
 )
 CREDENTIAL_FILES = tuple(c.path for c in CREDENTIALS if c.kind is Kind.FILE)
 CREDENTIAL_DIRS = tuple(c.path for c in CREDENTIALS if c.kind is Kind.DIR)
-# Never mounted by -v at all: whole secret stores (ARCHITECTURE §5.1)
+# Never mounted by -v at all: whole secret stores (docs/architecture.md §9.1)
 SECRET_STORES = (".ssh", ".aws", ".docker", ".kube", ".gnupg", ".netrc", ".gitconfig",
                  ".git-credentials")
 # A workspace here would hand the sandbox the host itself; /tmp and /var/tmp are every user's

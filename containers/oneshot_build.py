@@ -1,4 +1,4 @@
-"""Compile the one-shot-token LD_PRELOAD library (ARCHITECTURE §5.4) with the host's C compiler.
+"""Compile the one-shot-token LD_PRELOAD library (docs/architecture.md §9.4) with the host's cc.
 
 The image build and `--agent-image` runs both call this, so the flags live in one place; the
 warnings are errors so that a library that compiles is one that was reviewed warning-free.

@@ -72,17 +72,6 @@ def checked_volumes(specs: Sequence[str], environ: dict[str, str]
     return volumes
 
 
-def read_env_file(path: Path | None) -> tuple[tuple[str, str], ...]:
-    """--env-file FILE's variables (exit 2 when it cannot be read or parsed)."""
-    if path is None:
-        return ()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"--env-file {str(path)!r}: {exc.strerror}") from exc
-    return tuple(agentenv.parse_env_file(text, str(path)))
-
-
 def share_home(specs: Sequence[str], home: str) -> tuple[str, ...]:
     """--share-home DIR: a directory under the caller's home, resolved (exit 2 otherwise)."""
     out: list[str] = []
@@ -399,7 +388,8 @@ def agent_spec(names: topology.Names, image: str, *, work: Path, view: hostview.
     written here with the secrets file it mounts once."""
     root = "/host" if chroot else ""
     plain = tuple(env)
-    mounts = [*view.mounts, Mount(str(work / "agent.json"), "/run/awf/agent.json")]
+    mounts = [*view.mounts, Mount(str(work / "agent.json"), "/run/awf/agent.json"),
+              Mount(str(work / "lease"), "/run/awf-lease", read_only=True)]
     if secrets:
         secret_dir = work / "secrets"
         secret_dir.mkdir(mode=0o700)

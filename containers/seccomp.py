@@ -1,4 +1,4 @@
-"""The agent container's seccomp filters (ARCHITECTURE §5.3): stage 1 here, stage 2's names.
+"""The agent container's seccomp filters (docs/architecture.md §9.6): stage 1 here, stage 2's names.
 
 Two stages, because the container's PID 1 needs a few privileged calls that the user's command
 must never have:

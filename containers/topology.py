@@ -3,7 +3,7 @@
     awf-<run>-int: .10/::10 proxy, .20/::20 keeper (the agent shares it)
     awf-<run>-ext (bridge, NAT): the proxy's egress, IPv4 only
 
-Subnet choice (ARCHITECTURE §2.2): the requested (or default 172.30.0.0/24) subnet unless it
+Subnet choice (docs/architecture.md §5.1): the requested (or default 172.30.0.0/24) subnet unless it
 overlaps a host address or route, a nameserver or a Docker network; then the /24s of
 10.213.0.0/16 in order, /24 N with fd61:7766:0:N::/64. The -ext network takes the next free /24
 of the same pool, so Docker's own address pools (which include 172.30.0.0/16) are never asked to

@@ -12,7 +12,7 @@ Every rule is written for the ``inet`` family so it sees IPv4 and IPv6 alike (``
 a v4/v6 pair with the same ``pair`` key (``tests/unit/test_ruleset.py`` checks the twins match);
 the only unpaired rules carry a ``note`` saying why (neighbour discovery and link-scope MLD reports
 are ICMPv6 and have no IPv4 rule, since ARP is not seen by the inet family; Docker's resolver
-127.0.0.11 has no IPv6 address). The contract §4 ranges come from ``proxy.addr.DENIED``, so the
+127.0.0.11 has no IPv6 address). The docs/proxy.md §4 ranges come from ``proxy.addr.DENIED``, so the
 proxy's own checks and its egress chain cannot drift apart.
 
 Refused traffic goes to one regular chain, ``refuse``: it records the destination in the dynamic
@@ -350,7 +350,7 @@ def _check_type(what: str, value: object, kind: type | tuple[type, ...]) -> None
         raise ConfigError(f"{what}: {value!r} is not a {getattr(kind, '__name__', kind)}")
 
 
-# --- contract §4 ranges for the proxy's own egress -------------------------------------------
+# --- docs/proxy.md §4 ranges for the proxy's own egress ---------------------------------------
 
 _EMBED_V4 = (  # (prefix the IPv4 address follows, bit offset of the IPv4 address)
     (IPv6Network("::ffff:0:0/96"), 0),  # mapped
@@ -385,7 +385,7 @@ def _embedded(v4: IPv4Network) -> list[IPv6Network]:
 
 
 def denied_egress(allow: Iterable[IPNetwork]) -> tuple[list[IPv4Network], list[IPv6Network]]:
-    """Contract §4 ranges minus ``--allow-range``, collapsed; IPv6 includes every form that
+    """docs/proxy.md §4 ranges minus ``--allow-range``, collapsed; IPv6 includes every form that
     embeds a denied IPv4 address (judged by that IPv4, as the contract says)."""
     allow = tuple(allow)
     base4 = [n for n in DENIED.networks if isinstance(n, IPv4Network)]
@@ -408,7 +408,7 @@ class AgentRuleset:
     its transparent listener. Anything routed elsewhere (an ``fe80::`` link-local address of the
     bridge or the host, another on-link address, a route added behind awf's back) is refused and
     recorded; with no ``proxy_v6`` no TCP leaves over IPv6 at all. DNS goes to the proxy only
-    (§2.5 checks that UDP 53 elsewhere fails).
+    (docs/architecture.md §6 checks that UDP 53 elsewhere fails).
     """
 
     table: str = "awf"
@@ -498,8 +498,8 @@ class ProxySideRuleset:
     - ``forward`` drops and counts anything from or to the agent side, whatever ``ip_forward``
       says.
     - ``output`` (only with ``restrict_output``, for the Docker proxy container): new
-      connections only to TCP 80, 443 and ``redirect_tcp_ports``, never to the contract §4
-      ranges (except ``allow_ranges``) and never to the agent's networks; DNS (port 53) only
+      connections only to TCP 80, 443 and ``redirect_tcp_ports``, never to the docs/proxy.md
+      §4 ranges (except ``allow_ranges``) and never to the agent's networks; DNS (port 53) only
       to ``dns_servers``, accepted before the range refusal (a VPC resolver such as 10.0.0.2,
       168.63.129.16 or 169.254.169.253 is private or link-local), and to no other address.
     """

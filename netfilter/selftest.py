@@ -1,4 +1,4 @@
-"""The fail-closed self-test (ARCHITECTURE §2.5), run from inside the agent's namespace.
+"""The fail-closed self-test (docs/architecture.md §6), run from inside the agent's namespace.
 
 Before the command exists, prove that the proxy answers and that the rules hold: a connection to
 the proxy works; TCP to port 22 anywhere is refused at once; UDP to a resolver other than the
@@ -113,9 +113,10 @@ def checks(target: Target) -> list[tuple[str, Callable[[], None]]]:
 
         def health(family: int = family, proxy: str = proxy) -> None:
             # the proxy answers, and keeps /healthz (policy counts) from the sandbox: only
-            # loopback clients and --healthz-token holders may read it
+            # loopback clients and --healthz-token holders may read it. Host names NAME: the
+            # proxy logs the refusal under it, so the run's summary knows it for the self-test's
             head = _http(family, (proxy, target.explicit_port),
-                         b"GET /healthz HTTP/1.1\r\nHost: awf\r\n\r\n")
+                         f"GET /healthz HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
             if _status(head) != (403, "self_connection"):
                 raise SandboxError(f"awf-proxy at {proxy}:{target.explicit_port} did not answer "
                                    f"/healthz with 403 self_connection (got {head[:60]!r})")

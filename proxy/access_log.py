@@ -1,4 +1,4 @@
-"""The JSON-lines decision log (contract §6), written by one thread so the event loop never blocks.
+"""The JSON-lines decision log (docs/proxy.md §7), written by one thread: the loop never blocks.
 
 record() runs on the event loop: it bumps the summary counters and hands the record to a queue;
 nothing else. A record is a mapping, or for the hot path (one per forwarded request) an `Entry`:
@@ -72,7 +72,7 @@ def encode_line(rec: Mapping[str, object]) -> bytes | None:
 
 
 class Entry(NamedTuple):
-    """One forwarded request, as raw values: `encode_entry` makes the contract §6 line from it
+    """One forwarded request, as raw values: `encode_entry` makes the docs/proxy.md §7 line from it
     (the same text `encode_line` makes from the equivalent mapping, `as_mapping`)."""
 
     started: float  # Unix time the request head was complete
@@ -120,6 +120,31 @@ def decision_record(
         started, time.time(), client, mode, method, host, port, url, decision,
         reason.value if reason is not None else None, status, 0, 0,
     ).as_mapping()
+
+
+def would_deny_record(rec: Mapping[str, object] | Entry, would: Reason) -> dict[str, object]:
+    """Learn mode: a request the policy let through only because of learn mode, as logged:
+    `decision: would_deny` with the reason the allowlist would have given. If the request then
+    failed upstream (`dns_failure`, ...), that reason is kept as `failure`."""
+    out = dict(rec.as_mapping() if isinstance(rec, Entry) else rec)
+    failure = out.get("reason")
+    out["decision"] = "would_deny"
+    out["reason"] = would.value
+    if failure is not None:
+        out["failure"] = failure
+    return out
+
+
+def learn_scheme_is_tls(rec: Mapping[str, object] | Entry) -> bool:
+    """Whether a record's request came over TLS: a CONNECT tunnel, transparent TLS, or an
+    `https://` URL (a bumped request)."""
+    method: object
+    url: object
+    if isinstance(rec, Entry):
+        method, url = rec.method, rec.url
+    else:
+        method, url = rec.get("method"), rec.get("url")
+    return method in ("CONNECT", "TLS") or (isinstance(url, str) and url.startswith("https:"))
 
 
 def peer_text(transport: _HasExtraInfo) -> str:
@@ -182,6 +207,7 @@ class AccessLog:
         self._total = 0
         self._allowed = 0
         self._denied = 0
+        self._would_deny = 0  # learn mode
         self._denies: dict[tuple[str, str], int] = {}
         self._overflow = 0
         self._write_lost = 0
@@ -223,6 +249,8 @@ class AccessLog:
             decision = rec.get("decision")
         if decision == "allow":
             self._allowed += 1
+        elif decision == "would_deny":
+            self._would_deny += 1
         elif decision == "deny":
             self._denied += 1
             if isinstance(rec, Entry):
@@ -262,6 +290,8 @@ class AccessLog:
 
     def summary(self) -> str:
         text = f"awf-proxy: {self._total} decisions: {self._allowed} allowed, {self._denied} denied"
+        if self._would_deny:
+            text += f", {self._would_deny} would be denied (learn mode)"
         if self._denies:
             ranked = sorted(self._denies.items(), key=lambda kv: -kv[1])  # stable: first seen first
             parts = [

@@ -1,4 +1,4 @@
-"""IP literals and address ranges (contract §3 and §4): what counts as an address, and where an
+"""IP literals and address ranges (docs/proxy.md §3 and §4): what counts as an address, and where an
 allowed name may not lead.
 
 IP literals are recognised the way client libraries parse them, so no spelling slips past the
@@ -237,5 +237,5 @@ DENIED = AddressSet.parse(
 
 
 def is_denied_address(ip: IPAddress) -> bool:
-    """Contract §4: may an allowed name lead here only with ``--allow-range``?"""
+    """docs/proxy.md §4: may an allowed name lead here only with ``--allow-range``?"""
     return ip in DENIED

@@ -1,4 +1,4 @@
-"""SSL bump (ARCHITECTURE §8, docs/proxy.md §11): a bumped client connection, TLS over memory
+"""SSL bump (docs/proxy.md §11): a bumped client connection, TLS over memory
 BIOs, whose inner HTTP/1.1 requests are each checked and forwarded on a verified upstream TLS
 connection.
 
@@ -55,7 +55,7 @@ from proxy.policy import Scheme
 from proxy.reasons import NO_ANSWER, Reason
 from proxy.urlrules import UrlRules, decide_bumped
 
-HANDSHAKE_TIMEOUT = 10.0  # a client handshake slower than this is closed (ARCHITECTURE §8)
+HANDSHAKE_TIMEOUT = 10.0  # a client handshake slower than this is closed (docs/proxy.md §11)
 READ_AHEAD = 256 * 1024  # ciphertext buffered from the client before its reading pauses
 CHUNK = 64 * 1024
 _TLS_HANDSHAKE = 0x16

@@ -1,4 +1,4 @@
-"""The per-run CA and its leaf certificates for SSL bump (ARCHITECTURE §8), built in-process with
+"""The per-run CA and its leaf certificates for SSL bump (docs/proxy.md §11), built in-process with
 ``cryptography`` (as mitmproxy's ``certs.py`` does): no ``openssl`` subprocess, no key on disk
 that the caller did not ask for.
 
@@ -10,7 +10,7 @@ The CA:
 * ``nameConstraints`` (critical, RFC 5280 §4.2.1.10) limited to what the run allows, so a leaked
   key can sign nothing else. Each allow entry contributes its *literal suffix*: the labels after
   the last label holding ``*`` (``*.example.com`` and ``api-*.example.com`` give ``example.com``;
-  ``github.com`` gives ``github.com``, which in RFC 5280 covers its subdomains, as contract §2
+  ``github.com`` gives ``github.com``, which in RFC 5280 covers its subdomains, as docs/proxy.md §2
   does). IP and CIDR entries become ``iPAddress`` subtrees (an IPv4 one with its IPv4-mapped
   IPv6 twin, as the policy allows both spellings). Constraints of one type say nothing
   about the other, so when no name (no address) is allowed the CA *excludes* every name (the
@@ -29,7 +29,7 @@ Key storage: ``ssl.SSLContext.load_cert_chain`` only reads files, so the leaf ke
 into an anonymous ``memfd`` (RAM, no name in any file system, close-on-exec) that stays open for
 the cache's lifetime, and each leaf certificate into a short-lived ``memfd``; both are read
 through ``/proc/self/fd/N``. Nothing of the leaves ever reaches a disk. The CA key is written only
-by ``write_ca`` into the directory the caller names (a tmpfs, per ARCHITECTURE §8), 0600.
+by ``write_ca`` into the directory the caller names (a tmpfs, per docs/proxy.md §11), 0600.
 """
 
 from __future__ import annotations

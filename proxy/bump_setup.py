@@ -1,4 +1,4 @@
-"""SSL bump's proxy-wide parts (ARCHITECTURE §8): the CA from `--ca-cert`/`--ca-key`, the
+"""SSL bump's proxy-wide parts (docs/proxy.md §11): the CA from `--ca-cert`/`--ca-key`, the
 upstream verification (`--extra-ca-certs`), the excluded hosts (`--ssl-bump-exclude`) and the idle
 upstream TLS connections. The bumped connections themselves are `proxy/bump.py`.
 """

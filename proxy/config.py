@@ -1,6 +1,7 @@
 """awf-proxy's configuration: flags, an optional YAML/JSON file, and the policy built from them.
 
-Precedence is flags > file > defaults (contract §1); a repeatable flag replaces the file's list.
+Precedence is flags > file > defaults (docs/proxy.md §1.1); a repeatable flag replaces the file's
+list.
 Everything here is pure but `load_file`/`read_lists`, which read the named files. Errors are
 `ConfigError`s with one line naming the flag or key and the fix.
 """
@@ -58,7 +59,8 @@ class ProxyConfig:
     dns_max_name_length: int = 100  # proxy.dnsfwd.DEFAULT_MAX_NAME_LENGTH
     dns_subdomain_budget: int = 100  # proxy.dnsfwd.DEFAULT_SUBDOMAIN_BUDGET
     healthz_token: str | None = None
-    # SSL bump and --allow-urls (ARCHITECTURE §8, docs/proxy.md §11)
+    learn: bool = False  # every name allowed, what the allowlist would deny logged would_deny
+    # SSL bump and --allow-urls (docs/proxy.md §11)
     ssl_bump: bool = False
     ca_cert: Path | None = None
     ca_key: Path | None = None
@@ -98,6 +100,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "dns_max_name_length": ("--dns-max-name-length", "count"),
     "dns_subdomain_budget": ("--dns-subdomain-budget", "count"),
     "healthz_token": ("--healthz-token", "token"),
+    "learn": ("--learn", "switch"),
     "ssl_bump": ("--ssl-bump", "switch"),
     "ca_cert": ("--ca-cert", "path"),
     "ca_key": ("--ca-key", "path"),
@@ -165,6 +168,9 @@ def _parser() -> _Parser:
         help="GET /healthz on an explicit listener answers loopback clients, and with this "
         "flag any client sending 'Authorization: Bearer TOKEN'; any other client gets 403 "
         "self_connection")
+    add("--learn", action="store_true", default=None,
+        help="learn mode: allow every name (IP literals, ports, denied addresses and "
+        "--block-domains still hold) and log what the allowlist would deny as would_deny")
     add("--ssl-bump", action="store_const", const=True, default=None,
         help="terminate TLS to every allowed HTTPS host (but --ssl-bump-exclude) with a leaf "
         "signed by --ca-cert/--ca-key, and check each inner request against --allow-urls")
@@ -375,6 +381,9 @@ def build_policy(cfg: ProxyConfig) -> Policy:
     """The frozen Policy of a config, with the entries of its files; ConfigError if invalid.
     With --allow-urls, it is the URL rules' policy: each pattern allows its own host."""
     rules = build_rules(cfg)
+    if rules is not None and cfg.learn:
+        raise ConfigError("--learn: not with --ssl-bump or --allow-urls (learn mode learns "
+                          "domains: learn them first, then add the URL rules)")
     if rules is not None:
         return rules.policy
     allow = [*cfg.allow_domains, *read_lists(cfg.allow_domains_file, "--allow-domains-file")]
@@ -384,6 +393,7 @@ def build_policy(cfg: ProxyConfig) -> Policy:
         block_domains=block,
         allow_ports=cfg.allow_ports,
         allow_ranges=cfg.allow_range,
+        learn=cfg.learn,
     )
 
 

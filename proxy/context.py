@@ -28,7 +28,7 @@ P = TypeVar("P", bound=asyncio.BaseProtocol)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The per-connection clocks, in seconds, from the command line (contract §1)."""
+    """The per-connection clocks, in seconds, from the command line (docs/proxy.md §5.3)."""
 
     head_timeout: float = 30.0
     response_timeout: float = 300.0
@@ -88,7 +88,7 @@ class ConnectionContext(Protocol):
     def is_self(self, ip: IPAddress, port: int) -> bool: ...
 
     async def destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...]:
-        """The checked addresses an allowed decision may be dialled at (contract §4)."""
+        """The checked addresses an allowed decision may be dialled at (docs/proxy.md §4)."""
         ...
 
     async def dial(

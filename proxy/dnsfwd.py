@@ -1,9 +1,9 @@
-"""The DNS forwarder behind the transparent listener (ARCHITECTURE §2.3, contract `--dns-listen`).
+"""The DNS forwarder behind the transparent listener (docs/proxy.md §9, docs/architecture.md §3.3).
 
 The agent's resolv.conf names only this forwarder, so a name the policy denies must never leave
 the proxy: denied names get NXDOMAIN with Extended DNS Error 15 "Blocked" (RFC 8914) and no
 upstream query is made. Allowed names get A/AAAA answers from the proxy's own Resolver (same
-cache the proxy dials from), filtered by contract §4 and with TTL <= max_ttl. Other query types
+cache the proxy dials from), filtered by docs/proxy.md §4 and with TTL <= max_ttl. Other query types
 get an empty NOERROR, again without an upstream query (HTTPS/SVCB records could carry address
 hints we do not filter). Malformed queries get REFUSED; packets with the QR bit set or too short
 for a header are dropped (never answer an answer: no reflection loops).
@@ -15,6 +15,9 @@ Rules for one question (the pure part: parse_query, judge, answer):
   NXDOMAIN would deny the name for every type in the client's negative cache (RFC 2308);
 * upstream NXDOMAIN -> NXDOMAIN, no addresses -> empty NOERROR, timeout/SERVFAIL -> SERVFAIL;
 * EDE needs EDNS: a query without OPT gets a plain NXDOMAIN (RFC 6891 forbids an unsolicited OPT).
+* learn mode (policy.learn): a name allowed only by learn mode is answered like an allowed one
+  and logged `decision: would_deny` with the reason the allowlist would have given (a failed
+  lookup's reason kept as `failure`); its budget base is its last two labels.
 
 Exfiltration budget (screen): a name may carry data to whoever runs an allowed domain's
 nameservers, so before any upstream query
@@ -100,6 +103,7 @@ class Verdict:
     allowed: bool
     reason: Reason | None = None
     local: tuple[IPAddress, ...] | None = None
+    would_deny: Reason | None = None  # learn mode: allowed, but the allowlist would deny it
 
     def needs_lookup(self, query: Query) -> bool:
         return self.allowed and self.local is None and query.qtype in _ADDRESS_TYPES
@@ -110,9 +114,10 @@ class Reply:
     """A response and what to log about it."""
 
     message: dns.message.Message
-    decision: str  # "allow" | "deny"
+    decision: str  # "allow" | "deny" | "would_deny" (learn mode)
     reason: Reason | None
     answers: tuple[str, ...] = ()
+    failure: Reason | None = None  # would_deny: the reason the lookup failed, if it did
 
     @property
     def rcode(self) -> str:
@@ -224,8 +229,12 @@ def screen(query: Query, policy: Policy, local_answers: Mapping[str, Sequence[IP
     if name_too_long(query, max_name_length):
         return refuse(query.message, Reason.NAME_TOO_LONG)
     verdict = judge(query, policy, local_answers)
+    if verdict.would_deny is not None and query.name is not None:
+        base = ".".join(query.name.split(".")[-2:])  # learn mode: no allow entry to count under
+    else:
+        base = budget_base(query.name, policy) if query.name is not None else ""
     if (verdict.allowed and verdict.local is None and query.name is not None
-            and not budget.admit(budget_base(query.name, policy), query.name, now)):
+            and not budget.admit(base, query.name, now)):
         return refuse(query.message, Reason.DNS_BUDGET)
     return verdict
 
@@ -243,11 +252,13 @@ def judge(
     https = policy.decide(query.name, 443, Scheme.HTTPS)
     if https.address is not None:  # "10.0.0.5." or "2130706433.": never a name to look up
         return Verdict(False, Reason.IP_LITERAL)
-    if https.allowed:
+    if https.allowed and https.would_deny is None:
         return Verdict(True)
     http = policy.decide(query.name, 80, Scheme.HTTP)
-    if http.allowed:
+    if http.allowed and http.would_deny is None:
         return Verdict(True)
+    if https.allowed or http.allowed:  # learn mode
+        return Verdict(True, would_deny=https.would_deny or http.would_deny)
     return Verdict(False, https.reason or http.reason or Reason.DOMAIN_NOT_ALLOWED)
 
 
@@ -259,7 +270,22 @@ def answer(
     address_allowed: Callable[[IPAddress], bool],
     max_ttl: int,
 ) -> Reply:
-    """The response to a judged question; `lookup` is the Resolver's result when needs_lookup()."""
+    """The response to a judged question; `lookup` is the Resolver's result when needs_lookup().
+    In learn mode an answer allowed only by learn mode is marked `would_deny`."""
+    reply = _answer(query, verdict, lookup, address_allowed=address_allowed, max_ttl=max_ttl)
+    if verdict.would_deny is None or reply.decision != "allow":
+        return reply
+    return Reply(reply.message, "would_deny", verdict.would_deny, reply.answers, reply.reason)
+
+
+def _answer(
+    query: Query,
+    verdict: Verdict,
+    lookup: Lookup | None,
+    *,
+    address_allowed: Callable[[IPAddress], bool],
+    max_ttl: int,
+) -> Reply:
     response = _response(query.message)
     family = _ADDRESS_TYPES.get(query.qtype)
     if not verdict.allowed:
@@ -493,6 +519,7 @@ class DnsForwarder:
                 "reason": reply.reason,
                 "rcode": reply.rcode,
                 "answers": list(reply.answers),
+                **({"failure": reply.failure} if reply.failure is not None else {}),
             }
         )
 

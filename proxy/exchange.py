@@ -126,6 +126,7 @@ class Exchange:
         if upstream.parent is not None:  # --upstream-proxy: absolute-URI, its credentials
             wire = for_parent(wire, upstream.parent, self.decision.host, self.port)
         upstream.write(wire)
+        self.bytes_up = len(wire)  # the head counts: a GET sends no body (a redial: no body yet)
         framing = self.head.framing
         framer = BodyFramer(framing, self.head.content_length) if framing != Framing.NONE else None
         self.client.exchange_started(self, framer, rest)

@@ -1,4 +1,4 @@
-"""Hostname normalisation (contract §2): one function turns a rule or a requested name into the
+"""Hostname normalisation (docs/proxy.md §2): one function turns a rule or a requested name into the
 ASCII form we compare, so a rule and a request can never disagree about spelling.
 
 Steps, in order:

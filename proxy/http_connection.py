@@ -31,6 +31,7 @@ from proxy.context import ConnectionContext
 from proxy.errors import HeadTimeout, RequestError, ResponseTimeout, SelfConnection
 from proxy.exchange import Exchange
 from proxy.flowcontrol import tune
+from proxy.hostnames import normalise_name
 from proxy.http1 import BodyFramer, HeadParser, RequestHead, error_response
 from proxy.parent import ParentFailed, ParentTimeout
 from proxy.policy import Decision
@@ -59,6 +60,15 @@ def report_bug(transport: asyncio.Transport | None) -> None:
     traceback.print_exc(file=sys.stderr)
     if transport is not None:
         transport.abort()
+
+
+def _host_name(head: RequestHead) -> str:
+    """The name in a request's Host field, normalised; "" when it holds none."""
+    raw = (head.header(b"host") or b"").decode("latin-1")
+    try:
+        return normalise_name(raw.rsplit(":", 1)[0] if raw.count(":") == 1 else raw)
+    except ValueError:
+        return ""
 
 
 def deny_line(host: str, port: int, reason: str) -> str:
@@ -255,8 +265,14 @@ class HttpConnection(asyncio.Protocol):
         except ValueError:
             peer_ip = None
         if not health_allowed(peer_ip, head.header(b"authorization"), self._ctx.healthz_token):
-            raise SelfConnection("/healthz answers loopback clients, or a client sending "
+            # --- logged with the name in its Host field, so that the sandbox self-test's probe
+            # (Host: netfilter.selftest.NAME) is known as its own in the run's summary ---
+            exc = SelfConnection("/healthz answers loopback clients, or a client sending "
                                  "'Authorization: Bearer <--healthz-token>'")
+            self._ctx.log_record(self._record("GET", _host_name(head), 0, None, exc.reason,
+                                              exc.status, time.time()))
+            self._answer(exc.status, exc.reason, f"awf-proxy: {exc.reason}: {exc}")
+            return
         body = json.dumps(self._ctx.health()).encode() + b"\n"
         t.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

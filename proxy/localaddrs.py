@@ -1,4 +1,4 @@
-"""The addresses of this host, for the `self_connection` check (contract §6).
+"""The addresses of this host, for the `self_connection` check (docs/proxy.md §6).
 
 Read from procfs (no subprocess, no netlink import) once at start; `parse_*` are pure.
 """

@@ -1,5 +1,5 @@
-"""The allow/block policy (contract §2, §3, §6): a frozen value built once at start-up (and again
-on SIGHUP), whose ``decide()`` reads only its arguments.
+"""The allow/block policy (docs/proxy.md §2, §3, §6): a frozen value built once at start-up (and
+again on SIGHUP), whose ``decide()`` reads only its arguments.
 
 Matching:
 
@@ -15,8 +15,8 @@ Matching:
 * A pattern must end in at least two literal labels (``*.example.com``, ``api-*.example.com``):
   ``*.com``, ``foo*.com`` or ``www.example.*`` would each let anyone with a domain in.
 * Entries are normalised like requested names (``hostnames.normalise_name``), IDN entries too.
-* IP addresses and CIDRs in the allow list allow those literal addresses (exempt from §4); in the
-  block list they block them, both as literals and as resolved addresses.
+* IP addresses and CIDRs in the allow list allow those literal addresses (exempt from
+  docs/proxy.md §4); in the block list they block them, both as literals and as resolved addresses.
 * A port-scoped entry (``svc.example.com:8080``, ``svc.example.com:8000-8010``,
   ``[2001:db8::1]:8443``) allows its name (and subdomains, patterns as above) on those ports
   only, 80 and 443 included only if listed; the global ports (80, 443, ``--allow-ports``) do
@@ -24,8 +24,15 @@ Matching:
   name on another port is ``port_denied``. Scoped entries are kept apart from the others, so a
   policy without them pays nothing.
 
-Precedence (contract §6): bad_request, ip_literal, domain_blocked, domain_not_allowed,
+Precedence (docs/proxy.md §6): bad_request, ip_literal, domain_blocked, domain_not_allowed,
 scheme_denied, port_denied.
+
+Learn mode (``build(learn=True)``, ``awf-proxy --learn``): every name is allowed, over both
+schemes, on the global ports; the decision then carries ``would_deny``, the reason the allowlist
+would have given (``domain_not_allowed`` or ``scheme_denied``). The hard rules stay: bad
+requests, IP literals, the blocklist, ports (dangerous and unlisted ones, and a port-scoped
+entry's other ports), and names under ``.invalid`` (RFC 6761: never resolvable; the self-test
+asks for one and must still be denied). Addresses (§4) are checked after the decision as always.
 """
 
 from __future__ import annotations
@@ -194,7 +201,7 @@ def _port_text(ports: frozenset[int]) -> str:
 
 
 def parse_entry(raw: str, *, what: str = "--allow-domains") -> DomainEntry:
-    """Validate one entry of contract §2; ``ConfigError`` naming ``what``, the entry and the fix."""
+    """Validate one docs/proxy.md §2 entry; ``ConfigError`` naming ``what``, the entry, the fix."""
     for c in raw:
         if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0:
             raise ConfigError(f"{what}: {raw!r} contains control character U+{ord(c):04X}; "
@@ -312,6 +319,7 @@ class Decision:
     reason: Reason | None   # None when allowed
     host: str               # the normalised name, or the canonical text of the IP literal
     address: IPAddress | None = None   # set when host was an IP literal (allowed or not)
+    would_deny: Reason | None = None   # learn mode: allowed, but the allowlist would deny it
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,12 +369,14 @@ class Policy:
     block_pattern: re.Pattern[str] | None
     block_addresses: AddressSet
     scoped: tuple[_Scoped, ...] = ()   # port-scoped allow entries, apart from the others
+    learn: bool = False   # learn mode: names the allowlist would deny are allowed, marked
     _cache: dict[tuple[str, int, int], Decision] = field(
         default_factory=dict, init=False, repr=False)
 
     @classmethod
     def build(cls, *, allow_domains: Iterable[str], block_domains: Iterable[str] = (),
-              allow_ports: Iterable[int] = (), allow_ranges: Iterable[str] = ()) -> Policy:
+              allow_ports: Iterable[int] = (), allow_ranges: Iterable[str] = (),
+              learn: bool = False) -> Policy:
         """Validate everything and precompile; ``ConfigError`` names the bad entry and the fix."""
         for given in (allow_domains, block_domains, allow_ranges):
             if isinstance(given, str):
@@ -409,6 +419,7 @@ class Policy:
             block_pattern=_compile(block_patterns) if block_patterns else None,
             block_addresses=AddressSet.of(e.network for e in blocks if e.network is not None),
             scoped=_scoped(e for e in allows if e.ports is not None),
+            learn=learn,
         )
 
     def decide(self, host: str, port: int, scheme: Scheme) -> Decision:
@@ -427,7 +438,7 @@ class Policy:
         return decision
 
     def address_allowed(self, ip: IPAddress) -> bool:
-        """Contract §4: may an allowed name lead to ``ip``? Blocked addresses never may."""
+        """docs/proxy.md §4: may an allowed name lead to ``ip``? Blocked addresses never may."""
         if ip in self.block_addresses:
             return False
         return not is_denied_address(ip) or ip in self.allow_ranges
@@ -443,6 +454,8 @@ class Policy:
             return False
         if self._blocked(name):
             return False
+        if self.learn and _learnable(name):
+            return True
         return self._name_mask(name, _BOTH) != 0 or any(sc.covers(name) for sc in self.scoped)
 
     def scoped_ports(self) -> frozenset[int]:
@@ -462,6 +475,7 @@ class Policy:
             return Decision(False, Reason.BAD_REQUEST, host)
         if not 1 <= port <= 65535:
             return Decision(False, Reason.BAD_REQUEST, name, ip)
+        would: Reason | None = None
         if ip is not None:
             mask = 0
             for m, addresses in self.allow_addresses:
@@ -478,13 +492,19 @@ class Policy:
             mask = self._name_mask(name, bit)
             scoped = [sc for sc in self.scoped if sc.covers(name)] if self.scoped else []
             if not mask and not scoped:
-                return Decision(False, Reason.DOMAIN_NOT_ALLOWED, name)
+                if not (self.learn and _learnable(name)):
+                    return Decision(False, Reason.DOMAIN_NOT_ALLOWED, name)
+                would = Reason.DOMAIN_NOT_ALLOWED
+                mask = _BOTH
         if not (mask | _sum_masks(scoped)) & bit:
-            return Decision(False, Reason.SCHEME_DENIED, name, ip)
+            if not (self.learn and ip is None):
+                return Decision(False, Reason.SCHEME_DENIED, name, ip)
+            would = would or Reason.SCHEME_DENIED
+            mask |= bit
         if not (mask & bit and port in self.ports) and not any(
                 sc.mask & bit and port in sc.ports for sc in scoped):
             return Decision(False, Reason.PORT_DENIED, name, ip)
-        return Decision(True, None, name, ip)
+        return Decision(True, None, name, ip, would_deny=would)
 
     def _blocked(self, name: str) -> bool:
         if self.block_names and _covered(name, self.block_names):
@@ -505,6 +525,11 @@ class Policy:
             if m & ~mask and pattern.fullmatch(name):
                 mask |= m
         return mask
+
+
+def _learnable(name: str) -> bool:
+    """Learn mode may allow this name: two labels or more, not under ``.invalid``."""
+    return "." in name and name != "invalid" and not name.endswith(".invalid")
 
 
 def _sum_masks(scoped: Iterable[_Scoped]) -> int:

@@ -31,7 +31,7 @@ class Reason(StrEnum):
     RESPONSE_TIMEOUT = "response_timeout"
     BAD_RESPONSE = "bad_response"
     NO_SNI = "no_sni"
-    # SSL bump and --allow-urls (ARCHITECTURE §8)
+    # SSL bump and --allow-urls (docs/proxy.md §11)
     URL_NOT_ALLOWED = "url_not_allowed"
     MISDIRECTED = "misdirected"
     UPSTREAM_TLS_FAILED = "upstream_tls_failed"

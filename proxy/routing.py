@@ -12,7 +12,7 @@
 
 A denial is a `Decision` inside the route, not an exception; a malformed request raises a
 `RequestError` (`BadRequest`, `HostMismatch`). A bad name is reported before a Host mismatch
-(contract §6 order). A FORWARD route may ride a kept-alive origin connection only if that
+(docs/proxy.md §6 order). A FORWARD route may ride a kept-alive origin connection only if that
 connection was dialled for the same `key` (normalised host, port): `reuses()`.
 """
 

@@ -3,7 +3,7 @@
 `ProxyServer` implements `context.ConnectionContext`, all that connections may use of it. It owns
 the one swappable reference to the frozen `Policy` (SIGHUP builds a new one and swaps it), the
 resolver, the origin pool and the access log. Destinations are checked here: a name is resolved
-once, every answer is classified (contract §4), and only checked addresses are handed to the
+once, every answer is classified (docs/proxy.md §4), and only checked addresses are handed to the
 dialler.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from proxy import __version__
-from proxy.access_log import AccessLog, Entry
+from proxy.access_log import AccessLog, Entry, learn_scheme_is_tls, would_deny_record
 from proxy.addr import IPAddress, embedded_ipv4
 from proxy.config import (
     ProxyConfig,
@@ -43,7 +43,7 @@ from proxy.errors import (
 from proxy.http_connection import HttpConnection
 from proxy.localaddrs import local_addresses
 from proxy.parent import ParentFailed, ParentTimeout, handshake, handshake_factory
-from proxy.policy import Decision, Policy
+from proxy.policy import Decision, Policy, Scheme
 from proxy.resolver import Resolver
 from proxy.tunnel import TunnelSide
 from proxy.upstream import Pool, Upstream
@@ -151,7 +151,8 @@ class ProxyServer:
 
     async def resolve_parent(self) -> None:
         """Resolve --upstream-proxy's host once, at start; ConfigError if it has no address.
-        The parent is the operator's configuration: no allowlist or §4 check applies to it."""
+        The parent is the operator's configuration: no allowlist or docs/proxy.md §4 check applies
+        to it."""
         parent = self.cfg.upstream_proxy
         if parent is None:
             return
@@ -219,6 +220,8 @@ class ProxyServer:
         self.connections.add(new)
 
     def log_record(self, rec: Mapping[str, object] | Entry) -> None:
+        if self.policy.learn:  # --- learn mode: mark what the allowlist would have denied ---
+            rec = self._learned(rec)
         self.log.record(rec)
         if self._debug:
             if isinstance(rec, Entry):
@@ -228,6 +231,17 @@ class ProxyServer:
                 f"{rec.get('port')} {rec.get('status')} {rec.get('reason') or ''}",
                 file=sys.stderr,
             )
+
+    def _learned(self, rec: Mapping[str, object] | Entry) -> Mapping[str, object] | Entry:
+        """An allowed request's record as learn mode logs it: `would_deny` when the policy let
+        it through only because of learn mode (the decision, cached, is asked again)."""
+        get = rec.get if not isinstance(rec, Entry) else rec.as_mapping().get
+        host, port = get("host"), get("port")
+        if get("decision") != "allow" or not isinstance(host, str) or not isinstance(port, int):
+            return rec
+        scheme = Scheme.HTTPS if learn_scheme_is_tls(rec) else Scheme.HTTP
+        would = self.policy.decide(host, port, scheme).would_deny
+        return rec if would is None else would_deny_record(rec, would)
 
     # -- destinations --------------------------------------------------------------------------
 
@@ -247,8 +261,8 @@ class ProxyServer:
         return False
 
     async def destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...]:
-        """The checked addresses to dial for an allowed decision (contract §4, §6 order)."""
-        if decision.address is not None:  # an IP literal allowed by an entry: exempt from §4
+        """The checked addresses to dial for an allowed decision (docs/proxy.md §4, §6 order)."""
+        if decision.address is not None:  # an allowed IP literal: exempt from docs/proxy.md §4
             if self.is_self(decision.address, port):
                 raise SelfConnection(f"{decision.host}:{port} is this proxy")
             return (decision.address,)

@@ -5,7 +5,7 @@ A TLS record starts with 0x16, which no HTTP method can (methods are tokens), so
 byte decides: TLS goes to `proxy.sni.parse_client_hello`, anything else must be an HTTP/1.x
 request head for `proxy.http1.HeadParser` (which also tolerates up to 4 leading CRLFs and
 rejects a non-token first line as soon as it arrives). Only the first `max_bytes` count: a
-client that has not identified itself by then is refused (ARCHITECTURE §3.1: 16 KiB peek).
+client that has not identified itself by then is refused (docs/proxy.md §5.2: 16 KiB peek).
 
 `sniff(data)` is pure: call it with all bytes received so far. `Sniffer` is the same logic
 fed chunk by chunk in O(n) overall, for the edge (see its docstring for why).

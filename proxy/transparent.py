@@ -3,7 +3,7 @@
 The original destination comes from SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST. Its port is checked
 like any other port and its address is logged, but never dialled: the proxy resolves the SNI or
 Host name itself and dials only an address it checked, which defeats `--connect-to` and
-IP+SNI tricks (ARCHITECTURE §2.1). The first bytes are peeked (at most 16 KiB; a TLS hello
+IP+SNI tricks (docs/architecture.md §3.1). The first bytes are peeked (at most 16 KiB; a TLS hello
 within 10 s, an HTTP head within --head-timeout, else 408 head_timeout), then
 forwarded upstream byte for byte (`tunnel.open_tunnel`). Plain HTTP is handed to a
 transparent-mode `HttpConnection` so that every request on the connection is checked, not just

@@ -1,4 +1,4 @@
-"""``--allow-urls`` (ARCHITECTURE §8): URL patterns checked on each request that the proxy can
+"""``--allow-urls`` (docs/proxy.md §11): URL patterns checked on each request that the proxy can
 read (inside SSL bump, and plain HTTP), as a frozen value built once and a pure ``decide_url``.
 
 Pattern grammar (``ConfigError`` naming the pattern and the fault otherwise)::
@@ -6,7 +6,7 @@ Pattern grammar (``ConfigError`` naming the pattern and the fault otherwise)::
     pattern = [ methods SP ] scheme "://" host [ ":" port ] path [ "?" query ]
     methods = method *( "|" method )     ; letters, digits, "-", "_"; upper-cased
     scheme  = "https" / "http"           ; any case
-    host    = a contract §2 entry: a name (covering its subdomains), a "*" pattern, an IPv4
+    host    = a docs/proxy.md §2 entry: a name (covering its subdomains), a "*" pattern, an IPv4
               literal or a bracketed IPv6 literal; no userinfo, no CIDR
     port    = 1-65535, not a dangerous port, and allowed (80, 443 or --allow-ports)
     path    = "/" ...                    ; required; "*" matches any run, "/" included
@@ -17,8 +17,8 @@ Matching a request (``decide_url``), in this order:
 1. the host, port and scheme go through ``Policy.decide`` of a policy whose allowlist is
    ``--allow-domains`` plus each pattern's host (under the pattern's scheme): so the blocklist
    beats patterns (``domain_blocked``), and each pattern allows its own host;
-2. a host covered by no pattern's host (contract §2 matching, on the *parsed* host, never a regex
-   over the URL) is decided by step 1 alone;
+2. a host covered by no pattern's host (docs/proxy.md §2 matching, on the *parsed* host, never a
+   regex over the URL) is decided by step 1 alone;
 3. a host covered by any pattern's host is *restricted*: its request target is normalised
    (``normalise_target``; a target it refuses is ``bad_request``) and must match a pattern whose
    host covers it, with the same scheme, the same port if the pattern names one, a listed method
@@ -177,7 +177,7 @@ class UrlRule:
     text: str                          # as written
     methods: frozenset[str] | None     # None: any method
     scheme: Scheme
-    host: str                          # contract §2 entry body: name, pattern or IP network
+    host: str                          # docs/proxy.md §2 entry body: name, pattern or IP network
     port: int | None                   # None: any allowed port
     path: re.Pattern[str]
     query: re.Pattern[str] | None      # None: the query is ignored
@@ -365,7 +365,7 @@ def decide_url(rules: UrlRules, method: str, scheme: Scheme | str, host: str, po
 def decide_bumped(rules: UrlRules, tunnel_host: str, tunnel_port: int, method: str,
                   host_header: bytes | None, target: bytes) -> UrlDecision:
     """One request inside a bumped tunnel opened for ``tunnel_host:tunnel_port`` (the CONNECT
-    authority, or the SNI name and original port), in ARCHITECTURE §8's order:
+    authority, or the SNI name and original port), in docs/proxy.md §11's order:
 
     1. the ``Host`` header (and the authority of an absolute-form target) must name the tunnel's
        host and port (443 may be left out), compared normalised; otherwise ``misdirected``

@@ -5,7 +5,7 @@
      └─ .20/::20 awf-<run>-net    keeper: inet awf, routes via .10, self-test, then no caps
                  └─ awf-<run>-agent  network_mode=container:awf-<run>-net, cap_drop ALL
 
-Order (ARCHITECTURE §4): images, subnet, both networks in parallel, proxy and keeper created
+Order (docs/architecture.md §6): images, subnet, both networks in parallel, proxy and keeper created
 and started in parallel, readiness from their log lines (`awf-proxy listening on`,
 `awf-netns ready <sha>`, both hashes compared with our own model), and only then is the agent
 created, attached and started. A start that fails names the container and quotes its last log
@@ -80,7 +80,7 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     if cfg.tty and not terminal:
         raise ConfigError("-t: stdin is not a terminal; drop -t to pipe input to the command")
     volumes = runspecs.checked_volumes(cfg.volumes, environ)
-    env_file = runspecs.read_env_file(cfg.env_file)
+    env_file = tuple(agentenv.read_env_file(cfg.env_file))
     want_v4 = want_v6 = None
     if cfg.subnet is not None:
         want_v4 = topology.parse_subnet("--subnet", cfg.subnet, topology.DEFAULT_V4, 24)

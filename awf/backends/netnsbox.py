@@ -27,7 +27,6 @@ import containers
 from awf.config import RunConfig
 from awf.run import say
 from containers import agentenv, hostview, sandbox
-from proxy.errors import ConfigError
 
 _PACKAGE_ROOT = str(Path(containers.__file__).resolve().parent.parent)
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); "
@@ -70,13 +69,7 @@ def spec(cfg: RunConfig, *, proxy_url: str | None, no_proxy: str, logs: Path,
     if ws is not None:
         st = os.stat(ws)
         owner = (st.st_uid, st.st_gid)
-    env_file: list[tuple[str, str]] = []
-    if cfg.env_file is not None:
-        try:
-            text = cfg.env_file.read_text()
-        except OSError as exc:
-            raise ConfigError(f"--env-file {str(cfg.env_file)!r}: {exc.strerror}") from exc
-        env_file = agentenv.parse_env_file(text, str(cfg.env_file))
+    env_file = agentenv.read_env_file(cfg.env_file)
     return sandbox.plan(
         command=cfg.command, environ=environ, home=home(environ), workspace=ws,
         workspace_owner=owner, proxy_url=proxy_url, no_proxy=no_proxy, env_all=cfg.env_all,

@@ -118,6 +118,8 @@ def pretty(rec: Mapping[str, Any], *, colour: bool = False) -> str:
         word = "ALLOW" if rec.get("decision") == "allow" else "DENY"
         if word == "ALLOW" and rec.get("reason") is not None:
             word = "FAIL"
+        if rec.get("decision") == "would_deny":  # learn mode: answered all the same
+            word = "WOULD-DENY"
         parts = ["DNS", str(rec.get("qtype") or "?"), str(rec.get("qname") or "?"),
                  str(rec.get("rcode") or "?")]
     else:

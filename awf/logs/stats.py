@@ -9,7 +9,8 @@ A proxy record (`access.jsonl`, docs/proxy.md §7) has one of four outcomes:
 * **would_deny**: `decision: would_deny`, written by a learn mode: the allowlist would have denied
   it (it is counted apart: it did not stop the run).
 
-Beside them: the DNS forwarder's answers (`dns.jsonl`: `deny` is a refused name) and the
+Beside them: the DNS forwarder's answers (`dns.jsonl`: `deny` is a refused name; `would_deny`,
+from a learn mode, an answered name the allowlist would have refused) and the
 network layer's drops (`l3-drops.json`). The self-test's probes are left out of every count:
 records marked `"selftest": true`, records for `netfilter.selftest.NAME` (and for the Docker
 keeper's readiness query, `KEEPER_WAIT_NAME`), and the drops of the self-test's own probes
@@ -151,6 +152,7 @@ class Counts:
     hosts: dict[str, HostCount] = field(default_factory=dict)
     # (host, port, reason) -> n, for every denied or failed request
     targets: dict[tuple[str, int, str], int] = field(default_factory=dict)
+    would_targets: set[tuple[str, int, str]] = field(default_factory=set)  # learn mode's
     denied_names: dict[str, str] = field(default_factory=dict)  # name -> reason (proxy)
     would_deny_names: set[str] = field(default_factory=set)
     allowed_names: set[str] = field(default_factory=set)  # names the policy let through
@@ -167,6 +169,8 @@ class Counts:
     dns_failed: int = 0  # allowed names that did not resolve (dns_failure)
     dns_refused_names: dict[str, str] = field(default_factory=dict)  # name -> reason
     dns_allowed_names: set[str] = field(default_factory=set)
+    dns_would_deny: int = 0  # learn mode: answered, but the allowlist would have refused
+    dns_would_deny_names: set[str] = field(default_factory=set)
     drops: list[Drop] = field(default_factory=list)
     selftest: int = 0  # records and drops left out as the self-test's
     malformed: int = 0  # lines the reader skipped (set by the reader, not by count())
@@ -194,6 +198,7 @@ class Counts:
                                for (h, p, r), n in sorted(self.targets.items())],
             "dns": {"queries": self.dns_queries, "allowed": self.dns_allowed,
                     "refused": self.dns_refused, "failed": self.dns_failed,
+                    "would_deny": self.dns_would_deny,
                     "refused_names": dict(sorted(self.dns_refused_names.items()))},
             "network_drops": {"packets": self.dropped,
                               "destinations": [{"dst": d.dst, "proto": d.proto, "port": d.port,
@@ -359,7 +364,11 @@ class Tally:
         name = rec.get("qname")
         name = name if isinstance(name, str) else ""
         reason = rec.get("reason")
-        if rec.get("decision") == "allow":
+        if rec.get("decision") == "would_deny":  # learn mode: answered, counted apart
+            c.dns_would_deny += 1
+            if name and len(c.dns_would_deny_names) < MAX_NAMES:
+                c.dns_would_deny_names.add(name)
+        elif rec.get("decision") == "allow":
             c.dns_allowed += 1
             if reason == "dns_failure":
                 c.dns_failed += 1
@@ -395,6 +404,7 @@ class Tally:
             d.dns_queries, d.dns_allowed, d.dns_refused, d.dns_failed)
         c.dns_refused_names = dict(d.dns_refused_names)
         c.dns_allowed_names = set(d.dns_allowed_names)
+        c.dns_would_deny, c.dns_would_deny_names = d.dns_would_deny, set(d.dns_would_deny_names)
         c.drops = sorted((Drop(dst, proto, port, n) for (dst, proto, port), n in self._drops.items()
                           if n > 0), key=lambda x: (-x.count, x.dst, x.proto, x.port or 0))
         for (host, port, decision, reason, address, kind), (n, up, down) in self._keys.items():
@@ -437,6 +447,7 @@ class Tally:
                 h.would_deny += n
                 _bump(c.denials, why, n)
                 c.would_deny_names.add(host)
+                c.would_targets.add((host, port, why))
             if out is not Outcome.FAILED:
                 _bump(h.reasons, why, n)
             target = (host, port, why)

@@ -109,6 +109,7 @@ def denied_names(counts: Counts) -> list[str]:
     """The names whose denial an allowlist entry would lift."""
     names = {n for n, r in counts.denied_names.items() if r in ADD_REASONS}
     names |= counts.would_deny_names
+    names |= counts.dns_would_deny_names
     names |= {n for n, r in counts.dns_refused_names.items() if r in ADD_REASONS}
     return sorted(n for n in names if n and not is_ip(n) and "." in n)
 

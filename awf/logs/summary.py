@@ -1,4 +1,4 @@
-"""The run summary in Markdown (ARCHITECTURE §9), for a GitHub step summary. Pure.
+"""The run summary in Markdown (docs/architecture.md §8), for a GitHub step summary. Pure.
 
     <details open>
     <summary>awf firewall: 14 requests · 11 allowed · 3 denied · 4 hosts · 1 network-layer
@@ -106,6 +106,8 @@ def stderr_lines(c: Counts, hint: Suggestion | None = None, *, limit: int = 20) 
     targets = sorted(c.targets.items(), key=lambda kv: (-kv[1], kv[0]))
     for (host, port, reason), n in targets[:limit]:
         what = "failed" if reason in c.failures and reason not in c.denials else "denied"
+        if (host, port, reason) in c.would_targets:
+            what = "would deny"  # learn mode let it through
         lines.append(f"  {what} {host_port(host, port)} ({reason})"
                      + (f" {TIMES}{n}" if n > 1 else ""))
     if len(targets) > limit:

@@ -2,7 +2,7 @@
 
 Runs on the image's own Python (stdlib; libseccomp through ctypes), as root holding only SYS_ADMIN,
 SYS_CHROOT, SETUID, SETGID, SETPCAP and KILL, under awf's stage-1 seccomp profile and
-no-new-privileges (ARCHITECTURE §5.2):
+no-new-privileges (docs/architecture.md §9.5):
 
 1. Read /run/awf/agent.json and the secrets file, then unmount the secrets.
 2. Lay out the root: the merged-/usr symlinks, the container's /dev, a read-only /sys, a fresh
@@ -14,6 +14,8 @@ no-new-privileges (ARCHITECTURE §5.2):
    umount, chroot, unshare, setns, pivot_root) and execs the command, secrets in its
    environment only.
 4. PID 1 keeps CAP_KILL alone, forwards signals, reaps, and exits with the command's status.
+   It also waits on awf's lease (/run/awf-lease): when awf is gone, even SIGKILLed, PID 1
+   exits and the kernel ends every process of the container with it.
 
 Any failure before exec is exit 125 with one line `awf-agent: ...` on stderr: the command never
 runs half-protected.
@@ -23,15 +25,18 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 SPEC = "/run/awf/agent.json"
+LEASE = "/run/awf-lease"  # awf holds an exclusive flock on it for as long as it lives
 SECRETS = "/run/awf/secrets.json"
 CHROOT_LIBRARY = "/run/awf/one_shot_token.so"  # the one-shot library's copy inside the chroot
 SETUP_FAILED = 125
@@ -338,6 +343,27 @@ def supervise(child: int) -> int:
             return 128 - status if status < 0 else status
 
 
+def open_lease(path: str = LEASE) -> int | None:
+    """The lease, opened while PID 1 may still read it (before its capabilities go)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+
+
+def watch_lease(fd: int) -> None:
+    """When awf is gone its flock is released and a shared one is granted: PID 1 exits, and the
+    kernel kills every other process of the container's PID namespace with it."""
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        print("awf-agent: awf is gone (its lease was released); stopping the command",
+              file=sys.stderr, flush=True)
+        os._exit(137)
+
+    threading.Thread(target=wait, name="awf-lease", daemon=True).start()
+
+
 def _forward(child: int, sig: int) -> None:
     try:
         os.kill(child, sig)
@@ -346,6 +372,7 @@ def _forward(child: int, sig: int) -> None:
 
 
 def main() -> int:
+    lease = open_lease()
     try:
         spec, secrets = read_inputs()
         seccomp = load_seccomp()
@@ -371,6 +398,8 @@ def main() -> int:
         print(f"awf-agent: {exc}; stopping the command", file=sys.stderr, flush=True)
         os.kill(child, signal.SIGKILL)
         return SETUP_FAILED
+    if lease is not None:
+        watch_lease(lease)
     return supervise(child)
 
 

@@ -1,4 +1,4 @@
-"""awf-api-proxy: the sidecar that holds the LLM keys so the agent never does (ARCHITECTURE §7).
+"""awf-api-proxy: the sidecar that holds the LLM keys so the agent never does (docs/api-proxy.md).
 
     providers   the provider table and the header/query rules (pure)
     usage       token counts read from response bodies as they stream (pure)

@@ -1,4 +1,4 @@
-"""The provider table and the rules for what crosses the sidecar (ARCHITECTURE §7). Pure.
+"""The provider table and the rules for what crosses the sidecar (docs/api-proxy.md §3). Pure.
 
 A request from the agent keeps its method, path, body and ordinary headers. Everything that
 could carry a credential or steer routing is removed: the client's own auth (`Authorization`,

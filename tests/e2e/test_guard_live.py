@@ -1,4 +1,6 @@
-"""The Docker guard against the real engine, driven by the real docker CLI (ARCHITECTURE §5.5).
+"""The Docker guard against the real engine, driven by the real docker CLI.
+
+See docs/architecture.md §10.
 
 The guard runs as `python -m containers.guard` on a socket in a tmp dir, in front of
 /var/run/docker.sock; a keeper container made directly (network none) plays awf-<run>-net.

@@ -1,4 +1,4 @@
-"""The agent container's hardening, end to end (issue 6, ARCHITECTURE §5): real `awf run`s.
+"""The agent container's hardening, end to end (issue 6, docs/architecture.md §9): real `awf run`s.
 
 Chroot host mode, hidden credential files at both views, secrets kept out of the container's
 environment and served once by the one-shot library, no capabilities, seccomp stages 1 and 2,

@@ -1,4 +1,4 @@
-"""Seccomp stage 1 under a real Docker engine, on the awf-agent image (ARCHITECTURE §5.3).
+"""Seccomp stage 1 under a real Docker engine, on the awf-agent image (docs/architecture.md §9.6).
 
 Each check is one `docker run --rm` of the agent image with the entrypoint replaced, the
 profile passed as `--security-opt seccomp=<file>`, every capability dropped (or only the one a

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from awf.logs.stats import count
+from netfilter.selftest import NAME as SELFTEST_NAME
 from tests.support.client import Response, read_response, roundtrip
 from tests.support.proxyproc import running_proxy
 
@@ -57,6 +59,25 @@ async def test_healthz_is_for_loopback_or_the_token(tmp_path: Path) -> None:
     assert holder.status == 200
     assert json.loads(holder.body)["status"] == "ok"
     assert local.status == 200
+
+
+async def test_a_refused_healthz_is_logged_under_its_host_name(tmp_path: Path) -> None:
+    """The sandbox self-test's probe names netfilter.selftest.NAME in Host: the refusal is
+    logged under it, so the run's summary leaves it out."""
+    ip = global_ipv4()
+    async with running_proxy("--allow-domains", "origin.test", "--listen", f"{ip}:0",
+                             "--log-dir", str(tmp_path)) as p:
+        async with asyncio.timeout(5):
+            reader, writer = await asyncio.open_connection(ip, p.port, local_addr=(ip, 0))
+            writer.write(f"GET /healthz HTTP/1.1\r\nHost: {SELFTEST_NAME}:3128\r\n\r\n"
+                         .encode())
+            resp = await read_response(reader)
+            writer.close()
+    assert (resp.status, resp.reason) == (403, "self_connection")
+    [rec] = [json.loads(line) for line in (tmp_path / "access.jsonl").read_text().splitlines()]
+    assert (rec["method"], rec["host"], rec["decision"], rec["reason"]) == (
+        "GET", SELFTEST_NAME, "deny", "self_connection")
+    assert count([rec]).requests == 0  # awf.logs leaves the self-test's records out
 
 
 async def test_without_a_token_only_loopback_reads_healthz() -> None:

@@ -1,5 +1,5 @@
 """awf-api-proxy as a real process between an aiohttp client and TLS origins playing the
-providers (ARCHITECTURE §7): auth swapped, streams incremental, errors passed, nothing logged
+providers (docs/api-proxy.md §3): auth swapped, streams incremental, errors passed, nothing logged
 that should not be, and egress through a real awf-proxy."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""awf-proxy's explicit listener against real origins on loopback: every row of contract §6."""
+"""awf-proxy's explicit listener against real origins on loopback: every row of docs/proxy.md §6."""
 
 from __future__ import annotations
 
@@ -81,6 +81,9 @@ async def test_absolute_get_allowed_and_logged(proxy: ProxyProc, origin: Origin,
     assert rec["url"] == url
     assert rec["status"] == 200
     assert rec["bytes_down"] == 100
+    # the request head as forwarded counts upstream: a GET has no body, yet bytes went up
+    assert isinstance(rec["bytes_up"], int)
+    assert rec["bytes_up"] > len(b"GET /small HTTP/1.1\r\n")
     assert str(rec["ts"]).endswith("Z")
     assert str(rec["client"]).startswith("127.0.0.1:")
     for key in ("bytes_up", "duration_ms"):
@@ -221,7 +224,7 @@ async def test_healthz(proxy: ProxyProc) -> None:
     assert "uptime_s" in body
 
 
-# -- denials, in the order of contract §6 -----------------------------------------------------
+# -- denials, in the order of docs/proxy.md §6 ------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -334,7 +334,7 @@ def test_dns_to_proxy_is_redirected_to_forwarder(t: Topology) -> None:
 @pytest.mark.parametrize(("dst", "port"), [("198.51.100.53", 53), ("2001:db8::53", 53),
                                            ("198.51.100.53", 9999), ("127.0.0.11", 9999)])
 def test_udp_elsewhere_fails_in_agent_netns(t: Topology, dst: str, port: int) -> None:
-    # ARCHITECTURE §2.5 check 4: DNS goes to the proxy only
+    # docs/architecture.md §6 check 5: DNS goes to the proxy only
     result = probe(t, "udp", dst, port)
     if dst.startswith("127."):  # loopback is the agent's own: nothing listens there
         assert result["ok"] is False, result

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import wan as wanmod
+from tests.support.fulldisk import disk_that_fills
 from tests.support.needs import need_root
 
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
@@ -446,19 +447,14 @@ def test_cleanup_never_removes_a_live_run_without_force(tmp_path: Path) -> None:
 
 
 def test_records_dropped_on_a_full_log_disk_are_in_the_summary(tmp_path: Path) -> None:
-    """The logs directory on a 64 KiB tmpfs: the proxy drops the decision records it cannot
-    write, and the run's summary says how many (its counts, read from the file, miss them)."""
+    """The logs directory's disk fills once the proxy started: the proxy drops the decision
+    records it cannot write, and the run's summary says how many (its counts, read from the
+    file, miss them)."""
     need_root()
-    logs = tmp_path / "tiny"
-    logs.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "awf-test-tmpfs", str(logs)],
-                   check=True, timeout=10)
-    try:
+    with disk_that_fills(tmp_path / "tiny") as logs:
         done = awf(*POLICY, "--proxy-logs-dir", str(logs), "--", "curl", "-s", "-Z",
                    "--parallel-max", "20", "-o", "/dev/null", "http://other.test/[1-1500]",
                    timeout=120)
-    finally:
-        subprocess.run(["umount", str(logs)], check=True, timeout=10)
     assert done.returncode in (0, 22), done.stderr[-2000:]  # curl: 403s are not errors without -f
     dropped = [ln for ln in done.stderr.splitlines() if "dropped by the proxy" in ln]
     assert len(dropped) == 1, done.stderr[-2000:]

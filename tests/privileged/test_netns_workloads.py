@@ -6,6 +6,7 @@ an allowed name sent to a foreign address), run against tests/support/forge.py's
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -56,10 +57,14 @@ def sandbox(wan: wanmod.Wan) -> Sandbox:
         """`awf run` as users call it; the netns backend passes the caller's environment on, so
         the test gives it a clean one (this machine's own CA and pip variables would win)."""
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-        env = {**base, **wl.client_env(str(ws), str(wan.ca_pem)), **(extra_env or {})}
+        ca = ws / ".wan-ca.pem"  # the sandbox sees the workspace, never the host's /tmp
+        shutil.copyfile(wan.ca_pem, ca)
+        # the sandbox passes the caller's variables only when asked, as on Docker: -e each
+        wanted = {**wl.client_env(str(ws), str(ca)), **(extra_env or {})}
+        flags = [a for k, v in wanted.items() for a in ("-e", f"{k}={v}")]
         return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
-                               *policy, "--", *argv(script)], capture_output=True, text=True,
-                              timeout=180, check=False, env=env, cwd=ws)
+                               *policy, *flags, "--", *argv(script)], capture_output=True,
+                              text=True, timeout=180, check=False, env=base, cwd=ws)
     return run
 
 

@@ -4,7 +4,7 @@ Two set-ups, both removed afterwards (names start with `awf-test-`):
 
 * one namespace whose `output` nat hook redirects loopback port 9999 to local listeners, so
   client and listener share the namespace (v4, v6, dual-stack listener, uvloop transport);
-* the production shape (ARCHITECTURE §2.1): a client namespace routes everything over a veth
+* the production shape (docs/architecture.md §3.1): a client namespace routes everything over a veth
   pair to a proxy namespace whose `prerouting` hook redirects 192.0.2.1:443 and
   [2001:db8::1]:443 to the listener.
 

@@ -1,4 +1,4 @@
-"""IP literal spellings (contract §3), embedded IPv4 and denied ranges (contract §4)."""
+"""IP literal spellings (docs/proxy.md §3), embedded IPv4 and denied ranges (docs/proxy.md §4)."""
 
 from __future__ import annotations
 

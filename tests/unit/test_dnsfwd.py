@@ -311,7 +311,8 @@ def test_allow_range_lets_a_private_answer_through():
 
 
 def test_other_family_left_gives_empty_noerror():
-    # Only the AAAA survives §4: the A question must not say NXDOMAIN, which would hide the AAAA.
+    # Only the AAAA survives docs/proxy.md §4: the A question must not say NXDOMAIN, which would
+    # hide the AAAA.
     lookup = Lookup("allowed.test", Outcome.OK, ips("10.0.0.5", "2001:db8::5"), 30)
     reply = respond(query("allowed.test", "A"), lookup)
     assert reply.message.rcode() == dns.rcode.NOERROR

@@ -1,5 +1,5 @@
 """The Docker guard's policy core: what passes, what is refused and why, and how a create is
-rewritten (ARCHITECTURE §5.5)."""
+rewritten (docs/architecture.md §10)."""
 
 from __future__ import annotations
 

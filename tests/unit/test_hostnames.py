@@ -1,4 +1,4 @@
-"""Hostname normalisation (contract §2): golden spellings, invalid names, patterns."""
+"""Hostname normalisation (docs/proxy.md §2): golden spellings, invalid names, patterns."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Policy golden tables (contract §2, §3, §6), ported from upstream's policy vectors
-(docs/UPSTREAM-TESTS.md §2) and adjusted where our contract differs: we normalise case and one
-trailing dot, reject one-label names and paths in entries, and let `*` match `_`. Port-scoped
-entries (`svc.example.com:8080`, amended contract §2) have their own table."""
+"""Policy golden tables (docs/proxy.md §2, §3, §6), ported from upstream's policy vectors
+(../shared/docs/UPSTREAM-TESTS.md §2, the external catalogue of upstream's tests, outside this
+repository) and adjusted where our contract differs: we normalise case and one trailing dot,
+reject one-label names and paths in entries, and let `*` match `_`. Port-scoped entries
+(`svc.example.com:8080`, docs/proxy.md §2) have their own table."""
 
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ NAMES: list[tuple[str, int, Scheme, Reason | None]] = [
 ]
 
 PRECEDENCE: list[tuple[str, int, Scheme, Reason | None]] = [
-    # contract §6: bad_request, ip_literal, domain_blocked, domain_not_allowed, scheme_denied,
+    # docs/proxy.md §6: bad_request, ip_literal, domain_blocked, domain_not_allowed, scheme_denied,
     # port_denied
     ("gist.github.com", 22, HTTPS, Reason.DOMAIN_BLOCKED),       # blocked before port
     ("example.com", 22, HTTPS, Reason.DOMAIN_NOT_ALLOWED),       # not allowed before port
@@ -606,7 +607,7 @@ def test_domain_list_leaves_odd_characters_for_validation() -> None:
         parse_entry(entry)
 
 
-# -- port-scoped entries (amended contract §2) ------------------------------------------------
+# -- port-scoped entries (docs/proxy.md §2) --------------------------------------------------------
 
 SCOPED = Policy.build(
     allow_domains=["svc.example.com:8080", "range.example.com:8000-8010",

@@ -1,5 +1,5 @@
 """netfilter.ruleset: golden scripts, determinism, v4/v6 parity, every port rendered, the
-contract §4 egress ranges, specs, and the pure readers of netfilter.apply."""
+docs/proxy.md §4 egress ranges, specs, and the pure readers of netfilter.apply."""
 
 from __future__ import annotations
 
@@ -258,7 +258,7 @@ def test_routed_tcp_leaves_only_via_the_proxys_next_hop() -> None:
         "meta nfproto ipv4 rt ip nexthop 10.213.0.1 meta l4proto tcp th dport { 80, 443 } accept"]
 
 
-# --- contract §4 for the proxy's own egress --------------------------------------------------
+# --- docs/proxy.md §4 for the proxy's own egress ----------------------------------------------
 
 
 def _covered(ip: ipaddress.IPv4Address | ipaddress.IPv6Address,

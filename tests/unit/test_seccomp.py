@@ -1,4 +1,4 @@
-"""Stage 1 of the agent's seccomp filter, as a table (ARCHITECTURE §5.3)."""
+"""Stage 1 of the agent's seccomp filter, as a table (docs/architecture.md §9.6)."""
 
 from __future__ import annotations
 

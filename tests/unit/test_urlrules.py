@@ -1,4 +1,4 @@
-"""--allow-urls golden tables (proxy/urlrules.py, ARCHITECTURE §8): pattern syntax, target
+"""--allow-urls golden tables (proxy/urlrules.py, docs/proxy.md §11): pattern syntax, target
 normalisation and decisions, near misses and the usual tricks included (dot segments, escaped
 dots and slashes, NUL, other method, other host, host-prefix tricks, port, query)."""
 
@@ -101,7 +101,7 @@ VECTORS: list[tuple[str, Scheme, str, int, str, Reason | None]] = [
     ("GET", HTTPS, "api.github.com", 443, "/repos/a?q=%zz", BAD),
     ("GET", HTTPS, "api.github.com", 443, "/repos/a?q=%2F", OK),           # fine in a query
     ("GET", HTTPS, "api.github.com", 443, "/repos//a", OK),                # '//' alone is fine
-    # hosts: the parsed host, contract §2 (a name covers its subdomains)
+    # hosts: the parsed host, docs/proxy.md §2 (a name covers its subdomains)
     ("GET", HTTPS, "API.GitHub.COM.", 443, "/repos/a", OK),
     ("GET", HTTPS, "x.api.github.com", 443, "/repos/a", OK),
     ("GET", HTTPS, "x.api.github.com", 443, "/user", NOT_URL),             # restricted too
