@@ -89,11 +89,11 @@ def finish_logs(logs: Path) -> None:
 
 
 def summary_lines(logs: Path, allow_domains: Sequence[str] | None = None) -> list[str]:
-    """The post-run summary (docs/architecture.md §7): outcomes, not decisions (`6 requests: 6 allowed
-    (6 failed upstream), 0 denied`), DNS refusals and network-layer drops beside them, one line
-    per denied or failed host:port, and the `--allow-domains` that would have let the denied
-    names through (`allow_domains`: the run's own allowlist). The self-test's records are left
-    out (`awf.logs.stats`)."""
+    """The post-run summary (docs/architecture.md §7): outcomes, not decisions (`6 requests:
+    6 allowed (6 failed upstream), 0 denied`), DNS refusals and network-layer drops beside
+    them, one line per denied or failed host:port, and the `--allow-domains` that would have
+    let the denied names through (`allow_domains`: the run's own allowlist). The self-test's
+    records are left out (`awf.logs.stats`)."""
     from awf.logs.read import Reader, count_dir
     from awf.logs.suggest import suggest
     from awf.logs.summary import stderr_lines

@@ -1,6 +1,6 @@
-"""The post-run summary (ARCHITECTURE §9): outcomes, not decisions; DNS refusals and the network
-layer's drops beside the proxy's decisions; the self-test's own records left out; the
-`--allow-domains` hint; learn mode's warnings."""
+"""The post-run summary (docs/architecture.md §7): outcomes, not decisions; DNS refusals and
+the network layer's drops beside the proxy's decisions; the self-test's own records left out;
+the `--allow-domains` hint; learn mode's warnings."""
 
 from __future__ import annotations
 
