@@ -145,6 +145,9 @@ def dead_resolvers_message(dead: Sequence[tuple[IPAddress, int]],
 
 
 
+DOCKER_DNS = "127.0.0.11"  # Docker's embedded resolver, on a container's own loopback
+
+
 def for_proxy(given: Sequence[tuple[str, int]] | None, *, ipv6_egress: bool = False,
               host: tuple[IPAddress, ...] | None = None
               ) -> tuple[tuple[IPAddress, ...], tuple[str, ...]]:

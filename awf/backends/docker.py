@@ -91,6 +91,11 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
     # issue 19: the proxy asks exactly these resolvers (--dns-servers, else the host's) and
     # its egress lets port 53 reach exactly them, private or link-local as they may be
     dns, dns_flags = resolvers.for_proxy(cfg.proxy.dns_servers)
+    if cfg.topology_attach and dns_flags:
+        # the attached networks' container names are known to Docker's embedded resolver
+        # alone (on the proxy's loopback; it forwards other names to the host's, which the
+        # egress rules admit): ask it first (docs/decisions.md, --topology-attach)
+        dns_flags = ("--dns-servers", f"{resolvers.DOCKER_DNS},{dns_flags[1]}")
     runspecs.probe_rulesets(topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
                             ranges, dns)
     return Prepared(volumes, env_file, want_v4, want_v6, ranges, tuple(dns),
