@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import wan as wanmod
-from tests.support.needs import need_root
 
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(400)]
 
@@ -49,16 +47,6 @@ def records(logs: Path, name: str = "access.jsonl") -> list[dict[str, object]]:
     path = logs / name
     lines = path.read_text().splitlines() if path.exists() else []
     return [r for r in map(json.loads, lines) if "selftest" not in str(r.get("host"))]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_root()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,16 +41,6 @@ def awf(*args: str, timeout: float = 120,
     return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns", *args],
                           capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd,
                           env=env)
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_root()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 PROBES = r'''

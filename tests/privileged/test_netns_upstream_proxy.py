@@ -15,22 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.support import wan as wanmod
-from tests.support.needs import need_root
 from tests.support.parentproxy import Parent, parent_proxy
 
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
 
 USER, PASSWORD = "runner", "pa55-w0rd-e2e"
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_root()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture

@@ -17,21 +17,10 @@ import pytest
 from tests.support import forge as forgemod
 from tests.support import wan as wanmod
 from tests.support import workloads as wl
-from tests.support.needs import need_root
 from tests.support.workload_suite import *  # noqa: F403  (the tests themselves)
 from tests.support.workload_suite import Sandbox, argv
 
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_root()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture(scope="module")
