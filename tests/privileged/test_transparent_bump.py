@@ -23,15 +23,12 @@ import trustme
 
 from tests.privileged.test_origdst import Netns, _require_root_and_tools, in_netns
 
+# the same intercepted path (redirect rule, client address) as the tunnel test's
+from tests.privileged.test_transparent_tunnel import RULES, client_socket
+
 pytestmark = pytest.mark.privileged
 
 NAME = "origin.test"
-RULES = """
-  chain out {
-    type nat hook output priority -100; policy accept;
-    ip saddr 127.0.0.2 ip daddr 127.0.0.5 tcp dport 9443 redirect to :7443
-  }
-"""
 POLICY = ("--allow-urls", f"GET https://{NAME}/ok", "--resolve", f"{NAME}=127.0.0.1",
           "--allow-range", "127.0.0.1/32", "--allow-ports", "9443")
 
@@ -109,18 +106,6 @@ async def proxy(ns: Netns, origin: list[bytes], ca_dir: Path,
     finally:
         proc.terminate()
         await proc.wait()
-
-
-def client_socket(ns: Netns) -> socket.socket:
-    def dial() -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.2", 0))
-        sock.settimeout(5)
-        sock.connect(("127.0.0.5", 9443))
-        sock.setblocking(False)
-        return sock
-
-    return in_netns(ns.name, dial)
 
 
 async def ask(ns: Netns, ca: Path, target: str, host: str = f"{NAME}:9443") -> bytes:
