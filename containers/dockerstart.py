@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +29,9 @@ from netfilter.ruleset import IPNetwork
 from proxy.errors import AwfError
 
 CREATE_RETRIES = 6
+# Held by every awf on the host while it chooses its subnets and creates its networks, so two
+# runs started together do not pick the same free /24 (Docker then refuses one of them).
+NETWORKS_LOCK = Path("/run/awf/networks.lock")
 # -int is a plain bridge, not a Docker "internal" one: with br_netfilter on (Docker turns it
 # on), an internal network's isolation rules (`-i br ! -d SUBNET -j DROP`, `-o br ! -s SUBNET
 # -j DROP`) drop the agent's routed packets to the proxy (destination: the real address, so
@@ -72,13 +76,43 @@ def create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: s
     """-int and -ext in parallel on subnets nobody holds; an overlap (a race with another run
     or network) is tried again from scratch, a refused IPv6 subnet under `--ipv6 auto` goes on
     with IPv4 only. Each network made is appended to `created`."""
+    with _networks_lock():
+        return _create_networks(driver, names, ipv6_mode=ipv6_mode, want_v4=want_v4,
+                                want_v6=want_v6, int_labels=int_labels,
+                                ext_labels=ext_labels, created=created, warn=warn)
+
+
+@contextlib.contextmanager
+def _networks_lock() -> Iterator[None]:
+    """The host-wide lock on choosing subnets; without /run/awf (read-only) the retries of
+    `_create_networks` are what stands between two runs."""
+    try:
+        NETWORKS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(NETWORKS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: str,
+                     want_v4: IPNetwork | None, want_v6: IPNetwork | None,
+                     int_labels: Mapping[str, str], ext_labels: Mapping[str, str],
+                     created: list[str], warn: Callable[[str], None]) -> topology.Subnets:
     ipv6 = ipv6_mode != "off"
     pool = ThreadPoolExecutor(2)
     try:
         for attempt in range(CREATE_RETRIES):
+            # A retry after an overlap (a network made by someone else in between) starts at
+            # a random free candidate, so two racers do not choose the same one again.
+            skip = 2 * random.randrange(8) if attempt else 0
             subnets = topology.choose_subnets(
                 taken(driver), want_v4=want_v4,  # type: ignore[arg-type]
-                want_v6=want_v6, ipv6=ipv6, skip=0)  # type: ignore[arg-type]
+                want_v6=want_v6, ipv6=ipv6, skip=skip)  # type: ignore[arg-type]
             n = names
             jobs = {
                 n.int_net: pool.submit(

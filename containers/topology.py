@@ -125,7 +125,8 @@ def _free(net: IPNetwork, taken: Iterable[IPNetwork]) -> bool:
 def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = None,
                    want_v6: IPv6Network | None = None, ipv6: bool = True,
                    skip: int = 0) -> Subnets:
-    """The first free candidate (after `skip` free ones, for a retry after Docker refused one).
+    """The first free candidate (after `skip` free ones, fewer if fewer are free: a retry
+    after Docker refused one).
 
     The requested subnet comes first; if it is taken, the pool follows (an explicit --subnet
     that is taken is still a fallback, as a collision must not stop the run)."""
@@ -136,7 +137,8 @@ def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = 
     candidates += [c for c in pool_candidates() if c[0] != first_v4]
     free = [c for c in candidates
             if _free(c[0], taken) and (not ipv6 or _free(c[1], taken))]
-    if len(free) < skip + 2:
+    skip = min(skip, max(0, len(free) - 2))
+    if len(free) < 2:
         raise SandboxError(f"no free subnet for the run: {first_v4} and every /24 of {POOL_V4} "
                           "overlap a host route or a Docker network; pass --subnet")
     v4, v6 = free[skip]

@@ -46,6 +46,17 @@ def test_taken_pool_entries_are_skipped() -> None:
     assert s.ext_v4 == IPv4Network("10.213.3.0/24")
 
 
+def test_a_retry_skips_free_candidates_but_never_past_the_last_pair() -> None:
+    s = topology.choose_subnets([], skip=4)
+    assert s.v4 == IPv4Network("10.213.3.0/24")  # 172.30.0.0/24, then 10.213.0-2 skipped
+    assert not s.ext_v4.overlaps(s.v4)
+    taken = [IPv4Network("10.213.0.0/17"), IPv4Network("10.213.128.0/18"),
+             IPv4Network("10.213.192.0/19"), IPv4Network("10.213.224.0/20")]
+    s = topology.choose_subnets(taken, skip=20)  # 17 free: clamped to the last two
+    assert s.v4 == IPv4Network("10.213.254.0/24")
+    assert s.ext_v4 == IPv4Network("10.213.255.0/24")
+
+
 def test_a_taken_v6_moves_both() -> None:
     s = topology.choose_subnets([IPv6Network("fd61:7766::/64")])
     assert s.v4 == IPv4Network("10.213.1.0/24")
