@@ -23,7 +23,9 @@ from containers import attach, topology
 from containers.driver import DockerDriver
 from containers.errors import DockerError
 from containers.spec import ContainerSpec
+from netfilter import apply as nft
 from netfilter import netns
+from netfilter.egress_nat import EgressNat, table_name
 from netfilter.errors import SandboxError
 from netfilter.ruleset import IPNetwork
 from proxy.errors import AwfError
@@ -72,14 +74,41 @@ def taken(driver: DockerDriver) -> list[IPNetwork]:
 def create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: str,
                     want_v4: IPNetwork | None, want_v6: IPNetwork | None,
                     int_labels: Mapping[str, str], ext_labels: Mapping[str, str],
-                    created: list[str], warn: Callable[[str], None]) -> topology.Subnets:
+                    created: list[str], warn: Callable[[str], None],
+                    host_ipv6: bool | None = None) -> topology.Subnets:
     """-int and -ext in parallel on subnets nobody holds; an overlap (a race with another run
     or network) is tried again from scratch, a refused IPv6 subnet under `--ipv6 auto` goes on
-    with IPv4 only. Each network made is appended to `created`."""
+    with IPv4 only. -ext is dual-stack when the host has IPv6 egress (`host_ipv6`, read from
+    its routes when None: `topology.host_has_ipv6`) and IPv6 is not off. Each network made is
+    appended to `created`."""
+    if host_ipv6 is None:
+        host_ipv6 = ipv6_mode != "off" and topology.host_has_ipv6(netns.ipv6_routes())
     with _networks_lock():
         return _create_networks(driver, names, ipv6_mode=ipv6_mode, want_v4=want_v4,
                                 want_v6=want_v6, int_labels=int_labels,
-                                ext_labels=ext_labels, created=created, warn=warn)
+                                ext_labels=ext_labels, created=created, warn=warn,
+                                ext_ipv6=host_ipv6 and ipv6_mode != "off")
+
+
+def masquerade_ext_v6(run: str, subnets: topology.Subnets) -> str | None:
+    """The host's `inet awf_<run>` table masquerading -ext's IPv6 (netfilter/egress_nat.py),
+    applied and verified; its name, or None when -ext has no IPv6. NetfilterError when the
+    host's nft cannot (the caller goes on without IPv6 egress)."""
+    if subnets.ext_v6 is None:
+        return None
+    nat = EgressNat(table=table_name(run), subnet_v6=subnets.ext_v6)
+    try:
+        nft.apply(nat)
+        nft.verify(nat)
+    except AwfError:
+        nft.remove(nat.table)
+        raise
+    return nat.table
+
+
+def remove_masquerade(run: str) -> None:
+    """Delete the run's `inet awf_<run>` table if it is there (idempotent)."""
+    nft.remove(table_name(run))
 
 
 @contextlib.contextmanager
@@ -102,7 +131,8 @@ def _networks_lock() -> Iterator[None]:
 def _create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: str,
                      want_v4: IPNetwork | None, want_v6: IPNetwork | None,
                      int_labels: Mapping[str, str], ext_labels: Mapping[str, str],
-                     created: list[str], warn: Callable[[str], None]) -> topology.Subnets:
+                     created: list[str], warn: Callable[[str], None],
+                     ext_ipv6: bool) -> topology.Subnets:
     ipv6 = ipv6_mode != "off"
     pool = ThreadPoolExecutor(2)
     try:
@@ -112,7 +142,8 @@ def _create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: 
             skip = 2 * random.randrange(8) if attempt else 0
             subnets = topology.choose_subnets(
                 taken(driver), want_v4=want_v4,  # type: ignore[arg-type]
-                want_v6=want_v6, ipv6=ipv6, skip=skip)  # type: ignore[arg-type]
+                want_v6=want_v6, ipv6=ipv6, ext_ipv6=ext_ipv6,  # type: ignore[arg-type]
+                skip=skip)
             n = names
             jobs = {
                 n.int_net: pool.submit(
@@ -122,7 +153,8 @@ def _create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: 
                     labels=dict(int_labels)),
                 n.ext_net: pool.submit(
                     driver.create_network, n.ext_net, internal=False,
-                    subnet_v4=str(subnets.ext_v4), subnet_v6=None,
+                    subnet_v4=str(subnets.ext_v4),
+                    subnet_v6=str(subnets.ext_v6) if subnets.ext_v6 else None,
                     labels=dict(ext_labels)),
             }
             errors: list[DockerError] = []
@@ -140,10 +172,11 @@ def _create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: 
             text = " ".join(str(e) for e in errors)
             if "overlap" in text.lower() and attempt + 1 < CREATE_RETRIES:
                 continue  # raced with another run or network: the next choice sees it
-            if subnets.v6 is not None and ipv6_mode == "auto" and "overlap" not in text:
+            if ((subnets.v6 is not None or subnets.ext_v6 is not None) and ipv6_mode == "auto"
+                    and "overlap" not in text):
                 warn("Docker refused the IPv6 subnet; going on with IPv4 only (IPv6 "
-                     "disabled in the sandbox)")
-                ipv6 = False
+                     "disabled in the sandbox, no IPv6 egress)")
+                ipv6 = ext_ipv6 = False
                 continue
             raise errors[0]
         raise DockerError("could not create the run's networks: every subnet tried overlapped")

@@ -3,7 +3,8 @@
     python -m containers.proxy_entry SPEC_JSON
 
 SPEC_JSON: {"ruleset": <proxy ruleset spec>, "uid": N, "gid": N, "ext_gateway": IP,
-"argv": [awf-proxy flags], "dns_probe": ["IP:PORT" or "[IPv6]:PORT", ...] (optional)}.
+"ext_gateway6": IPv6 or null, "argv": [awf-proxy flags],
+"dns_probe": ["IP:PORT" or "[IPv6]:PORT", ...] (optional)}.
 The ruleset is applied and verified with NET_ADMIN; then the process drops to uid:gid (a
 non-root uid: setuid clears every capability, and no-new-privileges keeps them gone) and runs
 `proxy.main` in-process. Before it does, each resolver of "dns_probe" (those awf-proxy will
@@ -62,7 +63,8 @@ def setup(spec: dict[str, object]) -> list[str]:
         raise SandboxError("the proxy's spec must hold a proxy-side ruleset")
     nft.apply(ruleset)
     nft.verify(ruleset)
-    _egress_routes(str(spec["ext_gateway"]))
+    gateway6 = spec.get("ext_gateway6")
+    _egress_routes(str(spec["ext_gateway"]), None if gateway6 is None else str(gateway6))
     _probe_resolvers(spec.get("dns_probe") or [])
     print(f"{RULES} {ruleset.sha256()}", file=sys.stderr, flush=True)
     uid, gid = int(str(spec["uid"])), int(str(spec["gid"]))
@@ -92,12 +94,16 @@ def _probe_resolvers(entries: object) -> None:
         raise SandboxError(resolvers.dead_resolvers_message(dead))
 
 
-def _egress_routes(gateway: str) -> None:
-    """The proxy's only way out is -ext: its default route goes to -ext's gateway (Docker may
-    have picked -int's, which leads nowhere), and it has no IPv6 default route (-ext is IPv4
-    only), so an IPv6 upstream fails at once instead of hanging."""
+def _egress_routes(gateway: str, gateway6: str | None) -> None:
+    """The proxy's only way out is -ext: its default routes go to -ext's gateways (Docker may
+    have picked -int's, which leads nowhere). Without IPv6 on -ext (the host has no IPv6
+    egress) it has no IPv6 default route, so an IPv6 upstream fails at once (`connect_failed`,
+    "no IPv6 route") instead of hanging."""
     netns.set_default_route(IPv4Address(gateway))
-    netns.delete_default_route(6)
+    if gateway6 is not None:
+        netns.set_default_route(IPv6Address(gateway6))
+    else:
+        netns.delete_default_route(6)
 
 
 def _cap_eff() -> int:

@@ -120,6 +120,7 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                                      dns_servers=dns_servers, sidecar_ports=sidecar_ports)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway),
+            "ext_gateway6": str(subnets.ext_gateway_v6) if subnets.ext_gateway_v6 else None,
             "dns_probe": resolvers.probe_entries(dns_servers)}
     sysctls = [("net.ipv4.ip_unprivileged_port_start", "0"), ("net.ipv4.ip_forward", "0")]
     if subnets.v6 is not None:

@@ -1,13 +1,15 @@
 """The Docker backend's layout as pure data: subnets, fixed addresses, names and the rulesets.
 
     awf-<run>-int: .10/::10 proxy, .20/::20 keeper (the agent shares it)
-    awf-<run>-ext (bridge, NAT): the proxy's egress, IPv4 only
+    awf-<run>-ext (bridge, NAT): the proxy's egress, IPv6 too when the host has it
 
 Subnet choice (docs/architecture.md §5.1): the requested (or default 172.30.0.0/24) subnet unless it
 overlaps a host address or route, a nameserver or a Docker network; then the /24s of
 10.213.0.0/16 in order, /24 N with fd61:7766:0:N::/64. The -ext network takes the next free /24
 of the same pool, so Docker's own address pools (which include 172.30.0.0/16) are never asked to
-pick one while our -int is being created in parallel. No I/O here.
+pick one while our -int is being created in parallel; its IPv6 twin (only when the host has IPv6
+egress, `host_has_ipv6`) is fd61:7766:1:N::/64 for the pool's /24 N, fd61:7766:1:100::/64 for
+any other. No I/O here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ DEFAULT_V4 = IPv4Network("172.30.0.0/24")
 DEFAULT_V6 = IPv6Network("fd61:7766::/64")
 POOL_V4 = IPv4Network("10.213.0.0/16")
 POOL_V6_BASE = int(IPv6Network("fd61:7766::/48").network_address)
+EXT_V6_BASE = int(IPv6Network("fd61:7766:1::/48").network_address)
+EXT_V6_OTHER = 0x100  # -ext's IPv6 /64 number when its /24 is not the pool's (never a pool N)
+GLOBAL_UNICAST = IPv6Network("2000::/3")
 PROXY_OFFSET, KEEPER_OFFSET = 0x10, 0x20  # .10/::10 (decimal 10 for IPv4), ::20
 
 
@@ -40,6 +45,7 @@ class Subnets:
     v4: IPv4Network
     v6: IPv6Network | None
     ext_v4: IPv4Network
+    ext_v6: IPv6Network | None = None  # the proxy's IPv6 egress (host_has_ipv6)
 
     @property
     def proxy_v4(self) -> IPv4Address:
@@ -49,6 +55,11 @@ class Subnets:
     def proxy_addrs(self) -> tuple[IPAddress, ...]:
         """The proxy's -int addresses: the only ones it listens on (never -ext's)."""
         return (self.proxy_v4,) if self.proxy_v6 is None else (self.proxy_v4, self.proxy_v6)
+
+    @property
+    def ext_gateway_v6(self) -> IPv6Address | None:
+        """The host's IPv6 address on -ext (Docker's gateway: the first address)."""
+        return None if self.ext_v6 is None else self.ext_v6.network_address + 1
 
     @property
     def keeper_v4(self) -> IPv4Address:
@@ -118,18 +129,37 @@ def pool_candidates() -> Iterator[tuple[IPv4Network, IPv6Network]]:
                IPv6Network((POOL_V6_BASE + (n << 64), 64)))
 
 
+def ext_v6_for(ext_v4: IPv4Network) -> IPv6Network:
+    """-ext's IPv6 twin: fd61:7766:1:N::/64 for the pool's /24 N, fd61:7766:1:100::/64 for any
+    other /24 (the default or --subnet's, which -ext takes on a retry)."""
+    base = int(POOL_V4.network_address)
+    n = ((int(ext_v4.network_address) - base) >> 8 if ext_v4.subnet_of(POOL_V4)
+         else EXT_V6_OTHER)
+    return IPv6Network((EXT_V6_BASE + (n << 64), 64))
+
+
+def host_has_ipv6(routes: Iterable[IPv6Network]) -> bool:
+    """Whether the proxy can get IPv6 egress through the host (docs/architecture.md §5.1):
+    `routes` are the destinations of the host's unicast IPv6 routes (main table). A default
+    route (global or ULA gateway alike) or a route into global unicast space (2000::/3) will
+    do; link-local, ULA and loopback routes alone lead nowhere the proxy may go (fc00::/7 and
+    fe80::/10 are denied ranges, docs/proxy.md §4)."""
+    return any(r.prefixlen == 0 or r.overlaps(GLOBAL_UNICAST) for r in routes)
+
+
 def _free(net: IPNetwork, taken: Iterable[IPNetwork]) -> bool:
     return not any(net.version == t.version and net.overlaps(t) for t in taken)
 
 
 def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = None,
                    want_v6: IPv6Network | None = None, ipv6: bool = True,
-                   skip: int = 0) -> Subnets:
+                   ext_ipv6: bool = False, skip: int = 0) -> Subnets:
     """The first free candidate (after `skip` free ones, fewer if fewer are free: a retry
     after Docker refused one).
 
     The requested subnet comes first; if it is taken, the pool follows (an explicit --subnet
-    that is taken is still a fallback, as a collision must not stop the run)."""
+    that is taken is still a fallback, as a collision must not stop the run). With `ext_ipv6`
+    (the host has IPv6 egress), -ext's /24 is one whose IPv6 twin (`ext_v6_for`) is free too."""
     taken = list(taken)
     first_v4 = want_v4 or DEFAULT_V4
     first_v6 = want_v6 or DEFAULT_V6
@@ -142,8 +172,14 @@ def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = 
         raise SandboxError(f"no free subnet for the run: {first_v4} and every /24 of {POOL_V4} "
                           "overlap a host route or a Docker network; pass --subnet")
     v4, v6 = free[skip]
-    ext = next(c[0] for c in free[skip + 1:] if not c[0].overlaps(v4))
-    return Subnets(v4=v4, v6=v6 if ipv6 else None, ext_v4=ext)
+    ext = next((c[0] for c in free[skip + 1:] if not c[0].overlaps(v4) and (
+        not ext_ipv6 or (_free(ext_v6_for(c[0]), taken)
+                         and not (ipv6 and ext_v6_for(c[0]).overlaps(v6))))), None)
+    if ext is None:
+        raise SandboxError(f"no free subnet for the run's egress network besides {v4}; "
+                           "pass --subnet")
+    return Subnets(v4=v4, v6=v6 if ipv6 else None, ext_v4=ext,
+                   ext_v6=ext_v6_for(ext) if ext_ipv6 else None)
 
 
 def tcp_ports(allow_ports: Iterable[int]) -> frozenset[int]:

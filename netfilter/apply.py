@@ -21,7 +21,7 @@ import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from netfilter.errors import NetfilterError
 from netfilter.ruleset import (
@@ -36,6 +36,17 @@ from netfilter.ruleset import (
 NETNS_DIR = "/run/netns"
 NFT_TIMEOUT = 10.0
 HINT = "needs root/CAP_NET_ADMIN and nftables"
+
+
+class Model(Protocol):
+    """What ``apply`` and ``verify`` take: a ``Ruleset``, or ``netfilter.egress_nat.EgressNat``."""
+
+    @property
+    def table(self) -> str: ...
+
+    def model(self) -> Table: ...
+
+    def render(self) -> str: ...
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _MISSING = "No such file or directory"
 
@@ -75,7 +86,7 @@ def _fail(what: str, table: str, netns: str | None, done: subprocess.CompletedPr
                           f"{err} ({HINT})")
 
 
-def apply(ruleset: Ruleset, *, netns: str | None = None) -> None:
+def apply(ruleset: Ruleset | Model, *, netns: str | None = None) -> None:
     """Replace table ``inet <ruleset.table>`` with ``ruleset`` in one transaction."""
     done = _run(["-f", "-"], netns=netns, stdin=ruleset.render())
     if done.returncode != 0:
@@ -115,7 +126,7 @@ def _list_table(table: str, netns: str | None, *, terse: bool) -> list[dict[str,
     return _objects(done.stdout)
 
 
-def verify(ruleset: Ruleset, *, netns: str | None = None) -> None:
+def verify(ruleset: Ruleset | Model, *, netns: str | None = None) -> None:
     """Raise ``NetfilterError`` unless the live table has exactly the model's sets, chains
     (type, hook, priority, policy) and rules (``RuleShape``, in order)."""
     live = read_live(_list_table(ruleset.table, netns, terse=True), ruleset.table)

@@ -46,7 +46,7 @@ async def dial(
             try:
                 transport, protocol = await loop.create_connection(factory, str(ip), port)
             except OSError as exc:
-                failures.append(f"{ip}: {exc.strerror or errno.errorcode.get(exc.errno or 0)}")
+                failures.append(_failure(ip, exc))
                 continue
             return transport, protocol
     except asyncio.CancelledError:
@@ -57,3 +57,16 @@ async def dial(
     finally:
         timer.cancel()
     raise ConnectFailed(f"cannot connect to {name}:{port}: {'; '.join(failures) or 'no address'}")
+
+
+NO_ROUTE = (errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT)
+
+
+def _failure(ip: IPAddress, exc: OSError) -> str:
+    """One address's failure, as logged (`connect_failed`'s note): an IPv6 address with no
+    route says so, since that is a host (or a Docker backend) without IPv6 egress, not a
+    broken origin."""
+    text = exc.strerror or errno.errorcode.get(exc.errno or 0) or str(exc)
+    if ip.version == 6 and exc.errno in NO_ROUTE:
+        return f"{ip}: no IPv6 route from the proxy, this host has no IPv6 egress ({text})"
+    return f"{ip}: {text}"

@@ -28,7 +28,13 @@ from typing import cast
 from proxy.access_log import decision_record, peer_text
 from proxy.addr import IPAddress
 from proxy.context import ConnectionContext
-from proxy.errors import HeadTimeout, RequestError, ResponseTimeout, SelfConnection
+from proxy.errors import (
+    ConnectFailed,
+    HeadTimeout,
+    RequestError,
+    ResponseTimeout,
+    SelfConnection,
+)
 from proxy.exchange import Exchange
 from proxy.flowcontrol import tune
 from proxy.hostnames import normalise_name
@@ -467,7 +473,8 @@ class HttpConnection(asyncio.Protocol):
         reason = exc.reason
         m = method.decode("latin-1") if method is not None else "-"
         rec = self._record(m, host, port, url, reason, exc.status, started or time.time())
-        if isinstance(exc, (ParentFailed, ParentTimeout)):  # --upstream-proxy: what it said
+        # --upstream-proxy: what it said; a direct connect_failed: each address and its error
+        if isinstance(exc, (ParentFailed, ParentTimeout, ConnectFailed)):
             rec["note"] = str(exc)
         self._ctx.log_record(rec)
         where = f"{host}:{port}" if host else ""

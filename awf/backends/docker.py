@@ -29,7 +29,7 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import ClassVar
 
-from awf import apisidecar
+from awf import apisidecar, leftovers
 from awf import run as shared
 from awf.config import RunConfig
 from containers import (
@@ -52,7 +52,7 @@ from containers.runspecs import NOBODY
 from containers.spec import ContainerSpec, Limits
 from netfilter.ruleset import IPAddress, IPNetwork
 from proxy import __version__
-from proxy.errors import ConfigError
+from proxy.errors import AwfError, ConfigError
 
 STARTUP_TIMEOUT = 30.0
 
@@ -120,6 +120,7 @@ class Run(shared.Record):
     interrupted: bool = False
     subnets: topology.Subnets | None = None
     masked: tuple[str, ...] = ()
+    nat: str | None = None  # the host's `inet awf_<run>` (-ext's IPv6 masquerade), once made
     api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
 
     @property
@@ -131,7 +132,8 @@ class Run(shared.Record):
                 "subnets": None if self.subnets is None else {
                     "v4": str(self.subnets.v4),
                     "v6": str(self.subnets.v6) if self.subnets.v6 else None,
-                    "ext": str(self.subnets.ext_v4)}}
+                    "ext": str(self.subnets.ext_v4),
+                    "ext_v6": str(self.subnets.ext_v6) if self.subnets.ext_v6 else None}}
 
     def labels(self, role: labels.Role) -> tuple[tuple[str, str], ...]:
         return (*labels.run_labels(self.run, role, owner_pid=os.getpid(),
@@ -198,6 +200,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         int_labels=dict(run.labels(labels.Role.NETWORK_INT)),
         ext_labels=dict(run.labels(labels.Role.NETWORK_EXT)), created=run.networks,
         warn=shared.say)
+    subnets = run.subnets = _ipv6_egress(run, subnets)
     run.mark("networks")
     ports = topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)
     uid, gid = _proxy_user()
@@ -265,6 +268,22 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         run.mark("exec")
         started()
         return _wait_agent(run, agent_spec.name, proxy_spec.name, api_name)
+
+
+def _ipv6_egress(run: Run, subnets: topology.Subnets) -> topology.Subnets:
+    """-ext's IPv6 masqueraded by the host (awf's own table: Docker may not do it), the run
+    registered as alive meanwhile so `awf cleanup` tells its table from a killed run's. If the
+    host's nft cannot, one line, and the proxy goes on without IPv6 egress."""
+    if subnets.ext_v6 is None:
+        return subnets
+    leftovers.register(run.run)
+    try:
+        run.nat = dockerstart.masquerade_ext_v6(run.run, subnets)
+    except AwfError as exc:
+        leftovers.unregister(run.run)
+        shared.say(f"no IPv6 egress for the proxy: {exc}")
+        return dataclasses.replace(subnets, ext_v6=None)
+    return subnets
 
 
 def _starts(lines: list[str], prefix: str) -> bool:
@@ -365,6 +384,12 @@ def teardown(run: Run) -> None:
     if tail is not None:
         run.dropped = shared.dropped_records(tail.splitlines())
     apisidecar.wipe_keys(run.run)
+    if run.nat is not None:  # before the networks: the table never outlives the labels
+        try:
+            dockerstart.remove_masquerade(run.run)
+            leftovers.unregister(run.run)
+        except AwfError as exc:
+            shared.say(f"cleanup: {exc}")
     if run.cfg.keep_containers:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
     else:
@@ -379,6 +404,10 @@ def reap_dead_runs(driver: DockerDriver) -> None:
     for dead in runs.dead_runs(driver):
         _remove_run(driver, dead)
         apisidecar.wipe_keys(dead)
+        if leftovers.RUNS.joinpath(f"{dead}.pid").exists():  # it had -ext's IPv6 masquerade
+            with contextlib.suppress(AwfError):
+                dockerstart.remove_masquerade(dead)
+                leftovers.unregister(dead)
 
 
 def _remove_run(driver: DockerDriver, run: str, *, containers: list[str] | None = None,
