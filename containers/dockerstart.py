@@ -165,6 +165,9 @@ def _create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: 
                 except DockerError as exc:
                     errors.append(exc)
             if not errors:
+                if ext_ipv6 and subnets.ext_v6 is None:
+                    warn("no free IPv6 subnet for the egress network; the proxy has no IPv6 "
+                         "egress")
                 return subnets
             for name in list(created):  # try again from scratch
                 driver.remove_network(name)

@@ -159,7 +159,8 @@ def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = 
 
     The requested subnet comes first; if it is taken, the pool follows (an explicit --subnet
     that is taken is still a fallback, as a collision must not stop the run). With `ext_ipv6`
-    (the host has IPv6 egress), -ext's /24 is one whose IPv6 twin (`ext_v6_for`) is free too."""
+    (the host has IPv6 egress), -ext's /24 is one whose IPv6 twin (`ext_v6_for`) is free too;
+    if there is none, -ext is IPv4 only."""
     taken = list(taken)
     first_v4 = want_v4 or DEFAULT_V4
     first_v6 = want_v6 or DEFAULT_V6
@@ -172,14 +173,19 @@ def choose_subnets(taken: Iterable[IPNetwork], *, want_v4: IPv4Network | None = 
         raise SandboxError(f"no free subnet for the run: {first_v4} and every /24 of {POOL_V4} "
                           "overlap a host route or a Docker network; pass --subnet")
     v4, v6 = free[skip]
-    ext = next((c[0] for c in free[skip + 1:] if not c[0].overlaps(v4) and (
-        not ext_ipv6 or (_free(ext_v6_for(c[0]), taken)
-                         and not (ipv6 and ext_v6_for(c[0]).overlaps(v6))))), None)
-    if ext is None:
+    later = [c[0] for c in free[skip + 1:] if not c[0].overlaps(v4)]
+    if not later:
         raise SandboxError(f"no free subnet for the run's egress network besides {v4}; "
                            "pass --subnet")
-    return Subnets(v4=v4, v6=v6 if ipv6 else None, ext_v4=ext,
-                   ext_v6=ext_v6_for(ext) if ext_ipv6 else None)
+
+    def v6_free(ext: IPv4Network) -> bool:
+        six = ext_v6_for(ext)
+        return _free(six, taken) and not (ipv6 and six.overlaps(v6))
+
+    # with no /24 whose twin is free too, -ext stays IPv4 only (the caller says so)
+    dual = next((e for e in later if v6_free(e)), None) if ext_ipv6 else None
+    return Subnets(v4=v4, v6=v6 if ipv6 else None, ext_v4=dual or later[0],
+                   ext_v6=None if dual is None else ext_v6_for(dual))
 
 
 def tcp_ports(allow_ports: Iterable[int]) -> frozenset[int]:

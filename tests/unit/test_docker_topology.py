@@ -225,3 +225,77 @@ def test_share_home_resolved_under_the_home_or_exit_2(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             _share_home(parse_run(["--share-home", bad, "--", "true"]), environ)
         assert exc.value.exit_code == 2
+
+
+# -- IPv6 egress (issue 19, item 4) ---------------------------------------------------------------
+
+
+def test_ext_is_dual_stack_when_the_host_has_ipv6_egress() -> None:
+    s = topology.choose_subnets([], ext_ipv6=True)
+    assert s.ext_v4 == IPv4Network("10.213.0.0/24")
+    assert s.ext_v6 == IPv6Network("fd61:7766:1:0::/64")  # pool /24 N pairs with 1:N::/64
+    assert str(s.ext_gateway_v6) == "fd61:7766:1::1"
+    assert not s.ext_v6.overlaps(s.v6)  # type: ignore[arg-type]
+    s = topology.choose_subnets([IPv4Network("172.30.0.0/16")], ext_ipv6=True)
+    assert (s.v4, s.ext_v4) == (IPv4Network("10.213.0.0/24"), IPv4Network("10.213.1.0/24"))
+    assert s.ext_v6 == IPv6Network("fd61:7766:1:1::/64")
+
+
+def test_ext_without_host_ipv6_is_ipv4_only() -> None:
+    s = topology.choose_subnets([])
+    assert s.ext_v6 is None
+    assert s.ext_gateway_v6 is None
+    s = topology.choose_subnets([], ipv6=False, ext_ipv6=True)  # --ipv6 off inside, host has
+    assert s.v6 is None
+    assert s.ext_v6 == IPv6Network("fd61:7766:1:0::/64")
+
+
+def test_a_taken_ext_v6_moves_ext_to_the_next_free_pair() -> None:
+    taken = [IPv6Network("fd61:7766:1:0::/64"), IPv6Network("fd61:7766:1:1::/64")]
+    s = topology.choose_subnets(taken, ext_ipv6=True)
+    assert s.v4 == IPv4Network("172.30.0.0/24")  # -int does not care about -ext's /64s
+    assert s.ext_v4 == IPv4Network("10.213.2.0/24")
+    assert s.ext_v6 == IPv6Network("fd61:7766:1:2::/64")
+    s = topology.choose_subnets(taken, ext_ipv6=False)
+    assert s.ext_v4 == IPv4Network("10.213.0.0/24")
+
+
+def test_ext_v6_twin_of_a_non_pool_subnet_is_never_a_pool_twin() -> None:
+    assert topology.ext_v6_for(IPv4Network("10.213.255.0/24")) == IPv6Network(
+        "fd61:7766:1:ff::/64")
+    other = topology.ext_v6_for(IPv4Network("172.30.0.0/24"))
+    assert other == IPv6Network("fd61:7766:1:100::/64")
+    assert all(not other.overlaps(topology.ext_v6_for(v4))
+               for v4, _ in topology.pool_candidates())
+    s = topology.choose_subnets([], want_v6=IPv6Network("fd61:7766::/47"),  # every twin
+                                ext_ipv6=True)
+    assert s.ext_v6 is None  # IPv4-only egress rather than no run
+    assert s.ext_v4 == IPv4Network("10.213.0.0/24")
+    s = topology.choose_subnets([IPv4Network("172.30.0.0/24")], skip=2, ext_ipv6=True)
+    assert s.v4 == IPv4Network("10.213.2.0/24")  # a retry: -ext may take any later /24
+    assert s.ext_v6 == topology.ext_v6_for(s.ext_v4)
+
+
+@pytest.mark.parametrize(("routes", "has"), [
+    (["fd00::/64", "fe80::/64", "::/0"], True),  # a ULA default route (this machine's)
+    (["2001:db8:100::/64", "fe80::/64"], True),  # a global route, no default (a test wan)
+    (["fe80::/64"], False),  # link-local only
+    (["fd00::/64", "fe80::/64", "fd61:7766::/64"], False),  # ULA only: denied anyway
+    ([], False),  # IPv6 off
+])
+def test_host_has_ipv6(routes: list[str], has: bool) -> None:
+    assert topology.host_has_ipv6([IPv6Network(r) for r in routes]) is has
+
+
+def test_the_proxy_egress_allows_public_ipv6_and_refuses_ext_v6() -> None:
+    """The proxy's `output` chain (netfilter/ruleset.py) treats IPv6 as IPv4: public addresses
+    on the allowed ports, never a denied range, so not -ext's own ULA /64 (the host's address
+    on it included: --enable-host-access opens the IPv4 gateway only)."""
+    from netfilter.ruleset import denied_egress
+
+    s = topology.choose_subnets([], ext_ipv6=True)
+    rules = topology.proxy_ruleset(s, topology.tcp_ports([])).render()
+    _, denied6 = denied_egress(())
+    assert any(s.ext_v6.subnet_of(n) for n in denied6)  # type: ignore[union-attr]
+    assert not any(IPv6Network("2001:db8:100::10/128").subnet_of(n) for n in denied6)
+    assert "meta l4proto tcp th dport { 80, 443 } accept" in rules  # no family: v4 and v6
