@@ -30,6 +30,7 @@ from proxy.addr import IPAddress
 from proxy.context import ConnectionContext
 from proxy.errors import (
     ConnectFailed,
+    ConnectTimeout,
     HeadTimeout,
     RequestError,
     ResponseTimeout,
@@ -474,7 +475,7 @@ class HttpConnection(asyncio.Protocol):
         m = method.decode("latin-1") if method is not None else "-"
         rec = self._record(m, host, port, url, reason, exc.status, started or time.time())
         # --upstream-proxy: what it said; a direct connect_failed: each address and its error
-        if isinstance(exc, (ParentFailed, ParentTimeout, ConnectFailed)):
+        if isinstance(exc, (ParentFailed, ParentTimeout, ConnectFailed, ConnectTimeout)):
             rec["note"] = str(exc)
         self._ctx.log_record(rec)
         where = f"{host}:{port}" if host else ""
