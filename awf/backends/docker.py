@@ -199,7 +199,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
         d, n, ipv6_mode=cfg.ipv6, want_v4=prepared.want_v4, want_v6=prepared.want_v6,
         int_labels=dict(run.labels(labels.Role.NETWORK_INT)),
         ext_labels=dict(run.labels(labels.Role.NETWORK_EXT)), created=run.networks,
-        warn=shared.say)
+        warn=shared.say, host_ipv6=None if os.geteuid() == 0 else False)  # nft needs root
     subnets = run.subnets = _ipv6_egress(run, subnets)
     run.mark("networks")
     ports = topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)
@@ -276,11 +276,12 @@ def _ipv6_egress(run: Run, subnets: topology.Subnets) -> topology.Subnets:
     host's nft cannot, one line, and the proxy goes on without IPv6 egress."""
     if subnets.ext_v6 is None:
         return subnets
-    leftovers.register(run.run)
     try:
+        leftovers.register(run.run)
         run.nat = dockerstart.masquerade_ext_v6(run.run, subnets)
-    except AwfError as exc:
-        leftovers.unregister(run.run)
+    except (AwfError, OSError) as exc:
+        with contextlib.suppress(OSError):
+            leftovers.unregister(run.run)
         shared.say(f"no IPv6 egress for the proxy: {exc}")
         return dataclasses.replace(subnets, ext_v6=None)
     return subnets
