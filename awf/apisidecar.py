@@ -63,6 +63,7 @@ class Sidecar:
     providers: tuple[str, ...]  # the configured ones, in PROVIDERS order
     targets: tuple[tuple[str, Target], ...]  # every provider's, defaults included
     extra_ca_certs: Path | None
+    rate_limits: tuple[tuple[str, int], ...] = ()  # --rate-limit-*: (flag, N), passed on
 
     def key_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.keys)
@@ -89,7 +90,7 @@ def plan(cfg: RunConfig, environ: Mapping[str, str]) -> Sidecar | None:
                               "cannot send it (fix the variable, or pass --no-api-proxy)")
     have = {n for n, _ in keys}
     providers = tuple(p.name for p in PROVIDERS if have & set(p.key_names))
-    return Sidecar(keys, providers, tuple(parsed), ca)
+    return Sidecar(keys, providers, tuple(parsed), ca, cfg.api_rate_limits)
 
 
 def agent_env(sc: Sidecar, host: str) -> list[tuple[str, str]]:
@@ -143,6 +144,8 @@ def sidecar_argv(sc: Sidecar, *, listen_host: str, keys_file: str, log_dir: str,
         args += [f"--{name}-api-target", target.netloc]
     if extra_ca_certs is not None:
         args += ["--extra-ca-certs", extra_ca_certs]
+    for flag, n in sc.rate_limits:
+        args += [flag, str(n)]
     return args
 
 

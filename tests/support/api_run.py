@@ -171,8 +171,9 @@ def check_one_proxy(logs: Path) -> None:
     records = [json.loads(ln) for ln in (logs / "access.jsonl").read_text().splitlines()
                if ln.strip()]
     mine = [r for r in records if r.get("client_name") == "api-proxy"]
-    assert sorted((r["host"], r["decision"]) for r in mine) == sorted(
-        [("api.openai.test", "allow")] * 2 + [("api.anthropic.test", "allow")] * 2), mine
+    # one tunnel per target at least (the sidecar keeps its upstream connections alive)
+    assert {(r["host"], r["decision"]) for r in mine} == {
+        ("api.openai.test", "allow"), ("api.anthropic.test", "allow")}, mine
     agent = [r for r in records if "client_name" not in r and r.get("host") in (
         "api.openai.test", "api.anthropic.test")]
     assert agent, records

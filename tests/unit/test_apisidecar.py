@@ -123,3 +123,60 @@ def test_dead_keys_are_those_whose_owner_is_gone(tmp_path: Path,
     (tmp_path / "awf-dead" / "owner").write_text("999999999\n")
     assert apisidecar.dead_keys() == ["dead"]
     assert apisidecar.dead_keys(everything=True) == ["dead", "live"]
+
+
+def test_rate_limit_flags_reach_the_sidecar_and_it_accepts_them() -> None:
+    from proxy.api.config import parse_argv as api_parse_argv
+    from proxy.api.ratelimit import Limits
+
+    cfg = parse_run(["--rate-limit-rpm", "1", "--rate-limit-rph", "30",
+                     "--rate-limit-bytes-pm", "1048576", "--", "true"])
+    assert cfg.api_rate_limits == (("--rate-limit-rpm", 1), ("--rate-limit-rph", 30),
+                                   ("--rate-limit-bytes-pm", 1048576))
+    sc = apisidecar.plan(cfg, {"OPENAI_API_KEY": "sk-o"})
+    assert sc is not None
+    side = apisidecar.sidecar_argv(sc, listen_host="127.0.0.1", keys_file="/k", log_dir="/l",
+                                   extra_ca_certs=None)
+    assert side[side.index("--rate-limit-rpm") + 1] == "1"
+    api_cfg, _ = api_parse_argv(side)
+    assert api_cfg.limits == Limits(rpm=1, rph=30, bytes_pm=1048576)
+    plain = apisidecar.plan(parse_run(["--", "true"]), {"OPENAI_API_KEY": "sk-o"})
+    assert plain is not None
+    assert not any(a.startswith("--rate-limit") for a in apisidecar.sidecar_argv(
+        plain, listen_host="127.0.0.1", keys_file="/k", log_dir="/l", extra_ca_certs=None))
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5"])
+def test_a_bad_rate_limit_is_a_config_error(value: str) -> None:
+    with pytest.raises(ConfigError, match="--rate-limit-rph"):
+        parse_run(["--rate-limit-rph", value, "--", "true"])
+
+
+def test_no_rate_limit_wins_with_a_note() -> None:
+    cfg = parse_run(["--rate-limit-rpm", "5", "--no-rate-limit", "--", "true"])
+    assert cfg.api_rate_limits == ()
+    assert any("--no-rate-limit" in n for n in cfg.notes)
+
+
+@pytest.mark.parametrize(("doc", "want"), [
+    ({"rateLimiting": {"requestsPerMinute": 2, "bytesPerMinute": 4096}},
+     (("--rate-limit-rpm", 2), ("--rate-limit-bytes-pm", 4096))),
+    ({"rateLimiting": {"enabled": True, "requestsPerHour": 7}}, (("--rate-limit-rph", 7),)),
+    ({"rateLimiting": {"enabled": False, "requestsPerMinute": 2}}, ()),
+    ({"rate_limit_rpm": 3}, (("--rate-limit-rpm", 3),)),
+])
+def test_upstream_rate_limiting_keys_map_onto_the_flags(
+        tmp_path: Path, doc: dict[str, object], want: tuple[tuple[str, int], ...]) -> None:
+    path = tmp_path / "awf.json"
+    path.write_text(json.dumps(doc))
+    assert parse_run(["--config", str(path), "--", "true"]).api_rate_limits == want
+    # a flag wins over the file
+    assert parse_run(["--config", str(path), "--rate-limit-rpm", "9", "--no-rate-limit",
+                      "--", "true"]).api_rate_limits == ()
+
+
+def test_a_non_number_in_the_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "awf.json"
+    path.write_text(json.dumps({"rateLimiting": {"requestsPerMinute": "lots"}}))
+    with pytest.raises(ConfigError, match="requestsPerMinute: expected a whole number"):
+        parse_run(["--config", str(path), "--", "true"])
