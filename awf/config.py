@@ -199,7 +199,7 @@ def run_parser() -> argparse.ArgumentParser:
                          ("bytes-pm", "bytes (up and down) per minute")):
         add(f"--rate-limit-{suffix}", metavar="N", help=f"the API proxy sidecar's limit of "
             f"{what} per provider: past it, 429 with Retry-After (default: none)")
-    add("--no-rate-limit", dest="rate_limit", action="store_false",
+    add("--no-rate-limit", action="store_true",
         help="no API proxy rate limit, whatever --rate-limit-* or the config file say")
     add("--learn", action="store_true",
         help="learn mode: let every domain through (IP literals, dangerous and unlisted ports, "
@@ -360,7 +360,7 @@ def _rate_limits(ns: argparse.Namespace, notes: list[str]) -> tuple[tuple[str, i
         value = getattr(ns, flag[2:].replace("-", "_"))
         if value is not None:
             out.append((flag, _positive_int(flag, str(value), 1)))
-    if not ns.rate_limit:
+    if ns.no_rate_limit:
         if out:
             notes.append(f"--no-rate-limit: {', '.join(f for f, _ in out)} ignored; the API "
                          "proxy has no rate limit")

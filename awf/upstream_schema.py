@@ -30,7 +30,7 @@ class Row:
     status: Status
     reason: str  # MAPPED: how; otherwise why, and what to use
     ours: str = ""  # MAPPED: the dest of our flag that takes the value
-    kind: str = "str"  # MAPPED: str | list | csv | bool | int (how the value converts)
+    kind: str = "str"  # MAPPED: str | list | csv | bool | not (a bool, inverted) | int
     flag: str = ""  # upstream's flag for it, if any
     inert: tuple[object, ...] = (False, None, "")  # values that ask for nothing
     empty_inert: bool = True  # an empty list or mapping asks for nothing
@@ -247,8 +247,8 @@ SCHEMA: dict[str, Row] = {
     "logging.proxyLogsDir": M("proxy_logs_dir", flag="--proxy-logs-dir"),
     "logging.sessionStateDir": N(_SESSION, "--session-state-dir"),
     # rateLimiting, platform
-    "rateLimiting.enabled": M("rate_limit", "bool", "--no-rate-limit",
-                              "our rate_limit (false: --no-rate-limit, no limit at all)"),
+    "rateLimiting.enabled": M("no_rate_limit", "not", "--no-rate-limit",
+                              "our no_rate_limit, inverted (false: no limit at all)"),
     "rateLimiting.requestsPerMinute": M("rate_limit_rpm", "int", "--rate-limit-rpm"),
     "rateLimiting.requestsPerHour": M("rate_limit_rph", "int", "--rate-limit-rph"),
     "rateLimiting.bytesPerMinute": M("rate_limit_bytes_pm", "int", "--rate-limit-bytes-pm"),
@@ -358,5 +358,5 @@ OURS = {
     "--proxy-logs-dir": "proxy_logs_dir", "--audit-dir": "audit_dir",
     "--diagnostic-logs": "diagnostics", "--upstream-proxy": "upstream_proxy",
     "--rate-limit-rpm": "rate_limit_rpm", "--rate-limit-rph": "rate_limit_rph",
-    "--rate-limit-bytes-pm": "rate_limit_bytes_pm", "--no-rate-limit": "rate_limit",
+    "--rate-limit-bytes-pm": "rate_limit_bytes_pm", "--no-rate-limit": "no_rate_limit",
 }

@@ -164,6 +164,8 @@ def test_no_rate_limit_wins_with_a_note() -> None:
     ({"rateLimiting": {"enabled": True, "requestsPerHour": 7}}, (("--rate-limit-rph", 7),)),
     ({"rateLimiting": {"enabled": False, "requestsPerMinute": 2}}, ()),
     ({"rate_limit_rpm": 3}, (("--rate-limit-rpm", 3),)),
+    ({"rate_limit_rpm": 3, "no_rate_limit": True}, ()),
+    ({"rate_limit_rpm": 3, "no_rate_limit": False}, (("--rate-limit-rpm", 3),)),
 ])
 def test_upstream_rate_limiting_keys_map_onto_the_flags(
         tmp_path: Path, doc: dict[str, object], want: tuple[tuple[str, int], ...]) -> None:
