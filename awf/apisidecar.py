@@ -2,13 +2,15 @@
 the keys file, the command's environment, and the summary lines.
 
 The sidecar starts when a provider key is in awf's environment and --no-api-proxy is not given.
-It is `containers.api_entry`: a dedicated egress `awf-proxy` on loopback whose only allowed
-domains are the providers' targets, and `awf-api-proxy` sending through it. The agent's own
-allowlist does not get the targets, so the agent cannot reach a provider itself; it reaches the
-sidecar's ports 10000-10003 on the proxy's address (Docker: the sidecar container shares the
-proxy container's network namespace; netns: host processes on the veth's host address), with
-placeholder keys and base URLs. The keys go into a 0400 file owned by the sidecar's uid, in a
-0700 directory under /dev/shm, wiped at the end: never an environment, argv or log.
+It is `containers.api_entry` (awf-api-proxy), whose egress goes through the run's one awf-proxy:
+the proxy gets a loopback listener (`proxy_client_args`) and a client `api-proxy` from
+127.0.0.1 whose only allowed entries are the providers' targets (docs/proxy.md §12). The
+agent's own allowlist does not get the targets, so the agent cannot reach a provider itself; it
+reaches the sidecar's ports 10000-10003 on the proxy's address (Docker: the sidecar container
+shares the proxy container's network namespace; netns: a host process on the veth's host
+address), with placeholder keys and base URLs. The keys go into a 0400 file owned by the
+sidecar's uid, in a 0700 directory under /dev/shm, wiped at the end: never an environment, argv
+or log.
 """
 
 from __future__ import annotations
@@ -33,15 +35,13 @@ KEY_NAMES = ("OPENAI_API_KEY", "CODEX_API_KEY", "ANTHROPIC_API_KEY", "CLAUDE_COD
              "COPILOT_GITHUB_TOKEN", "GEMINI_API_KEY")
 PORT_BASE = 10000
 PORTS = frozenset(p.port for p in PROVIDERS)  # 10000-10003
-EGRESS_LISTEN_DOCKER = "127.0.0.1:3130"  # in the proxy container's namespace: loopback only
-EGRESS_LISTEN_HOST = "127.0.0.1:0"  # netns backend: a free loopback port of the host
+CLIENT = "api-proxy"  # the awf-proxy client the sidecar is (its records' client_name)
+CLIENT_FROM = "127.0.0.1/32"  # where the sidecar connects from: loopback, out of the agent's reach
+EGRESS_LISTEN_DOCKER = "127.0.0.1:3130"  # in the proxy container's namespace
 READY = "awf-api-proxy ready"
 FAILED = "awf-api-proxy failed:"
 LOG_SUBDIR = "api-proxy"  # <logs>/api-proxy/: api-proxy.jsonl and the egress access.jsonl
 KEYS_ROOT = Path("/dev/shm")
-# awf-run policy flags the egress proxy inherits: how names resolve and which ranges may be
-# dialled. Never the domains or ports: those are the agent's.
-INHERITED = ("--resolve", "--allow-range", "--dns-servers", "--upstream-proxy")
 
 # (variable, value template) per provider; {url} is http://HOST:PORT of its listener
 _AGENT_VARS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -63,6 +63,7 @@ class Sidecar:
     providers: tuple[str, ...]  # the configured ones, in PROVIDERS order
     targets: tuple[tuple[str, Target], ...]  # every provider's, defaults included
     extra_ca_certs: Path | None
+    rate_limits: tuple[tuple[str, int], ...] = ()  # --rate-limit-*: (flag, N), passed on
 
     def key_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.keys)
@@ -89,7 +90,7 @@ def plan(cfg: RunConfig, environ: Mapping[str, str]) -> Sidecar | None:
                               "cannot send it (fix the variable, or pass --no-api-proxy)")
     have = {n for n, _ in keys}
     providers = tuple(p.name for p in PROVIDERS if have & set(p.key_names))
-    return Sidecar(keys, providers, tuple(parsed), ca)
+    return Sidecar(keys, providers, tuple(parsed), ca, cfg.api_rate_limits)
 
 
 def agent_env(sc: Sidecar, host: str) -> list[tuple[str, str]]:
@@ -110,18 +111,28 @@ def with_no_proxy(value: str, host: str) -> str:
     return ",".join(items if host in items else [*items, host])
 
 
-def egress_argv(sc: Sidecar, cfg: RunConfig, log_dir: str) -> list[str]:
-    """The egress awf-proxy's flags (besides --listen): only the targets, on their ports."""
-    hosts = sorted({t.host for _, t in sc.targets})
-    ports = sorted({t.port for _, t in sc.targets} - {80, 443})
-    args = ["--allow-domains", ",".join(hosts)]
-    if ports:
-        args += ["--allow-ports", ",".join(map(str, ports))]
-    flags = list(cfg.proxy_args)
-    for flag, value in zip(flags[::2], flags[1::2], strict=True):
-        if flag in INHERITED:
-            args += [flag, value]
-    return [*args, "--log-dir", log_dir, "--drain-timeout", "1", "--log-level", cfg.log_level]
+def proxy_client_args(sc: Sidecar, listen: str) -> list[str]:
+    """The run's awf-proxy flags for the sidecar's egress: a listener on loopback (`listen`,
+    HOST:PORT), and the client `api-proxy` from 127.0.0.1 allowed each target on its port only
+    (docs/proxy.md §12). The agent's allowlist is left alone: it never holds the targets."""
+    targets = sorted({(t.host, t.port) for _, t in sc.targets})
+    entries = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in targets)
+    return ["--listen", listen, "--client", f"{CLIENT}={CLIENT_FROM}",
+            "--client-allow-domains", f"{CLIENT}={entries}"]
+
+
+def egress_url(listen: str) -> str:
+    return f"http://{listen}"
+
+
+def free_loopback(host: str = "127.0.0.1") -> str:
+    """netns backend: HOST:PORT of a free loopback port of the host, for the proxy's sidecar
+    listener (picked, then bound by awf-proxy a moment later)."""
+    import socket
+
+    with socket.socket(socket.AF_INET) as s:
+        s.bind((host, 0))
+        return f"{host}:{s.getsockname()[1]}"
 
 
 def sidecar_argv(sc: Sidecar, *, listen_host: str, keys_file: str, log_dir: str,
@@ -133,14 +144,15 @@ def sidecar_argv(sc: Sidecar, *, listen_host: str, keys_file: str, log_dir: str,
         args += [f"--{name}-api-target", target.netloc]
     if extra_ca_certs is not None:
         args += ["--extra-ca-certs", extra_ca_certs]
+    for flag, n in sc.rate_limits:
+        args += [flag, str(n)]
     return args
 
 
-def entry_spec(egress: Sequence[str], sidecar: Sequence[str], *, egress_listen: str,
-               lease: str | None) -> str:
+def entry_spec(sidecar: Sequence[str], *, egress_listen: str, lease: str | None) -> str:
     """containers.api_entry's SPEC_JSON (no key in it: the sidecar reads its keys file)."""
-    return json.dumps({"egress_listen": egress_listen, "egress": list(egress),
-                       "sidecar": list(sidecar), "lease": lease})
+    return json.dumps({"sidecar": list(sidecar), "egress_proxy": egress_url(egress_listen),
+                       "lease": lease})
 
 
 # --- the keys file ----------------------------------------------------------------------------
@@ -275,7 +287,7 @@ class HostSidecar:
     """containers.api_entry as a host process (netns backend), listening on the veth's host
     address; run as nobody with no capabilities, dying with awf (pdeathsig)."""
 
-    def __init__(self, sc: Sidecar, cfg: RunConfig, *, run: str, listen_host: str,
+    def __init__(self, sc: Sidecar, *, run: str, listen_host: str, egress_listen: str,
                  logs: Path) -> None:
         import subprocess
         import sys
@@ -294,10 +306,9 @@ class HostSidecar:
             if os.geteuid() == 0:
                 os.chown(ca_path, uid, gid)
             ca = str(ca_path)
-        spec = entry_spec(egress_argv(sc, cfg, str(log_dir)),
-                          sidecar_argv(sc, listen_host=listen_host, keys_file=str(keys),
+        spec = entry_spec(sidecar_argv(sc, listen_host=listen_host, keys_file=str(keys),
                                        log_dir=str(log_dir), extra_ca_certs=ca),
-                          egress_listen=EGRESS_LISTEN_HOST, lease=None)
+                          egress_listen=egress_listen, lease=None)
         drop = ["--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all",
                 "--no-new-privs", "--pdeathsig", "KILL"]
         if (uid, gid) != (os.geteuid(), os.getegid()):
@@ -380,13 +391,14 @@ CONTAINER_CA = "/run/awf/extra-ca.pem"
 CONTAINER_LEASE = "/run/awf-lease"
 
 
-def docker_spec(sc: Sidecar, cfg: RunConfig, *, name: str, image: str, proxy_container: str,
+def docker_spec(sc: Sidecar, *, name: str, image: str, proxy_container: str,
                 listen_host: str, run: str, logs: Path, lease: Path, uid: int, gid: int,
                 labels: tuple[tuple[str, str], ...]) -> ContainerSpec:
     """awf-<run>-api: containers.api_entry as uid:gid with no capabilities, sharing the proxy
-    container's network namespace (so it listens on the proxy's address, its egress proxy on
-    that namespace's loopback, and the proxy container's `awf_proxy` output rules bind it
-    too). The keys file (and --extra-ca-certs) are bind-mounted read-only; its Env holds no key."""
+    container's network namespace (so it listens on the proxy's address, reaches the run's
+    awf-proxy on that namespace's loopback, EGRESS_LISTEN_DOCKER, as the client `api-proxy`,
+    and the proxy container's `awf_proxy` output rules bind it too). The keys file (and
+    --extra-ca-certs) are bind-mounted read-only; its Env holds no key."""
     from containers.spec import ContainerSpec, Limits, Mount
 
     keys = write_keys(sc, run, uid, gid)
@@ -401,8 +413,7 @@ def docker_spec(sc: Sidecar, cfg: RunConfig, *, name: str, image: str, proxy_con
         mounts.append(Mount(str(copy), CONTAINER_CA))
         ca = CONTAINER_CA
     log_dir = f"/logs/{LOG_SUBDIR}"
-    spec = entry_spec(egress_argv(sc, cfg, log_dir),
-                      sidecar_argv(sc, listen_host=listen_host, keys_file=CONTAINER_KEYS,
+    spec = entry_spec(sidecar_argv(sc, listen_host=listen_host, keys_file=CONTAINER_KEYS,
                                    log_dir=log_dir, extra_ca_certs=ca),
                       egress_listen=EGRESS_LISTEN_DOCKER, lease=CONTAINER_LEASE)
     mib = 1024 * 1024

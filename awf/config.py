@@ -82,6 +82,8 @@ class RunConfig:
     api_proxy: bool = True  # --no-api-proxy (upstream: --no-enable-api-proxy) makes it False
     api_targets: tuple[tuple[str, str], ...] = ()  # (provider, host) for the API proxy sidecar
     extra_ca_certs: Path | None = None  # --extra-ca-certs: PEM the API proxy sidecar also trusts
+    # --rate-limit-rpm/-rph/-bytes-pm: the API proxy sidecar's opt-in limits, (flag, N) pairs
+    api_rate_limits: tuple[tuple[str, int], ...] = ()
     intercept_ports: frozenset[int] = frozenset()  # 80, 443, --allow-ports and HOST:PORT ports
     config_file: str | None = None  # what --config named ('-': standard input)
     print_config: bool = False  # --print-config: print `effective` and exit 0
@@ -193,6 +195,12 @@ def run_parser() -> argparse.ArgumentParser:
     for provider in API_PROVIDERS:
         add(f"--{provider}-api-target", metavar="HOST[:PORT]",
             help=f"the {provider} API host the API proxy sidecar sends to (HTTPS)")
+    for suffix, what in (("rpm", "requests per minute"), ("rph", "requests per hour"),
+                         ("bytes-pm", "bytes (up and down) per minute")):
+        add(f"--rate-limit-{suffix}", metavar="N", help=f"the API proxy sidecar's limit of "
+            f"{what} per provider: past it, 429 with Retry-After (default: none)")
+    add("--no-rate-limit", action="store_true",
+        help="no API proxy rate limit, whatever --rate-limit-* or the config file say")
     add("--learn", action="store_true",
         help="learn mode: let every domain through (IP literals, dangerous and unlisted ports, "
         "denied address ranges and --block-domains still hold), log what the allowlist would "
@@ -331,6 +339,7 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         api_targets=tuple((p, getattr(ns, f"{p}_api_target")) for p in API_PROVIDERS
                           if getattr(ns, f"{p}_api_target")),
         extra_ca_certs=Path(ns.extra_ca_certs) if ns.extra_ca_certs else None,
+        api_rate_limits=_rate_limits(ns, layered.notes),
         intercept_ports=frozenset({80, 443} | proxy_cfg.allow_ports | policy.scoped_ports()),
         config_file=ns.config,
         print_config=ns.print_config,
@@ -338,6 +347,25 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         notes=tuple(layered.notes),
         learn=bool(ns.learn),
     )
+
+
+RATE_LIMIT_FLAGS = ("--rate-limit-rpm", "--rate-limit-rph", "--rate-limit-bytes-pm")
+
+
+def _rate_limits(ns: argparse.Namespace, notes: list[str]) -> tuple[tuple[str, int], ...]:
+    """The sidecar's limits as (flag, N): each a whole number of at least 1; none with
+    --no-rate-limit (rateLimiting.enabled: false), which wins over the values (a note says so)."""
+    out = []
+    for flag in RATE_LIMIT_FLAGS:
+        value = getattr(ns, flag[2:].replace("-", "_"))
+        if value is not None:
+            out.append((flag, _positive_int(flag, str(value), 1)))
+    if ns.no_rate_limit:
+        if out:
+            notes.append(f"--no-rate-limit: {', '.join(f for f, _ in out)} ignored; the API "
+                         "proxy has no rate limit")
+        return ()
+    return tuple(out)
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmgt]?)b?", re.IGNORECASE)

@@ -228,6 +228,10 @@ def _convert(kind: str, action: argparse.Action, value: Any, here: str) -> Any:
     if kind == "csv":
         items = value if isinstance(value, list) else [value]
         return ",".join(_scalar(v, here) for v in items)
+    if kind == "not":  # upstream's `enabled: false` is our `--no-...: true`
+        if not isinstance(value, bool):
+            raise ConfigError(f"{here}: expected true or false, got {_show(value)}")
+        return not value
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{here}: expected a whole number, got {_show(value)}")
     return _as_flag_value(action, value, here)

@@ -30,7 +30,7 @@ class Row:
     status: Status
     reason: str  # MAPPED: how; otherwise why, and what to use
     ours: str = ""  # MAPPED: the dest of our flag that takes the value
-    kind: str = "str"  # MAPPED: str | list | csv | bool | int (how the value converts)
+    kind: str = "str"  # MAPPED: str | list | csv | bool | not (a bool, inverted) | int
     flag: str = ""  # upstream's flag for it, if any
     inert: tuple[object, ...] = (False, None, "")  # values that ask for nothing
     empty_inert: bool = True  # an empty list or mapping asks for nothing
@@ -74,7 +74,6 @@ _AUTH = ("not supported: awf's API proxy does no OIDC credential exchange; give 
          "key in the environment (the sidecar holds it, the command never sees it)")
 _ENCLAVE = ("not supported: awf has no private-repository enclaves; the executors and their "
             "information budgets would not exist")
-_RATE = ("not enforced: awf's proxy has no rate limiting; remove it or use upstream awf")
 _SESSION = ("no effect here: the command's session state stays in the sandbox (awf has no "
             "--session-state-dir; --share-home DIR shares a directory of your home read-write)")
 
@@ -248,10 +247,11 @@ SCHEMA: dict[str, Row] = {
     "logging.proxyLogsDir": M("proxy_logs_dir", flag="--proxy-logs-dir"),
     "logging.sessionStateDir": N(_SESSION, "--session-state-dir"),
     # rateLimiting, platform
-    "rateLimiting.enabled": R(_RATE, "--no-rate-limit"),
-    "rateLimiting.requestsPerMinute": R(_RATE, "--rate-limit-rpm"),
-    "rateLimiting.requestsPerHour": R(_RATE, "--rate-limit-rph"),
-    "rateLimiting.bytesPerMinute": R(_RATE, "--rate-limit-bytes-pm"),
+    "rateLimiting.enabled": M("no_rate_limit", "not", "--no-rate-limit",
+                              "our no_rate_limit, inverted (false: no limit at all)"),
+    "rateLimiting.requestsPerMinute": M("rate_limit_rpm", "int", "--rate-limit-rpm"),
+    "rateLimiting.requestsPerHour": M("rate_limit_rph", "int", "--rate-limit-rph"),
+    "rateLimiting.bytesPerMinute": M("rate_limit_bytes_pm", "int", "--rate-limit-bytes-pm"),
     "platform.type": N("no effect here: awf's API proxy needs no platform hint"),
     # enclaves (an array of objects: [] stands for each element)
     **{f"enclaves[].{k}": R(_ENCLAVE) for k in (
@@ -329,9 +329,6 @@ FLAGS: tuple[Flag, ...] = (
     _f("--anthropic-auto-cache", "bool", N(_CACHE)),
     _f("--anthropic-cache-tail-ttl", "value", N(_CACHE)),
     _f("--enable-token-steering", "bool", N(_CACHE)),
-    *(_f(f"--rate-limit-{k}", "value", R(_RATE)) for k in ("rpm", "rph", "bytes-pm")),
-    _f("--no-rate-limit", "bool", N("awf's proxy has no rate limiting",
-                                    inert=(True, False, None))),
     *(_f(f"--{k}", "value", R(_CAP)) for k in (
         "max-model-multiplier", "max-model-multiplier-cap", "max-permission-denied",
         "max-cache-misses")),
@@ -360,4 +357,6 @@ OURS = {
     "--agent-timeout": "agent_timeout", "--work-dir": "work_dir",
     "--proxy-logs-dir": "proxy_logs_dir", "--audit-dir": "audit_dir",
     "--diagnostic-logs": "diagnostics", "--upstream-proxy": "upstream_proxy",
+    "--rate-limit-rpm": "rate_limit_rpm", "--rate-limit-rph": "rate_limit_rph",
+    "--rate-limit-bytes-pm": "rate_limit_bytes_pm", "--no-rate-limit": "no_rate_limit",
 }

@@ -19,6 +19,13 @@ from typing import Any, NoReturn
 
 from proxy import __version__
 from proxy.addr import IPAddress
+from proxy.clients import (
+    CLIENT_FLAGS,
+    ClientSpec,
+    ClientTable,
+    parse_client_file,
+    parse_client_flags,
+)
 from proxy.errors import ConfigError
 from proxy.hostsfile import DEFAULT as DEFAULT_HOSTS
 from proxy.hostsfile import load_hosts
@@ -70,6 +77,7 @@ class ProxyConfig:
     ssl_bump_exclude: tuple[str, ...] = ()
     extra_ca_certs: Path | None = None
     upstream_proxy: Parent | None = None  # --upstream-proxy: a parent proxy after our policy
+    clients: tuple[ClientSpec, ...] = ()  # --client*: per-client policies (proxy/clients.py)
     # the flags as given, kept so that SIGHUP can merge them again over a re-read file (not in
     # the repr: --upstream-proxy's URL may hold a password)
     flags: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -110,6 +118,11 @@ _KEYS: dict[str, tuple[str, str]] = {
     "ssl_bump_exclude": ("--ssl-bump-exclude", "domains"),
     "extra_ca_certs": ("--extra-ca-certs", "path"),
     "upstream_proxy": ("--upstream-proxy", "parent"),
+    # per-client policies: assembled together by _clients(), never by _convert()
+    "client": ("--client", "client"),
+    "client_allow_domains": ("--client-allow-domains", "client"),
+    "client_block_domains": ("--client-block-domains", "client"),
+    "clients": ("clients", "client"),
 }
 
 
@@ -194,6 +207,15 @@ def _parser() -> _Parser:
         help="send every allowed connection through this parent proxy, "
         "http://[user:pass@]host:port, after this proxy's own policy (CONNECT for tunnels, "
         "absolute-URI requests for plain HTTP)")
+    add("--client", action="append", metavar="NAME=CIDR[,CIDR]",
+        help="a client: connections from these source networks are decided under its own "
+        "--client-allow-domains/--client-block-domains instead of the proxy's lists, and "
+        "logged with client_name NAME (repeatable)")
+    add("--client-allow-domains", action="append", metavar="NAME=LIST",
+        help="allowed entries of client NAME, as in --allow-domains (repeatable); a client "
+        "without any allows nothing")
+    add("--client-block-domains", action="append", metavar="NAME=LIST",
+        help="blocked entries of client NAME, as in --block-domains (repeatable)")
     add("--version", action="version", version=f"awf-proxy {__version__}")
     return p
 
@@ -211,11 +233,49 @@ def merge(flags: Mapping[str, Any], config_path: Path | None) -> ProxyConfig:
     file_values = load_file(config_path) if config_path else {}
     values: dict[str, Any] = {**file_values, **flags}
     cfg = ProxyConfig(config=config_path, flags=dict(flags))
-    updates: dict[str, Any] = {}
+    updates: dict[str, Any] = {"clients": _clients(flags, file_values)}
+    for key in (*CLIENT_FLAGS, "clients"):
+        values.pop(key, None)
     for key, raw in values.items():
         flag, kind = _KEYS[key]
         updates[key] = _convert(flag, kind, raw)
     return replace(cfg, **updates)
+
+
+def _clients(flags: Mapping[str, Any], file_values: Mapping[str, Any]) -> tuple[ClientSpec, ...]:
+    """The clients: from the --client* flags if any is given (they replace the file's), else
+    from the file (its `clients` list, or the flags' keys; not both)."""
+    given = flags if any(k in flags for k in CLIENT_FLAGS) else file_values
+    flag_form = any(k in given for k in CLIENT_FLAGS)
+    if flag_form and "clients" in given:
+        raise ConfigError("--config: give the clients either as a 'clients' list or as "
+                          "'client'/'client_allow_domains'/'client_block_domains', not both")
+    if "clients" in given:
+        return parse_client_file(given["clients"])
+    if not flag_form:
+        return ()
+
+    def texts(key: str) -> list[str]:
+        flag = _KEYS[key][0]
+        raw = given.get(key, [])
+        out = []
+        for v in raw if isinstance(raw, list) else [raw]:
+            if not isinstance(v, str):
+                raise ConfigError(f"{flag}: expected text, got {v!r}")
+            out.append(v)
+        return out
+
+    if "client" not in given:
+        raise ConfigError("--client-allow-domains/--client-block-domains need a client: "
+                          "--client NAME=CIDR")
+    return parse_client_flags(texts("client"), texts("client_allow_domains"),
+                              texts("client_block_domains"))
+
+
+def build_clients(cfg: ProxyConfig) -> ClientTable:
+    """The clients' policies (empty table without --client); ConfigError if an entry is bad."""
+    return ClientTable.build(cfg.clients, allow_ports=cfg.allow_ports,
+                             allow_ranges=cfg.allow_range)
 
 
 def load_file(path: Path) -> dict[str, Any]:

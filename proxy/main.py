@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy.access_log import DROPPED_LINE, AccessLog
+from proxy.clients import ClientTable
 from proxy.config import (
     ProxyConfig,
+    build_clients,
     build_policy,
     build_rules,
     check_bump_flags,
@@ -59,6 +61,7 @@ async def serve(
     ready: Callable[[list[str]], None] | None = None,
     urlrules: UrlRules | None = None,
     bumper: Bumper | None = None,
+    clients: ClientTable | None = None,
 ) -> int:
     if urlrules is None and policy is None:
         urlrules = build_rules(cfg)
@@ -67,13 +70,14 @@ async def serve(
     policy = policy if policy is not None else build_policy(cfg)
     access = AccessLog(_log_path(cfg, "access.jsonl"), stderr_summary=cfg.log_dir is None)
     resolver = Resolver(static=static_answers(cfg), servers=cfg.dns_servers)
-    server = ProxyServer(cfg, policy, resolver, access, urlrules=urlrules, bumper=bumper)
+    server = ProxyServer(cfg, policy, resolver, access, urlrules=urlrules, bumper=bumper,
+                         clients=clients)
     extra: list[Listener] = []
     if cfg.transparent_listen:
         from proxy.transparent import TransparentConnection
 
         extra.extend(
-            ("--transparent-listen", ep, lambda: TransparentConnection(server))
+            ("--transparent-listen", ep, server.factory(TransparentConnection))
             for ep in cfg.transparent_listen
         )
     await server.start(extra)
@@ -188,10 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise_fd_limit(cfg.max_connections)
         urlrules = build_rules(cfg)  # validate everything before the event loop starts
         policy = urlrules.policy if urlrules is not None else build_policy(cfg)
+        clients = build_clients(cfg)
         bumper = load_bumper(cfg) if cfg.ssl_bump else None
         import uvloop
 
-        return uvloop.run(serve(cfg, policy, urlrules=urlrules, bumper=bumper))
+        return uvloop.run(serve(cfg, policy, urlrules=urlrules, bumper=bumper,
+                                clients=clients))
     except ConfigError as exc:
         print(f"awf-proxy: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from proxy import __version__
 from proxy.access_log import AccessLog, Entry, learn_scheme_is_tls, would_deny_record
 from proxy.addr import IPAddress, embedded_ipv4
+from proxy.clients import ClientTable
 from proxy.config import (
     ProxyConfig,
+    build_clients,
     build_policy,
     build_rules,
     format_endpoint,
     merge,
     static_answers,
 )
-from proxy.context import Limits, Registered
+from proxy.context import ConnectionContext, Limits, Registered
 from proxy.dialer import dial
 from proxy.errors import (
     ConfigError,
@@ -90,11 +92,16 @@ class ProxyServer:
         local: frozenset[IPAddress] | None = None,
         urlrules: UrlRules | None = None,
         bumper: Bumper | None = None,
+        clients: ClientTable | None = None,
     ) -> None:
         self.cfg = cfg
         self.policy = policy if urlrules is None else urlrules.policy
         self.urlrules = urlrules
         self.bumper = bumper
+        # --client: per-client policies (proxy/clients.py); one context per client name
+        self.clients = clients if clients is not None else build_clients(cfg)
+        self._client_ctx: dict[str, ConnectionContext] = {}
+        self._selecting = bool(cfg.clients)  # listeners pick a context per connection
         self.resolver = resolver
         self.log = log
         self.limits = Limits(head_timeout=cfg.head_timeout,
@@ -127,7 +134,7 @@ class ProxyServer:
         """Bind every listener (explicit first, then `extra`), or raise ConfigError."""
         self.loop = loop = asyncio.get_running_loop()
         wanted: list[Listener] = [
-            ("--listen", ep, lambda: HttpConnection(self)) for ep in self.cfg.listen
+            ("--listen", ep, self.factory(HttpConnection)) for ep in self.cfg.listen
         ]
         wanted.extend(extra)
         await self.resolve_parent()
@@ -148,6 +155,28 @@ class ProxyServer:
                 self.endpoints.append(format_endpoint(bound[0], bound[1]))
                 self.add_self(bound[0], bound[1])
         self._fd_floor = open_descriptors() + FD_RESERVE
+
+    def factory(self, make: Callable[[ConnectionContext], asyncio.Protocol]
+                ) -> Callable[[], asyncio.Protocol]:
+        """A listener's protocol factory: `make(self)`, or with --client a `ClientSelector` that
+        calls `make` with the context of the connection's client, chosen once per connection."""
+        if not self._selecting:
+            return lambda: make(self)
+        from proxy.clientview import ClientSelector
+
+        return lambda: ClientSelector(self, make)
+
+    def context_for(self, ip: IPAddress | None) -> ConnectionContext:
+        """The context of a connection from `ip`: its client's, or the server itself."""
+        client = self.clients.select(ip)
+        if client is None:
+            return self
+        ctx = self._client_ctx.get(client.name)
+        if ctx is None:
+            from proxy.clientview import ClientContext
+
+            ctx = self._client_ctx[client.name] = ClientContext(self, client.name)
+        return ctx
 
     async def resolve_parent(self) -> None:
         """Resolve --upstream-proxy's host once, at start; ConfigError if it has no address.
@@ -260,8 +289,10 @@ class ProxyServer:
                 return True
         return False
 
-    async def destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...]:
-        """The checked addresses to dial for an allowed decision (docs/proxy.md §4, §6 order)."""
+    async def destinations(self, decision: Decision, port: int, *,
+                           policy: Policy | None = None) -> tuple[IPAddress, ...]:
+        """The checked addresses to dial for an allowed decision (docs/proxy.md §4, §6 order),
+        under `policy` (a client's) or the proxy's."""
         if decision.address is not None:  # an allowed IP literal: exempt from docs/proxy.md §4
             if self.is_self(decision.address, port):
                 raise SelfConnection(f"{decision.host}:{port} is this proxy")
@@ -275,7 +306,7 @@ class ProxyServer:
             raise
         if any(self.is_self(ip, port) for ip in addresses):
             raise SelfConnection(f"{decision.host}:{port} resolves to this proxy")
-        policy = self.policy
+        policy = self.policy if policy is None else policy
         checked = tuple(ip for ip in addresses if policy.address_allowed(ip))
         if parent and len(checked) < len(addresses):
             # the parent dials whichever address it resolves: one denied answer is enough
@@ -329,10 +360,12 @@ class ProxyServer:
     # -- health, reload, upkeep ----------------------------------------------------------
 
     def health(self) -> dict[str, object]:
+        clients = {"clients": self.clients.counts()} if self.clients.clients else {}
         return {
             "status": "ok",
             "version": __version__,
             "policy": self.policy.counts(),
+            **clients,
             "connections": len(self.connections),
             "pooled_upstreams": len(self.pool),
             "uptime_s": round(time.monotonic() - self.started, 3),
@@ -344,6 +377,7 @@ class ProxyServer:
             cfg = merge(self.cfg.flags, self.cfg.config)
             rules = build_rules(cfg)
             policy = rules.policy if rules is not None else build_policy(cfg)
+            clients = build_clients(cfg)
             static = static_answers(cfg)
         except ConfigError as exc:
             print(f"awf-proxy: reload rejected: {exc}; the previous policy stays in force",
@@ -351,6 +385,10 @@ class ProxyServer:
             return
         self.policy = policy
         self.urlrules = rules
+        if cfg.clients and not self._selecting:
+            print("awf-proxy: reload: --client cannot be added to a proxy started without "
+                  "it; the clients take effect at the next start", file=sys.stderr, flush=True)
+        self.clients = clients if self._selecting else ClientTable()
         self.pool.clear()
         if self.bumper is not None:
             self.bumper.clear()
@@ -362,7 +400,8 @@ class ProxyServer:
         self.cfg = replace(self.cfg, allow_domains=cfg.allow_domains,
                            block_domains=cfg.block_domains, allow_ports=cfg.allow_ports,
                            allow_range=cfg.allow_range, resolve=cfg.resolve,
-                           hosts_file=cfg.hosts_file)
+                           hosts_file=cfg.hosts_file,
+                           clients=cfg.clients)
         counts = policy.counts()
         print(f"awf-proxy: policy reloaded: {counts.get('allow', 0)} allowed, "
               f"{counts.get('block', 0)} blocked entries", file=sys.stderr, flush=True)

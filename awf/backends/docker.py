@@ -206,7 +206,9 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     uid, gid = _proxy_user()
     proxy_spec, proxy_sha = runspecs.proxy_spec(
         n, subnets, runtime, labels_=run.labels(labels.Role.PROXY), ports=ports,
-        proxy_argv=shared.proxy_argv(subnets.proxy_addrs, cfg, "/logs"),
+        proxy_argv=[*shared.proxy_argv(subnets.proxy_addrs, cfg, "/logs"),
+                    *(apisidecar.proxy_client_args(run.api, apisidecar.EGRESS_LISTEN_DOCKER)
+                      if run.api is not None else [])],
         allow_ranges=prepared.allow_ranges, attach=prepared.attach,
         attach_ranges=prepared.attach_ranges, dns_servers=prepared.dns_servers,
         dns_flags=prepared.dns_flags, sidecar_ports=run.api_ports, uid=uid, gid=gid,
@@ -298,7 +300,7 @@ def _api_start(run: Run, subnets: topology.Subnets, runtime: str) -> dockerstart
     assert run.api is not None
     uid, gid = _proxy_user()
     spec = apisidecar.docker_spec(
-        run.api, run.cfg, name=run.names.api, image=runtime,
+        run.api, name=run.names.api, image=runtime,
         proxy_container=run.names.proxy, listen_host=str(subnets.proxy_v4), run=run.run,
         logs=run.logs, lease=run.work / "lease", uid=uid, gid=gid,
         labels=run.labels(labels.Role.API))

@@ -91,10 +91,15 @@ def _run(run: Run) -> int:
     (etc / "resolv.conf").write_text(shared.resolv_conf(addrs))
     if run.proxy is None:
         raise SandboxError("awf-proxy was not forked")
-    run.proxy.launch(shared.proxy_argv(addrs, cfg, str(run.logs)))
+    argv = shared.proxy_argv(addrs, cfg, str(run.logs))
+    egress = apisidecar.free_loopback() if run.api is not None else ""
+    if run.api is not None:  # the sidecar's egress: a loopback listener, its client policy
+        argv += apisidecar.proxy_client_args(run.api, egress)
+    run.proxy.launch(argv)
     if run.api is not None:  # starts while the rules are applied; ready before the self-test
-        run.api_proc = apisidecar.HostSidecar(run.api, cfg, run=run.run,
-                                              listen_host=str(link.host_v4.ip), logs=run.logs)
+        run.api_proc = apisidecar.HostSidecar(run.api, run=run.run,
+                                              listen_host=str(link.host_v4.ip),
+                                              egress_listen=egress, logs=run.logs)
     side, agent = _rulesets(run, link)
     _apply_both(side, agent, link.netns)
     shared.write_log(run.logs, "proxy.nft", side.render())

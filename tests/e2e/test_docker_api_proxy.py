@@ -103,6 +103,10 @@ def test_direct_calls_to_the_target_are_denied(run: Run) -> None:
     api_run.check_direct_denied(run[1])
 
 
+def test_the_sidecar_leaves_through_the_one_proxy_as_its_client(run: Run) -> None:
+    api_run.check_one_proxy(run[2])
+
+
 def test_no_key_in_logs_and_the_summary_counts_tokens(run: Run) -> None:
     done, _, logs, _ = run
     api_run.check_logs(logs, done.stderr)

@@ -94,6 +94,11 @@ def test_direct_calls_to_the_target_are_denied(run: tuple[
     api_run.check_direct_denied(run[1])
 
 
+def test_the_sidecar_leaves_through_the_one_proxy_as_its_client(run: tuple[
+        subprocess.CompletedProcess[str], dict[str, object], Path]) -> None:
+    api_run.check_one_proxy(run[2])
+
+
 def test_no_key_in_logs_and_the_summary_counts_tokens(run: tuple[
         subprocess.CompletedProcess[str], dict[str, object], Path]) -> None:
     done, _, logs = run
@@ -110,6 +115,28 @@ def test_no_api_proxy_starts_no_sidecar(origin: api_origin.Origin, tmp_path: Pat
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "none nokey"  # and no key: agentenv never passes them
     assert "api-proxy:" not in done.stderr
+
+
+def test_rate_limit_rpm_1_the_second_call_gets_429(origin: api_origin.Origin,
+                                                   tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    call = ('curl -sS -m 20 -o /dev/null -D - -H "content-type: application/json" '
+            '-d \'{"model":"m","messages":[]}\' "$OPENAI_BASE_URL/chat/completions"')
+    done = awf(*api_run.flags(origin.ca_pem), "--rate-limit-rpm", "1", "--proxy-logs-dir",
+               str(logs), "--", "bash", "-c", f"{call}; {call}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    heads = [h for h in done.stdout.replace("\r", "").split("\n\n") if h.strip()]
+    assert [h.split()[1] for h in heads] == ["200", "429"], done.stdout
+    limited = {k.lower(): v.strip() for k, _, v in (
+        ln.partition(":") for ln in heads[1].splitlines()[1:])}
+    assert int(limited["retry-after"]) >= 1
+    assert limited["x-ratelimit-limit"] == "1"
+    assert limited["x-ratelimit-remaining"] == "0"
+    assert limited["x-awf-reason"] == "rate_limited"
+    records = [json.loads(ln) for ln in
+               (logs / "api-proxy" / "api-proxy.jsonl").read_text().splitlines()]
+    assert [(r["status"], r["error"]) for r in records] == [(200, None), (429, "rate_limited")]
+    assert "api-proxy: openai 2 requests (1 failed)" in done.stderr
 
 
 def test_a_sidecar_that_dies_mid_run_fails_closed(origin: api_origin.Origin,

@@ -162,3 +162,20 @@ def check_logs(logs: Path, stderr: str) -> None:
         assert key not in stderr
     assert "api-proxy: openai 2 requests, 16 in / 10 out tokens" in stderr, stderr
     assert "api-proxy: anthropic 2 requests, 34 in / 19 out tokens" in stderr, stderr
+
+
+def check_one_proxy(logs: Path) -> None:
+    """The sidecar's calls left through the run's one awf-proxy as its client `api-proxy`
+    (docs/proxy.md §12), allowed; the agent's direct calls to the same targets were denied there
+    under its own policy; there is no second proxy's log."""
+    records = [json.loads(ln) for ln in (logs / "access.jsonl").read_text().splitlines()
+               if ln.strip()]
+    mine = [r for r in records if r.get("client_name") == "api-proxy"]
+    # one tunnel per target at least (the sidecar keeps its upstream connections alive)
+    assert {(r["host"], r["decision"]) for r in mine} == {
+        ("api.openai.test", "allow"), ("api.anthropic.test", "allow")}, mine
+    agent = [r for r in records if "client_name" not in r and r.get("host") in (
+        "api.openai.test", "api.anthropic.test")]
+    assert agent, records
+    assert {r["decision"] for r in agent} == {"deny"}, agent
+    assert not (logs / "api-proxy" / "access.jsonl").exists()

@@ -124,7 +124,8 @@ def _sample(path: str) -> Any:
     row = SCHEMA[path]
     action = run_parser()._option_string_actions.get(row.flag) if row.flag else None
     if row.status is Status.MAPPED:
-        return {"list": ["a.example.com"], "csv": ["1.1.1.1"], "bool": True, "int": 5}.get(
+        return {"list": ["a.example.com"], "csv": ["1.1.1.1"], "bool": True, "not": True,
+                "int": 5}.get(
             row.kind, "debug" if path == "logging.logLevel" else "x")
     if path in OPAQUE:
         return {"a": "b"}
