@@ -14,7 +14,9 @@ owner is `unfinished` (killed). Sources are listed running first, then newest fi
 
 **Reading.** Files are streamed line by line (bounded memory). A line that is not a JSON object
 is skipped; the first such line of each file gets one warning naming the file and the line
-number, and the others are counted (`Reader.malformed`).
+number, and the others are counted (`Reader.malformed`). The count of an access log
+(`tally_access`) reads blocks of whole lines instead, a big file split into byte ranges among
+processes, and decodes most lines into only the fields it needs (`Tally.add_lines`).
 """
 
 from __future__ import annotations
