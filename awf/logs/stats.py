@@ -61,7 +61,7 @@ SELFTEST_DROPS = frozenset((addr, proto, port) for addr in (PROBE_V4, PROBE_V6)
 
 class ProxyFields(msgspec.Struct, gc=False):
     """The fields of a proxy record that the count reads, as msgspec decodes them straight from
-    a line (`Tally.add_lines`): several times cheaper than a whole dict, and checked in C. A
+    a line (`Tally.add_lines`): 0.6 of the time orjson takes for a whole dict, checked in C. A
     line that does not fit (a field missing or of another type, a number past `_INT_MAX`, a
     `selftest` or `client_name` mark: those must be absent) is read as a dict and goes through
     `Tally.add`."""
