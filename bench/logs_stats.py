@@ -99,6 +99,8 @@ def write_logs(logs: Path, size: int) -> tuple[int, int]:
             f.write(data)
             written += len(data)
             blocks += 1
+        f.flush()
+        os.fsync(f.fileno())  # no writeback of the new file while it is timed
     with (logs / "dns.jsonl").open("w") as f:
         for i in range(10_000):
             denied = i % 10 == 0

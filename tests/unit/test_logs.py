@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from awf.logs import read
@@ -258,6 +258,11 @@ def plain_count(lines: list[bytes], tally: Tally) -> list[int]:
 _DECODE = msgspec.json.Decoder(ProxyFields).decode
 
 
+# generating a few hundred choices per example is slow on a loaded machine: no health check
+_LOADED = settings(suppress_health_check=[HealthCheck.too_slow])
+
+
+@_LOADED
 @given(access_lines(), st.integers(0, 40))
 def test_the_typed_way_counts_like_a_dict_at_a_time(lines: list[bytes], cut: int) -> None:
     lines = [line for line in lines if line.isascii() or line.decode(errors="ignore").encode()
@@ -302,6 +307,7 @@ def _chunked(path: Path, **kw: object) -> tuple[dict[str, object], int, list[str
     return tally.result().to_json(), reader.malformed, warnings
 
 
+@_LOADED
 @given(access_lines(max_size=30), st.booleans(), st.integers(1, 300),
        st.integers(1, 5))
 def test_chunks_and_ranges_count_like_the_plain_reader(
