@@ -14,7 +14,9 @@ owner is `unfinished` (killed). Sources are listed running first, then newest fi
 
 **Reading.** Files are streamed line by line (bounded memory). A line that is not a JSON object
 is skipped; the first such line of each file gets one warning naming the file and the line
-number, and the others are counted (`Reader.malformed`).
+number, and the others are counted (`Reader.malformed`). The count of an access log
+(`tally_access`) reads blocks of whole lines instead, a big file split into byte ranges among
+processes, and decodes most lines into only the fields it needs (`Tally.add_lines`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from proxy.errors import AwfError
 
@@ -71,7 +75,7 @@ def parse_line(raw: bytes) -> dict[str, Any] | None:
     except ValueError:
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep for json
             return None
     return obj if isinstance(obj, dict) else None
 
@@ -438,63 +442,82 @@ def load_drops(path: Path | None) -> object:
 # --- stats over big files ------------------------------------------------------------------
 
 PARALLEL_FROM = 64 << 20  # files at least this big are split among processes
+CHUNK = 4 << 20  # bytes read at a time (a block's lines are split in C)
 
 
-def _ranged_lines(f: Any, start: int, end: int) -> Iterator[list[bytes]]:
-    """The lines that begin in [start, end) of the open file `f`, a chunk of lines at a time
-    (without their newlines; a chunk is split in C, which reading line by line is not)."""
+def _ranged_blocks(f: Any, start: int, end: int, chunk: int = CHUNK) -> Iterator[bytes]:
+    """The lines that begin in [start, end) of the open file `f`, in blocks of about `chunk`
+    bytes. Each block holds whole lines and ends with a newline, except the file's last line
+    when it has none; a line longer than `chunk` makes a block of its own size."""
     if start:
         f.seek(start - 1)
         if f.read(1) != b"\n":
             f.readline()  # the line that began before start is the previous range's
     pos = f.tell()
-    carry = b""
+    held: list[bytes] = []  # the start of a line that has not ended yet
     while pos < end:
-        data = f.read(min(CHUNK, end - pos))
+        data = f.read(min(chunk, end - pos))
         if not data:
             break
         pos += len(data)
         if pos >= end and not data.endswith(b"\n"):
             data += f.readline()  # finish the line that began before end
-        lines = (carry + data).split(b"\n")
-        carry = lines.pop()
-        yield lines
-    if carry:
-        yield [carry]  # the last line has no newline
+        cut = data.rfind(b"\n") + 1
+        if not cut:
+            held.append(data)
+            continue
+        block = data if cut == len(data) else data[:cut]
+        if held:
+            held.append(block)
+            block = b"".join(held)
+            held = []
+        if cut < len(data):
+            held.append(data[cut:])
+        yield block
+    if held:
+        yield b"".join(held)  # the last line has no newline
 
 
-CHUNK = 4 << 20
+def _utf8(block: bytes) -> bool:
+    try:
+        block.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-def _tally_range(path: str, start: int, end: int,
-                 api_proxy: frozenset[str]) -> tuple[tuple[object, ...], int, int, int]:
+def _tally_range(path: str, start: int, end: int, api_proxy: frozenset[str],
+                 chunk: int = CHUNK) -> tuple[tuple[object, ...], int, int, int]:
     """Tally the whole lines that begin in [start, end): (state, lines, first bad line (local,
-    0 if none), bad lines)."""
-    from awf.logs.stats import Tally
+    0 if none), bad lines). Lines are decoded by `Tally.add_lines`: as `stats.ProxyFields`
+    where the block is valid UTF-8 (msgspec does not check the fields it skips, where orjson and
+    json refuse bad UTF-8 anywhere), else as `parse_line` reads them."""
+    from awf.logs.stats import ProxyFields, Tally
 
     tally = Tally(api_proxy)
-    add = tally.add
-    loads = _fast_loads
+    decode = msgspec.json.Decoder(ProxyFields).decode
     lines = first_bad = bad = 0
     with open(path, "rb") as f:
-        for chunk in _ranged_lines(f, start, end):
-            for line in chunk:
-                lines += 1
-                try:
-                    rec = loads(line)
-                except ValueError:
-                    rec = parse_line(line)
-                if rec.__class__ is dict:
-                    add(rec)
-                elif line.strip():
-                    bad += 1
-                    first_bad = first_bad or lines
+        for block in _ranged_blocks(f, start, end, chunk):
+            part = block.split(b"\n")
+            if block.endswith(b"\n"):
+                part.pop()
+            utf8 = block.isascii() or _utf8(block)
+            skipped = tally.add_lines(part, parse_line, decode if utf8 else None)
+            if skipped:
+                bad += len(skipped)
+                first_bad = first_bad or lines + skipped[0] + 1
+            lines += len(part)
     return tally.state(), lines, first_bad, bad
 
 
-def tally_access(path: Path, tally: Any, reader: Reader, *, workers: int | None = None) -> None:
-    """Feed every record of the access log `path` into `tally` (a `stats.Tally`), streaming;
-    a big file is split among `workers` processes (default: the CPUs we may use, at most 4)."""
+def tally_access(path: Path, tally: Any, reader: Reader, *, workers: int | None = None,
+                 chunk: int = CHUNK, processes: bool = True) -> None:
+    """Feed every record of the access log `path` into `tally` (a `stats.Tally`), streaming
+    `chunk` bytes at a time; a big file is split into `workers` byte ranges (default: one per
+    CPU we may use, at most 4), each tallied by a process of its own (or one after the other
+    in this one when not `processes`) and merged in file order; a malformed line is reported
+    with its line number in the whole file."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -507,7 +530,7 @@ def tally_access(path: Path, tally: Any, reader: Reader, *, workers: int | None 
     ranges = list(itertools.pairwise(bounds))
     try:
         parts = None
-        if workers > 1:
+        if workers > 1 and processes:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
             from concurrent.futures.process import BrokenProcessPool
@@ -517,11 +540,11 @@ def tally_access(path: Path, tally: Any, reader: Reader, *, workers: int | None 
                                          mp_context=multiprocessing.get_context("fork")) as ex:
                     parts = list(ex.map(_tally_range, [str(path)] * workers,
                                         [a for a, _ in ranges], [b for _, b in ranges],
-                                        [tally.api_proxy] * workers))
+                                        [tally.api_proxy] * workers, [chunk] * workers))
             except BrokenProcessPool:  # a worker died (killed, out of memory): do it here
                 parts = None
         if parts is None:
-            parts = [_tally_range(str(path), 0, size, tally.api_proxy)]
+            parts = [_tally_range(str(path), a, b, tally.api_proxy, chunk) for a, b in ranges]
     except OSError as exc:
         raise NoLogs(f"cannot read {path}: {exc.strerror}") from exc
     before = 0

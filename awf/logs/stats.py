@@ -23,11 +23,13 @@ at `MAX_HOSTS`: past it, new hosts are counted under `OTHER_HOSTS`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import itemgetter
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from netfilter.selftest import NAME as SELFTEST_NAME
 from netfilter.selftest import PROBE_V4, PROBE_V6
@@ -41,6 +43,13 @@ MAX_HOSTS = 10_000
 # the fields of a proxy record that the count reads, fetched in one call on the hot path
 _FIELDS = itemgetter("ts", "client", "host", "port", "decision", "reason", "bytes_up",
                      "bytes_down")
+# orjson reads an integer outside [-2**63, 2**64) as a float, which `Tally.add` does not add up:
+# the typed way (`ProxyFields`) takes only what both read alike
+_INT_MAX = (1 << 63) - 1
+_Count = Annotated[int, msgspec.Meta(ge=0, le=_INT_MAX)]
+# what decoding a line as ProxyFields may raise (DecodeError: not JSON, or not ProxyFields);
+# RecursionError: nested too deep
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
 OTHER_HOSTS = "(other hosts)"
 MAX_NAMES = 10_000  # distinct refused DNS names kept
 MAX_ADDRESSES = 1_000  # distinct client addresses kept
@@ -48,6 +57,25 @@ MAX_ADDRESSES = 1_000  # distinct client addresses kept
 # udp_fails): never a real destination, so their drops are the self-test's own
 SELFTEST_DROPS = frozenset((addr, proto, port) for addr in (PROBE_V4, PROBE_V6)
                            for proto, port in (("tcp", 22), ("udp", 53)))
+
+
+class ProxyFields(msgspec.Struct, gc=False):
+    """The fields of a proxy record that the count reads, as msgspec decodes them straight from
+    a line (`Tally.add_lines`): 0.6 of the time orjson takes for a whole dict, checked in C. A
+    line that does not fit (a field missing or of another type, a number past `_INT_MAX`, a
+    `selftest` or `client_name` mark: those must be absent) is read as a dict and goes through
+    `Tally.add`."""
+
+    ts: str
+    client: str
+    host: str
+    port: _Count
+    decision: str
+    reason: str | None
+    bytes_up: _Count
+    bytes_down: _Count
+    selftest: msgspec.UnsetType = msgspec.UNSET
+    client_name: msgspec.UnsetType = msgspec.UNSET
 
 
 class Outcome(StrEnum):
@@ -282,6 +310,55 @@ class Tally:
         slot[0] += 1
         slot[1] += up
         slot[2] += down
+
+    def add_lines(self, lines: Iterable[bytes], parse: Callable[[bytes], dict[str, Any] | None],
+                  decode: Callable[[bytes], ProxyFields] | None = None) -> list[int]:
+        """Count the lines of an access log: the hot path of `awf logs stats` on a big file.
+        Returns the indexes (from 0) of the lines that are not records; blank lines are skipped.
+
+        `parse` reads a line as a dict (None when it is not a JSON object) for `add`. `decode`,
+        when given, reads a line as `ProxyFields` first, and a record whose key is already
+        counted is counted here without a dict; anything else (the first record of each key, a
+        marked record, odd types, not JSON) is `parse`d. Both ways count alike; `decode` must
+        refuse what `parse` refuses (`awf.logs.read` gives it only blocks of valid UTF-8, as
+        msgspec does not check the fields it skips)."""
+        bad: list[int] = []
+        get = self._keys.get
+        add, hosts = self.add, self._hosts
+        first, last = self._first, self._last
+        typed = None if self._api else decode  # API-proxy clients: `add` tells them apart
+        for i, line in enumerate(lines):
+            if typed is not None:
+                try:
+                    r = typed(line)
+                except _DECODE_ERRORS:
+                    pass
+                else:
+                    # as in `add`'s short way (no key is made for the self-test's names)
+                    address = r.client.rpartition(":")[0]
+                    host = r.host
+                    slot = get((host, r.port, r.decision, r.reason, address, "agent"))
+                    if (slot is not None and address and host in hosts and first is not None
+                            and last is not None):
+                        ts = r.ts
+                        if ts < first:
+                            first = ts
+                        elif ts > last:
+                            last = ts
+                        slot[0] += 1
+                        slot[1] += r.bytes_up
+                        slot[2] += r.bytes_down
+                        continue
+            rec = parse(line)
+            if rec is None:
+                if line.strip():
+                    bad.append(i)
+                continue
+            self._first, self._last = first, last
+            add(rec)
+            first, last = self._first, self._last
+        self._first, self._last = first, last
+        return bad
 
     def _add_general(self, rec: Mapping[str, Any]) -> None:
         """`add` for any record: missing fields, odd types, marks, API-proxy clients."""

@@ -5,10 +5,14 @@ truncation while following, splitting a file among processes)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from awf.logs import read
 from awf.logs.format import Filter, parse_time_flag, pretty
@@ -17,6 +21,7 @@ from awf.logs.stats import (
     MAX_HOSTS,
     OTHER_HOSTS,
     Outcome,
+    ProxyFields,
     Tally,
     client_address,
     count,
@@ -174,6 +179,176 @@ def test_a_big_file_split_among_processes_counts_the_same(tmp_path: Path) -> Non
     assert results[0]["requests"] == 2997
 
 
+# -- the typed short way and the chunked, split reading of a big access log -----------------
+
+# a few values of each field, so that keys repeat (only a key already counted takes the typed
+# way), and odd values of every kind for any field
+_ODD = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                 st.floats(allow_nan=False), st.text(max_size=4), st.just([1, {"a": None}]))
+_FIELD_VALUES: dict[str, st.SearchStrategy[object]] = {  # mostly what the proxy writes
+    "ts": st.sampled_from(["2026-12-06T17:00:00.000Z", "2026-12-06T01:00:00.000Z",
+                           "2026-12-07T00:00:00.000Z"]),
+    "client": st.sampled_from(["10.0.0.2:40000", "10.0.0.2:1", "[fd00::20]:7",
+                               "10.0.0.2:40000", "nohost", ":5", "10.0.0.3:x", "10.0.0.4:5:6"]),
+    "host": st.sampled_from(["a.test", "b.test", "a.test", "\u00fc.test", NAME,
+                             KEEPER_WAIT_NAME, OTHER_HOSTS, ""]),
+    "port": st.sampled_from([443, 80, 443, 0, -1, 2**63 - 1, 2**63, 2**64, 2**70]),
+    "decision": st.sampled_from(["allow", "deny", "would_deny", "allow", "maybe"]),
+    "reason": st.sampled_from([None, "domain_not_allowed", "connect_failed"]),
+    "bytes_up": st.sampled_from([0, 7, 0, 7, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -3]),
+    "bytes_down": st.sampled_from([0, 9, 0, 9, 2**62, -(2**63) - 1]),
+}
+_MARKS = st.sampled_from([True, True, False, None, "agent", "api-proxy", "api-proxy"])
+
+
+@st.composite
+def access_lines(draw: st.DrawFn, max_size: int = 40) -> list[bytes]:
+    """Lines of an access log: mostly records as the proxy writes them, of a few keys (only a
+    key already counted takes the typed way) with any time and byte counts; sometimes with a
+    field odd, missing, repeated or escaped, a mark, or not a record at all."""
+    keys = draw(st.lists(st.fixed_dictionaries({k: v for k, v in _FIELD_VALUES.items()
+                                                if k not in ("ts", "bytes_up", "bytes_down")}),
+                         min_size=1, max_size=3))
+    lines = []
+    for _ in range(draw(st.integers(0, max_size))):
+        kind = draw(st.sampled_from([7, 7, 7, 7, 0, 1, 2, 3, 3, 4, 5, 6]))  # 7: as written
+        if kind == 0:
+            lines.append(draw(st.sampled_from([
+                b"", b"  ", b"{broken", b"[]", b'"str"', b"NaN", b"{}", b"\xff\xfe",
+                b'{"host":"a.test","n":NaN}', b"[" * 5000 + b"]" * 5000,
+                b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}", b'{"host":"\\udc80"}'])))
+            continue
+        fields: dict[str, object] = {
+            "ts": draw(_FIELD_VALUES["ts"]), **draw(st.sampled_from(keys)),
+            "bytes_up": draw(_FIELD_VALUES["bytes_up"]),
+            "bytes_down": draw(_FIELD_VALUES["bytes_down"])}
+        if kind == 1:
+            fields[draw(st.sampled_from(sorted(fields)))] = draw(_ODD)
+        if kind == 2:
+            del fields[draw(st.sampled_from(sorted(fields)))]
+        if kind == 3:
+            fields[draw(st.sampled_from(["selftest", "client_name"]))] = draw(_MARKS)
+        fields["duration_ms"] = 1.5
+        text = json.dumps(fields, ensure_ascii=draw(st.booleans()))
+        if kind == 4:  # a key twice: the last one counts
+            text = text[:-1] + f', "{draw(st.sampled_from(sorted(_FIELD_VALUES)))}": ' + (
+                json.dumps(draw(st.one_of(_ODD, *_FIELD_VALUES.values())))) + "}"
+        if kind == 5:  # an escaped key
+            text = text.replace('"host"', '"h\\u006fst"')
+        if kind == 6:  # a lone surrogate, which only json reads
+            text = text.replace('"duration_ms"', '"x": "\\udc80", "duration_ms"')
+        lines.append(text.encode("utf-8", "surrogatepass")
+                     + draw(st.sampled_from([b"", b" ", b"\r"])))
+    return lines
+
+
+def plain_count(lines: list[bytes], tally: Tally) -> list[int]:
+    """What `add_lines` must do, a dict at a time."""
+    bad = []
+    for i, line in enumerate(lines):
+        r = read.parse_line(line)
+        if r is None:
+            if line.strip():
+                bad.append(i)
+        else:
+            tally.add(r)
+    return bad
+
+
+_DECODE = msgspec.json.Decoder(ProxyFields).decode
+
+
+# generating a few hundred choices per example is slow on a loaded machine: no health check
+_LOADED = settings(suppress_health_check=[HealthCheck.too_slow])
+
+
+@_LOADED
+@given(access_lines(), st.integers(0, 40))
+def test_the_typed_way_counts_like_a_dict_at_a_time(lines: list[bytes], cut: int) -> None:
+    lines = [line for line in lines if line.isascii() or line.decode(errors="ignore").encode()
+             == line]  # read.py gives the typed way only blocks of valid UTF-8
+    plain, typed = Tally(), Tally()
+    expected = plain_count(lines, plain)
+    bad = typed.add_lines(lines[:cut], read.parse_line, _DECODE)
+    bad += [cut + i for i in typed.add_lines(lines[cut:], read.parse_line, _DECODE)]
+    assert bad == expected
+    assert typed.result().to_json() == plain.result().to_json()
+    assert typed.state() == plain.state()
+
+
+def test_the_typed_way_is_taken() -> None:
+    """A record whose key is counted takes the typed way: no dict is made for it."""
+    line = json.dumps(rec("a.test", up=3, down=4)).encode()
+    parsed: list[bytes] = []
+
+    def parse(raw: bytes) -> dict[str, object] | None:
+        parsed.append(raw)
+        return read.parse_line(raw)
+
+    tally = Tally()
+    assert tally.add_lines([line] * 5 + [b"", b"{x"], parse, _DECODE) == [6]
+    assert parsed == [line, b"", b"{x"]
+    c = tally.result()
+    assert (c.requests, c.bytes_up, c.bytes_down) == (5, 15, 20)
+
+
+def _reference(path: Path) -> tuple[dict[str, object], int, list[str]]:
+    warnings: list[str] = []
+    reader = read.Reader(warn=warnings.append)
+    counts = count(r for r, _ in reader.records(path))
+    return counts.to_json(), reader.malformed, warnings
+
+
+def _chunked(path: Path, **kw: object) -> tuple[dict[str, object], int, list[str]]:
+    warnings: list[str] = []
+    reader = read.Reader(warn=warnings.append)
+    tally = Tally()
+    read.tally_access(path, tally, reader, **kw)  # type: ignore[arg-type]
+    return tally.result().to_json(), reader.malformed, warnings
+
+
+@_LOADED
+@given(access_lines(max_size=30), st.booleans(), st.integers(1, 300),
+       st.integers(1, 5))
+def test_chunks_and_ranges_count_like_the_plain_reader(
+        lines: list[bytes], newline_at_end: bool, chunk: int, workers: int) -> None:
+    """Any chunk size (a line longer than a chunk too) and any split into byte ranges: the same
+    count, the same malformed lines, the first one named by its line number in the file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "access.jsonl"
+        path.write_bytes(b"\n".join(lines) + (b"\n" if newline_at_end and lines else b""))
+        assert _chunked(path, workers=workers, chunk=chunk, processes=False) == _reference(path)
+
+
+def test_chunks_split_among_processes(tmp_path: Path) -> None:
+    lines = [json.dumps(rec(f"h{i % 7}.test", client=f"10.0.0.{i % 3}:{i}", up=i)).encode()
+             for i in range(400)]
+    lines[5] = b'{"host":"long.test","pad":"' + b"x" * 5000 + b'"}'  # longer than a chunk
+    lines[123] = b"{broken"
+    lines[124] = b"[" * 5000 + b"]" * 5000  # nested too deep: malformed, not a traceback
+    lines[300] = b""
+    path = tmp_path / "access.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    expected = _reference(path)
+    assert expected[1:] == (2, [f"{path}: line 124 is not a JSON object; skipped"])
+    for workers in (1, 2, 3):
+        for chunk in (16, 1000, read.CHUNK):
+            assert _chunked(path, workers=workers, chunk=chunk) == expected
+
+
+def test_bad_utf8_anywhere_is_malformed(tmp_path: Path) -> None:
+    """msgspec does not check the UTF-8 of a field it skips; orjson and json refuse the line,
+    and so does the count."""
+    good = json.dumps(rec("a.test", url="http://a.test/")).encode()
+    bad = good.replace(b"http://a.test/", b"http://a.test/\xff")
+    path = tmp_path / "access.jsonl"
+    path.write_bytes(b"\n".join([good, good, bad, good]) + b"\n")
+    for chunk in (1, read.CHUNK):
+        counts, malformed, warnings = _chunked(path, workers=1, chunk=chunk)
+        assert (counts["requests"], malformed) == (3, 1)
+        assert warnings == [f"{path}: line 3 is not a JSON object; skipped"]
+
+
 # -- the reader ----------------------------------------------------------------------------
 
 
@@ -185,6 +360,15 @@ def test_reader_skips_malformed_lines_with_one_warning_per_file(tmp_path: Path) 
     assert [r["host"] for r, _ in reader.records(path)] == ["a", "b"]
     assert warnings == [f"{path}: line 2 is not a JSON object; skipped"]
     assert reader.malformed == 3
+
+
+def test_a_line_nested_too_deep_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "access.jsonl"
+    path.write_bytes(b'{"host":"a"}\n{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}\n")
+    warnings: list[str] = []
+    reader = read.Reader(warn=warnings.append)
+    assert [r["host"] for r, _ in reader.records(path)] == ["a"]
+    assert warnings == [f"{path}: line 2 is not a JSON object; skipped"]
 
 
 def test_reader_accepts_what_only_json_reads(tmp_path: Path) -> None:
