@@ -102,7 +102,8 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                attach_ranges: Sequence[IPNetwork], dns_servers: Sequence[IPAddress],
                dns_flags: Sequence[str], sidecar_ports: frozenset[int], uid: int, gid: int,
                host_access: bool, hosts_file: Path | None, hosts_named: bool, logs: Path,
-               lease: Path) -> tuple[ContainerSpec, str]:
+               lease: Path, extra_mounts: Sequence[Mount] = ()) -> tuple[ContainerSpec, str]:
+    """`extra_mounts`: files for the proxy alone (--ssl-bump's CA, awf/bump.py)."""
     ranges: tuple[IPNetwork, ...] = (*allow_ranges, *attach_ranges)  # --topology-attach's
     # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
     hosts, hosts_flags = resolvers.hosts_file_for_proxy(hosts_file, named=hosts_named)
@@ -135,7 +136,8 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                         *(NetworkAttachment(net) for net in attach)),
         mounts=(Mount(str(logs), "/logs", read_only=False),
                 Mount(str(lease), "/run/awf-lease", read_only=True),
-                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
+                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else []),
+                *extra_mounts),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
         cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
         security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,
