@@ -302,3 +302,15 @@ def test_a_leaf_outside_the_runs_names_fails_verification_with_openssl(tmp_path:
         assert (done.returncode == 0) is ok, (host, done.stdout, done.stderr)
     assert isinstance(ca.cert.extensions.get_extension_for_class(x509.NameConstraints).value,
                       x509.NameConstraints)
+
+
+def test_awf_cleanup_wipes_a_dead_runs_ca(shm: Path) -> None:
+    from awf import leftovers
+
+    d = shm / "awf-bump-dead2"
+    d.mkdir()
+    (d / "owner").write_text("999999999\n")
+    (d / "ca-key.pem").write_text("KEY")
+    (d / "ca.pem").write_text("CERT")
+    leftovers.remove([leftovers.Leftover("ca", str(d), "dead2")])
+    assert not d.exists()
