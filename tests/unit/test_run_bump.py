@@ -314,3 +314,14 @@ def test_awf_cleanup_wipes_a_dead_runs_ca(shm: Path) -> None:
     (d / "ca.pem").write_text("CERT")
     leftovers.remove([leftovers.Leftover("ca", str(d), "dead2")])
     assert not d.exists()
+
+
+def test_the_audit_names_the_url_rules() -> None:
+    from awf.audit import policy_rules
+
+    doc = policy_rules(run("--ssl-bump", "--allow-urls", RULE, "--allow-domains", "a.test"))
+    assert doc["url_rules"]["ssl_bump"] is True
+    assert doc["url_rules"]["patterns"] == [RULE]
+    assert any(r.get("match", {}).get("domain") == "allowed.test" for r in doc["rules"]
+               if isinstance(r.get("match"), dict))
+    assert policy_rules(run("--allow-domains", "a.test"))["url_rules"] is None
