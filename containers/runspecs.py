@@ -356,9 +356,10 @@ def agent_environment(environ: dict[str, str], view: hostview.HostView, *, proxy
     def visible(path: str) -> bool:
         return os.path.exists(path) and view.sees(path)
 
+    replaced = {k for k, _ in api_env or ()}  # e.g. --ssl-bump's trust variables
     for name in agentenv.CA_VARS:
         value = environ.get(name)
-        if value and name not in exclude and not visible(value):
+        if value and name not in exclude and name not in replaced and not visible(value):
             warn(f"{name}={value} is not visible in the sandbox; not passed (put the "
                  "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
                  "or -v it)")

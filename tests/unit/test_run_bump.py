@@ -325,3 +325,13 @@ def test_the_audit_names_the_url_rules() -> None:
     assert any(r.get("match", {}).get("domain") == "allowed.test" for r in doc["rules"]
                if isinstance(r.get("match"), dict))
     assert policy_rules(run("--allow-domains", "a.test"))["url_rules"] is None
+
+
+def test_no_warning_for_a_trust_variable_awf_replaces() -> None:
+    said: list[str] = []
+    caller = {"SSL_CERT_FILE": "/nowhere/ca.pem", "SSL_CERT_DIR": "/nowhere"}
+    agent_environment(caller, view_of(DEBIAN), proxy_url=None, proxy_v4="172.30.0.10",
+                      home="/home/u", env_all=False, exclude=(), env_file=(), explicit=(),
+                      tty=False, api_env=list(agentenv.bump_env(RUN_CA, RUN_BUNDLE)),
+                      warn=said.append)
+    assert [m.split("=")[0] for m in said] == ["SSL_CERT_DIR"]
