@@ -113,7 +113,10 @@ def write(ca: CertificateAuthority, run: str, *, uid: int, gid: int,
     take them; nothing is left behind then."""
     d = directory(run)
     try:
-        d.mkdir(mode=0o700)
+        d.mkdir(mode=0o700)  # never one that exists (/dev/shm is everyone's): that is an error
+    except OSError as exc:
+        raise SandboxError(f"--ssl-bump: cannot make {d}: {exc.strerror or exc}") from exc
+    try:
         os.chmod(d, 0o700)  # whatever the umask says
         (d / OWNER_FILE).write_text(f"{os.getpid()}\n")
         key, cert = write_ca(ca, d)

@@ -335,3 +335,14 @@ def test_no_warning_for_a_trust_variable_awf_replaces() -> None:
                       tty=False, api_env=list(agentenv.bump_env(RUN_CA, RUN_BUNDLE)),
                       warn=said.append)
     assert [m.split("=")[0] for m in said] == ["SSL_CERT_DIR"]
+
+
+def test_a_directory_that_exists_is_refused_and_left_alone(shm: Path) -> None:
+    d = shm / "awf-bump-r4"
+    d.mkdir()
+    (d / "theirs").write_text("x")
+    ca = bump.authority(run("--ssl-bump", "--allow-domains", "a.test"), now=datetime.now(UTC))
+    with pytest.raises(Exception, match="cannot make") as exc:
+        bump.write(ca, "r4", uid=os.getuid(), gid=os.getgid(), store=b"")
+    assert getattr(exc.value, "exit_code", None) == 125
+    assert (d / "theirs").read_text() == "x"
