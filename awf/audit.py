@@ -21,7 +21,7 @@ from typing import Any
 from awf.config import RunConfig
 from awf.configfile import REDACTED
 from proxy.addr import IPAddress, IPNetwork
-from proxy.config import build_policy
+from proxy.config import build_policy, build_rules
 from proxy.errors import AwfError
 from proxy.policy import DomainEntry, Policy
 
@@ -55,7 +55,19 @@ def policy_rules(cfg: RunConfig, policy: Policy | None = None) -> dict[str, Any]
         "allow_range": [str(n) for n in policy.allow_ranges.networks],
         "dns": "the sandbox's DNS forwarder answers only names some allow rule covers",
         "dns_servers": [f"{h}:{p}" for h, p in cfg.proxy.dns_servers or ()] or "the host's",
+        "url_rules": _url_rules(cfg),
     }
+
+
+def _url_rules(cfg: RunConfig) -> dict[str, Any] | None:
+    """--allow-urls (with --ssl-bump for https), or None without any pattern or bump."""
+    rules = build_rules(cfg.proxy)
+    if rules is None:
+        return None
+    return {"ssl_bump": cfg.ssl_bump, "patterns": [r.text for r in rules.rules],
+            "note": "a host some pattern names is allowed only for requests matching one of "
+                    "its patterns (else url_not_allowed); https requests are seen through SSL "
+                    "bump, with a CA made for the run"}
 
 
 def _entry(e: DomainEntry, policy: Policy | None = None) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from typing import Any, NoReturn, TextIO
 
 from awf import configfile
 from proxy import __version__
-from proxy.config import ProxyConfig, build_policy, merge
+from proxy.config import ProxyConfig, build_policy, merge, read_url_lists
 from proxy.errors import ConfigError
+from proxy.urlrules import parse_url_list
 
 # awf run flag -> awf-proxy flag (same meaning; the upstream name --allow-host-ports is an alias)
 POLICY_FLAGS: dict[str, str] = {
@@ -33,6 +34,12 @@ POLICY_FLAGS: dict[str, str] = {
     "dns_servers": "--dns-servers",
     "upstream_proxy": "--upstream-proxy",
     "hosts_file": "--hosts-file",
+}
+# --- SSL bump (awf/bump.py): what the proxy is told besides --ssl-bump and the CA's paths,
+# which each backend adds (they differ: the proxy container sees them elsewhere)
+BUMP_FLAGS: dict[str, str] = {
+    "allow_urls": "--allow-urls",  # --allow-urls-file's patterns too: read here, once
+    "ssl_bump_exclude": "--ssl-bump-exclude",
 }
 
 # the host's proxy variables: awf never uses them on its own (one note says so)
@@ -90,6 +97,7 @@ class RunConfig:
     effective: tuple[tuple[str, Any, str], ...] = ()  # (key, value, flag|file|default), redacted
     notes: tuple[str, ...] = ()  # informational lines for stderr (upstream flags with no effect)
     learn: bool = False  # --learn: every name allowed at the proxy, what would be denied logged
+    ssl_bump: bool = False  # --ssl-bump: a CA made for the run, which the command trusts
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -205,8 +213,21 @@ def run_parser() -> argparse.ArgumentParser:
         help="learn mode: let every domain through (IP literals, dangerous and unlisted ports, "
         "denied address ranges and --block-domains still hold), log what the allowlist would "
         "have denied as would_deny; then `awf logs suggest` prints the allowlist")
-    add("--extra-ca-certs", metavar="PATH", help="a PEM bundle the API proxy sidecar trusts "
-        "besides the system store (awf-proxy itself never terminates TLS)")
+    add("--extra-ca-certs", metavar="PATH", help="a PEM bundle trusted for origins besides "
+        "the system store: by the API proxy sidecar, and by awf-proxy under --ssl-bump")
+    # --- SSL bump (awf/bump.py, docs/proxy.md §11) ---
+    add("--ssl-bump", action="store_true",
+        help="terminate TLS to allowed hosts (but --ssl-bump-exclude) with a CA made for this "
+        "run, which the command trusts (its key never enters the sandbox), so --allow-urls can "
+        "check each request's method and URL")
+    add("--allow-urls", action="append", metavar="LIST",
+        help="comma-separated URL patterns, e.g. 'GET|HEAD https://api.github.com/repos/*'; a "
+        "host named by a pattern is allowed only for matching requests (https patterns need "
+        "--ssl-bump)")
+    add("--allow-urls-file", action="append", metavar="PATH",
+        help="URL patterns, one per line or comma-separated; '#' starts a comment")
+    add("--ssl-bump-exclude", action="append", metavar="LIST",
+        help="hosts that keep an opaque tunnel under --ssl-bump (pinned or mTLS clients)")
     configfile.add_upstream_flags(p)
     add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return p
@@ -276,6 +297,7 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
     flags = {k: getattr(ns, k) for k in POLICY_FLAGS if getattr(ns, k) is not None}
     if ns.learn:
         flags["learn"] = True
+    flags.update(_bump_flags(ns))  # --- SSL bump ---
     if ns.upstream_proxy is None and any(os.environ.get(v) for v in HOST_PROXY_VARS):
         layered.notes.append("HTTPS_PROXY/HTTP_PROXY are set here, but awf does not use them: "
                              "the proxy connects directly; to go through that proxy, pass "
@@ -287,8 +309,10 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         if key == "learn":
             proxy_args.append("--learn")
             continue
+        if key == "ssl_bump":  # with the CA's paths, by each backend (awf/bump.py)
+            continue
         for item in value if isinstance(value, list) else [value]:
-            proxy_args += [POLICY_FLAGS[key], str(item)]
+            proxy_args += [{**POLICY_FLAGS, **BUMP_FLAGS}[key], str(item)]
     timeout: float | None = None
     if ns.agent_timeout is not None:
         try:
@@ -346,6 +370,7 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         effective=tuple(configfile.effective_items(layered)),
         notes=tuple(layered.notes),
         learn=bool(ns.learn),
+        ssl_bump=bool(ns.ssl_bump),
     )
 
 
@@ -366,6 +391,29 @@ def _rate_limits(ns: argparse.Namespace, notes: list[str]) -> tuple[tuple[str, i
                          "proxy has no rate limit")
         return ()
     return tuple(out)
+
+
+def _bump_flags(ns: argparse.Namespace) -> dict[str, Any]:
+    """--ssl-bump, --allow-urls, --allow-urls-file and --ssl-bump-exclude as awf-proxy's flag
+    values. The files are read here (the proxy may run where they are not). An https pattern, or
+    --ssl-bump-exclude, without --ssl-bump is exit 2; plain http:// patterns need no bump."""
+    patterns = [p for value in ns.allow_urls or () for p in parse_url_list(value)]
+    patterns += read_url_lists(Path(p) for p in ns.allow_urls_file or ())
+    out: dict[str, Any] = {"allow_urls": patterns} if patterns else {}
+    if ns.ssl_bump:
+        out["ssl_bump"] = True
+        if ns.ssl_bump_exclude:
+            out["ssl_bump_exclude"] = list(ns.ssl_bump_exclude)
+        return out
+    if ns.ssl_bump_exclude:
+        raise ConfigError("--ssl-bump-exclude: means nothing without --ssl-bump; add --ssl-bump "
+                          "or drop it")
+    https = [p for p in patterns if p.split()[-1].lower().startswith("https://")]
+    if https:
+        raise ConfigError(f"--allow-urls: {https[0]!r} is an https pattern, which needs "
+                          "--ssl-bump (awf then makes a CA for the run, which the command "
+                          "trusts) so the proxy can see the URL")
+    return out
 
 
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmgt]?)b?", re.IGNORECASE)

@@ -24,7 +24,7 @@ ETC_NETNS = Path("/etc/netns")
 
 @dataclass(frozen=True, slots=True)
 class Leftover:
-    kind: str  # netns | link | table | dir | keys | container | network
+    kind: str  # netns | link | table | dir | keys | ca | container | network
     name: str
     run: str
     live: bool = False  # its run's owner process is alive
@@ -103,8 +103,13 @@ def find() -> list[Leftover]:
     from awf import apisidecar  # the API proxy sidecar's keys: live while their owner pid is
 
     dead = set(apisidecar.dead_keys())
-    return found + [Leftover("keys", str(apisidecar.keys_dir(run)), run, live=run not in dead)
-                    for run in apisidecar.dead_keys(everything=True)]
+    found += [Leftover("keys", str(apisidecar.keys_dir(run)), run, live=run not in dead)
+              for run in apisidecar.dead_keys(everything=True)]
+    from awf import bump  # --ssl-bump's CA: live while its owner pid is
+
+    dead = set(bump.dead())
+    return found + [Leftover("ca", str(bump.directory(run)), run, live=run not in dead)
+                    for run in bump.dead(everything=True)]
 
 
 def remove(items: list[Leftover]) -> None:
@@ -142,6 +147,10 @@ def remove(items: list[Leftover]) -> None:
                 from awf import apisidecar
 
                 apisidecar.wipe_keys(item.run)
+            elif item.kind == "ca":
+                from awf import bump
+
+                bump.wipe(item.run)
             unregister(item.run)
         except (AwfError, OSError) as exc:
             errors.append(f"{item}: {exc}")

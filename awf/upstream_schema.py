@@ -163,8 +163,8 @@ SCHEMA: dict[str, Row] = {
                                  "iptables; remove it", "--legacy-security"),
     "security.securityMode": R("dropped on purpose: there is one isolated mode (strict); remove "
                                "it", "--security-mode", inert=(None, "", "strict")),
-    "security.sslBump": R("not supported yet: no TLS interception, so URL paths cannot be "
-                          "filtered; allow whole domains instead", "--ssl-bump"),
+    "security.sslBump": M("ssl_bump", "bool", "--ssl-bump",
+                          "our --ssl-bump: a CA made for the run, URL rules with --allow-urls"),
     "security.enableDlp": R("not supported: no DLP scanning of outbound requests, so the "
                             "protection you asked for would not hold", "--enable-dlp"),
     "security.enableHostAccess": M("enable_host_access", "bool", "--enable-host-access"),
@@ -308,10 +308,6 @@ FLAGS: tuple[Flag, ...] = (
     _f("--session-state-dir", "value", SCHEMA["logging.sessionStateDir"]),
     _f("--ruleset-file", "append", R("not supported yet: list the domains with "
                                      "--allow-domains-file (one per line) instead")),
-    _f("--ssl-bump", "bool", SCHEMA["security.sslBump"]),
-    _f("--allow-urls", "value", R("not supported yet: no TLS interception, so URL paths "
-                                  "cannot be filtered; allow whole domains with "
-                                  "--allow-domains instead")),
     _f("--docker-host-path-prefix", "value", SCHEMA["container.dockerHostPathPrefix"]),
     _f("--container-runtime", "value", SCHEMA["container.containerRuntime"]),
     _f("--cloud-hypervisor-preview", "bool", N(_CH)),
@@ -359,4 +355,5 @@ OURS = {
     "--diagnostic-logs": "diagnostics", "--upstream-proxy": "upstream_proxy",
     "--rate-limit-rpm": "rate_limit_rpm", "--rate-limit-rph": "rate_limit_rph",
     "--rate-limit-bytes-pm": "rate_limit_bytes_pm", "--no-rate-limit": "no_rate_limit",
+    "--ssl-bump": "ssl_bump", "--allow-urls": "allow_urls",
 }

@@ -28,6 +28,10 @@ PASSTHROUGH_PREFIXES = ("LC_", "OTEL_")
 # CA bundles and directories: passed when the file they name is visible in the sandbox
 CA_VARS = ("NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
            "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "PIP_CERT")
+# --ssl-bump (awf/bump.py): the variables that name the bundle (the host's store and the run's
+# CA), and Node's, which adds the CA alone to its own store
+BUMP_BUNDLE_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
+                    "PIP_CERT", "DENO_CERT")
 NEVER = frozenset({
     "PATH", "PWD", "OLDPWD", "SHLVL", "_", "HOME",
     "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "FTP_PROXY", "NO_PROXY",
@@ -134,6 +138,13 @@ def agent_env(caller: Mapping[str, str], *, proxy_url: str | None, no_proxy: str
         raise ConfigError(f"the command's environment is {total} bytes, over 1 MiB; pass "
                           "fewer variables (--exclude-env NAME, or drop --env-all)")
     return tuple(env.items())
+
+
+def bump_env(ca: str, bundle: str) -> tuple[tuple[str, str], ...]:
+    """--ssl-bump: the command's trust variables, `ca` and `bundle` being paths in the sandbox.
+    They replace whatever the caller passed for the same names: a client told to trust another
+    store would refuse every bumped connection."""
+    return (*((name, bundle) for name in BUMP_BUNDLE_VARS), ("NODE_EXTRA_CA_CERTS", ca))
 
 
 @dataclass(frozen=True, slots=True)

@@ -446,6 +446,51 @@ def host_view(*, root: str, home: str, uid: int, gid: int, workspace: str | None
                     tuple(path_seen), root)
 
 
+# --ssl-bump (awf/bump.py): where the command finds the run's CA and the bundle (the host's store
+# and the CA), and the distributions' store files the bundle covers
+RUN_CA = "/run/awf/bump-ca.pem"
+RUN_BUNDLE = "/run/awf/bump-ca-bundle.pem"
+TRUST_STORES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+
+def trust_mounts(view: HostView, *, cert: str, bundle: str, facts: HostFacts
+                 ) -> tuple[Mount, ...]:
+    """--ssl-bump: the run's CA (`cert`) at RUN_CA, the bundle at RUN_BUNDLE, and the bundle over
+    each TRUST_STORES file the command sees of the host, at the path it leads to (Fedora's is a
+    symlink), so a client reading the default store trusts the CA with no flag or variable.
+    With an image's own root (`view.root` ""), the image's Debian path is covered."""
+    out = [Mount(cert, view.root + RUN_CA), Mount(bundle, view.root + RUN_BUNDLE)]
+    if not view.root:
+        return (*out, Mount(bundle, TRUST_STORES[0]))
+    for path in TRUST_STORES:
+        real = _resolve(path, facts)
+        if (real is not None and facts.exists(real) and not facts.is_dir(real)
+                and view.sees(real) and view.root + real not in {m.target for m in out}):
+            out.append(Mount(bundle, view.root + real))
+    return tuple(out)
+
+
+def _resolve(path: str, facts: HostFacts) -> str | None:
+    """`path` with every symlink on the way followed (at most 40), as the host reads it."""
+    todo = [p for p in path.split("/") if p]
+    done = ""
+    hops = 40
+    while todo:
+        here = f"{done}/{todo.pop(0)}"
+        link = facts.readlink(here)
+        if link is None:
+            done = here
+            continue
+        hops -= 1
+        if hops < 0:
+            return None
+        target = posixpath.normpath(link if link.startswith("/")
+                                    else posixpath.join(done or "/", link))
+        todo = [*(p for p in target.split("/") if p), *todo]
+        done = ""
+    return done or "/"
+
+
 def credential_paths(source: str, target: str, home: str
                      ) -> Iterator[tuple[Credential, str, str]]:
     """(entry, host path, path in the sandbox) of every place a CREDENTIALS entry may sit in a

@@ -102,7 +102,8 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                attach_ranges: Sequence[IPNetwork], dns_servers: Sequence[IPAddress],
                dns_flags: Sequence[str], sidecar_ports: frozenset[int], uid: int, gid: int,
                host_access: bool, hosts_file: Path | None, hosts_named: bool, logs: Path,
-               lease: Path) -> tuple[ContainerSpec, str]:
+               lease: Path, extra_mounts: Sequence[Mount] = ()) -> tuple[ContainerSpec, str]:
+    """`extra_mounts`: files for the proxy alone (--ssl-bump's CA, awf/bump.py)."""
     ranges: tuple[IPNetwork, ...] = (*allow_ranges, *attach_ranges)  # --topology-attach's
     # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
     hosts, hosts_flags = resolvers.hosts_file_for_proxy(hosts_file, named=hosts_named)
@@ -136,7 +137,8 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                         *(NetworkAttachment(net) for net in attach)),
         mounts=(Mount(str(logs), "/logs", read_only=False),
                 Mount(str(lease), "/run/awf-lease", read_only=True),
-                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else [])),
+                *([Mount(hosts, resolvers.PROXY_HOSTS, read_only=True)] if hosts else []),
+                *extra_mounts),
         tmpfs=(("/tmp", "rw,size=16m,mode=1777"),),
         cap_drop=("ALL",), cap_add=("NET_ADMIN", "SETUID", "SETGID"),
         security_opt=("no-new-privileges",), read_only=True, limits=PROXY_LIMITS,
@@ -355,9 +357,10 @@ def agent_environment(environ: dict[str, str], view: hostview.HostView, *, proxy
     def visible(path: str) -> bool:
         return os.path.exists(path) and view.sees(path)
 
+    replaced = {k for k, _ in api_env or ()}  # e.g. --ssl-bump's trust variables
     for name in agentenv.CA_VARS:
         value = environ.get(name)
-        if value and name not in exclude and not visible(value):
+        if value and name not in exclude and name not in replaced and not visible(value):
             warn(f"{name}={value} is not visible in the sandbox; not passed (put the "
                  "file under /etc/ssl, /usr/local/share/ca-certificates, the workspace, "
                  "or -v it)")

@@ -28,6 +28,7 @@ own root's dotfiles through the idmapped mount (a line in /root/.bashrc is root 
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -58,15 +59,20 @@ def plan(*, command: Sequence[str], environ: Mapping[str, str], home: str,
          workspace: str | None, workspace_owner: tuple[int, int] | None,
          proxy_url: str | None, no_proxy: str, env_all: bool, exclude: Sequence[str],
          env_file: Sequence[tuple[str, str]], explicit: Sequence[tuple[str, str]],
-         hidden: Sequence[str], facts: hostview.HostFacts) -> dict[str, Any]:
+         hidden: Sequence[str], facts: hostview.HostFacts,
+         trust: tuple[str, str] | None = None) -> dict[str, Any]:
     """The spec for sandbox_entry. `workspace_owner` is the workspace's (uid, gid) on disk,
     mapped to the command's ids when the command is SANDBOX_ID; `hidden` are host paths the
-    command must never see (the run's logs)."""
+    command must never see (the run's logs); `trust` (--ssl-bump) the host paths of the run's
+    CA and bundle (hostview.trust_mounts)."""
     uid, gid, is_caller = identity(environ)
     view = hostview.host_view(
         root=ROOT, home=home, uid=uid, gid=gid, workspace=workspace, volumes=(),
         resolv_conf="/etc/resolv.conf", hosts="/etc/hosts", facts=facts,
         tool_cache=environ.get("RUNNER_TOOL_CACHE"))
+    if trust is not None:
+        view = dataclasses.replace(view, mounts=(*view.mounts, *hostview.trust_mounts(
+            view, cert=trust[0], bundle=trust[1], facts=facts)))
     ws = posixpath.normpath(workspace) if workspace else None
     entries: list[tuple[str, dict[str, Any]]] = []
     for target, options in view.tmpfs:

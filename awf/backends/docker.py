@@ -29,13 +29,14 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import ClassVar
 
-from awf import apisidecar, leftovers
+from awf import apisidecar, bump, leftovers
 from awf import run as shared
 from awf.config import RunConfig
 from containers import (
     agentenv,
     attach,
     dockerstart,
+    hostview,
     labels,
     resolvers,
     runs,
@@ -49,7 +50,7 @@ from containers.keeper import FAILED as KEEPER_FAILED
 from containers.keeper import READY as KEEPER_READY
 from containers.proxy_entry import FAILED as PROXY_FAILED
 from containers.runspecs import NOBODY
-from containers.spec import ContainerSpec, Limits
+from containers.spec import ContainerSpec, Limits, Mount
 from netfilter.ruleset import IPAddress, IPNetwork
 from proxy import __version__
 from proxy.errors import AwfError, ConfigError
@@ -122,6 +123,7 @@ class Run(shared.Record):
     masked: tuple[str, ...] = ()
     nat: str | None = None  # the host's `inet awf_<run>` (-ext's IPv6 masquerade), once made
     api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
+    ca_files: bump.Files | None = None  # --- --ssl-bump: the run's CA (awf/bump.py) ---
 
     @property
     def api_ports(self) -> frozenset[int]:
@@ -204,11 +206,20 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
     run.mark("networks")
     ports = topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports)
     uid, gid = _proxy_user()
+    proxy_argv = shared.proxy_argv(subnets.proxy_addrs, cfg, "/logs")
+    ca_mounts: tuple[Mount, ...] = ()
+    if cfg.ssl_bump:  # the key is mounted into the proxy container alone
+        run.ca_files = bump.write(
+            bump.authority(cfg, extra_names=[runspecs.HOST_NAME] if cfg.enable_host_access
+                           else []), run.run, uid=uid, gid=gid, extra_ca_certs=cfg.extra_ca_certs)
+        flags, ca_mounts = bump.in_proxy_container(run.ca_files)
+        proxy_argv += flags
     proxy_spec, proxy_sha = runspecs.proxy_spec(
         n, subnets, runtime, labels_=run.labels(labels.Role.PROXY), ports=ports,
-        proxy_argv=[*shared.proxy_argv(subnets.proxy_addrs, cfg, "/logs"),
+        proxy_argv=[*proxy_argv,
                     *(apisidecar.proxy_client_args(run.api, apisidecar.EGRESS_LISTEN_DOCKER)
                       if run.api is not None else [])],
+        extra_mounts=ca_mounts,
         allow_ranges=prepared.allow_ranges, attach=prepared.attach,
         attach_ranges=prepared.attach_ranges, dns_servers=prepared.dns_servers,
         dns_flags=prepared.dns_flags, sidecar_ports=run.api_ports, uid=uid, gid=gid,
@@ -331,6 +342,10 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
     view = runspecs.agent_view(run.work, run.logs, root=root, home=home, uid=uid, gid=gid, ws=ws,
                                volumes=prepared.volumes, share_home=prepared.share_home,
                                resolv=resolv, hosts=hosts, environ=environ)
+    if run.ca_files is not None:  # --- --ssl-bump: the command trusts the run's CA ---
+        view = dataclasses.replace(view, mounts=(*view.mounts, *hostview.trust_mounts(
+            view, cert=str(run.ca_files.cert), bundle=str(run.ca_files.bundle),
+            facts=hostview.HostFacts.live())))
     tmpfs = list(view.tmpfs)
     if ws is not None and (str(run.work) + "/").startswith(ws.rstrip("/") + "/"):
         tmpfs.append((root + str(run.work), "ro,size=4k,mode=0555"))  # awf's own files
@@ -338,8 +353,7 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         environ, view, proxy_url=shared.proxy_url(subnets.proxy_v4) if cfg.proxy_env else None,
         proxy_v4=str(subnets.proxy_v4), home=home, env_all=cfg.env_all,
         exclude=cfg.exclude_env, env_file=prepared.env_file, explicit=cfg.env, tty=cfg.tty,
-        api_env=(apisidecar.agent_env(run.api, str(subnets.proxy_v4))
-                 if run.api is not None else None), warn=shared.say)
+        api_env=_replacing_env(run, subnets), warn=shared.say)
     spec = runspecs.agent_spec(
         run.names, image, work=run.work, view=view, tmpfs=tmpfs, chroot=chroot, home=home,
         uid=uid, gid=gid, workdir=cfg.container_workdir or ws or home, env=plain,
@@ -348,6 +362,15 @@ def _agent_spec(run: Run, subnets: topology.Subnets, prepared: Prepared, image: 
         labels_=run.labels(labels.Role.AGENT), limits=_agent_limits(cfg))
     run.masked = view.masked
     return spec
+
+
+def _replacing_env(run: Run, subnets: topology.Subnets) -> list[tuple[str, str]] | None:
+    """Variables that replace the caller's: the API sidecar's URLs and placeholders, and with
+    --ssl-bump the trust variables (containers/agentenv.py bump_env)."""
+    out = apisidecar.agent_env(run.api, str(subnets.proxy_v4)) if run.api is not None else None
+    if run.ca_files is not None:
+        out = [*(out or []), *agentenv.bump_env(hostview.RUN_CA, hostview.RUN_BUNDLE)]
+    return out
 
 
 def _agent_limits(cfg: RunConfig) -> Limits:
@@ -387,6 +410,7 @@ def teardown(run: Run) -> None:
     if tail is not None:
         run.dropped = shared.dropped_records(tail.splitlines())
     apisidecar.wipe_keys(run.run)
+    bump.wipe(run.run)
     if run.nat is not None:  # before the networks: the table never outlives the labels
         try:
             dockerstart.remove_masquerade(run.run)
@@ -407,6 +431,7 @@ def reap_dead_runs(driver: DockerDriver) -> None:
     for dead in runs.dead_runs(driver):
         _remove_run(driver, dead)
         apisidecar.wipe_keys(dead)
+        bump.wipe(dead)
         if leftovers.RUNS.joinpath(f"{dead}.pid").exists():  # it had -ext's IPv6 masquerade
             with contextlib.suppress(AwfError):
                 dockerstart.remove_masquerade(dead)

@@ -31,11 +31,12 @@ from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import ClassVar
 
-from awf import apisidecar, leftovers
+from awf import apisidecar, bump, leftovers
 from awf import run as shared
 from awf.backends import netnsbox
 from awf.config import RunConfig
 from awf.proxy_child import ProxyChild
+from containers import agentenv, hostview
 from netfilter import apply as nft
 from netfilter import netns
 from netfilter.errors import SandboxError
@@ -62,6 +63,7 @@ class Run(shared.Record):
     agent: subprocess.Popen[bytes] | None = None
     api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
     api_proc: apisidecar.HostSidecar | None = None
+    ca_files: bump.Files | None = None  # --- --ssl-bump: the run's CA (awf/bump.py) ---
 
 
 def run_netns(cfg: RunConfig, proxy: ProxyChild, t0: float) -> int:
@@ -95,6 +97,11 @@ def _run(run: Run) -> int:
     egress = apisidecar.free_loopback() if run.api is not None else ""
     if run.api is not None:  # the sidecar's egress: a loopback listener, its client policy
         argv += apisidecar.proxy_client_args(run.api, egress)
+    if cfg.ssl_bump:  # the proxy runs as root here; the command never does
+        files = run.ca_files = bump.write(bump.authority(cfg), run.run, uid=os.geteuid(),
+                                      gid=os.getegid(), extra_ca_certs=cfg.extra_ca_certs)
+        argv += bump.proxy_flags(str(files.cert), str(files.key),
+                                 str(files.extra) if files.extra else None)
     run.proxy.launch(argv)
     if run.api is not None:  # starts while the rules are applied; ready before the self-test
         run.api_proc = apisidecar.HostSidecar(run.api, run=run.run,
@@ -180,8 +187,13 @@ def _command(run: Run, link: netns.AgentLink) -> subprocess.Popen[bytes]:
         host = str(link.host_v4.ip)
         cfg = dataclasses.replace(cfg, env=(*cfg.env, *apisidecar.agent_env(run.api, host)))
         no_proxy = apisidecar.with_no_proxy(no_proxy, host)
+    trust = None
+    if run.ca_files is not None:  # --- --ssl-bump: the command trusts the run's CA ---
+        cfg = dataclasses.replace(cfg, env=(*cfg.env, *agentenv.bump_env(hostview.RUN_CA,
+                                                                         hostview.RUN_BUNDLE)))
+        trust = (str(run.ca_files.cert), str(run.ca_files.bundle))
     return netnsbox.start(cfg, netns=link.netns, proxy_url=url, no_proxy=no_proxy,
-                          logs=run.logs)
+                          logs=run.logs, trust=trust)
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -248,6 +260,9 @@ def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
     if apisidecar.keys_dir(run).exists():
         apisidecar.wipe_keys(run)
         removed.append(str(apisidecar.keys_dir(run)))
+    if bump.directory(run).exists():
+        bump.wipe(run)
+        removed.append(str(bump.directory(run)))
     etc = ETC_NETNS / name
     if etc.exists():
         shutil.rmtree(etc, ignore_errors=True)

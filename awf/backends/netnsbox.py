@@ -63,7 +63,7 @@ def home(environ: dict[str, str]) -> str:
 
 
 def spec(cfg: RunConfig, *, proxy_url: str | None, no_proxy: str, logs: Path,
-         environ: dict[str, str]) -> dict[str, object]:
+         environ: dict[str, str], trust: tuple[str, str] | None = None) -> dict[str, object]:
     ws = workspace(environ)
     owner = None
     if ws is not None:
@@ -74,13 +74,13 @@ def spec(cfg: RunConfig, *, proxy_url: str | None, no_proxy: str, logs: Path,
         command=cfg.command, environ=environ, home=home(environ), workspace=ws,
         workspace_owner=owner, proxy_url=proxy_url, no_proxy=no_proxy, env_all=cfg.env_all,
         exclude=cfg.exclude_env, env_file=env_file, explicit=cfg.env,
-        hidden=[str(logs.resolve())], facts=hostview.HostFacts.live())
+        hidden=[str(logs.resolve())], facts=hostview.HostFacts.live(), trust=trust)
 
 
 def start(cfg: RunConfig, *, netns: str, proxy_url: str | None, no_proxy: str,
-          logs: Path) -> subprocess.Popen[bytes]:
+          logs: Path, trust: tuple[str, str] | None = None) -> subprocess.Popen[bytes]:
     doc = json.dumps(spec(cfg, proxy_url=proxy_url, no_proxy=no_proxy, logs=logs,
-                          environ=dict(os.environ))).encode()
+                          environ=dict(os.environ), trust=trust)).encode()
     fd = os.memfd_create("awf-sandbox", os.MFD_CLOEXEC)
     try:
         view = memoryview(doc)

@@ -335,7 +335,7 @@ def test_print_config_shows_each_source_and_reads_back(tmp_path: Path):
                for line in lines)
     assert "s3cret" not in text
     assert "GH_TOKEN=[REDACTED]" in text
-    assert not any(line.startswith(("ssl_bump:", "image_tag:")) for line in lines)
+    assert not any(line.startswith(("enable_dlp:", "image_tag:")) for line in lines)
     # the output is a flat config file: read back, it gives the same settings
     again = tmp_path / "again.yaml"
     again.write_text(text.replace("GH_TOKEN=[REDACTED]", "GH_TOKEN=x"))
@@ -382,8 +382,8 @@ def test_aliases():
     (["--legacy-security"], "--legacy-security: dropped on purpose"),
     (["--security-mode", "compat"], "--security-mode: dropped on purpose"),
     (["--no-network-isolation"], "--no-network-isolation: awf always isolates"),
-    (["--ssl-bump"], "--ssl-bump: not supported yet"),
-    (["--allow-urls", "https://github.com/o/*"], "--allow-urls: not supported yet"),
+    (["--allow-urls", "https://github.com/o/*"], "--allow-urls: 'https://github.com/o/*' is an "
+     "https pattern, which needs --ssl-bump"),
     (["--dns-over-https"], "--dns-over-https: not supported yet"),
     (["--container-runtime", "gvisor"], "--container-runtime: not supported yet"),
     (["--enable-dlp"], "--enable-dlp: not supported"),
@@ -436,15 +436,15 @@ def test_agent_image_presets():
 def test_an_implemented_flag_takes_over_its_row(tmp_path: Path):
     """When one of ours defines a flag the table still refuses, the file key maps to it."""
     parser = run_parser()
-    assert type(parser._option_string_actions["--ssl-bump"]) is configfile.UpstreamFlag
+    assert type(parser._option_string_actions["--enable-dlp"]) is configfile.UpstreamFlag
     import argparse
 
     fresh = argparse.ArgumentParser()
-    fresh.add_argument("--ssl-bump", action="store_true")
+    fresh.add_argument("--enable-dlp", action="store_true")
     configfile.add_upstream_flags(fresh)
-    assert type(fresh._option_string_actions["--ssl-bump"]) is not configfile.UpstreamFlag
-    spec = write(tmp_path, "c.json", {"security": {"sslBump": True}})
-    assert configfile.load(spec, fresh).values == {"ssl_bump": True}
+    assert type(fresh._option_string_actions["--enable-dlp"]) is not configfile.UpstreamFlag
+    spec = write(tmp_path, "c.json", {"security": {"enableDlp": True}})
+    assert configfile.load(spec, fresh).values == {"enable_dlp": True}
 
 
 # ------------------------------------------------------------------------------ localhost, ports
