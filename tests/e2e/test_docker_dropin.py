@@ -253,9 +253,13 @@ def test_gh_aw_invocation_runs_with_the_configs_policy(wan: wanmod.Wan, tmp_path
     config = tmp_path / "awf-config.json"
     config.write_text(json.dumps({
         "$schema": "https://github.com/github/gh-aw-firewall/schema/awf-config.json",
-        "network": {"allowDomains": ["allowed.test"], "blockDomains": ["blocked.allowed.test"]},
+        "network": {"allowDomains": ["allowed.test"], "blockDomains": ["blocked.allowed.test"],
+                    "isolation": True},
         "apiProxy": {"enabled": True, "targets": {"copilot": {"host": "api.githubcopilot.com"}}},
-        "container": {"agentTimeout": 10, "containerWorkDir": str(workspace)},
+        "security": {"legacySecurity": False},
+        "container": {"agentTimeout": 10, "imageTag": "0.25.18", "skipPull": True,
+                      "memoryLimit": "2g"},
+        "environment": {"excludeEnv": ["COPILOT_GITHUB_TOKEN"]},
         "logging": {"logLevel": "info"},
     }, indent=2))
     engine = ("cat README.md; "
