@@ -252,7 +252,8 @@ def test_gh_aw_invocation_runs_with_the_configs_policy(wan: wanmod.Wan, tmp_path
     (workspace / "README.md").write_text("checked out\n")
     config = tmp_path / "awf-config.json"
     config.write_text(json.dumps({
-        "$schema": "https://github.com/github/gh-aw-firewall/schema/awf-config.json",
+        "$schema": "https://raw.githubusercontent.com/github/gh-aw-firewall/main/docs/"
+                   "awf-config.schema.json",
         "network": {"allowDomains": ["allowed.test"], "blockDomains": ["blocked.allowed.test"],
                     "isolation": True},
         "apiProxy": {"enabled": True, "targets": {"copilot": {"host": "api.githubcopilot.com"}}},
