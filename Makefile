@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PKGS := nftables iproute2 curl dnsutils mmdebstrap debootstrap socat netcat-openbsd procps util-linux tini gcc libc6-dev libssl-dev nginx-light
+APT_PKGS := nftables iproute2 curl dnsutils mmdebstrap debootstrap socat netcat-openbsd procps util-linux tini gcc libc6-dev libssl-dev nginx-light sudo
 
 .PHONY: test demo lint typecheck pytest sysdeps venv bench bench-quick clean cleanup fuzz
 

@@ -11,6 +11,7 @@ The command line itself is not written (it may hold secrets). Pure but `write_au
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -114,7 +115,15 @@ def docker_rulesets(cfg: RunConfig) -> str:
         dns: Sequence[IPAddress] = resolvers.for_proxy(cfg.proxy.dns_servers)[0]
     except AwfError:
         dns = ()
-    proxy = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges, dns_servers=dns)
+    parent = None
+    if cfg.proxy.upstream_proxy is not None:  # the parent's addresses, as the backend finds them
+        from containers import parentaddr
+
+        with contextlib.suppress(AwfError):
+            parent = (parentaddr.for_proxy(cfg.proxy.upstream_proxy, cfg.proxy.resolve)[0],
+                      cfg.proxy.upstream_proxy.port)
+    proxy = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges, dns_servers=dns,
+                                   parent=parent)
     agent = topology.agent_ruleset(subnets, ports)
     head = (f"# awf --audit-dir: the Docker backend's rulesets on the planned layout "
             f"(agent network {v4}{f', {v6}' if v6 else ''}). If that subnet is taken the run "

@@ -321,10 +321,6 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             timeout = -1
         if not timeout > 0:
             raise ConfigError(f"--agent-timeout: {ns.agent_timeout!r} is not a number of minutes")
-    if ns.backend == "docker" and proxy_cfg.upstream_proxy is not None:
-        # the proxy container's egress rules do not admit the parent yet (docs/config.md)
-        raise ConfigError("--upstream-proxy works with --backend netns only for now: the Docker "
-                          "proxy container's egress rules do not let it reach a parent proxy")
     return RunConfig(
         command=tuple(command),
         backend=ns.backend,

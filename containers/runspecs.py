@@ -102,8 +102,11 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                attach_ranges: Sequence[IPNetwork], dns_servers: Sequence[IPAddress],
                dns_flags: Sequence[str], sidecar_ports: frozenset[int], uid: int, gid: int,
                host_access: bool, hosts_file: Path | None, hosts_named: bool, logs: Path,
-               lease: Path, extra_mounts: Sequence[Mount] = ()) -> tuple[ContainerSpec, str]:
-    """`extra_mounts`: files for the proxy alone (--ssl-bump's CA, awf/bump.py)."""
+               lease: Path, extra_mounts: Sequence[Mount] = (),
+               parent: tuple[Sequence[IPAddress], int] | None = None
+               ) -> tuple[ContainerSpec, str]:
+    """`extra_mounts`: files for the proxy alone (--ssl-bump's CA, awf/bump.py). `parent`:
+    --upstream-proxy's addresses and port, which the proxy's egress admits."""
     ranges: tuple[IPNetwork, ...] = (*allow_ranges, *attach_ranges)  # --topology-attach's
     # issue 19: the host's hosts file (or --hosts-file's), read-only, not the container's own
     hosts, hosts_flags = resolvers.hosts_file_for_proxy(hosts_file, named=hosts_named)
@@ -118,7 +121,8 @@ def proxy_spec(names: topology.Names, subnets: topology.Subnets, runtime: str, *
                  "--allow-range", f"{gateway}/32"]
         ranges = (*ranges, ip_network(f"{gateway}/32"))
     ruleset = topology.proxy_ruleset(subnets, ports, allow_ranges=ranges,
-                                     dns_servers=dns_servers, sidecar_ports=sidecar_ports)
+                                     dns_servers=dns_servers, sidecar_ports=sidecar_ports,
+                                     parent=parent)
     spec = {"ruleset": ruleset_to_spec(ruleset), "uid": uid, "gid": gid, "argv": argv,
             "ext_gateway": str(gateway),
             "ext_gateway6": str(subnets.ext_gateway_v6) if subnets.ext_gateway_v6 else None,

@@ -195,8 +195,10 @@ def tcp_ports(allow_ports: Iterable[int]) -> frozenset[int]:
 def proxy_ruleset(subnets: Subnets, ports: frozenset[int], *,
                   allow_ranges: Iterable[IPNetwork] = (),
                   dns_servers: Iterable[IPAddress] = (),
-                  sidecar_ports: frozenset[int] = frozenset()) -> ProxySideRuleset:
-    """`sidecar_ports`: the API proxy sidecar's, which shares the proxy's namespace."""
+                  sidecar_ports: frozenset[int] = frozenset(),
+                  parent: tuple[Iterable[IPAddress], int] | None = None) -> ProxySideRuleset:
+    """`sidecar_ports`: the API proxy sidecar's, which shares the proxy's namespace;
+    `parent`: --upstream-proxy's addresses and port, the only ones of it the proxy may reach."""
     return ProxySideRuleset(
         table="awf_proxy",
         agent_ifname=None,
@@ -209,6 +211,8 @@ def proxy_ruleset(subnets: Subnets, ports: frozenset[int], *,
         restrict_output=True,
         allow_ranges=frozenset(allow_ranges),
         dns_servers=frozenset(dns_servers),
+        parent_addrs=frozenset(parent[0]) if parent else frozenset(),
+        parent_port=parent[1] if parent else None,
     )
 
 

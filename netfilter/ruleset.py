@@ -502,6 +502,9 @@ class ProxySideRuleset:
       §4 ranges (except ``allow_ranges``) and never to the agent's networks; DNS (port 53) only
       to ``dns_servers``, accepted before the range refusal (a VPC resolver such as 10.0.0.2,
       168.63.129.16 or 169.254.169.253 is private or link-local), and to no other address.
+      ``parent_addrs`` on TCP ``parent_port`` (``--upstream-proxy``'s parent, a corporate proxy
+      that is usually private) is accepted the same way, before the range refusal: exactly
+      those addresses on that port, nothing else of theirs.
     """
 
     table: str
@@ -515,6 +518,8 @@ class ProxySideRuleset:
     restrict_output: bool = False
     allow_ranges: frozenset[IPNetwork] = frozenset()
     dns_servers: frozenset[IPAddress] = frozenset()
+    parent_addrs: frozenset[IPAddress] = frozenset()  # --upstream-proxy's parent (output only)
+    parent_port: int | None = None
 
     def __post_init__(self) -> None:
         _check_table(self.table)
@@ -543,6 +548,13 @@ class ProxySideRuleset:
             _check_type("allow_ranges", net, (IPv4Network, IPv6Network))
         for ip in self.dns_servers:
             _check_type("dns_servers", ip, (IPv4Address, IPv6Address))
+        for ip in self.parent_addrs:
+            _check_type("parent_addrs", ip, (IPv4Address, IPv6Address))
+        if self.parent_port is not None:
+            _check_ports("parent_port", [self.parent_port])
+        if bool(self.parent_addrs) != (self.parent_port is not None):
+            raise ConfigError("parent_addrs and parent_port go together: give the parent "
+                              "proxy's addresses and its port, or neither")
 
     def model(self) -> Table:
         src4 = m_addr(Family.V4, "saddr", [self.agent_net_v4])
@@ -600,6 +612,13 @@ class ProxySideRuleset:
         out += family_pair("accept", "out-dns-servers",
                            (m_addr(Family.V4, "daddr", dns4), m_dns()) if dns4 else None,
                            (m_addr(Family.V6, "daddr", dns6), m_dns()) if dns6 else None)
+        if self.parent_port is not None:  # --upstream-proxy: that address and port alone
+            par4 = sorted(IPv4Network(a) for a in self.parent_addrs if isinstance(a, IPv4Address))
+            par6 = sorted(IPv6Network(a) for a in self.parent_addrs if isinstance(a, IPv6Address))
+            port = m_tcp_ports({self.parent_port})
+            out += family_pair("accept", "out-parent-proxy",
+                               (m_addr(Family.V4, "daddr", par4), port) if par4 else None,
+                               (m_addr(Family.V6, "daddr", par6), port) if par6 else None)
         denied4, denied6 = denied_egress(self.allow_ranges)
         out += family_pair("refuse", "out-denied",
                            (m_addr(Family.V4, "daddr", denied4),) if denied4 else None,
@@ -643,6 +662,7 @@ _FIELD_READERS: dict[str, Callable[[object], object]] = {
     "agent_net_v6": lambda v: None if v is None else IPv6Network(str(v)),
     "allow_ranges": lambda v: frozenset(_network(x) for x in _list(v)),
     "dns_servers": lambda v: frozenset(_address(x) for x in _list(v)),
+    "parent_addrs": lambda v: frozenset(_address(x) for x in _list(v)),
     "proxy_ports": lambda v: frozenset(_list(v)),
     "tcp_ports": lambda v: frozenset(_list(v)),
     "sidecar_ports": lambda v: frozenset(_list(v)),

@@ -9,7 +9,9 @@ hints we do not filter). Malformed queries get REFUSED; packets with the QR bit 
 for a header are dropped (never answer an answer: no reflection loops).
 
 Rules for one question (the pure part: parse_query, judge, answer):
-* the name is allowed when policy.decide(name, 443, HTTPS) or decide(name, 80, HTTP) allows it;
+* the name is allowed when policy.decide(name, 443, HTTPS) or decide(name, 80, HTTP) allows it,
+  or a port-scoped entry (`svc.test:8080`) covers it and no entry blocks it: the port is the
+  proxy's to check, on the connection, as for any other name;
 * if none of the name's addresses passes policy.address_allowed: NXDOMAIN + EDE 15
   ("denied_address"); if some pass but none of the asked family: empty NOERROR, because an
   NXDOMAIN would deny the name for every type in the client's negative cache (RFC 2308);
@@ -259,6 +261,8 @@ def judge(
         return Verdict(True)
     if https.allowed or http.allowed:  # learn mode
         return Verdict(True, would_deny=https.would_deny or http.would_deny)
+    if policy.allows_name(query.name):
+        return Verdict(True)  # allowed on its HOST:PORT entry's ports only (checked when dialled)
     return Verdict(False, https.reason or http.reason or Reason.DOMAIN_NOT_ALLOWED)
 
 

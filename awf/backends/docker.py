@@ -38,6 +38,7 @@ from containers import (
     dockerstart,
     hostview,
     labels,
+    parentaddr,
     resolvers,
     runs,
     runspecs,
@@ -74,6 +75,10 @@ class Prepared:
     attach_ranges: tuple[IPNetwork, ...] = ()  # their subnets less their gateways
     stdin: bool = False  # our stdin goes to the command: -t, or piped (as on the netns backend)
     dns_flags: tuple[str, ...] = ()  # awf-proxy's --dns-servers when awf chose them (issue 19)
+    # --upstream-proxy: the parent's addresses and port (the proxy's egress admits exactly
+    # these) and awf-proxy's --resolve pinning its name to them (containers/parentaddr.py)
+    parent: tuple[tuple[IPAddress, ...], int] | None = None
+    parent_flags: tuple[str, ...] = ()
 
 
 def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
@@ -99,9 +104,15 @@ def prepare(cfg: RunConfig, environ: dict[str, str]) -> Prepared:
         dns_flags = ("--dns-servers", f"{resolvers.DOCKER_DNS},{dns_flags[1]}")
     runspecs.probe_rulesets(topology.tcp_ports(cfg.proxy.allow_ports | cfg.intercept_ports),
                             ranges, dns)
+    parent: tuple[tuple[IPAddress, ...], int] | None = None
+    parent_flags: tuple[str, ...] = ()
+    if cfg.proxy.upstream_proxy is not None:  # resolved here, on the host, once
+        addrs, parent_flags = parentaddr.for_proxy(cfg.proxy.upstream_proxy, cfg.proxy.resolve)
+        parent = (addrs, cfg.proxy.upstream_proxy.port)
     return Prepared(volumes, env_file, want_v4, want_v6, ranges, tuple(dns),
                     workspace(environ), _share_home(cfg, environ),
-                    stdin=cfg.tty or not terminal, dns_flags=dns_flags)
+                    stdin=cfg.tty or not terminal, dns_flags=dns_flags, parent=parent,
+                    parent_flags=parent_flags)
 
 
 def _share_home(cfg: RunConfig, environ: dict[str, str]) -> tuple[str, ...]:
@@ -151,6 +162,8 @@ def run_docker(cfg: RunConfig) -> int:
     t0 = time.monotonic()
     environ = dict(os.environ)
     prepared = prepare(cfg, environ)
+    if prepared.parent_flags:  # both awf-proxies (the run's, the API sidecar's) dial the same
+        cfg = dataclasses.replace(cfg, proxy_args=(*cfg.proxy_args, *prepared.parent_flags))
     api = apisidecar.plan(cfg, environ)  # a bad --*-api-target: exit 2, nothing made
     early: dict[str, float] = {}
     driver = DockerDriver.from_env()
@@ -220,7 +233,7 @@ def _run(run: Run, prepared: Prepared, runtime: str, agent_image: str,
                     *(apisidecar.proxy_client_args(run.api, apisidecar.EGRESS_LISTEN_DOCKER)
                       if run.api is not None else [])],
         extra_mounts=ca_mounts,
-        allow_ranges=prepared.allow_ranges, attach=prepared.attach,
+        allow_ranges=prepared.allow_ranges, attach=prepared.attach, parent=prepared.parent,
         attach_ranges=prepared.attach_ranges, dns_servers=prepared.dns_servers,
         dns_flags=prepared.dns_flags, sidecar_ports=run.api_ports, uid=uid, gid=gid,
         host_access=cfg.enable_host_access, hosts_file=cfg.proxy.hosts_file,

@@ -4,7 +4,8 @@ Every name leads to `target` (127.0.0.1: the tests' origins; the wan's address e
 It counts what reached it, keeps the request heads it got, may require `Proxy-Authorization`
 (407 without it) or refuse everything with a fixed status. An absolute-URI request is rewritten
 to origin form and the connection then just relays bytes (one request per connection is all
-the tests need; keep-alive works as a relay).
+the tests need; keep-alive works as a relay). `running_parent` runs one in a thread of its own,
+for tests that are not async (a Docker run reaches it on `host`, an address of this host).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 
@@ -24,6 +26,7 @@ class Parent:
     refuse: int | None = None  # answer every request with this status
     silent: bool = False  # accept, then never answer
     target: str = "127.0.0.1"  # where every name leads
+    host: str = "127.0.0.1"  # where it listens
 
     @property
     def count(self) -> int:
@@ -31,7 +34,7 @@ class Parent:
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         cred = f"{user}:{password}@" if user is not None else ""
-        return f"http://{cred}127.0.0.1:{self.port}"
+        return f"http://{cred}{self.host}:{self.port}"
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -105,9 +108,42 @@ async def _serve(p: Parent, reader: asyncio.StreamReader, writer: asyncio.Stream
 @contextlib.asynccontextmanager
 async def parent_proxy(**kw: object) -> AsyncIterator[Parent]:
     p = Parent(**kw)  # type: ignore[arg-type]
-    server = await asyncio.start_server(lambda r, w: _serve(p, r, w), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: _serve(p, r, w), p.host, 0)
     p.port = server.sockets[0].getsockname()[1]
     try:
         yield p
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def running_parent(**kw: object) -> Iterator[Parent]:
+    """`parent_proxy` on an event loop in a thread of its own, for the length of the block."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    started: list[Parent] = []
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with parent_proxy(**kw) as p:
+            started.append(p)
+            ready.set()
+            await stop.wait()
+
+    def main() -> None:
+        try:
+            loop.run_until_complete(serve())
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    ready.wait(20)
+    if not started:
+        raise RuntimeError("the parent proxy did not start")
+    try:
+        yield started[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+        loop.close()

@@ -489,6 +489,15 @@ def test_port_scoped_ports_reach_the_rulesets(tmp_path: Path):
     assert "th dport { 80, 443, 8080 } redirect to :3129" in nft
 
 
+def test_the_upstream_proxy_parent_reaches_the_rulesets(tmp_path: Path):
+    cfg = run("-d", "github.com", "--upstream-proxy", "http://u:s3cret@10.20.0.5:3128", "--",
+              "true")
+    write_audit(cfg, tmp_path)
+    nft = (tmp_path / "rulesets.nft").read_text()
+    assert "ip daddr 10.20.0.5 meta l4proto tcp th dport 3128 accept" in nft
+    assert "s3cret" not in nft
+
+
 # ------------------------------------------------------------------------------ --audit-dir
 
 

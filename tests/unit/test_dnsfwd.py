@@ -39,8 +39,9 @@ from proxy.reasons import Reason
 from proxy.resolver import IPAddress, Lookup, Outcome
 
 POLICY = Policy.build(
-    allow_domains=["allowed.test", "http://plain.test", "https://tls.test", "192.0.2.0/24"],
-    block_domains=["blocked.allowed.test"],
+    allow_domains=["allowed.test", "http://plain.test", "https://tls.test", "192.0.2.0/24",
+                   "svc.test:8080"],
+    block_domains=["blocked.allowed.test", "blocked.svc.test"],
 )
 RANGES = Policy.build(allow_domains=["allowed.test"], allow_ranges=["10.0.0.0/8"])
 LOCAL: dict[str, list[IPAddress]] = {
@@ -191,6 +192,9 @@ def test_mutated_queries_never_raise(edits: list[tuple[int, int]]):
         ("a.b.allowed.test", True, None),
         ("plain.test", True, None),  # http:// entry: port 80 is enough
         ("tls.test", True, None),  # https:// entry
+        ("svc.test", True, None),  # HOST:PORT entry: its port is checked on the connection
+        ("api.svc.test", True, None),
+        ("blocked.svc.test", False, Reason.DOMAIN_BLOCKED),
         ("blocked.allowed.test", False, Reason.DOMAIN_BLOCKED),
         ("x.blocked.allowed.test", False, Reason.DOMAIN_BLOCKED),
         ("notallowed.test", False, Reason.DOMAIN_NOT_ALLOWED),

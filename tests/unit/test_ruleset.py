@@ -64,6 +64,12 @@ def full_proxy() -> ProxySideRuleset:
                  allow_ranges=frozenset({IPv4Network("10.1.0.0/16")}))
 
 
+def parent_proxy() -> ProxySideRuleset:
+    """The Docker proxy container's, with --upstream-proxy's parent at a private address."""
+    return replace(full_proxy(), parent_port=3128, parent_addrs=frozenset({
+        IPv4Address("10.20.0.5"), IPv4Address("10.20.0.6"), IPv6Address("fd00::3128")}))
+
+
 # --- golden, determinism, hash ---------------------------------------------------------------
 
 
@@ -73,6 +79,10 @@ def test_agent_golden() -> None:
 
 def test_proxy_side_golden() -> None:
     assert proxy().render() == (GOLDEN / "proxy.nft").read_text()
+
+
+def test_proxy_side_with_a_parent_proxy_golden() -> None:
+    assert parent_proxy().render() == (GOLDEN / "proxy_parent.nft").read_text()
 
 
 def test_script_replaces_the_table_atomically() -> None:
@@ -136,8 +146,9 @@ def _twins_match(r4: Rule, r6: Rule) -> None:
 
 
 @pytest.mark.parametrize("ruleset", [agent(), full_agent(), proxy(), full_proxy(),
-                                     proxy(agent_ifname=None)],
-                         ids=["agent", "full_agent", "proxy", "full_proxy", "docker_proxy"])
+                                     proxy(agent_ifname=None), parent_proxy()],
+                         ids=["agent", "full_agent", "proxy", "full_proxy", "docker_proxy",
+                              "parent_proxy"])
 def test_v4_v6_parity(ruleset: Ruleset) -> None:
     exempt_seen = set()
     for chain in ruleset.model().chains:
@@ -228,6 +239,9 @@ def test_agent_rejects_bad_values(bad: dict[str, object]) -> None:
     {"redirect_tcp_ports": frozenset({3128})}, {"listen_ports": frozenset({3128, 53})},
     {"dns_port": 5353}, {"agent_net_v4": IPv6Network("fd00::/64")},
     {"dns_port": 3129, "listen_ports": frozenset({3128, 3129})},
+    {"parent_port": 3128}, {"parent_addrs": frozenset({IPv4Address("10.0.0.1")})},
+    {"parent_addrs": frozenset({IPv4Address("10.0.0.1")}), "parent_port": 0},
+    {"parent_addrs": frozenset({"10.0.0.1"}), "parent_port": 3128},
 ])
 def test_proxy_side_rejects_bad_values(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError):
@@ -305,8 +319,9 @@ def test_restricted_output_never_reaches_the_agent_net_even_if_allowed() -> None
 # --- spec round trip -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ruleset", [agent(), full_agent(), proxy(), full_proxy()],
-                         ids=["agent", "full_agent", "proxy", "full_proxy"])
+@pytest.mark.parametrize("ruleset", [agent(), full_agent(), proxy(), full_proxy(),
+                                     parent_proxy()],
+                         ids=["agent", "full_agent", "proxy", "full_proxy", "parent_proxy"])
 def test_spec_round_trip(ruleset: Ruleset) -> None:
     spec = ruleset_to_spec(ruleset)
     assert ruleset_from_spec(spec) == ruleset
@@ -451,3 +466,24 @@ def test_restricted_output_dns_goes_to_the_configured_resolvers_only() -> None:
     no_servers = replace(full_proxy(), dns_servers=frozenset())
     assert not [x for c in no_servers.model().chains if c.name == "output"
                 for x in c.rules if "dport 53" in x.render()]
+
+
+def test_restricted_output_reaches_the_parent_proxy_on_its_port_only() -> None:
+    """--upstream-proxy: the parent (private, as corporate proxies are) is accepted on its port
+    before the range refusal; nothing else of its addresses is, and without a parent no rule
+    names it."""
+    out = [x.render() for x in next(c for c in parent_proxy().model().chains
+                                    if c.name == "output").rules]
+    parent = [i for i, line in enumerate(out) if "10.20.0.5" in line or "fd00::3128" in line]
+    assert [out[i] for i in parent] == [
+        "meta nfproto ipv4 ip daddr { 10.20.0.5, 10.20.0.6 } meta l4proto tcp th dport 3128 "
+        "accept",
+        "meta nfproto ipv6 ip6 daddr fd00::3128 meta l4proto tcp th dport 3128 accept"]
+    agent_rule = out.index("meta nfproto ipv4 ip daddr 10.213.0.0/30 goto refuse")
+    denied = next(i for i, line in enumerate(out) if "192.168.0.0/16" in line and "refuse" in line)
+    assert agent_rule < min(parent)
+    assert max(parent) < denied
+    assert out[-1] == "goto refuse"
+    plain = full_proxy().render()
+    assert "3128 accept" not in plain
+    assert "10.20.0.5" not in plain

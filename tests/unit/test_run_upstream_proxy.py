@@ -59,6 +59,7 @@ def test_host_proxy_variables_are_noted_not_used(monkeypatch: pytest.MonkeyPatch
     assert not [n for n in cfg.notes if "HTTPS_PROXY" in n]
 
 
-def test_docker_backend_refuses_it_for_now() -> None:
-    with pytest.raises(ConfigError, match="--backend netns only"):
-        parse_run(["--upstream-proxy", URL, "--", "true"])
+def test_docker_backend_takes_it() -> None:
+    cfg = parse_run(["--upstream-proxy", URL, "--", "true"])
+    assert cfg.backend == "docker"
+    assert URL in cfg.proxy_args
