@@ -236,16 +236,21 @@ def test_gh_host_follows_an_enterprise_github_server_url(forge: forgemod.Forge, 
 
 
 def test_an_explicit_gh_host_is_kept(forge: forgemod.Forge, sandbox: Sandbox, ws: Path) -> None:
-    done = sandbox(ALLOWED, 'echo "GH_HOST=$GH_HOST"', ws, extra_env={"GH_HOST": "pypi.test"},
-                   caller_env={"GITHUB_SERVER_URL": "https://git.test", "GH_HOST": None})
+    """A GH_HOST given with -e stays; the API URL missing is still derived."""
+    done = sandbox(ALLOWED, 'echo "GH_HOST=$GH_HOST"; echo "API=$GITHUB_API_URL"', ws,
+                   extra_env={"GH_HOST": "pypi.test"},
+                   caller_env={"GITHUB_SERVER_URL": "https://git.test", "GH_HOST": None,
+                               "GITHUB_API_URL": None})
     assert done.returncode == 0, explain(done)
-    assert done.stdout.splitlines() == ["GH_HOST=pypi.test"], explain(done)
+    assert done.stdout.splitlines() == ["GH_HOST=pypi.test", "API=https://git.test/api/v3"], \
+        explain(done)
 
 
 # -- what the run says it enforces ------------------------------------------------------------
 
 
-def test_the_run_says_what_it_enforces(sandbox: Sandbox, ws: Path, tmp_path: Path) -> None:
+def test_the_run_says_what_it_enforces(forge: forgemod.Forge, sandbox: Sandbox, ws: Path,
+                                       tmp_path: Path) -> None:
     """One line for the allowed entries and one for the blocked ones at the start; run.json
     keeps the effective configuration (redacted) and the policy."""
     logs = tmp_path / "logs"
@@ -260,7 +265,8 @@ def test_the_run_says_what_it_enforces(sandbox: Sandbox, ws: Path, tmp_path: Pat
     assert "s3cret-value-21" not in text
     doc = json.loads(text)
     settings = {s["key"]: s for s in doc["config"]["settings"]}
-    assert settings["allow_domains"]["value"] == list(forgemod.NAMES)
+    allow = settings["allow_domains"]["value"]  # as given: one comma-separated item
+    assert [name for item in allow for name in item.split(",")] == list(forgemod.NAMES), allow
     assert settings["allow_domains"]["source"] == "flag"
     assert "MY_TOKEN=[REDACTED]" in settings["env"]["value"]
     rules = doc["policy"]["rules"]

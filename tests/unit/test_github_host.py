@@ -85,6 +85,7 @@ def test_the_command_gets_gh_host_with_and_without_env_all(env_all: bool) -> Non
 def test_an_explicit_gh_host_wins() -> None:
     caller = {"GITHUB_SERVER_URL": "https://ghes.example.com", "GH_HOST": "mine.example"}
     assert _env(caller)["GH_HOST"] == "mine.example"
+    assert _env(caller)["GITHUB_API_URL"] == "https://ghes.example.com/api/v3"  # still added
     env = _env({"GITHUB_SERVER_URL": "https://ghes.example.com"},
                explicit=(("GH_HOST", "flag.example"),))
     assert env["GH_HOST"] == "flag.example"
@@ -97,6 +98,7 @@ def test_an_explicit_gh_host_wins() -> None:
 def test_an_excluded_name_is_not_derived_either() -> None:
     env = _env({"GITHUB_SERVER_URL": "https://ghes.example.com"}, exclude=("GH_HOST",))
     assert "GH_HOST" not in env
+    assert env["GITHUB_API_URL"] == "https://ghes.example.com/api/v3"  # the other one is
     env = _env({"GITHUB_SERVER_URL": "https://ghes.example.com"},
                exclude=("GITHUB_SERVER_URL",))
     assert "GH_HOST" not in env
