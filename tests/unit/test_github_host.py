@@ -44,6 +44,13 @@ def test_ghes() -> None:
         "https://ghes.example.com:8443/api/v3")
 
 
+@pytest.mark.parametrize("url", ["https://ghes.example.com/", "https://ghes.example.com:8443",
+                                 "https://GHES.example.com:8443/"])
+def test_gh_host_is_the_name_alone(url: str) -> None:
+    """As upstream's gh-host-injection tests: a port or a trailing slash is not part of it."""
+    assert github_host.gh_host(url) == "ghes.example.com"
+
+
 def test_ghe_com() -> None:
     url = "https://acme.ghe.com"
     assert github_host.gh_host(url) == "acme.ghe.com"
