@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from awf.config import RunConfig
+from containers import github_host
 from proxy.api.providers import PLACEHOLDER, PROVIDERS, Target
 from proxy.errors import ConfigError
 
@@ -73,8 +74,9 @@ def plan(cfg: RunConfig, environ: Mapping[str, str]) -> Sidecar | None:
     """The sidecar for this run, or None (no key, or --no-api-proxy). Bad flags: ConfigError."""
     targets = dict(cfg.api_targets)
     parsed: list[tuple[str, Target]] = []
-    for prov in PROVIDERS:
-        text = targets.get(prov.name) or prov.default_target
+    derived = {"copilot": github_host.copilot_target(environ.get("GITHUB_SERVER_URL"))}
+    for prov in PROVIDERS:  # the flag, else (Copilot) from GITHUB_SERVER_URL, else the default
+        text = targets.get(prov.name) or derived.get(prov.name) or prov.default_target
         parsed.append((prov.name, Target.parse(text, flag=f"--{prov.name}-api-target")))
     ca = cfg.extra_ca_certs
     if ca is not None and not ca.is_file():

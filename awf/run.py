@@ -3,8 +3,10 @@
 Each backend (`awf.backends.netns`, `awf.backends.docker`) is a script of steps over this:
 
 - the run record (`Record`: id, logs, timings with `mark`, the error that ended the run) and
-  `conduct`, which runs the backend's body under `supervise` and then, on every path, writes
-  `run.json` and prints the summary;
+  `conduct`, which says what the run enforces (`policy_lines`: the allowed and blocked entries,
+  or a warning that nothing is allowed), runs the backend's body under `supervise` and then, on
+  every path, writes `run.json` (with the redacted configuration and the policy: `enforced`)
+  and prints the summary;
 - `supervise`: SIGINT/SIGTERM raise `Interrupted` (the first one only); the teardown runs with
   both ignored, so cleanup is never cut short. The exit code follows docs/architecture.md §7: the
   command's own, 128+N after signal N reached awf, or the AwfError's code;
@@ -131,6 +133,54 @@ def allowlist(cfg: RunConfig) -> list[str] | None:
         return None
 
 
+# --- what the run enforces, said at its start and kept in run.json (issue 21) ---
+SHOWN = 30  # entries named on a line; the rest are counted
+NOTHING_ALLOWED = "WARNING: no domain is allowed: every request will be denied"
+
+
+def listed(label: str, entries: Sequence[str], limit: int = SHOWN) -> str:
+    """`label: a, b, … (+N more)`: the first `limit` entries, the rest counted."""
+    more = len(entries) - limit
+    return f"{label}: {', '.join(entries[:limit])}" + (f", … (+{more} more)" if more > 0 else "")
+
+
+def policy_lines(cfg: RunConfig) -> list[str]:
+    """The lines a run starts with: the allowed entries (--allow-domains and its files,
+    --allow-urls and its files, the host with host access), or a warning when there are none
+    (not in learn mode, which says its own); then the blocked entries, if any."""
+    from proxy.config import read_lists, read_url_lists
+
+    try:
+        urls = [*cfg.proxy.allow_urls, *read_url_lists(cfg.proxy.allow_urls_file)]
+        blocked = [*cfg.proxy.block_domains,
+                   *read_lists(cfg.proxy.block_domains_file, "--block-domains-file")]
+    except AwfError:
+        urls, blocked = list(cfg.proxy.allow_urls), list(cfg.proxy.block_domains)
+    allowed = [*(allowlist(cfg) or cfg.proxy.allow_domains), *urls]
+    if cfg.enable_host_access:
+        allowed.append("host.docker.internal")
+    lines = []
+    if allowed:
+        lines.append(listed("allowed", allowed))
+    elif not cfg.learn:
+        lines.append(NOTHING_ALLOWED)
+    if blocked:
+        lines.append(listed("blocked", blocked))
+    return lines
+
+
+def enforced(cfg: RunConfig) -> dict[str, object]:
+    """run.json's `config` (the effective configuration, each value's source, redacted) and
+    `policy` (the proxy's rules in order), as `--audit-dir` writes them (awf/audit.py)."""
+    from awf.audit import config_record, policy_rules
+
+    try:
+        policy: object = policy_rules(cfg)
+    except AwfError as exc:  # a list file unreadable by now: the run itself says so
+        policy = {"error": str(exc)}
+    return {"config": config_record(cfg), "policy": policy}
+
+
 def dropped_records(lines: Iterable[str]) -> int:
     """The count in the proxy's last `awf-proxy: log records dropped: N` line, else 0."""
     count = 0
@@ -219,6 +269,7 @@ class Record:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     dropped: int = 0  # log records the proxy could not write (it says so at exit)
+    enforced: dict[str, object] = field(default_factory=dict)  # `enforced`, at the start
 
     def mark(self, what: str) -> None:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
@@ -232,6 +283,7 @@ class Record:
             "log_records_dropped": self.dropped,
             # the allowlist `awf logs suggest` starts from, and whether the run was learning
             "allow_domains": allowlist(self.cfg), "learn": self.cfg.learn,
+            **self.enforced,  # config and policy
         }
 
 
@@ -243,6 +295,9 @@ def write_run_json(logs: Path, doc: Mapping[str, object]) -> None:
 def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], None]) -> int:
     """`body` under `supervise`, `teardown(interrupted)` on every path, then run.json and the
     summary; the run's exit code."""
+    record.enforced = enforced(record.cfg)
+    for line in policy_lines(record.cfg):
+        say(line)
     if record.cfg.learn:  # --- learn mode ---
         for line in learn_lines(record.logs, start=True):
             say(line)

@@ -4,7 +4,9 @@ See docs/architecture.md §9.3.
 
 Pure: the caller's environment and file contents come in as arguments. Layers, a later one
 winning: core (proxy variables, HOME, PATH), passthrough (a short list, or everything with
---env-all), --env-file, -e. Never passed: PATH/HOME/SUDO_*, proxy variables, DOCKER_*, LD_*,
+--env-all), --env-file, -e, then GH_HOST and GITHUB_API_URL derived from the command's
+GITHUB_SERVER_URL when it names an enterprise host and they are not set
+(containers/github_host.py). Never passed: PATH/HOME/SUDO_*, proxy variables, DOCKER_*, LD_*,
 AWF_*, GitHub tokens, provider keys, Actions runtime tokens, and any --exclude-env name.
 """
 
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from containers import github_host
 from proxy.errors import ConfigError
 
 PASSTHROUGH = (
@@ -133,6 +136,9 @@ def agent_env(caller: Mapping[str, str], *, proxy_url: str | None, no_proxy: str
         if name.startswith(NEVER_PREFIXES[2:]):  # LD_*, AWF_*: awf's own
             raise ConfigError(f"{name}: awf sets {name} itself; it cannot be overridden")
         env[name] = value
+    for name, value in github_host.command_vars(env):  # GHES and GHE.com: docs/config.md §8
+        if not never_passed(name, exclude):
+            env[name] = value
     total = sum(len(k) + len(v) + 2 for k, v in env.items())
     if total > MAX_TOTAL:
         raise ConfigError(f"the command's environment is {total} bytes, over 1 MiB; pass "

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from tests.support import wan as wanmod
 from tests.support import workloads as wl
 from tests.support.needs import need_docker, need_root
 from tests.support.workload_suite import *  # noqa: F403  (the tests themselves)
-from tests.support.workload_suite import Sandbox, argv
+from tests.support.workload_suite import Sandbox, argv, with_caller_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -59,13 +59,16 @@ def ws(tmp_path: Path) -> Path:
 @pytest.fixture
 def sandbox(wan: wanmod.Wan) -> Sandbox:
     def run(policy: tuple[str, ...], script: str | list[str], ws: Path,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            extra_env: dict[str, str] | None = None,
+            caller_env: Mapping[str, str | None] | None = None
+            ) -> subprocess.CompletedProcess[str]:
         env = {**wl.client_env("/ws", "/ca.pem"), **(extra_env or {})}
         flags = [a for k, v in env.items() for a in ("-e", f"{k}={v}")]
         return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "docker",
                                *policy, "-v", f"{ws}:/ws", "-v", f"{wan.ca_pem}:/ca.pem:ro",
                                "--container-workdir", "/ws", *flags, "--", *argv(script)],
-                              capture_output=True, text=True, timeout=300, check=False, cwd=ws)
+                              capture_output=True, text=True, timeout=300, check=False, cwd=ws,
+                              env=with_caller_env(os.environ, caller_env))
     return run
 
 

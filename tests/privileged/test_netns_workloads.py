@@ -9,7 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from tests.support import forge as forgemod
 from tests.support import wan as wanmod
 from tests.support import workloads as wl
 from tests.support.workload_suite import *  # noqa: F403  (the tests themselves)
-from tests.support.workload_suite import Sandbox, argv
+from tests.support.workload_suite import Sandbox, argv, with_caller_env
 
 pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
 
@@ -42,7 +42,9 @@ def ws(tmp_path: Path) -> Path:
 @pytest.fixture
 def sandbox(wan: wanmod.Wan) -> Sandbox:
     def run(policy: tuple[str, ...], script: str | list[str], ws: Path,
-            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+            extra_env: dict[str, str] | None = None,
+            caller_env: Mapping[str, str | None] | None = None
+            ) -> subprocess.CompletedProcess[str]:
         """`awf run` as users call it; the netns backend passes the caller's environment on, so
         the test gives it a clean one (this machine's own CA and pip variables would win)."""
         base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
@@ -53,7 +55,8 @@ def sandbox(wan: wanmod.Wan) -> Sandbox:
         flags = [a for k, v in wanted.items() for a in ("-e", f"{k}={v}")]
         return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "netns",
                                *policy, *flags, "--", *argv(script)], capture_output=True,
-                              text=True, timeout=180, check=False, env=base, cwd=ws)
+                              text=True, timeout=180, check=False,
+                              env=with_caller_env(base, caller_env), cwd=ws)
     return run
 
 

@@ -12,7 +12,9 @@ denied in another (its name not in `--allow-domains`).
 
 from __future__ import annotations
 
+import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -26,11 +28,26 @@ DENIED = ("--allow-domains", "allowed.test", *forgemod.DNS_POLICY)
 
 
 class Sandbox(Protocol):
-    """Runs `script` (one string: `bash -c`; a list: an argv) in `awf run`."""
+    """Runs `script` (one string: `bash -c`; a list: an argv) in `awf run`. `extra_env` is
+    given to the command with `-e`; `caller_env` changes awf's own environment (None unsets a
+    name), for what awf derives from it."""
 
     def __call__(self, policy: tuple[str, ...], script: str | list[str], ws: Path,
-                 extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+                 extra_env: dict[str, str] | None = None,
+                 caller_env: Mapping[str, str | None] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
         ...
+
+
+def with_caller_env(base: Mapping[str, str], changes: Mapping[str, str | None] | None
+                    ) -> dict[str, str]:
+    env = dict(base)
+    for name, value in (changes or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def argv(script: str | list[str]) -> list[str]:
@@ -190,6 +207,80 @@ def test_allowed_name_sent_to_a_foreign_address_reaches_its_own(
     assert forge.hits(forgemod.V4_ELSEWHERE) == before, explain(done)
     assert done.returncode == 0, explain(done)
     assert done.stdout.strip() == f"addr={forgemod.V4} host=pypi.test", explain(done)
+
+
+# -- enterprise hosts: GH_HOST from GITHUB_SERVER_URL (docs/config.md §8) ----------------------
+
+# a `gh`-like client: it talks to $GH_HOST (gh's /api/v3 on an enterprise host)
+GH_LIKE = ('echo "GH_HOST=$GH_HOST"; echo "API=$GITHUB_API_URL"; '
+           'curl -sS -m 20 -o /dev/null -w "code=%{http_code}\\n" "https://$GH_HOST/api/v3/meta"')
+
+
+@pytest.mark.parametrize("env_all", [False, True], ids=["passthrough", "env-all"])
+def test_gh_host_follows_an_enterprise_github_server_url(forge: forgemod.Forge, sandbox: Sandbox,
+                                                         ws: Path, env_all: bool) -> None:
+    """GITHUB_SERVER_URL in awf's environment names a GHES host (the forge's git.test): the
+    command gets GH_HOST and GITHUB_API_URL for it, with and without --env-all, and a client
+    using $GH_HOST reaches that host through the firewall."""
+    before = len([r for r in forge.requests("git.test") if r["path"] == "/api/v3/meta"])
+    policy = (*ALLOWED, *(["--env-all"] if env_all else []))
+    done = sandbox(policy, GH_LIKE, ws, caller_env={
+        "GITHUB_SERVER_URL": "https://git.test", "GH_HOST": None, "GITHUB_API_URL": None})
+    assert done.returncode == 0, explain(done)
+    lines = done.stdout.splitlines()
+    assert "GH_HOST=git.test" in lines, explain(done)
+    assert "API=https://git.test/api/v3" in lines, explain(done)
+    assert any(ln.startswith("code=") and ln != "code=000" for ln in lines), explain(done)
+    after = [r for r in forge.requests("git.test") if r["path"] == "/api/v3/meta"]
+    assert len(after) == before + 1, explain(done)
+
+
+def test_an_explicit_gh_host_is_kept(forge: forgemod.Forge, sandbox: Sandbox, ws: Path) -> None:
+    """A GH_HOST given with -e stays; the API URL missing is still derived."""
+    done = sandbox(ALLOWED, 'echo "GH_HOST=$GH_HOST"; echo "API=$GITHUB_API_URL"', ws,
+                   extra_env={"GH_HOST": "pypi.test"},
+                   caller_env={"GITHUB_SERVER_URL": "https://git.test", "GH_HOST": None,
+                               "GITHUB_API_URL": None})
+    assert done.returncode == 0, explain(done)
+    assert done.stdout.splitlines() == ["GH_HOST=pypi.test", "API=https://git.test/api/v3"], \
+        explain(done)
+
+
+# -- what the run says it enforces ------------------------------------------------------------
+
+
+def test_the_run_says_what_it_enforces(forge: forgemod.Forge, sandbox: Sandbox, ws: Path,
+                                       tmp_path: Path) -> None:
+    """One line for the allowed entries and one for the blocked ones at the start; run.json
+    keeps the effective configuration (redacted) and the policy."""
+    logs = tmp_path / "logs"
+    policy = (*ALLOWED, "--block-domains", "npm.test", "--proxy-logs-dir", str(logs))
+    done = sandbox(policy, "true", ws, extra_env={"MY_TOKEN": "s3cret-value-21"})
+    assert done.returncode == 0, explain(done)
+    err = done.stderr.splitlines()
+    assert f"[awf] allowed: {', '.join(forgemod.NAMES)}" in err, explain(done)
+    assert "[awf] blocked: npm.test" in err, explain(done)
+    assert err.index("[awf] blocked: npm.test") < len(err) - 1  # at the start, not the end
+    text = (logs / "run.json").read_text()
+    assert "s3cret-value-21" not in text
+    doc = json.loads(text)
+    settings = {s["key"]: s for s in doc["config"]["settings"]}
+    allow = settings["allow_domains"]["value"]  # as given: one comma-separated item
+    assert [name for item in allow for name in item.split(",")] == list(forgemod.NAMES), allow
+    assert settings["allow_domains"]["source"] == "flag"
+    assert "MY_TOKEN=[REDACTED]" in settings["env"]["value"]
+    rules = doc["policy"]["rules"]
+    assert [r["match"]["domain"] for r in rules if r.get("reason") == "domain_blocked"] == [
+        "npm.test"]
+    assert [r["match"]["domain"] for r in rules if r["action"] == "allow"] == list(
+        forgemod.NAMES)
+
+
+def test_an_empty_allowlist_is_a_warning(sandbox: Sandbox, ws: Path) -> None:
+    done = sandbox(("--allow-domains", ""), "true", ws)
+    assert done.returncode == 0, explain(done)
+    assert ("[awf] WARNING: no domain is allowed: every request will be denied"
+            in done.stderr.splitlines()), explain(done)
 
 
 # -- exit codes users script against -------------------------------------------------------------

@@ -1,16 +1,28 @@
 """The post-run summary (docs/architecture.md §7): outcomes, not decisions; DNS refusals and
 the network layer's drops beside the proxy's decisions; the self-test's own records left out;
-the `--allow-domains` hint; learn mode's warnings."""
+the `--allow-domains` hint; learn mode's warnings; and what a run says it enforces, at its
+start and in run.json."""
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from awf.config import parse_run
-from awf.run import learn_lines, print_summary, summary_lines
+from awf.run import (
+    Record,
+    conduct,
+    learn_lines,
+    listed,
+    policy_lines,
+    print_summary,
+    summary_lines,
+)
 
 
 def write(path: Path, records: list[dict[str, object]]) -> None:
@@ -94,3 +106,60 @@ def test_learn_mode_warnings_and_run_json(tmp_path: Path,
     assert ("To allow the denied domains: --allow-domains a.example,b.example,c.example,"
             "ok.example") in err
     assert err.rstrip().splitlines()[-1].startswith("[awf] WARNING: learn mode: nothing")
+
+
+# --- what the run enforces (issue 21, item 4) ---------------------------------------------------
+
+
+def test_the_allowed_and_blocked_lines() -> None:
+    cfg = parse_run(["-d", "a.test,b.test", "--block-domains", "x.b.test", "--", "true"])
+    assert policy_lines(cfg) == ["allowed: a.test, b.test", "blocked: x.b.test"]
+    cfg = parse_run(["-d", "a.test", "--", "true"])
+    assert policy_lines(cfg) == ["allowed: a.test"]  # no blocked line when nothing is blocked
+
+
+def test_a_long_allowlist_is_shortened_with_the_count(tmp_path: Path) -> None:
+    names = [f"n{i}.test" for i in range(45)]
+    (tmp_path / "list").write_text("\n".join(names[5:]) + "\n")
+    cfg = parse_run(["-d", ",".join(names[:5]), "--allow-domains-file", str(tmp_path / "list"),
+                     "--", "true"])
+    [line] = policy_lines(cfg)
+    assert line == "allowed: " + ", ".join(names[:30]) + ", … (+15 more)"
+    assert listed("x", ["a", "b", "c"], limit=3) == "x: a, b, c"
+    assert listed("x", ["a", "b", "c", "d"], limit=3) == "x: a, b, c, … (+1 more)"
+
+
+def test_an_empty_allowlist_is_a_warning_except_in_learn_mode() -> None:
+    assert policy_lines(parse_run(["--", "true"])) == [
+        "WARNING: no domain is allowed: every request will be denied"]
+    assert policy_lines(parse_run(["--learn", "--", "true"])) == []
+    cfg = parse_run(["--enable-host-access", "--", "true"])
+    assert policy_lines(cfg) == ["allowed: host.docker.internal"]
+
+
+@dataclass(kw_only=True)
+class _Record(Record):
+    BACKEND: ClassVar[str] = "test"
+
+
+def test_a_run_says_what_it_enforces_and_run_json_keeps_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = parse_run(["-d", "a.test", "--block-domains", "b.a.test", "-e", "MY_TOKEN=s3cret",
+                     "-e", "PLAIN=visible", "--", "true"])
+    record = _Record(cfg=cfg, run="r1", logs=tmp_path, t0=time.monotonic())
+    assert conduct(record, lambda: 0, lambda interrupted: None) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == ["[awf] allowed: a.test", "[awf] blocked: b.a.test"]
+    text = (tmp_path / "run.json").read_text()
+    assert "s3cret" not in text
+    doc = json.loads(text)
+    settings = {s["key"]: s for s in doc["config"]["settings"]}
+    assert settings["allow_domains"] == {"key": "allow_domains", "value": ["a.test"],
+                                         "source": "flag"}
+    assert settings["env"]["value"] == ["MY_TOKEN=[REDACTED]", "PLAIN=visible"]
+    rules = doc["policy"]["rules"]
+    assert {"action": "deny", "reason": "domain_blocked"}.items() <= rules[2].items()
+    assert rules[2]["match"]["domain"] == "b.a.test"
+    assert rules[3]["action"] == "allow"
+    assert rules[3]["match"]["domain"] == "a.test"
+    assert rules[-1]["match"] == "everything else"
