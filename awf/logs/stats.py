@@ -236,9 +236,14 @@ class Counts:
         }
 
     def summary_line(self) -> str:
-        """`14 requests: 11 allowed (1 failed upstream), 3 denied`, then DNS and drops."""
+        """`14 requests: 11 allowed (1 failed upstream), 3 denied`, then DNS and drops; the API
+        proxy sidecar's own requests, when there are any, are named after the count."""
         n = self.requests
-        text = f"{n} request{'s' if n != 1 else ''}: {self.allowed} allowed"
+        text = f"{n} request{'s' if n != 1 else ''}"
+        sidecar = self.clients.get("api-proxy", 0)
+        if sidecar:  # the API proxy's own egress, through the same proxy (docs/api-proxy.md)
+            text += f" ({sidecar} by the API proxy)"
+        text += f": {self.allowed} allowed"
         if self.failed:
             text += f" ({self.failed} failed upstream)"
         text += f", {self.denied} denied"

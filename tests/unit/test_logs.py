@@ -520,6 +520,13 @@ def test_stderr_lines() -> None:
     ]
 
 
+def test_the_summary_names_the_api_proxys_own_requests() -> None:
+    c = count([rec("a.github.com"), rec("api.openai.test", client="127.0.0.1:5000",
+                                        client_name="api-proxy")])
+    assert c.summary_line() == "2 requests (1 by the API proxy): 2 allowed, 0 denied"
+    assert count([rec("a.github.com")]).summary_line() == "1 request: 1 allowed, 0 denied"
+
+
 # -- pretty lines, filters, time flags ------------------------------------------------------
 
 
