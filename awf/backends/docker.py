@@ -341,6 +341,7 @@ def _wait_agent(run: Run, agent: str, proxy: str, api: str | None = None) -> int
                              proxy=lambda: exited(proxy, 0),
                              stop=lambda grace: attach.stop(run.driver, agent, grace),
                              sidecar=(lambda: exited(api, 0)) if api is not None else None)
+    run.mark("exited")
     _drain_output(run)
     return code
 
@@ -354,21 +355,26 @@ def _drain_output(run: Run) -> None:
 
 
 def teardown(run: Run) -> None:
+    """Once the command has exited (or the run failed): the agent stopped if it still runs,
+    then every container and network on its own path in parallel (dockerstart.stop_run); each
+    phase's end is in run.json's timings."""
     d, n = run.driver, run.names
+    run.mark("teardown")
     if run.agent is not None:
         attach.stop(d, run.agent, 2 if run.interrupted else 3)
         _drain_output(run)
-
-    drops, tail = dockerstart.stop_services(d, n, run.containers)
-    if drops is not None:
-        shared.write_log(run.logs, "l3-drops.json", drops)
-    if tail is not None:
-        run.dropped = shared.dropped_records(tail.splitlines())
+    keep = run.cfg.keep_containers
+    stopped = dockerstart.stop_run(d, n, run.containers, run=run.run, networks=run.networks,
+                                   remove=not keep, mark=run.mark)
+    if stopped.drops is not None:
+        shared.write_log(run.logs, "l3-drops.json", stopped.drops)
+    if stopped.tail is not None:
+        run.dropped = shared.dropped_records(stopped.tail.splitlines())
+    if stopped.errors:
+        shared.say("cleanup: " + "; ".join(stopped.errors))
     apisidecar.wipe_keys(run.run)
-    if run.cfg.keep_containers:
+    if keep:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
-    else:
-        _remove_run(d, run.run, containers=run.containers, networks=run.networks)
     runspecs.wipe_secrets(run.work)
     shutil.rmtree(run.work, ignore_errors=True)
     shared.finish_logs(run.logs)
