@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cases, origin, report, squid, transparent
+from bench import cases, guard, origin, report, squid, transparent
 from bench.cases import CaseError, Env, Sample
 from bench.report import AWF, SQUID
 from bench.services import Service, ServiceError, free_port, set_group_nice
@@ -697,6 +697,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     md_path.write_text(report.render(results))
     print(f"[bench] wrote {md_path} and {json_path}", file=sys.stderr)
+    if not plan.quick and args.cases is None and set(wanted) == {SQUID, AWF}:
+        guard.write_baseline(results)  # the full run is the quick runs' reference
+        print(f"[bench] wrote {guard.BASELINE}", file=sys.stderr)
+    elif plan.quick:
+        text, ok = guard.check(results)
+        print(text)
+        return 0 if ok else 1
     return 0
 
 
