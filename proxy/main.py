@@ -38,6 +38,7 @@ from proxy.urlrules import UrlRules
 if TYPE_CHECKING:
     from proxy.bump_setup import Bumper
     from proxy.dnsfwd import DnsForwarder
+    from proxy.workers import WorkerLink
 
 
 def _log_path(cfg: ProxyConfig, name: str) -> Path | None:
@@ -59,7 +60,10 @@ async def serve(
     ready: Callable[[list[str]], None] | None = None,
     urlrules: UrlRules | None = None,
     bumper: Bumper | None = None,
+    worker: WorkerLink | None = None,
 ) -> int:
+    """Serve until SIGTERM/SIGINT. As one of --workers (`worker`): the listeners are bound
+    with SO_REUSEPORT, and readiness and the dropped-records count go to the supervisor."""
     if urlrules is None and policy is None:
         urlrules = build_rules(cfg)
     if bumper is None and cfg.ssl_bump:
@@ -76,7 +80,7 @@ async def serve(
             ("--transparent-listen", ep, lambda: TransparentConnection(server))
             for ep in cfg.transparent_listen
         )
-    await server.start(extra)
+    await server.start(extra, reuse_port=worker is not None)
     dns_servers: list[DnsForwarder] = []
     dns_log: AccessLog | None = None
     if cfg.dns_listen:
@@ -92,7 +96,7 @@ async def serve(
                 subdomain_budget=cfg.dns_subdomain_budget,
             )
             try:
-                bound = await fwd.start(host, port)
+                bound = await fwd.start(host, port, reuse_port=worker is not None)
             except (OSError, ConfigError) as exc:
                 await server.close_listeners()
                 for started in dns_servers:
@@ -115,8 +119,10 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
-    for endpoint in server.endpoints:
+    for endpoint in server.endpoints if worker is None else ():  # the supervisor says it
         print(f"awf-proxy listening on {endpoint}", file=sys.stderr, flush=True)
+    if worker is not None:
+        worker.ready()
     if ready is not None:
         ready(server.endpoints)
     try:
@@ -134,7 +140,9 @@ async def serve(
         if dns_log is not None:
             await asyncio.to_thread(dns_log.close)
         dropped = access.dropped + (dns_log.dropped if dns_log is not None else 0)
-        if dropped and cfg.log_dir is not None:  # for awf's summary; the log dir may be full
+        if worker is not None:
+            worker.dropped(dropped)  # the supervisor prints the sum
+        elif dropped and cfg.log_dir is not None:  # for awf's summary; the log dir may be full
             print(f"{DROPPED_LINE} {dropped}", file=sys.stderr, flush=True)
     return 0  # AccessLog.close() printed the summary on stderr when there is no --log-dir
 
@@ -191,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bumper = load_bumper(cfg) if cfg.ssl_bump else None
         import uvloop
 
+        if cfg.workers > 1:
+            from proxy.workers import supervise
+
+            return supervise(cfg, lambda wcfg, link: uvloop.run(
+                serve(wcfg, policy, urlrules=urlrules, bumper=bumper, worker=link)))
         return uvloop.run(serve(cfg, policy, urlrules=urlrules, bumper=bumper))
     except ConfigError as exc:
         print(f"awf-proxy: {exc}", file=sys.stderr)
