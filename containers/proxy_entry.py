@@ -118,8 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{FAILED} {exc}", file=sys.stderr, flush=True)
         return 125
     from proxy.main import main as proxy_main
+    from proxy.main import quick_exit
 
-    return proxy_main(proxy_argv)
+    code = proxy_main(proxy_argv)
+    if argv is None:  # PID 1 of the proxy container: no interpreter teardown on awf's path
+        quick_exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -187,7 +187,25 @@ def raise_fd_limit(connections: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else list(argv)
+    code = _main(sys.argv[1:] if argv is None else list(argv))
+    if argv is None:  # the program itself: leave without the interpreter's own teardown
+        quick_exit(code)
+    return code
+
+
+def quick_exit(code: int) -> None:
+    """Flush the standard streams and end the process at once. Everything awf-proxy writes is
+    written and closed by then (the logs with os.write); freeing every module at exit cost
+    about 0.1 s on a busy machine, on the path of every `awf run`'s teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
+
+
+def _main(args: list[str]) -> int:
     try:
         cfg = parse_argv(args)
         check_bump_flags(cfg)
