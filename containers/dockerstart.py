@@ -26,7 +26,7 @@ from containers.driver import DockerDriver
 from containers.errors import DockerError
 from containers.spec import ContainerSpec
 from netfilter import apply as nft
-from netfilter import netns
+from netfilter import hostnets
 from netfilter.errors import SandboxError
 from netfilter.ruleset import IPNetwork
 from proxy.errors import AwfError
@@ -57,7 +57,7 @@ def take_lease(work: Path) -> int:
 
 
 def taken(driver: DockerDriver) -> list[IPNetwork]:
-    nets: list[IPNetwork] = [*netns.host_networks(), *driver.network_subnets()]
+    nets: list[IPNetwork] = [*hostnets.host_networks(), *driver.network_subnets()]
     try:
         for line in Path("/etc/resolv.conf").read_text().splitlines():
             words = line.split()

@@ -26,7 +26,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from containers import resolvers
 from netfilter import apply as nft
-from netfilter import netns
 from netfilter.errors import SandboxError
 from netfilter.ruleset import ProxySideRuleset, ruleset_from_spec
 from proxy.errors import AwfError
@@ -96,6 +95,8 @@ def _egress_routes(gateway: str) -> None:
     """The proxy's only way out is -ext: its default route goes to -ext's gateway (Docker may
     have picked -int's, which leads nowhere), and it has no IPv6 default route (-ext is IPv4
     only), so an IPv6 upstream fails at once instead of hanging."""
+    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports RULES
+
     netns.set_default_route(IPv4Address(gateway))
     netns.delete_default_route(6)
 

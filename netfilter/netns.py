@@ -1,5 +1,5 @@
 """Network namespaces, links, addresses and routes: the only module of awf that speaks netlink
-(pyroute2) or runs the ``ip`` command, and the only one that ``setns``es a thread.
+(pyroute2) or changes anything with the ``ip`` command, and the only one that ``setns``es a thread.
 
 For the netns backend: one agent namespace joined to the host by a veth pair, the host's taken
 subnets, leftovers by name, and ``ip netns exec`` (the command's prefix: it gives the command the

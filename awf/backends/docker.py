@@ -151,10 +151,26 @@ def run_docker(cfg: RunConfig) -> int:
     early: dict[str, float] = {}
     driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
-    reap_dead_runs(driver)
+    # a killed run's leftovers are reaped while the images are checked; both before any
+    # subnet is chosen (the leftovers' subnets come free)
+    reaped: list[BaseException] = []
+
+    def reap() -> None:
+        try:
+            reap_dead_runs(driver)
+        except BaseException as exc:  # handed to the main thread
+            reaped.append(exc)
+
+    reaper = threading.Thread(target=reap, name="awf-reap", daemon=True)
+    reaper.start()
     from containers.images import run_images
 
-    runtime, agent_image = run_images(driver, cfg.agent_image, progress=shared.progress)
+    try:
+        runtime, agent_image = run_images(driver, cfg.agent_image, progress=shared.progress)
+    finally:
+        reaper.join()
+    if reaped:
+        raise reaped[0]
     early["images"] = round(time.monotonic() - t0, 4)
     if cfg.topology_attach:
         nets, ranges = runspecs.topology_attach(driver, cfg.topology_attach)
