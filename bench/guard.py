@@ -81,8 +81,8 @@ def failures(rows: list[Row], tolerance: float = TOLERANCE) -> list[Row]:
 
 def render(rows: list[Row], tolerance: float = TOLERANCE) -> str:
     """A plain-text table: ratio, baseline, current, change, verdict."""
-    def num(v: float | None, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
+    def num(v: float | None, fmt: str, width: int, unit: str = "") -> str:
+        return f"{'-':>{width}}" if v is None else format(v, fmt) + unit
 
     lines = [f"{'case/metric':<28} {'baseline':>9} {'now':>9} {'change':>8}  verdict",
              "-" * 66]
@@ -93,8 +93,9 @@ def render(rows: list[Row], tolerance: float = TOLERANCE) -> str:
             verdict = f"REGRESSED (more than {tolerance:.0%} below)"
         else:
             verdict = "ok"
-        lines.append(f"{r.key:<28} {num(r.baseline, '9.3f')} {num(r.current, '9.3f')} "
-                     f"{num(None if r.change is None else 100 * r.change, '+7.1f')}%  {verdict}")
+        change = None if r.change is None else 100 * r.change
+        lines.append(f"{r.key:<28} {num(r.baseline, '9.3f', 9)} {num(r.current, '9.3f', 9)} "
+                     f"{num(change, '+7.1f', 8, '%')}  {verdict}")
     return "\n".join(lines)
 
 
