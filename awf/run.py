@@ -303,6 +303,7 @@ def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], 
             say(line)
     outcome = supervise(body, teardown)
     record.error = outcome.error
+    record.mark("end")
     write_run_json(record.logs, record.run_json(outcome.exit_code))
     print_summary(record.logs, record.cfg, record.dropped)
     return outcome.exit_code

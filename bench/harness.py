@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cases, origin, report, squid, transparent
+from bench import cases, guard, origin, report, squid, transparent
 from bench.cases import CaseError, Env, Sample
 from bench.report import AWF, SQUID
 from bench.services import Service, ServiceError, free_port, set_group_nice
@@ -104,14 +104,21 @@ class ProxyLauncher:
         return svc
 
 
+def proxy_cpus(workers: int) -> str:
+    """Where the proxies run: CPU 1, or with --workers N > 1 every CPU (the load stays on 0)."""
+    return str(PROXY_CPU) if workers <= 1 else f"0-{(os.cpu_count() or 2) - 1}"
+
+
 def awf_launcher(
-    tmp: Path, awf_bin: Path, http_port: int, tls_port: int, max_conns: int, record: Any
+    tmp: Path, awf_bin: Path, http_port: int, tls_port: int, max_conns: int, record: Any,
+    workers: int = 1,
 ) -> ProxyLauncher:
     port = free_port()
     log_dir = tmp / "awf-log"
     log_dir.mkdir()
     argv = [
-        "taskset", "-c", str(PROXY_CPU), str(awf_bin),
+        "taskset", "-c", proxy_cpus(workers), str(awf_bin),
+        *(["--workers", str(workers)] if workers > 1 else []),
         "--listen", f"127.0.0.1:{port}",
         "--allow-domains", origin.ORIGIN_NAME,
         "--resolve", f"{origin.ORIGIN_NAME}=127.0.0.1",
@@ -125,12 +132,13 @@ def awf_launcher(
 
 
 def squid_launcher(
-    tmp: Path, http_port: int, tls_port: int, max_fds: int, record: Any
+    tmp: Path, http_port: int, tls_port: int, max_fds: int, record: Any, workers: int = 1
 ) -> ProxyLauncher:
     layout = squid.SquidLayout(tmp / "squid", free_port())
-    squid.prepare(layout, [http_port, tls_port], max_fds)
+    squid.prepare(layout, [http_port, tls_port], max_fds, workers)
     return ProxyLauncher(
-        SQUID, layout.port, squid.squid_argv(layout), squid.READY_PATTERN,
+        SQUID, layout.port, squid.squid_argv(layout, workers, proxy_cpus(workers)),
+        squid.READY_PATTERN,
         tmp / "squid.stderr", record,
     )  # fmt: skip
 
@@ -543,6 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, help="seconds per timed load (default 10, quick 3)")
     ap.add_argument("--cases", help="comma-separated subset of a,b,b1,c,d,e,f")
     ap.add_argument("--proxies", default=f"{SQUID},{AWF}", help="comma-separated: squid,awf-proxy")
+    ap.add_argument(
+        "--workers", type=int, default=1,
+        help="N > 1: awf-proxy --workers N against Squid's `workers N`, both on every CPU; the "
+        "results go to out/RESULTS-workersN.md (use with --cases a,b)",
+    )
     ap.add_argument("--loadgen", type=Path, default=REPO / "bench" / "out" / "loadgen")
     ap.add_argument("--awf-proxy", type=Path, default=REPO / ".venv" / "bin" / "awf-proxy")
     ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "out")
@@ -598,10 +611,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    workers: int = args.workers
+    if workers < 1:
+        raise SystemExit("bench: --workers must be at least 1")
+    tag = f"workers{workers}" if workers > 1 else ("quick" if plan.quick else "")
     md_path: Path = args.results_md or (
-        out_dir / "RESULTS-quick.md" if plan.quick else REPO / "bench" / "RESULTS.md"
+        out_dir / f"RESULTS-{tag}.md" if tag else REPO / "bench" / "RESULTS.md"
     )
-    json_path = out_dir / ("results-quick.json" if plan.quick else "results.json")
+    json_path = out_dir / (f"results-{tag}.json" if tag else "results.json")
 
     started = time.monotonic()
     commands: list[str] = []
@@ -616,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "entry": entry,
         "reps": plan.reps,
         "idle_sizes": list(plan.idle_sizes),
+        "workers": workers,
         "started": _now(),
         "loadavg_start": loadavg(),
     }
@@ -649,11 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             launchers: dict[str, ProxyLauncher] = {}
             if SQUID in wanted:
                 launchers[SQUID] = squid_launcher(
-                    tmp, layout.http_port, layout.tls_port, hard, record
+                    tmp, layout.http_port, layout.tls_port, hard, record, workers
                 )
             if AWF in wanted and args.awf_proxy.exists():
                 launchers[AWF] = awf_launcher(
-                    tmp, args.awf_proxy, layout.http_port, layout.tls_port, max_idle * 2, record
+                    tmp, args.awf_proxy, layout.http_port, layout.tls_port, max_idle * 2, record,
+                    workers,
                 )
             for launcher in launchers.values():
                 launcher.nice = args.nice
@@ -697,6 +716,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
     md_path.write_text(report.render(results))
     print(f"[bench] wrote {md_path} and {json_path}", file=sys.stderr)
+    if workers > 1:
+        return 0  # a side comparison: neither the baseline nor the guard
+    if not plan.quick and args.cases is None and set(wanted) == {SQUID, AWF}:
+        guard.write_baseline(results)  # the full run is the quick runs' reference
+        print(f"[bench] wrote {guard.BASELINE}", file=sys.stderr)
+    elif plan.quick:
+        text, ok = guard.check(results)
+        print(text)
+        return 0 if ok else 1
     return 0
 
 

@@ -1,6 +1,7 @@
 """Squid as the reference proxy: same allowlist, same ports, logs on tmpfs, no cache, no helpers.
 
-Squid runs in the foreground (`-N`, which also means one process, no SMP kids) with `-d1`
+Squid runs in the foreground (`-N`, which also means one process, no SMP kids; with the bench's
+`--workers N`, `workers N` in its config and `--foreground` instead) with `-d1`
 so that "Accepting HTTP Socket connections" reaches stderr and marks readiness. origin.test
 resolves through Squid's own `hosts_file` (a file we write; /etc/hosts is never touched), and
 `dns_nameservers 127.0.0.1` keeps any other lookup on loopback. Squid drops root privileges to
@@ -33,13 +34,15 @@ class SquidLayout:
         return self.root / "squid.conf"
 
 
-def squid_conf(layout: SquidLayout, allowed_ports: Sequence[int], max_fds: int) -> str:
-    """squid.conf text (pure)."""
+def squid_conf(layout: SquidLayout, allowed_ports: Sequence[int], max_fds: int,
+               workers: int = 1) -> str:
+    """squid.conf text (pure). `workers` > 1: Squid's SMP mode, that many kids."""
     r = layout.root
     ports = " ".join(str(p) for p in sorted({80, 443, *allowed_ports}))
+    smp = f"workers {workers}\n" if workers > 1 else ""
     return f"""\
 # awf bench: squid with the same policy as awf-proxy; generated, throwaway
-http_port 127.0.0.1:{layout.port}
+{smp}http_port 127.0.0.1:{layout.port}
 visible_hostname awf-bench-squid
 pid_filename {r}/squid.pid
 cache_log {r}/cache.log
@@ -61,10 +64,11 @@ http_access deny all
 """
 
 
-def prepare(layout: SquidLayout, allowed_ports: Sequence[int], max_fds: int) -> None:
+def prepare(layout: SquidLayout, allowed_ports: Sequence[int], max_fds: int,
+            workers: int = 1) -> None:
     layout.root.mkdir(parents=True, exist_ok=True)
     (layout.root / "hosts").write_text(f"127.0.0.1 {ORIGIN_NAME}\n")
-    layout.conf.write_text(squid_conf(layout, allowed_ports, max_fds))
+    layout.conf.write_text(squid_conf(layout, allowed_ports, max_fds, workers))
     try:
         pw = pwd.getpwnam(SQUID_USER)
     except KeyError:
@@ -73,8 +77,11 @@ def prepare(layout: SquidLayout, allowed_ports: Sequence[int], max_fds: int) -> 
         shutil.chown(path, pw.pw_uid, pw.pw_gid)
 
 
-def squid_argv(layout: SquidLayout) -> list[str]:
-    return ["taskset", "-c", "1", "squid", "-N", "-d1", "-f", str(layout.conf)]
+def squid_argv(layout: SquidLayout, workers: int = 1, cpus: str = "1") -> list[str]:
+    """One process (`-N`), or with `workers` > 1 the SMP master in the foreground with its
+    kids (`-N` would disable them)."""
+    mode = ["-N"] if workers <= 1 else ["--foreground"]
+    return ["taskset", "-c", cpus, "squid", *mode, "-d1", "-f", str(layout.conf)]
 
 
 def squid_version() -> str:

@@ -4,10 +4,11 @@
 
 Each run starts `awf run ... -- printf x` and times, on the wall clock, the span from just before
 the exec to the first byte the command writes; it also reads awf's own `run.json` timings
-(t0 = after awf's imports) to show where the time goes. Needs root (netns) or Docker. Bounded:
-N runs, each with a 60 s limit. Each run's logs go to their own directory under --logs-root (a
-temporary one on /dev/shm by default), removed once its run.json is read. The JSON result keeps
-every run's figures (first_byte_s, whole_run_s, timings) besides the summary.
+(t0 = after awf's imports) to show where the time goes, the teardown's phases included
+(`exited` -> `end`: the command's exit to run.json; then awf exits). Needs root (netns) or
+Docker. Bounded: N runs, each with a 60 s limit. Each run's logs go to their own directory
+under --logs-root (a temporary one on /dev/shm by default), removed once its run.json is read.
+The JSON result keeps every run's figures (first_byte_s, whole_run_s, timings) besides the summary.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def one(backend: str, logs: Path) -> tuple[float, dict[str, float], float]:
     return first, timings, total
 
 
+def phase_medians(timings: list[dict[str, float]]) -> dict[str, float]:
+    """Each run.json mark's median (seconds after awf's t0), in the order the runs met them."""
+    names = list(dict.fromkeys(k for t in timings for k in t))
+    medians = {k: round(statistics.median([t[k] for t in timings if k in t]), 3) for k in names}
+    return dict(sorted(medians.items(), key=lambda kv: kv[1]))
+
+
 def _on_signal(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
@@ -92,6 +100,7 @@ def main() -> int:
         if made_root:
             shutil.rmtree(root, ignore_errors=True)
     exec_marks = [t["exec"] for t in all_timings if "exec" in t]
+    ends = [t["end"] - t["exited"] for t in all_timings if "end" in t and "exited" in t]
     ordered = sorted(firsts)
     result = {
         "backend": args.backend,
@@ -101,6 +110,10 @@ def main() -> int:
         "first_byte_min_s": round(ordered[0], 3),
         "awf_t0_to_exec_median_s": round(statistics.median(exec_marks), 3) if exec_marks else None,
         "whole_run_median_s": round(statistics.median(totals), 3),
+        # run.json's phases (start and teardown), medians in run order; the teardown is the
+        # span from the command's exit to run.json (`exited` -> `end`)
+        "phases_median_s": phase_medians(all_timings),
+        "teardown_median_s": round(statistics.median(ends), 3) if ends else None,
         "first_byte_s": [round(x, 4) for x in firsts],
         "whole_run_s": [round(x, 4) for x in totals],
         "timings": all_timings,

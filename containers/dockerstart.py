@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from ipaddress import ip_network
 from pathlib import Path
 
-from containers import attach, topology
+from containers import attach, labels, topology
 from containers.driver import DockerDriver
 from containers.errors import DockerError
 from containers.spec import ContainerSpec
 from netfilter import apply as nft
-from netfilter import netns
+from netfilter import hostnets
 from netfilter.egress_nat import EgressNat, table_name
 from netfilter.errors import SandboxError
 from netfilter.ruleset import IPNetwork
@@ -56,7 +58,7 @@ def take_lease(work: Path) -> int:
 
 
 def taken(driver: DockerDriver) -> list[IPNetwork]:
-    nets: list[IPNetwork] = [*netns.host_networks(), *driver.network_subnets()]
+    nets: list[IPNetwork] = [*hostnets.host_networks(), *driver.network_subnets()]
     try:
         for line in Path("/etc/resolv.conf").read_text().splitlines():
             words = line.split()
@@ -82,7 +84,7 @@ def create_networks(driver: DockerDriver, names: topology.Names, *, ipv6_mode: s
     its routes when None: `topology.host_has_ipv6`) and IPv6 is not off. Each network made is
     appended to `created`."""
     if host_ipv6 is None:
-        host_ipv6 = ipv6_mode != "off" and topology.host_has_ipv6(netns.ipv6_routes())
+        host_ipv6 = ipv6_mode != "off" and topology.host_has_ipv6(hostnets.ipv6_routes())
     with _networks_lock():
         return _create_networks(driver, names, ipv6_mode=ipv6_mode, want_v4=want_v4,
                                 want_v6=want_v6, int_labels=int_labels,
@@ -329,30 +331,109 @@ class StartAfter:
 # --- stopping ---------------------------------------------------------------------------------
 
 
-def stop_services(driver: DockerDriver, names: topology.Names, created: Sequence[str]
-                  ) -> tuple[str | None, str | None]:
-    """The keeper's `inet awf` counters read and the API sidecar and the proxy stopped (so
-    their logs are flushed), in parallel: (the counters as JSON, the proxy's last log lines),
-    each None when it could not be had."""
-    def l3_drops() -> str | None:
-        if names.keeper not in created:
-            return None
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    """What tearing a run down gathered: the keeper's `inet awf` counters as JSON and the
+    proxy's last log lines (each None when it could not be had), and the removal errors."""
+
+    drops: str | None
+    tail: str | None
+    errors: tuple[str, ...]
+
+
+def stop_run(driver: DockerDriver, names: topology.Names, created: Sequence[str], *,
+             run: str, networks: Sequence[str], remove: bool,
+             mark: Callable[[str], None] = lambda what: None) -> Stopped:
+    """Once the command has exited: each container on its own path, all in parallel, then
+    the networks in parallel. The keeper has its counters read, the API sidecar then the
+    proxy get SIGTERM (they drain and flush their logs; nothing else needs a graceful stop),
+    and each is force-removed (SIGKILL) as soon as its last step is done; what the run label
+    finds besides (siblings) goes too. `remove=False` (--keep-containers) stops the services
+    and removes nothing. `mark(phase)` is called as each phase ends: `counters`,
+    `proxy_stopped`, `containers_removed`, `networks_removed`."""
+    errors: list[str] = []
+
+    def rm(name: str) -> None:
         try:
-            code, out = driver.exec_run(names.keeper, ["python", "-m", "netfilter.cli", "dump",
-                                                       "--table", "awf"])
-        except AwfError:
-            return None
-        return out if code == 0 else None
+            driver.remove(name)
+        except AwfError as exc:
+            errors.append(str(exc))
 
-    def stop_proxy() -> str | None:
-        if names.api in created:
-            attach.stop(driver, names.api, 3)  # the API sidecar first: it flushes its log
-        if names.proxy in created:
-            attach.stop(driver, names.proxy, 3)  # SIGTERM: the proxy drains and flushes its log
-            with contextlib.suppress(AwfError):
-                return driver.logs(names.proxy, tail=20)
+    def keeper() -> str | None:
+        try:
+            return _l3_drops(driver, names.keeper) if names.keeper in created else None
+        finally:
+            mark("counters")
+            if remove and names.keeper in created:
+                rm(names.keeper)
+
+    def proxy() -> str | None:
+        tail = None
+        try:
+            if names.api in created:
+                attach.stop(driver, names.api, 3)  # the API sidecar first: it flushes its log
+            if names.proxy in created:
+                attach.stop(driver, names.proxy, 3)  # SIGTERM: it drains and flushes its log
+                with contextlib.suppress(AwfError):
+                    tail = driver.logs(names.proxy, tail=20)
+        finally:
+            mark("proxy_stopped")
+            if remove:
+                for name in (names.api, names.proxy):
+                    if name in created:
+                        rm(name)
+        return tail
+
+    def labelled() -> tuple[list[str], list[str]]:
+        try:
+            found = driver.list_by_label(labels.RUN, run)
+        except AwfError as exc:
+            errors.append(str(exc))
+            return [], []
+        return [c.name for c in found.containers], [x.name for x in found.networks]
+
+    own = {names.keeper, names.proxy, names.api}
+    others = [c for c in created if c not in own]  # the agent (already stopped), the guard
+    pool = ThreadPoolExecutor(3 + len(others))
+    try:
+        found = pool.submit(labelled) if remove else None
+        drops, tail = pool.submit(keeper), pool.submit(proxy)
+        removing = [pool.submit(rm, c) for c in others] if remove else []
+        more_containers, more_networks = found.result() if found is not None else ([], [])
+        removing += [pool.submit(rm, c) for c in more_containers
+                     if c not in own and c not in others]
+        result = Stopped(drops.result(), tail.result(), ())
+        for job in removing:
+            job.result()
+        if not remove:
+            return result
+        mark("containers_removed")
+        nets = list(dict.fromkeys([*networks, *more_networks]))
+        for job in [pool.submit(_rm_network, driver, x, errors) for x in nets]:
+            job.result()
+        mark("networks_removed")
+        return Stopped(result.drops, result.tail, tuple(errors))
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _rm_network(driver: DockerDriver, name: str, errors: list[str]) -> None:
+    try:
+        driver.remove_network(name)
+    except AwfError as exc:
+        errors.append(str(exc))
+
+
+def _l3_drops(driver: DockerDriver, keeper: str) -> str | None:
+    """The keeper's refusal counters, as `awf-netfilter dump` prints them: `nft -j` run in the
+    keeper (no Python started there), parsed here."""
+    try:
+        code, out = driver.exec_run(keeper, ["nft", "-j", "list", "table", "inet", "awf"])
+    except AwfError:
         return None
-
-    with ThreadPoolExecutor(2) as pool:
-        drops, tail = pool.submit(l3_drops), pool.submit(stop_proxy)
-        return drops.result(), tail.result()
+    if code != 0:
+        return None
+    try:
+        return json.dumps(nft.counters_of(out), indent=2) + "\n"
+    except AwfError:
+        return None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
 from netfilter import apply as nft
-from netfilter import netns, selftest
+from netfilter import selftest
 from netfilter.errors import SandboxError
 from netfilter.ruleset import AgentRuleset, ruleset_from_spec
 from netfilter.selftest import Target
@@ -74,6 +74,7 @@ def stray_routes(routes: Iterable[str], keep: frozenset[str]) -> list[str]:
 
 
 def _only_planned(version: int, keep: frozenset[str]) -> None:
+    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports READY
     for dst in stray_routes(netns.main_routes(version), keep):
         netns.delete_route(dst, version)
     left = stray_routes(netns.main_routes(version), keep)
@@ -95,6 +96,7 @@ def check_no_router_advertisements(dev: str = DEV) -> None:
 
 
 def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
+    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports READY
     plan = route_plan(agent, subnet_v6)
     netns.route_only_via(DEV, ip_network(subnet_v4), agent.proxy_v4)
     _only_planned(4, plan.keep_v4)

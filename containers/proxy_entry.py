@@ -27,7 +27,6 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from containers import resolvers
 from netfilter import apply as nft
-from netfilter import netns
 from netfilter.errors import SandboxError
 from netfilter.ruleset import ProxySideRuleset, ruleset_from_spec
 from proxy.errors import AwfError
@@ -99,6 +98,8 @@ def _egress_routes(gateway: str, gateway6: str | None) -> None:
     have picked -int's, which leads nowhere). Without IPv6 on -ext (the host has no IPv6
     egress) it has no IPv6 default route, so an IPv6 upstream fails at once (`connect_failed`,
     "no IPv6 route") instead of hanging."""
+    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports RULES
+
     netns.set_default_route(IPv4Address(gateway))
     if gateway6 is not None:
         netns.set_default_route(IPv6Address(gateway6))
@@ -124,8 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{FAILED} {exc}", file=sys.stderr, flush=True)
         return 125
     from proxy.main import main as proxy_main
+    from proxy.main import quick_exit
 
-    return proxy_main(proxy_argv)
+    code = proxy_main(proxy_argv)
+    if argv is None:  # PID 1 of the proxy container: no interpreter teardown on awf's path
+        quick_exit(code)
+    return code
 
 
 if __name__ == "__main__":

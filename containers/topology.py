@@ -8,7 +8,7 @@ overlaps a host address or route, a nameserver or a Docker network; then the /24
 10.213.0.0/16 in order, /24 N with fd61:7766:0:N::/64. The -ext network takes the next free /24
 of the same pool, so Docker's own address pools (which include 172.30.0.0/16) are never asked to
 pick one while our -int is being created in parallel; its IPv6 twin (only when the host has IPv6
-egress, `host_has_ipv6`) is fd61:7766:1:N::/64 for the pool's /24 N, fd61:7766:1:100::/64 for
+egress, `host_has_ipv6`) is fd61:7766:2:N::/64 for the pool's /24 N, fd61:7766:2:100::/64 for
 any other. No I/O here.
 """
 
@@ -34,7 +34,9 @@ DEFAULT_V4 = IPv4Network("172.30.0.0/24")
 DEFAULT_V6 = IPv6Network("fd61:7766::/64")
 POOL_V4 = IPv4Network("10.213.0.0/16")
 POOL_V6_BASE = int(IPv6Network("fd61:7766::/48").network_address)
-EXT_V6_BASE = int(IPv6Network("fd61:7766:1::/48").network_address)
+# fd61:7766:1::/48 is the netns backend's pool (netfilter/netns.py POOL_V6), whose /126s all lie in
+# its first /64: -ext must stay out of it, or a Docker run blocks every netns run.
+EXT_V6_BASE = int(IPv6Network("fd61:7766:2::/48").network_address)
 EXT_V6_OTHER = 0x100  # -ext's IPv6 /64 number when its /24 is not the pool's (never a pool N)
 GLOBAL_UNICAST = IPv6Network("2000::/3")
 PROXY_OFFSET, KEEPER_OFFSET = 0x10, 0x20  # .10/::10 (decimal 10 for IPv4), ::20
@@ -130,7 +132,7 @@ def pool_candidates() -> Iterator[tuple[IPv4Network, IPv6Network]]:
 
 
 def ext_v6_for(ext_v4: IPv4Network) -> IPv6Network:
-    """-ext's IPv6 twin: fd61:7766:1:N::/64 for the pool's /24 N, fd61:7766:1:100::/64 for any
+    """-ext's IPv6 twin: fd61:7766:2:N::/64 for the pool's /24 N, fd61:7766:2:100::/64 for any
     other /24 (the default or --subnet's, which -ext takes on a retry)."""
     base = int(POOL_V4.network_address)
     n = ((int(ext_v4.network_address) - base) >> 8 if ext_v4.subnet_of(POOL_V4)

@@ -142,8 +142,18 @@ def counters(table: str, netns: str | None = None) -> list[dict[str, object]]:
     """The refused destinations recorded in ``@rejected4``/``@rejected6``, most hit first:
     ``{"dst": "192.0.2.1", "proto": "tcp", "port": 22, "count": 3}`` (``port`` is ``None`` for
     protocols without ports)."""
+    return _counters(_list_table(table, netns, terse=False))
+
+
+def counters_of(text: str) -> list[dict[str, object]]:
+    """`counters` from the text of `nft -j list table inet NAME` run elsewhere (in a
+    container)."""
+    return _counters(_objects(text))
+
+
+def _counters(objects: list[dict[str, Any]]) -> list[dict[str, object]]:
     found: list[dict[str, object]] = []
-    for obj in _list_table(table, netns, terse=False):
+    for obj in objects:
         s = obj.get("set")
         if isinstance(s, dict) and s.get("name") in ("rejected4", "rejected6"):
             found.extend(_elements(s.get("elem") or []))

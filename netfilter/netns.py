@@ -1,5 +1,5 @@
 """Network namespaces, links, addresses and routes: the only module of awf that speaks netlink
-(pyroute2) or runs the ``ip`` command, and the only one that ``setns``es a thread.
+(pyroute2) or changes anything with the ``ip`` command, and the only one that ``setns``es a thread.
 
 For the netns backend: one agent namespace joined to the host by a veth pair, the host's taken
 subnets, leftovers by name, and ``ip netns exec`` (the command's prefix: it gives the command the
@@ -55,7 +55,6 @@ NETNS_DIR = "/run/netns"
 PREFIX = "awf-"
 CLONE_NEWNET = 0x40000000
 IFA_F_NODAD = 0x02
-RTN_UNICAST, MAIN_TABLE = 1, 254  # a route's type and the main table's id (rtnetlink.h)
 IFNAMSIZ = 15  # usable characters
 _RUN = re.compile(r"[a-z0-9][a-z0-9-]{0,9}")  # "awf-" + run + "h" fits IFNAMSIZ
 CREATE_TIMEOUT = 10.0
@@ -169,22 +168,6 @@ def host_networks() -> list[Network]:
     except (OSError, NetlinkError) as exc:
         raise SandboxError(f"cannot read the host's addresses and routes: {exc}") from exc
     return nets
-
-
-def ipv6_routes() -> list[IPv6Network]:
-    """The destinations of the host's unicast IPv6 routes in the main table (``::/0`` for a
-    default route); unreachable, blackhole and prohibit routes are left out. Nothing when IPv6
-    is off or netlink cannot be read: that host has no IPv6 to offer."""
-    out: list[IPv6Network] = []
-    try:
-        with IPRoute() as ipr:
-            for msg in ipr.route("dump", family=socket.AF_INET6):
-                if msg.get("type") != RTN_UNICAST or msg.get_attr("RTA_TABLE") != MAIN_TABLE:
-                    continue
-                out.append(IPv6Network(f"{msg.get('dst') or '::'}/{msg['dst_len']}"))
-    except (OSError, NetlinkError, ValueError):
-        return []
-    return out
 
 
 def choose_subnet(run: str, pool_v4: str = POOL_V4,

@@ -57,6 +57,7 @@ class ProxyConfig:
     log_dir: Path | None = None
     config: Path | None = None
     max_connections: int = 10_000
+    workers: int = 1  # --workers N: N processes share the listeners (proxy/workers.py)
     connect_timeout: float = 10.0
     idle_timeout: float = 300.0
     head_timeout: float = 30.0
@@ -99,6 +100,7 @@ _KEYS: dict[str, tuple[str, str]] = {
     "dns_servers": ("--dns-servers", "dns"),
     "log_dir": ("--log-dir", "path"),
     "max_connections": ("--max-connections", "count"),
+    "workers": ("--workers", "count"),
     "connect_timeout": ("--connect-timeout", "seconds"),
     "idle_timeout": ("--idle-timeout", "seconds"),
     "head_timeout": ("--head-timeout", "seconds"),
@@ -169,6 +171,8 @@ def _parser() -> _Parser:
     add("--log-dir", metavar="DIR", help="write DIR/access.jsonl")
     add("--config", metavar="FILE", help="YAML or JSON file with the long options as keys")
     add("--max-connections", metavar="N")
+    add("--workers", metavar="N",
+        help="serve from N processes sharing the listeners (SO_REUSEPORT; default 1)")
     add("--connect-timeout", metavar="SECONDS")
     add("--idle-timeout", metavar="SECONDS")
     add("--head-timeout", metavar="SECONDS",

@@ -447,21 +447,24 @@ class DnsForwarder:
         self._udp_pending = 0
         self._closing = False
 
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Bind UDP and TCP on host:port (port 0: one free port for both); ConfigError if not."""
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> tuple[str, int]:
+        """Bind UDP and TCP on host:port (port 0: one free port for both); ConfigError if not.
+        `reuse_port` (--workers) shares the port with the other workers."""
         loop = asyncio.get_running_loop()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         for _attempt in range(20 if port == 0 else 1):
             try:
                 udp, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpProtocol(self), local_addr=(host, port)
+                    lambda: _UdpProtocol(self), local_addr=(host, port),
+                    reuse_port=reuse_port or None,
                 )
             except OSError as exc:
                 raise ConfigError(f"--dns-listen {where}: cannot bind UDP: {exc.strerror}") from exc
             sockname = udp.get_extra_info("sockname")
             bound = (str(sockname[0]), int(sockname[1]))
             try:
-                server = await asyncio.start_server(self._tcp_accept, bound[0], bound[1])
+                server = await asyncio.start_server(self._tcp_accept, bound[0], bound[1],
+                                                    reuse_port=reuse_port or None)
             except OSError as exc:
                 udp.close()
                 if port == 0 and exc.errno == errno.EADDRINUSE:

@@ -130,8 +130,9 @@ class ProxyServer:
 
     # -- listeners ---------------------------------------------------------------------------
 
-    async def start(self, extra: Sequence[Listener] = ()) -> None:
-        """Bind every listener (explicit first, then `extra`), or raise ConfigError."""
+    async def start(self, extra: Sequence[Listener] = (), *, reuse_port: bool = False) -> None:
+        """Bind every listener (explicit first, then `extra`), or raise ConfigError;
+        `reuse_port` (--workers) shares each port with the other workers."""
         self.loop = loop = asyncio.get_running_loop()
         wanted: list[Listener] = [
             ("--listen", ep, self.factory(HttpConnection)) for ep in self.cfg.listen
@@ -141,7 +142,8 @@ class ProxyServer:
         for flag, (host, port), factory in wanted:
             try:
                 srv = await loop.create_server(
-                    factory, host, port, reuse_address=True, backlog=1024
+                    factory, host, port, reuse_address=True, backlog=1024,
+                    reuse_port=reuse_port or None,
                 )
             except OSError as exc:
                 await self.close_listeners()

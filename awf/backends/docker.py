@@ -168,10 +168,26 @@ def run_docker(cfg: RunConfig) -> int:
     early: dict[str, float] = {}
     driver = DockerDriver.from_env()
     early["docker"] = round(time.monotonic() - t0, 4)
-    reap_dead_runs(driver)
+    # a killed run's leftovers are reaped while the images are checked; both before any
+    # subnet is chosen (the leftovers' subnets come free)
+    reaped: list[BaseException] = []
+
+    def reap() -> None:
+        try:
+            reap_dead_runs(driver)
+        except BaseException as exc:  # handed to the main thread
+            reaped.append(exc)
+
+    reaper = threading.Thread(target=reap, name="awf-reap", daemon=True)
+    reaper.start()
     from containers.images import run_images
 
-    runtime, agent_image = run_images(driver, cfg.agent_image, progress=shared.progress)
+    try:
+        runtime, agent_image = run_images(driver, cfg.agent_image, progress=shared.progress)
+    finally:
+        reaper.join()
+    if reaped:
+        raise reaped[0]
     early["images"] = round(time.monotonic() - t0, 4)
     if cfg.topology_attach:
         nets, ranges = runspecs.topology_attach(driver, cfg.topology_attach)
@@ -399,6 +415,7 @@ def _wait_agent(run: Run, agent: str, proxy: str, api: str | None = None) -> int
                              proxy=lambda: exited(proxy, 0),
                              stop=lambda grace: attach.stop(run.driver, agent, grace),
                              sidecar=(lambda: exited(api, 0)) if api is not None else None)
+    run.mark("exited")
     _drain_output(run)
     return code
 
@@ -412,16 +429,23 @@ def _drain_output(run: Run) -> None:
 
 
 def teardown(run: Run) -> None:
+    """Once the command has exited (or the run failed): the agent stopped if it still runs,
+    then every container and network on its own path in parallel (dockerstart.stop_run); each
+    phase's end is in run.json's timings."""
     d, n = run.driver, run.names
+    run.mark("teardown")
     if run.agent is not None:
         attach.stop(d, run.agent, 2 if run.interrupted else 3)
         _drain_output(run)
-
-    drops, tail = dockerstart.stop_services(d, n, run.containers)
-    if drops is not None:
-        shared.write_log(run.logs, "l3-drops.json", drops)
-    if tail is not None:
-        run.dropped = shared.dropped_records(tail.splitlines())
+    keep = run.cfg.keep_containers
+    stopped = dockerstart.stop_run(d, n, run.containers, run=run.run, networks=run.networks,
+                                   remove=not keep, mark=run.mark)
+    if stopped.drops is not None:
+        shared.write_log(run.logs, "l3-drops.json", stopped.drops)
+    if stopped.tail is not None:
+        run.dropped = shared.dropped_records(stopped.tail.splitlines())
+    if stopped.errors:
+        shared.say("cleanup: " + "; ".join(stopped.errors))
     apisidecar.wipe_keys(run.run)
     bump.wipe(run.run)
     if run.nat is not None:  # before the networks: the table never outlives the labels
@@ -430,10 +454,8 @@ def teardown(run: Run) -> None:
             leftovers.unregister(run.run)
         except AwfError as exc:
             shared.say(f"cleanup: {exc}")
-    if run.cfg.keep_containers:
+    if keep:
         shared.say(f"containers kept; remove them with: awf cleanup --run {run.run}")
-    else:
-        _remove_run(d, run.run, containers=run.containers, networks=run.networks)
     runspecs.wipe_secrets(run.work)
     shutil.rmtree(run.work, ignore_errors=True)
     shared.finish_logs(run.logs)

@@ -128,9 +128,11 @@ def _run(run: Run) -> int:
     command = run.agent = _command(run, link)
     run.mark("exec")
     proc = run.proxy
-    return shared.wait_agent(cfg, agent=lambda t: _exited(command, t), proxy=proc.poll,
+    code = shared.wait_agent(cfg, agent=lambda t: _exited(command, t), proxy=proc.poll,
                              stop=lambda grace: _stop_agent(command, grace),
                              sidecar=run.api_proc.poll if run.api_proc else None)
+    run.mark("exited")
+    return code
 
 
 def _rulesets(run: Run, link: netns.AgentLink) -> tuple[ProxySideRuleset, AgentRuleset]:
@@ -231,6 +233,9 @@ def _children(pid: int) -> list[int]:
 
 
 def _teardown(run: Run) -> None:
+    """Each phase's end is in run.json's timings: `teardown` (the command is stopped),
+    `counters`, `proxy_stopped` (its log flushed), `removed`."""
+    run.mark("teardown")
     _stop_agent(run.agent, 2)
     link = run.link
     if link is not None:
@@ -239,12 +244,15 @@ def _teardown(run: Run) -> None:
             shared.write_log(run.logs, "l3-drops.json", json.dumps(drops, indent=1) + "\n")
         except AwfError:
             pass
+    run.mark("counters")
     if run.api_proc is not None:
         run.api_proc.stop(3)  # flushes api-proxy.jsonl; wipes the keys file
     if run.proxy is not None:
         run.proxy.stop(3)
         run.dropped = shared.dropped_records(run.proxy.last_lines)
+    run.mark("proxy_stopped")
     cleanup_run(run.run, link)
+    run.mark("removed")
     shared.finish_logs(run.logs)
 
 

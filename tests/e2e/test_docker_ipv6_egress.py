@@ -119,7 +119,7 @@ def test_an_aaaa_only_name_is_reached_explicitly_and_transparently(
     run = json.loads((logs / "run.json").read_text())
     ext_v6 = run["subnets"]["ext_v6"]
     assert ext_v6, run["subnets"]
-    assert ext_v6.startswith("fd61:7766:1:"), run["subnets"]
+    assert ext_v6.startswith("fd61:7766:2:"), run["subnets"]
     assert set(_nat_tables()) == before  # the masquerade table went with the run
     assert "Traceback" not in done.stderr
     assert_no_leftovers()

@@ -474,6 +474,13 @@ def test_logs_are_readable_by_the_caller(wan: wanmod.Wan, tmp_path: Path) -> Non
     assert run["exit_code"] == 0
     assert run["timings"]["exec"] > 0
     assert "1 allowed, 1 denied" in done.stderr
+    # the teardown's phases, in order (dockerstart.stop_run), and the end
+    timings = run["timings"]
+    phases = ["exec", "exited", "teardown", "proxy_stopped", "containers_removed",
+              "networks_removed", "end"]
+    assert [k for k in timings if k in phases] == phases
+    assert [timings[k] for k in phases] == sorted(timings[k] for k in phases)
+    assert timings["teardown"] <= timings["counters"] <= timings["containers_removed"]
 
 
 def test_agent_image_flag(wan: wanmod.Wan) -> None:

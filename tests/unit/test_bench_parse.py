@@ -287,3 +287,14 @@ def test_render_smoke():
     assert "not yet available: y" in md
     assert "taskset -c 1 squid -N" in md
     assert "11,000 [10,000\u201312,000]" in md
+
+
+def test_squid_with_workers_runs_smp_in_the_foreground(tmp_path):
+    layout = squid.SquidLayout(tmp_path, 3129)
+    assert "\nworkers " not in squid.squid_conf(layout, [18080], 20000)
+    conf = squid.squid_conf(layout, [18080], 20000, workers=2)
+    assert conf.splitlines()[1] == "workers 2"
+    assert squid.squid_argv(layout)[:5] == ["taskset", "-c", "1", "squid", "-N"]
+    argv = squid.squid_argv(layout, 2, "0-1")
+    assert argv[:5] == ["taskset", "-c", "0-1", "squid", "--foreground"]
+    assert "-N" not in argv

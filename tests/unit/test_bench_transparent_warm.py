@@ -190,3 +190,25 @@ def test_proxy_argv_resolves_origin_to_its_own_loopback_address(tmp_path: Path):
     assert argv[argv.index("--resolve") + 1] == f"origin.test={transparent.ORIGIN_ADDR}"
     assert argv[argv.index("--allow-range") + 1] == f"{transparent.ORIGIN_ADDR}/32"
 
+
+
+def test_the_whole_command_and_the_teardown_are_targets_too():
+    timings = [{"exec": 0.1, "exited": 0.15, "teardown": 0.15, "end": 0.15 + d}
+               for d in (0.05, 0.07, 0.09)]
+    metrics = report.warm_summary([0.12] * 3, [0.2, 0.24, 0.3], timings)
+    assert metrics["teardown"]["median"] == pytest.approx(0.07)
+    assert list(metrics["marks"]) == ["exec", "exited", "teardown", "end"]
+    cases = {"f": {"title": "(f)", "status": "ok", "backends": {
+        "netns": {"status": "ok", "metrics": metrics},
+        "docker": {"status": "ok", "metrics": report.warm_summary([1.0], [1.6], [])}}}}
+    rows = [r for r in report.own_verdicts(cases) if "whole command" in r["target"]]
+    assert [(r["case"], r["measured"], r["met"]) for r in rows] == [
+        ("f-netns", 0.24, True), ("f-docker", 1.6, False)]
+    assert rows[0]["reference"] == pytest.approx(0.07)
+    md = report.render({"meta": {"mode": "quick", "idle_sizes": [], "entry": "x", "reps": 1,
+                                 "finished": "t", "wall_s": 1.0, "notes": []},
+                        "proxies": {}, "cases": cases, "targets": [],
+                        "targets_own": report.own_verdicts(cases), "commands": []})
+    assert "| run.json t0 → end (s) |" in md
+    assert (f"| teardown: the command's exit → run.json (s) | 0.070 [0.050{report.DASH}0.090] "
+            "|") in md

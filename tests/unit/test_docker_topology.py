@@ -10,6 +10,7 @@ import pytest
 from awf.config import parse_run
 from awf.run import proxy_argv, resolv_conf
 from containers import agentenv, topology
+from netfilter import netns
 from netfilter.errors import SandboxError
 from proxy.errors import ConfigError
 
@@ -233,12 +234,12 @@ def test_share_home_resolved_under_the_home_or_exit_2(tmp_path: Path) -> None:
 def test_ext_is_dual_stack_when_the_host_has_ipv6_egress() -> None:
     s = topology.choose_subnets([], ext_ipv6=True)
     assert s.ext_v4 == IPv4Network("10.213.0.0/24")
-    assert s.ext_v6 == IPv6Network("fd61:7766:1:0::/64")  # pool /24 N pairs with 1:N::/64
-    assert str(s.ext_gateway_v6) == "fd61:7766:1::1"
+    assert s.ext_v6 == IPv6Network("fd61:7766:2:0::/64")  # pool /24 N pairs with 2:N::/64
+    assert str(s.ext_gateway_v6) == "fd61:7766:2::1"
     assert not s.ext_v6.overlaps(s.v6)  # type: ignore[arg-type]
     s = topology.choose_subnets([IPv4Network("172.30.0.0/16")], ext_ipv6=True)
     assert (s.v4, s.ext_v4) == (IPv4Network("10.213.0.0/24"), IPv4Network("10.213.1.0/24"))
-    assert s.ext_v6 == IPv6Network("fd61:7766:1:1::/64")
+    assert s.ext_v6 == IPv6Network("fd61:7766:2:1::/64")
 
 
 def test_ext_without_host_ipv6_is_ipv4_only() -> None:
@@ -247,27 +248,27 @@ def test_ext_without_host_ipv6_is_ipv4_only() -> None:
     assert s.ext_gateway_v6 is None
     s = topology.choose_subnets([], ipv6=False, ext_ipv6=True)  # --ipv6 off inside, host has
     assert s.v6 is None
-    assert s.ext_v6 == IPv6Network("fd61:7766:1:0::/64")
+    assert s.ext_v6 == IPv6Network("fd61:7766:2:0::/64")
 
 
 def test_a_taken_ext_v6_moves_ext_to_the_next_free_pair() -> None:
-    taken = [IPv6Network("fd61:7766:1:0::/64"), IPv6Network("fd61:7766:1:1::/64")]
+    taken = [IPv6Network("fd61:7766:2:0::/64"), IPv6Network("fd61:7766:2:1::/64")]
     s = topology.choose_subnets(taken, ext_ipv6=True)
     assert s.v4 == IPv4Network("172.30.0.0/24")  # -int does not care about -ext's /64s
     assert s.ext_v4 == IPv4Network("10.213.2.0/24")
-    assert s.ext_v6 == IPv6Network("fd61:7766:1:2::/64")
+    assert s.ext_v6 == IPv6Network("fd61:7766:2:2::/64")
     s = topology.choose_subnets(taken, ext_ipv6=False)
     assert s.ext_v4 == IPv4Network("10.213.0.0/24")
 
 
 def test_ext_v6_twin_of_a_non_pool_subnet_is_never_a_pool_twin() -> None:
     assert topology.ext_v6_for(IPv4Network("10.213.255.0/24")) == IPv6Network(
-        "fd61:7766:1:ff::/64")
+        "fd61:7766:2:ff::/64")
     other = topology.ext_v6_for(IPv4Network("172.30.0.0/24"))
-    assert other == IPv6Network("fd61:7766:1:100::/64")
+    assert other == IPv6Network("fd61:7766:2:100::/64")
     assert all(not other.overlaps(topology.ext_v6_for(v4))
                for v4, _ in topology.pool_candidates())
-    s = topology.choose_subnets([], want_v6=IPv6Network("fd61:7766::/47"),  # every twin
+    s = topology.choose_subnets([], want_v6=IPv6Network("fd61:7766::/46"),  # every twin
                                 ext_ipv6=True)
     assert s.ext_v6 is None  # IPv4-only egress rather than no run
     assert s.ext_v4 == IPv4Network("10.213.0.0/24")
@@ -299,3 +300,11 @@ def test_the_proxy_egress_allows_public_ipv6_and_refuses_ext_v6() -> None:
     assert any(s.ext_v6.subnet_of(n) for n in denied6)  # type: ignore[union-attr]
     assert not any(IPv6Network("2001:db8:100::10/128").subnet_of(n) for n in denied6)
     assert "meta l4proto tcp th dport { 80, 443 } accept" in rules  # no family: v4 and v6
+
+
+def test_ext_v6_stays_out_of_the_netns_backends_pool() -> None:
+    """A Docker run's -ext /64 inside the netns pool's first /64 blocked every netns run."""
+    netns_pool = IPv6Network(netns.POOL_V6)
+    for n in (0, 1, 255):
+        assert not topology.ext_v6_for(IPv4Network(f"10.213.{n}.0/24")).overlaps(netns_pool)
+    assert not topology.ext_v6_for(IPv4Network("192.168.7.0/24")).overlaps(netns_pool)
