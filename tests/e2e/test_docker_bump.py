@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +16,9 @@ import pytest
 
 from tests.support import bump_run
 from tests.support import wan as wanmod
-from tests.support.needs import need_docker, need_root
 
 # the wan is one per machine: another test run may hold it for a while
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_docker()
-    need_root()
-    wanmod.reap()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,6 @@ from typing import cast
 import pytest
 
 from tests.support import wan as wanmod
-from tests.support.needs import need_docker, need_root
 from tests.support.parentproxy import running_parent
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -43,20 +42,6 @@ USER, PASSWORD = "runner", "s3cret-Pa55"
 def awf(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "awf.cli", "run", "--backend", "docker", *args],
                           capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_docker()
-    need_root()
-    wanmod.reap()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    os.chmod(w.ca_pem.parent, 0o755)
-    os.chmod(w.ca_pem, 0o644)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def access(logs: Path) -> list[dict[str, object]]:

@@ -5,28 +5,14 @@ hold in learn mode) in containers."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.privileged.test_netns_learn import hard_rules_hold, learn_then_suggest
 from tests.support import wan as wanmod
-from tests.support.needs import need_docker, need_root
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_docker()
-    need_root()
-    wanmod.reap()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ import pytest
 
 from tests.support import wan as wanmod
 from tests.support.fulldisk import disk_that_fills
-from tests.support.needs import need_docker, need_root
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 
@@ -47,20 +46,6 @@ def awf(*args: str, timeout: float = 180, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(awf_argv(*args), capture_output=True, text=True, timeout=timeout,
                           check=False, env=env)
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_docker()
-    need_root()
-    wanmod.reap()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    os.chmod(w.ca_pem.parent, 0o755)
-    os.chmod(w.ca_pem, 0o644)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 PROBES = r'''

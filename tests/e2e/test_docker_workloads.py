@@ -20,24 +20,10 @@ import pytest
 from tests.support import forge as forgemod
 from tests.support import wan as wanmod
 from tests.support import workloads as wl
-from tests.support.needs import need_docker, need_root
 from tests.support.workload_suite import *  # noqa: F403  (the tests themselves)
 from tests.support.workload_suite import Sandbox, argv, with_caller_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
-
-
-@pytest.fixture(scope="module")
-def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[wanmod.Wan]:
-    need_docker()
-    need_root()
-    w = wanmod.start(tmp_path_factory.mktemp("wan"))
-    os.chmod(w.ca_pem.parent, 0o755)
-    os.chmod(w.ca_pem, 0o644)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.test_docker_run import POLICY, assert_no_leftovers, awf, wan
+from tests.e2e.test_docker_run import POLICY, assert_no_leftovers, awf
 from tests.support import wan as wanmod
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
-__all__ = ["wan"]  # the module fixture, shared
 
 SCRIPT = r'''
 img=awf-agent:latest
