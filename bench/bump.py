@@ -269,25 +269,27 @@ def run(p: Params) -> dict[str, Any]:
                 nice=env.nice,
             )  # fmt: skip
         for name, start in starters.items():
-            svc = start()
-            try:
-                svc.start(timeout=30.0)
-            except ServiceError as exc:
-                setup["status"][name] = f"unavailable: {str(exc).splitlines()[0]}"
-                p.log(f"bump {name}: {exc}")
-                continue
-            running[name] = svc
-            checks = preflight(ports[name], env.tls_port, ca_dir / "ca.pem")
-            setup["preflight"][name] = checks
-            bad = [c for c in checks if not c["ok"]]
-            if bad:
+            for attempt in (1, 2):  # once more: a shared machine once stopped a fresh Squid
+                svc = start()
+                try:
+                    svc.start(timeout=30.0)
+                except ServiceError as exc:
+                    setup["status"][name] = f"unavailable: {str(exc).splitlines()[0]}"
+                    p.log(f"bump {name} (attempt {attempt}): {exc}")
+                    continue
+                running[name] = svc
+                checks = preflight(ports[name], env.tls_port, ca_dir / "ca.pem")
+                setup["preflight"][name] = checks
+                bad = [c for c in checks if not c["ok"]]
+                if not bad:
+                    setup["status"][name] = "ok"
+                    p.log(f"bump {name} on 127.0.0.1:{ports[name]}: ok")
+                    break
                 setup["status"][name] = "excluded: pre-flight checks failed: " + "; ".join(
                     f"{c['probe']} expected {c['expect']} got {c['got']}" for c in bad
                 )
+                p.log(f"bump {name} (attempt {attempt}): {setup['status'][name]}")
                 running.pop(name).stop()
-            else:
-                setup["status"][name] = "ok"
-            p.log(f"bump {name} on 127.0.0.1:{ports[name]}: {setup['status'][name]}")
         names = [n for n in (SQUID, AWF) if n in running]
         out = {cid: _measure_case(p, running, ports, names, cid) for cid in CASES}
         for cid in CASES:
