@@ -554,6 +554,17 @@ def notes(plan: Plan, conns: int) -> list[str]:
         "its imports) show where the time goes. It runs on both CPUs (`taskset -c 0,1`): awf "
         "forks its proxy to start it in parallel. p95 is interpolated (numpy type 7). Target: "
         f"median ≤ {report.WARM_START_NETNS_S:g} s for the netns backend.",
+        "(h1)/(h2) SSL bump (bench/bump.py): a second awf-proxy (`--ssl-bump --ca-cert "
+        "--ca-key --extra-ca-certs`) and a second Squid (squid-openssl: `http_port ... ssl-bump "
+        "generate-host-certificates=on`, `sslcrtd_program security_file_certgen`, `ssl_bump bump "
+        "all`, `tls_outgoing_options cafile=`), both on CPU 1, sharing one ECDSA P-256 CA from "
+        "`awf-proxy --make-ca` (Squid's leaves reuse the CA key, awf's a P-256 key of their own); "
+        "both verify the origin (the harness's nginx TLS port) against its certificate. (h1) "
+        f"loadgen `tunnel-tls-ka`: {conns} connections, each CONNECT + one TLS handshake, then "
+        "keep-alive GET /small one after another (unit: a request); (h2) loadgen `tunnel-tls`: "
+        "CONNECT + full TLS handshake with the leaf (no resumption) + GET /small (Connection: "
+        "close) + close (unit: a connection). Pre-flight: a GET whose leaf verifies against the "
+        "run's CA (so it was bumped), and denied.test refused (Squid bumps it first).",
         "Both proxies log every request to a file on tmpfs (/dev/shm): Squid `access_log stdio:`,"
         " awf-proxy `--log-dir`. Squid has no cache_dir and `cache deny all`.",
         "Repetitions alternate which proxy goes first. With `--nice N` the harness and every "
