@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import cases, guard, origin, report, squid, transparent
+from bench import bump, cases, guard, origin, report, squid, transparent
 from bench.cases import CaseError, Env, Sample
 from bench.report import AWF, SQUID
 from bench.services import Service, ServiceError, free_port, set_group_nice
@@ -59,10 +59,12 @@ class Plan:
 
 
 def make_plan(quick: bool, reps: int | None, duration: float | None, only: str | None) -> Plan:
-    all_cases = frozenset({"a", "b", "b1", "c", "d", "e", "f"})
+    all_cases = frozenset({"a", "b", "b1", "c", "d", "e", "f", "h"})
     chosen = all_cases if not only else frozenset(c.strip() for c in only.split(",") if c.strip())
     if "e1" in chosen:  # e measures e1 too, as b does b1
         chosen = (chosen - {"e1"}) | {"e"}
+    if chosen & {"h1", "h2"}:  # h measures both bump cases
+        chosen = (chosen - {"h1", "h2"}) | {"h"}
     unknown = chosen - all_cases
     if unknown:
         raise SystemExit(
@@ -349,6 +351,30 @@ class Runner:
             self.run_transparent()
         if "f" in p.cases:
             self.run_warm_start()
+        if "h" in p.cases:
+            self.run_bump()
+
+    def run_bump(self) -> None:
+        """(h1)/(h2): a bumping awf-proxy and a bumping Squid, started for these cases only."""
+        self.log("cases (h1)/(h2): SSL bump, keep-alive GETs and new connections")
+        p = self.plan
+        out = bump.run(
+            bump.Params(
+                env=self.env,
+                awf_bin=self.awf_bin or Path("/nonexistent/awf-proxy"),
+                proxy_cpu=PROXY_CPU,
+                reps=p.reps,
+                duration=p.duration,
+                warmup=p.warmup,
+                conns=p.conns,
+                max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+                log=self.log,
+                proxies=tuple(n for n in (SQUID, AWF) if n in self.launchers),
+            )
+        )
+        self.results.update(out["cases"])
+        for name, checks in out["setup"].get("preflight", {}).items():
+            self.preflight[f"{name} (h, ssl-bump)"] = checks
 
     def run_transparent(self) -> None:
         """(e)/(e1): a separate awf-proxy with --transparent-listen, fed through nftables."""
@@ -536,6 +562,17 @@ def notes(plan: Plan, conns: int) -> list[str]:
         "its imports) show where the time goes. It runs on both CPUs (`taskset -c 0,1`): awf "
         "forks its proxy to start it in parallel. p95 is interpolated (numpy type 7). Target: "
         f"median ≤ {report.WARM_START_NETNS_S:g} s for the netns backend.",
+        "(h1)/(h2) SSL bump (bench/bump.py): a second awf-proxy (`--ssl-bump --ca-cert "
+        "--ca-key --extra-ca-certs`) and a second Squid (squid-openssl: `http_port ... ssl-bump "
+        "generate-host-certificates=on`, `sslcrtd_program security_file_certgen`, `ssl_bump bump "
+        "all`, `tls_outgoing_options cafile=`), both on CPU 1, sharing one ECDSA P-256 CA from "
+        "`awf-proxy --make-ca` (Squid's leaves reuse the CA key, awf's a P-256 key of their own); "
+        "both verify the origin (the harness's nginx TLS port) against its certificate. (h1) "
+        f"loadgen `tunnel-tls-ka`: {conns} connections, each CONNECT + one TLS handshake, then "
+        "keep-alive GET /small one after another (unit: a request); (h2) loadgen `tunnel-tls`: "
+        "CONNECT + full TLS handshake with the leaf (no resumption) + GET /small (Connection: "
+        "close) + close (unit: a connection). Pre-flight: a GET whose leaf verifies against the "
+        "run's CA (so it was bumped), and denied.test refused (Squid bumps it first).",
         "Both proxies log every request to a file on tmpfs (/dev/shm): Squid `access_log stdio:`,"
         " awf-proxy `--log-dir`. Squid has no cache_dir and `cache deny all`.",
         "Repetitions alternate which proxy goes first. With `--nice N` the harness and every "
@@ -549,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="1 repetition, 3 s loads, 1k/5k idle")
     ap.add_argument("--reps", type=int, help="repetitions per case (default 3, quick 1)")
     ap.add_argument("--duration", type=float, help="seconds per timed load (default 10, quick 3)")
-    ap.add_argument("--cases", help="comma-separated subset of a,b,b1,c,d,e,f")
+    ap.add_argument("--cases", help="comma-separated subset of a,b,b1,c,d,e,f,h")
     ap.add_argument("--proxies", default=f"{SQUID},{AWF}", help="comma-separated: squid,awf-proxy")
     ap.add_argument(
         "--workers", type=int, default=1,

@@ -5,6 +5,10 @@
  *   tunnel        per unit of work: new TCP connection, CONNECT target, one GET inside, close.
  *   tunnel-tls    same, with a full TLS handshake inside the tunnel (no verification,
  *                 no session resumption: every tunnel pays a full handshake).
+ *   tunnel-tls-ka per connection: CONNECT target once, one TLS handshake inside, then
+ *                 keep-alive GETs on that TLS connection one after another until -d ends;
+ *                 the unit of work is one GET (latency: request sent to its last body byte;
+ *                 the first also includes connect, CONNECT and the handshake).
  *   get           per unit of work: new TCP connection, one absolute-URI GET (Connection:
  *                 close) through the proxy, close.
  *   transparent   per unit of work: new TCP connection to --proxy (an address that nftables
@@ -45,7 +49,7 @@
 #include <unistd.h>
 
 enum mode { M_TUNNEL, M_TUNNEL_TLS, M_BULK_CONNECT, M_BULK_GET, M_IDLE, M_TRANSPARENT,
-            M_TRANSPARENT_TLS, M_GET };
+            M_TRANSPARENT_TLS, M_GET, M_TUNNEL_TLS_KA };
 enum state { ST_FREE, ST_CONNECTING, ST_SEND_CONNECT, ST_CONNECT_RESP, ST_TLS_HS, ST_SEND_REQ,
              ST_RESP, ST_IDLE };
 enum err { E_CONNECT, E_STATUS, E_EOF, E_TIMEOUT, E_TLS, E_PROTO, E_COUNT };
@@ -215,11 +219,20 @@ static size_t feed_head(struct conn *c, const char *data, size_t n, size_t *cons
     return hl;
 }
 
+static void on_send(struct conn *c);
+
 static void unit_done(struct conn *c) {
     uint64_t t = now_ns();
     if (g_accepting || g_mode == M_BULK_CONNECT || g_mode == M_BULK_GET) {
         g_completed++;
         record_latency(t - c->t_start);
+    }
+    if (g_mode == M_TUNNEL_TLS_KA && g_accepting) { /* the next GET on the same connection */
+        c->t_start = t;
+        c->deadline = t + (uint64_t)(g_timeout * 1e9);
+        begin_send(c, ST_SEND_REQ, g_get_req, g_get_len);
+        on_send(c);
+        return;
     }
     if (g_mode == M_IDLE) {
         c->st = ST_IDLE;
@@ -286,7 +299,9 @@ static void on_response_bytes(struct conn *c) {
     }
 }
 
-static int tls_mode(void) { return g_mode == M_TUNNEL_TLS || g_mode == M_TRANSPARENT_TLS; }
+static int tls_mode(void) {
+    return g_mode == M_TUNNEL_TLS || g_mode == M_TRANSPARENT_TLS || g_mode == M_TUNNEL_TLS_KA;
+}
 
 static void after_connect_established(struct conn *c) {
     if (tls_mode()) {
@@ -423,7 +438,7 @@ static void on_event(struct conn *c, uint32_t ev) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen tunnel|tunnel-tls|transparent|transparent-tls|get|bulk-connect|bulk-get|idle"
+            "usage: loadgen tunnel|tunnel-tls|tunnel-tls-ka|transparent|transparent-tls|get|bulk-connect|bulk-get|idle"
             " --proxy IP:PORT "
             "--target NAME:PORT [--path P] [-c N] [-d SECONDS] [--timeout SECONDS] [--lat-out FILE]\n");
     exit(2);
@@ -434,6 +449,7 @@ static void parse_args(int argc, char **argv) {
     const char *m = argv[1];
     if (!strcmp(m, "tunnel")) g_mode = M_TUNNEL;
     else if (!strcmp(m, "tunnel-tls")) g_mode = M_TUNNEL_TLS;
+    else if (!strcmp(m, "tunnel-tls-ka")) g_mode = M_TUNNEL_TLS_KA;
     else if (!strcmp(m, "bulk-connect")) g_mode = M_BULK_CONNECT;
     else if (!strcmp(m, "bulk-get")) g_mode = M_BULK_GET;
     else if (!strcmp(m, "idle")) g_mode = M_IDLE;
@@ -486,7 +502,7 @@ int main(int argc, char **argv) {
 
     g_connect_len = (size_t)snprintf(g_connect_req, sizeof g_connect_req,
                                      "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", g_target, g_target);
-    const char *conn_hdr = g_mode == M_IDLE ? "keep-alive" : "close";
+    const char *conn_hdr = g_mode == M_IDLE || g_mode == M_TUNNEL_TLS_KA ? "keep-alive" : "close";
     if (g_mode == M_BULK_GET || g_mode == M_GET)
         g_get_len = (size_t)snprintf(g_get_req, sizeof g_get_req,
                                      "GET http://%s%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
@@ -527,7 +543,7 @@ int main(int argc, char **argv) {
         if (now >= end) break;
         /* start new units of work */
         if (g_mode == M_TUNNEL || g_mode == M_TUNNEL_TLS || g_mode == M_TRANSPARENT ||
-            g_mode == M_TRANSPARENT_TLS || g_mode == M_GET) {
+            g_mode == M_TRANSPARENT_TLS || g_mode == M_GET || g_mode == M_TUNNEL_TLS_KA) {
             for (int i = 0; i < g_conc; i++)
                 if (g_conns[i].st == ST_FREE) conn_start(&g_conns[i]);
         } else if (g_mode == M_BULK_CONNECT || g_mode == M_BULK_GET) {

@@ -180,6 +180,28 @@ def case_specs(idle_sizes: Sequence[int]) -> list[CaseSpec]:
             "(e1) transparent-mode tunnels: TLS handshake + small GET inside (the SNI path)",
             _tunnel_metrics(),
         ),
+        CaseSpec(
+            "h1",
+            "(h1) SSL bump, keep-alive HTTPS GET: CONNECT + TLS with the proxy's leaf once, "
+            "then GETs on it (origin over pooled verified TLS), 64 connections",
+            (
+                Metric("rate", "requests/s", _rate),
+                *_LAT,
+                Metric("cpu_us_per_unit", "proxy CPU µs per request", _per_unit_us, 1),
+                *_UTIL,
+            ),
+        ),
+        CaseSpec(
+            "h2",
+            "(h2) SSL bump, new connection: CONNECT + TLS handshake with the proxy's leaf + one "
+            "GET + close",
+            (
+                Metric("rate", "connections/s", _rate),
+                *_LAT,
+                Metric("cpu_us_per_unit", "proxy CPU µs per connection", _per_unit_us, 1),
+                *_UTIL,
+            ),
+        ),
     ]
     return specs
 
@@ -212,6 +234,8 @@ def targets(idle_sizes: Sequence[int]) -> list[Target]:
         Target("b1", "rate", "ratio>=", 1.0, "≥ 1.0x Squid tunnels/s"),
         Target("c-tunnel", "mb_per_s", "ratio>=", 0.95, "≥ 0.95x Squid MB/s"),
         Target("c-get", "mb_per_s", "ratio>=", 0.95, "≥ 0.95x Squid MB/s"),
+        Target("h1", "rate", "ratio>=", 1.0, "≥ 1.0x Squid bumped req/s"),
+        Target("h2", "rate", "ratio>=", 1.0, "≥ 1.0x Squid bumped connections/s"),
     ]
     out += [
         Target(f"d-{n}", "kb_per_tunnel", "awf<=", 8.0, "≤ 8 kB per idle tunnel")

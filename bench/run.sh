@@ -14,11 +14,13 @@ if [ ! -x "$py" ]; then
     exit 1
 fi
 
-# squid: the reference proxy; nginx-light: the origin; wrk: case (a); gcc + libssl-dev: loadgen.c;
+# squid-openssl: the reference proxy (the OpenSSL build, for ssl_bump in cases h1/h2; the
+# `squid` package is the GnuTLS build without it, and the two conflict; both ship
+# /usr/sbin/squid); nginx-light: the origin; wrk: case (a); gcc + libssl-dev: loadgen.c;
 # util-linux: taskset; nftables + iproute2: case (e)'s client namespace and redirect. A package's
 # own service is never started: Debian's policy-rc.d hook (exit 101) is put in place for the
 # install only if the machine has none.
-pkgs=(squid nginx-light wrk gcc libc6-dev libssl-dev util-linux nftables iproute2)
+pkgs=(squid-openssl nginx-light wrk gcc libc6-dev libssl-dev util-linux nftables iproute2)
 policy=/usr/sbin/policy-rc.d
 made_policy=0
 missing=0

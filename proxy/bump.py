@@ -499,7 +499,10 @@ class BumpedConnection(asyncio.Protocol):
                     if resp.framing == Framing.UNTIL_CLOSE:
                         break
                     raise ConnectFailed("the origin closed the connection mid-response")
-            reusable = keep and not extra and resp.keep_alive
+            # the origin's connection outlives a client that closes (h2 in bench/RESULTS.md):
+            # its reuse depends on the origin's answer only
+            reusable = (resp.keep_alive and resp.framing != Framing.UNTIL_CLOSE and not extra
+                        and not self._ctx.draining and not self._draining)
             if reusable:
                 self._bumper.put((self.host, self.port), conn)
             else:

@@ -21,7 +21,7 @@ from proxy.bump_ca import CertificateAuthority, LeafCache
 from proxy.errors import ConfigError
 from proxy.policy import Policy, Scheme
 
-MAX_IDLE_PER_KEY = 16
+MAX_IDLE_PER_KEY = 64
 
 
 # ---------------------------------------------------------------------------- configuration

@@ -193,6 +193,24 @@ async def test_keep_alive_checks_every_request(bumped: tuple[ProxyProc, Path, Pa
     c.close()
 
 
+async def test_upstream_connection_outlives_clients_that_close(
+        bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
+    """A client's `Connection: close` ends its own connection only: the verified TLS connection
+    to the origin goes back to the pool, so new client connections reuse it."""
+    proxy, ca, _ = bumped
+    host = f"origin.test:{origin.port}"
+    for _ in range(3):
+        c = await Bumped.open(proxy, "origin.test", origin.port, ca)
+        c.writer.write(f"GET /small HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                       .encode())
+        answer = await c.reader.read()  # the proxy closes after the answer
+        c.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+        assert b"connection: close" in answer.lower()
+    assert len(origin.seen) == 3
+    assert len(origin.peers) == 1  # one upstream connection served all three
+
+
 async def test_host_other_than_the_tunnel_is_misdirected(
         bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
     proxy, ca, _ = bumped

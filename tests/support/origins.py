@@ -21,6 +21,7 @@ class Origin:
     port: int
     seen: list[dict[str, str]] = field(default_factory=list)
     connections: int = 0
+    peers: set[object] = field(default_factory=set)  # http_origin: client addresses served
 
 
 async def _small(request: web.Request) -> web.Response:
@@ -77,6 +78,8 @@ async def http_origin(ssl_context: ssl.SSLContext | None = None) -> AsyncIterato
     async def remember(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin.seen.append({k.lower(): v for k, v in request.headers.items()}
                            | {":path": request.path_qs, ":method": request.method})
+        if request.transport is not None:
+            origin.peers.add(request.transport.get_extra_info("peername"))
         return await handler(request)
 
     async def headers(request: web.Request) -> web.Response:
