@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TextIO
 
 from awf import configfile
 from proxy import __version__
-from proxy.config import ProxyConfig, build_policy, merge, read_url_lists
+from proxy.config import ProxyConfig, build_policy, merge, read_lists, read_url_lists
 from proxy.errors import ConfigError
 from proxy.urlrules import parse_url_list
 
@@ -40,6 +40,13 @@ POLICY_FLAGS: dict[str, str] = {
 BUMP_FLAGS: dict[str, str] = {
     "allow_urls": "--allow-urls",  # --allow-urls-file's patterns too: read here, once
     "ssl_bump_exclude": "--ssl-bump-exclude",
+}
+
+# list files read here and passed on as entries: the Docker backend's proxy runs in a container
+# that cannot see the caller's files (a path passed on would name nothing there)
+LIST_FILES: dict[str, str] = {
+    "allow_domains_file": "--allow-domains",
+    "block_domains_file": "--block-domains",
 }
 
 # the host's proxy variables: awf never uses them on its own (one note says so)
@@ -310,6 +317,11 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             proxy_args.append("--learn")
             continue
         if key == "ssl_bump":  # with the CA's paths, by each backend (awf/bump.py)
+            continue
+        if key in LIST_FILES:
+            entries = read_lists([Path(v) for v in value], POLICY_FLAGS[key])
+            if entries:
+                proxy_args += [LIST_FILES[key], ",".join(entries)]
             continue
         for item in value if isinstance(value, list) else [value]:
             proxy_args += [{**POLICY_FLAGS, **BUMP_FLAGS}[key], str(item)]

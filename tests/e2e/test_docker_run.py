@@ -766,3 +766,16 @@ def test_work_dir_holds_the_run_and_is_cleaned(wan: wanmod.Wan, tmp_path: Path) 
     assert during[0].startswith("awf-")  # the run's directory was made here...
     assert list(work.iterdir()) == []  # ...and removed at the end
     assert awf("--work-dir", str(tmp_path / "missing"), "--", "true").returncode == 2
+
+
+def test_an_allow_domains_file_works_on_the_docker_backend(wan: wanmod.Wan,
+                                                           tmp_path: Path) -> None:
+    """The list is read on the host: the proxy container never sees the caller's path."""
+    lists = tmp_path / "allow.txt"
+    lists.write_text("# the run's allowlist\nallowed.test\n")
+    done = awf("--allow-domains-file", str(lists), "--resolve", f"allowed.test={wanmod.V4}",
+               "--resolve", f"other.test={wanmod.V4}", "--", "bash", "-c",
+               "curl -sS -m 10 http://allowed.test/; echo; "
+               "curl -sS -m 10 -o /dev/null -w '%{http_code}' http://other.test/")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["hello", "allowed.test", "403"], done.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from awf.config import parse_run, run_parser
@@ -48,3 +50,22 @@ def test_the_netns_message_names_a_flag_that_exists() -> None:
 def test_docker_flags_pass_with_the_docker_backend() -> None:
     cfg = parse_run(["-v", "/tmp:/x", "--memory-limit", "1g", "--enable-docker", "--", "true"])
     assert cfg.volumes == ("/tmp:/x",)
+
+
+def test_list_files_reach_the_proxy_as_entries_not_host_paths(tmp_path: Path) -> None:
+    """The Docker backend's proxy cannot see the caller's files: a path passed on named nothing
+    there, and the proxy did not start."""
+    allow, block = tmp_path / "allow.txt", tmp_path / "block.txt"
+    allow.write_text("# comment\ngithub.com\n*.npmjs.org, pypi.org\n")
+    block.write_text("gist.github.com\n")
+    cfg = parse_run(["--allow-domains", "example.com", "--allow-domains-file", str(allow),
+                     "--block-domains-file", str(block), "--", "true"])
+    assert str(tmp_path) not in " ".join(cfg.proxy_args)
+    assert cfg.proxy_args == ("--allow-domains", "example.com",
+                              "--allow-domains", "github.com,*.npmjs.org,pypi.org",
+                              "--block-domains", "gist.github.com")
+
+
+def test_an_unreadable_list_file_is_exit_2_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--allow-domains-file: cannot read"):
+        parse_run(["--allow-domains-file", str(tmp_path / "missing"), "--", "true"])
