@@ -68,6 +68,7 @@ __all__ = [
     "parse_authority",
     "request_head_for_upstream",
     "response_head_for_client",
+    "whole_response_head",
 ]
 
 
@@ -526,12 +527,10 @@ class ResponseHeadParser:
         """Add bytes; the next complete head, or None to ask for more."""
         if self._final:
             raise RuntimeError("ResponseHeadParser.feed() after the final response head")
-        if not self._buf and data[:5] == b"HTTP/":
-            # The usual case: a whole head in one piece, nothing buffered, no bare-LF lines.
-            crlf = data.find(b"\n\r\n", 0, self._max)
-            if crlf >= 0 and data.find(b"\n\n", 0, crlf + 1) < 0:
-                end = crlf + 3
-                head = _parse_response_head(data[:end], self._method)
+        if not self._buf:
+            whole = whole_response_head(data, self._method, self._max)
+            if whole is not None:
+                head, end = whole
                 if head.interim:
                     self._buf += data[end:]
                 else:
@@ -607,6 +606,20 @@ class ResponseHeadParser:
             del self._buf[:i]
             return self._buf
         return buf[i:]
+
+
+def whole_response_head(data: bytes, method: bytes,
+                        max_head: int = 65_536) -> tuple[ResponseHead, int] | None:
+    """The usual case of `ResponseHeadParser.feed` on a fresh parser: a whole head at the start
+    of `data`, no bare-LF lines, nothing skipped. (head, where its bytes end) or None, when a
+    `ResponseHeadParser` must read `data` instead (which then gives the same head)."""
+    if data[:5] != b"HTTP/":
+        return None
+    crlf = data.find(b"\n\r\n", 0, max_head)
+    if crlf < 0 or data.find(b"\n\n", 0, crlf + 1) >= 0:
+        return None
+    end = crlf + 3
+    return _parse_response_head(data[:end], method), end
 
 
 def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
