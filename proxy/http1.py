@@ -280,7 +280,8 @@ class HeadParser:
             # The usual case: a whole head in one piece, nothing buffered.
             end = data.find(b"\r\n\r\n", 0, self._max)
             if end >= 0:
-                head = _parse_request_head(bytes(data[: end + 4]))
+                raw = bytes(data[: end + 4])
+                head = _memo_request_head(raw) if end < MEMO_HEAD else _parse_request_head(raw)
                 self._rest = bytes(data[end + 4 :])
                 self._blank = 0
                 return head
@@ -429,6 +430,15 @@ def _parse_request_head(raw: bytes) -> RequestHead:
     keep_alive = not close and (keep or version == b"HTTP/1.1")
     return RequestHead(method, target, version, headers, framing, size, keep_alive, host,
                        raw_fields)
+
+
+# A client polling one URL sends the same head again and again, and an origin answers with the
+# same head within one second (its Date): a short head already parsed is looked up by its exact
+# bytes (parsing is a pure function of them; a refused head raises again, errors are not kept).
+# At most MEMO_SIZE heads of at most MEMO_HEAD bytes each are kept: 256 KiB per kind.
+MEMO_HEAD: Final = 1024
+MEMO_SIZE: Final = 256
+_memo_request_head: Final = functools.lru_cache(maxsize=MEMO_SIZE)(_parse_request_head)
 
 
 def _request_line_error(line: bytes) -> BadRequest:
@@ -619,7 +629,10 @@ def whole_response_head(data: bytes, method: bytes,
     if crlf < 0 or data.find(b"\n\n", 0, crlf + 1) >= 0:
         return None
     end = crlf + 3
-    return _parse_response_head(data[:end], method), end
+    raw = data[:end]
+    if end <= MEMO_HEAD:
+        return _memo_response_head(raw, method), end
+    return _parse_response_head(raw, method), end
 
 
 def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
@@ -660,6 +673,9 @@ def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
         framing, keep_alive = Framing.UNTIL_CLOSE, False
     return ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive,
                         raw if m is not None else b"")
+
+
+_memo_response_head: Final = functools.lru_cache(maxsize=MEMO_SIZE)(_parse_response_head)
 
 
 def _read_response_head_tolerantly(raw: bytes) -> tuple[bytes, bytes, bytes | None, Fields]:
