@@ -227,7 +227,8 @@ class RequestHead(NamedTuple):
     keep_alive: bool
     host: bytes | None
     # the field lines as received, each with its CRLF (not the empty line ending the head),
-    # when no value ends in whitespace; b"" otherwise (forwarding then rebuilds them)
+    # when no value ends in whitespace and no field is hop-by-hop; b"" otherwise (forwarding
+    # then rebuilds them)
     raw_fields: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
@@ -372,7 +373,7 @@ def _parse_request_head(raw: bytes) -> RequestHead:
     if m is not None:
         method, target, version, block = m.groups()
         headers: Fields = tuple(_FIELD_TRIM_RE.findall(block))
-        raw_fields = block
+        raw_fields = b"" if any(n.lower() in HOP_BY_HOP for n, _ in headers) else block
     else:  # some value ends in whitespace, or the head is bad
         m = _REQUEST_HEAD_RE.fullmatch(raw)
         if m is None:
@@ -501,7 +502,9 @@ class ResponseHead(NamedTuple):
     framing: Framing
     content_length: int
     keep_alive: bool  # the upstream connection may carry another request after this one
-    raw: bytes = b""  # the head as received, for the pass-through fast path
+    # the head as received when a kept-alive client may get it verbatim (a clean HTTP/1.1 head,
+    # Content-Length framing, no hop-by-hop field but `Connection: keep-alive`); b"" otherwise
+    raw: bytes = b""
 
     @property
     def interim(self) -> bool:
@@ -671,8 +674,8 @@ def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
         framing, size = Framing.LENGTH, _response_length(lengths)
     else:
         framing, keep_alive = Framing.UNTIL_CLOSE, False
-    return ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive,
-                        raw if m is not None else b"")
+    head = ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive)
+    return head._replace(raw=raw) if m is not None and _passes_through(head) else head
 
 
 _memo_response_head: Final = functools.lru_cache(maxsize=MEMO_SIZE)(_parse_response_head)
@@ -985,7 +988,7 @@ def request_head_for_upstream(head: RequestHead, path: bytes) -> bytes:
     """The origin-form head for the origin: hop-by-hop fields dropped, framing verbatim."""
     if _TARGET_RE.fullmatch(path) is None:
         raise BadRequest(f"request path {_show(path)} is empty or has a control byte")
-    if head.raw_fields and not any(name.lower() in HOP_BY_HOP for name, _ in head.headers):
+    if head.raw_fields:
         # nothing to drop: the field lines go on as received (they passed the strict grammar)
         return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, path, head.raw_fields)
     parts = [head.method, b" ", path, b" HTTP/1.1\r\n"]
@@ -995,9 +998,9 @@ def request_head_for_upstream(head: RequestHead, path: bytes) -> bytes:
 
 
 def _passes_through(head: ResponseHead) -> bool:
-    """A clean HTTP/1.1 head whose only hop-by-hop field, if any, is `Connection: keep-alive`:
+    """An HTTP/1.1 head whose only hop-by-hop field, if any, is `Connection: keep-alive`:
     forwarding it verbatim to a kept-alive client means what rebuilding it would."""
-    if not head.raw or head.version != b"HTTP/1.1" or head.framing is not Framing.LENGTH:
+    if head.version != b"HTTP/1.1" or head.framing is not Framing.LENGTH:
         return False
     for name, value in head.headers:
         lower = name.lower()
@@ -1009,7 +1012,7 @@ def _passes_through(head: ResponseHead) -> bool:
 def response_head_for_client(head: ResponseHead, *, keep_alive: bool) -> bytes:
     """The head for the client: hop-by-hop dropped, Content-Length dropped beside
     Transfer-Encoding, `Connection: close` unless keep_alive (always for UNTIL_CLOSE)."""
-    if keep_alive and _passes_through(head):
+    if keep_alive and head.raw:
         return head.raw
     drop = _dropped(head.headers)
     if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):
