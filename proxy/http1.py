@@ -37,6 +37,13 @@ Algorithms and RFC notes:
 * Hop-by-hop fields (RFC 9110 §7.6.1) are dropped when forwarding, with
   every field named in Connection, except that Connection can never remove
   Host, Content-Length or Transfer-Encoding (framing is forwarded verbatim).
+  Whether a head has any is decided once, when it is parsed: `raw_fields`
+  and `ResponseHead.raw` are kept only when the head may go on verbatim.
+* A head of at most `MEMO_HEAD` bytes that arrives in one piece is looked up
+  by its exact bytes first (an LRU of `MEMO_SIZE` heads per kind): parsing
+  is a pure function of them, a hit returns the same immutable tuple, and a
+  refused head is never kept, so it is refused again. A client polling one
+  URL, and an origin's answers within one second, are parsed once.
 """
 
 from __future__ import annotations
