@@ -25,6 +25,7 @@ from proxy.http1 import (
     ResponseHeadParser,
     request_head_for_upstream,
     response_head_for_client,
+    whole_response_head,
 )
 from proxy.parent import ParentFailed, for_parent
 from proxy.policy import Decision
@@ -106,7 +107,8 @@ class Exchange:
         self.url = url
         self.started = started
         self.upstream: Upstream = cast(Upstream, None)
-        self.reparser = ResponseHeadParser(request_method=head.method)
+        # made only when a response head does not arrive whole in the first read
+        self.reparser: ResponseHeadParser | None = None
         self.resp: ResponseHead | None = None
         self.resp_body: BodyFramer | None = None
         self.request_done = False
@@ -159,19 +161,31 @@ class Exchange:
             return
         head = b""
         while self.resp is None:
+            reparser = self.reparser
+            resp: ResponseHead | None = None
             try:
-                resp = self.reparser.feed(data)
+                if reparser is None:
+                    whole = whole_response_head(data, self.head.method)
+                    if whole is not None and not whole[0].interim:  # the usual case
+                        resp, end = whole
+                        data = data[end:]
+                    else:
+                        reparser = self.reparser = ResponseHeadParser(
+                            request_method=self.head.method)
+                if reparser is not None:
+                    resp = reparser.feed(data)
             except BadResponse as exc:
                 self.fail(BadResponse(f"{self.decision.host}:{self.port} sent a bad response "
                                       f"head: {exc}"))
                 return
             if resp is None:
                 return
-            if resp.interim:  # 100 Continue and friends: pass on, keep reading the buffer
-                client_t.write(response_head_for_client(resp, keep_alive=True))
-                data = b""
-                continue
-            data = self.reparser.take_rest()
+            if reparser is not None:
+                if resp.interim:  # 100 Continue and friends: pass on, keep reading the buffer
+                    client_t.write(response_head_for_client(resp, keep_alive=True))
+                    data = b""
+                    continue
+                data = reparser.take_rest()
             parent = self.upstream.parent
             if resp.status == 407 and parent is not None:  # the parent's, never the origin's
                 self.fail(ParentFailed(f"the parent proxy {parent.shown} refused "

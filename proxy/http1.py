@@ -37,6 +37,13 @@ Algorithms and RFC notes:
 * Hop-by-hop fields (RFC 9110 §7.6.1) are dropped when forwarding, with
   every field named in Connection, except that Connection can never remove
   Host, Content-Length or Transfer-Encoding (framing is forwarded verbatim).
+  Whether a head has any is decided once, when it is parsed: `raw_fields`
+  and `ResponseHead.raw` are kept only when the head may go on verbatim.
+* A head of at most `MEMO_HEAD` bytes that arrives in one piece is looked up
+  by its exact bytes first (an LRU of `MEMO_SIZE` heads per kind): parsing
+  is a pure function of them, a hit returns the same immutable tuple, and a
+  refused head is never kept, so it is refused again. A client polling one
+  URL, and an origin's answers within one second, are parsed once.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ __all__ = [
     "parse_authority",
     "request_head_for_upstream",
     "response_head_for_client",
+    "whole_response_head",
 ]
 
 
@@ -226,7 +234,8 @@ class RequestHead(NamedTuple):
     keep_alive: bool
     host: bytes | None
     # the field lines as received, each with its CRLF (not the empty line ending the head),
-    # when no value ends in whitespace; b"" otherwise (forwarding then rebuilds them)
+    # when no value ends in whitespace and no field is hop-by-hop; b"" otherwise (forwarding
+    # then rebuilds them)
     raw_fields: bytes = b""
 
     def header(self, name: bytes) -> bytes | None:
@@ -279,7 +288,8 @@ class HeadParser:
             # The usual case: a whole head in one piece, nothing buffered.
             end = data.find(b"\r\n\r\n", 0, self._max)
             if end >= 0:
-                head = _parse_request_head(bytes(data[: end + 4]))
+                raw = bytes(data[: end + 4])
+                head = _memo_request_head(raw) if end < MEMO_HEAD else _parse_request_head(raw)
                 self._rest = bytes(data[end + 4 :])
                 self._blank = 0
                 return head
@@ -370,7 +380,7 @@ def _parse_request_head(raw: bytes) -> RequestHead:
     if m is not None:
         method, target, version, block = m.groups()
         headers: Fields = tuple(_FIELD_TRIM_RE.findall(block))
-        raw_fields = block
+        raw_fields = b"" if any(n.lower() in HOP_BY_HOP for n, _ in headers) else block
     else:  # some value ends in whitespace, or the head is bad
         m = _REQUEST_HEAD_RE.fullmatch(raw)
         if m is None:
@@ -428,6 +438,15 @@ def _parse_request_head(raw: bytes) -> RequestHead:
     keep_alive = not close and (keep or version == b"HTTP/1.1")
     return RequestHead(method, target, version, headers, framing, size, keep_alive, host,
                        raw_fields)
+
+
+# A client polling one URL sends the same head again and again, and an origin answers with the
+# same head within one second (its Date): a short head already parsed is looked up by its exact
+# bytes (parsing is a pure function of them; a refused head raises again, errors are not kept).
+# At most MEMO_SIZE heads of at most MEMO_HEAD bytes each are kept: 256 KiB per kind.
+MEMO_HEAD: Final = 1024
+MEMO_SIZE: Final = 256
+_memo_request_head: Final = functools.lru_cache(maxsize=MEMO_SIZE)(_parse_request_head)
 
 
 def _request_line_error(line: bytes) -> BadRequest:
@@ -490,7 +509,9 @@ class ResponseHead(NamedTuple):
     framing: Framing
     content_length: int
     keep_alive: bool  # the upstream connection may carry another request after this one
-    raw: bytes = b""  # the head as received, for the pass-through fast path
+    # the head as received when a kept-alive client may get it verbatim (a clean HTTP/1.1 head,
+    # Content-Length framing, no hop-by-hop field but `Connection: keep-alive`); b"" otherwise
+    raw: bytes = b""
 
     @property
     def interim(self) -> bool:
@@ -526,12 +547,10 @@ class ResponseHeadParser:
         """Add bytes; the next complete head, or None to ask for more."""
         if self._final:
             raise RuntimeError("ResponseHeadParser.feed() after the final response head")
-        if not self._buf and data[:5] == b"HTTP/":
-            # The usual case: a whole head in one piece, nothing buffered, no bare-LF lines.
-            crlf = data.find(b"\n\r\n", 0, self._max)
-            if crlf >= 0 and data.find(b"\n\n", 0, crlf + 1) < 0:
-                end = crlf + 3
-                head = _parse_response_head(data[:end], self._method)
+        if not self._buf:
+            whole = whole_response_head(data, self._method, self._max)
+            if whole is not None:
+                head, end = whole
                 if head.interim:
                     self._buf += data[end:]
                 else:
@@ -609,6 +628,23 @@ class ResponseHeadParser:
         return buf[i:]
 
 
+def whole_response_head(data: bytes, method: bytes,
+                        max_head: int = 65_536) -> tuple[ResponseHead, int] | None:
+    """The usual case of `ResponseHeadParser.feed` on a fresh parser: a whole head at the start
+    of `data`, no bare-LF lines, nothing skipped. (head, where its bytes end) or None, when a
+    `ResponseHeadParser` must read `data` instead (which then gives the same head)."""
+    if data[:5] != b"HTTP/":
+        return None
+    crlf = data.find(b"\n\r\n", 0, max_head)
+    if crlf < 0 or data.find(b"\n\n", 0, crlf + 1) >= 0:
+        return None
+    end = crlf + 3
+    raw = data[:end]
+    if end <= MEMO_HEAD:
+        return _memo_response_head(raw, method), end
+    return _parse_response_head(raw, method), end
+
+
 def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
     m = _RESPONSE_HEAD_TRIM_RE.fullmatch(raw)
     if m is not None:
@@ -645,8 +681,11 @@ def _parse_response_head(raw: bytes, method: bytes) -> ResponseHead:
         framing, size = Framing.LENGTH, _response_length(lengths)
     else:
         framing, keep_alive = Framing.UNTIL_CLOSE, False
-    return ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive,
-                        raw if m is not None else b"")
+    head = ResponseHead(version, status, reason or b"", headers, framing, size, keep_alive)
+    return head._replace(raw=raw) if m is not None and _passes_through(head) else head
+
+
+_memo_response_head: Final = functools.lru_cache(maxsize=MEMO_SIZE)(_parse_response_head)
 
 
 def _read_response_head_tolerantly(raw: bytes) -> tuple[bytes, bytes, bytes | None, Fields]:
@@ -956,7 +995,7 @@ def request_head_for_upstream(head: RequestHead, path: bytes) -> bytes:
     """The origin-form head for the origin: hop-by-hop fields dropped, framing verbatim."""
     if _TARGET_RE.fullmatch(path) is None:
         raise BadRequest(f"request path {_show(path)} is empty or has a control byte")
-    if head.raw_fields and not any(name.lower() in HOP_BY_HOP for name, _ in head.headers):
+    if head.raw_fields:
         # nothing to drop: the field lines go on as received (they passed the strict grammar)
         return b"%s %s HTTP/1.1\r\n%s\r\n" % (head.method, path, head.raw_fields)
     parts = [head.method, b" ", path, b" HTTP/1.1\r\n"]
@@ -966,9 +1005,9 @@ def request_head_for_upstream(head: RequestHead, path: bytes) -> bytes:
 
 
 def _passes_through(head: ResponseHead) -> bool:
-    """A clean HTTP/1.1 head whose only hop-by-hop field, if any, is `Connection: keep-alive`:
+    """An HTTP/1.1 head whose only hop-by-hop field, if any, is `Connection: keep-alive`:
     forwarding it verbatim to a kept-alive client means what rebuilding it would."""
-    if not head.raw or head.version != b"HTTP/1.1" or head.framing is not Framing.LENGTH:
+    if head.version != b"HTTP/1.1" or head.framing is not Framing.LENGTH:
         return False
     for name, value in head.headers:
         lower = name.lower()
@@ -980,7 +1019,7 @@ def _passes_through(head: ResponseHead) -> bool:
 def response_head_for_client(head: ResponseHead, *, keep_alive: bool) -> bytes:
     """The head for the client: hop-by-hop dropped, Content-Length dropped beside
     Transfer-Encoding, `Connection: close` unless keep_alive (always for UNTIL_CLOSE)."""
-    if keep_alive and _passes_through(head):
+    if keep_alive and head.raw:
         return head.raw
     drop = _dropped(head.headers)
     if any(name.lower() == b"transfer-encoding" for name, _ in head.headers):

@@ -30,7 +30,8 @@ class UpstreamReader(Protocol):
 class Upstream(asyncio.Protocol):
     """One origin connection, dialled for `key` = (host, port)."""
 
-    __slots__ = ("exchange", "key", "lost", "parent", "pool", "reused", "stamp", "transport")
+    __slots__ = ("exchange", "key", "lost", "parent", "paused", "pool", "reused", "stamp",
+                 "transport")
 
     def __init__(self, key: tuple[str, int] = ("", 0)) -> None:
         self.transport: asyncio.Transport | None = None
@@ -39,6 +40,7 @@ class Upstream(asyncio.Protocol):
         self.pool: Pool | None = None
         self.reused = False
         self.lost = False
+        self.paused = False  # reading paused by pause_reading (a slow client), not resumed yet
         self.stamp = 0
         self.parent: Parent | None = None  # dialled to this --upstream-proxy, not the origin
 
@@ -89,9 +91,14 @@ class Upstream(asyncio.Protocol):
     def pause_reading(self) -> None:
         t = self.transport
         if t is not None and not t.is_closing():
+            self.paused = True
             t.pause_reading()
 
     def resume_reading(self) -> None:
+        """Read again after pause_reading; nothing to do (no call) when reading is not paused."""
+        if not self.paused:
+            return
+        self.paused = False
         t = self.transport
         if t is not None and not t.is_closing():
             t.resume_reading()

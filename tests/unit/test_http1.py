@@ -77,7 +77,18 @@ def test_typical_get() -> None:
                  (b"Accept", b"*/*"), (b"Accept-Encoding", b"gzip, deflate"),
                  (b"Connection", b"keep-alive"), (b"Authorization", b"Bearer abc")),
         framing=Framing.NONE, content_length=0, keep_alive=True, host=b"api.example.test",
-        raw_fields=GET[GET.index(b"\r\n") + 2:-2])
+        raw_fields=b"")  # Connection is hop-by-hop: forwarding rebuilds the field lines
+
+
+def test_field_lines_kept_as_received_only_without_hop_by_hop_fields() -> None:
+    clean = GET.replace(b"Connection: keep-alive\r\n", b"")
+    assert request(clean).raw_fields == clean[clean.index(b"\r\n") + 2:-2]
+    for hop in (b"Connection: close", b"Proxy-Connection: keep-alive", b"TE: trailers",
+                b"Keep-Alive: timeout=5", b"Upgrade: websocket"):
+        head = request(clean.replace(b"Accept: */*", hop))
+        assert head.raw_fields == b""
+        assert b"\r\n" + hop.split(b":")[0].lower() + b":" not in (
+            request_head_for_upstream(head, b"/").lower())
 
 
 @pytest.mark.parametrize(("raw", "headers"), [

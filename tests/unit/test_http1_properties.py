@@ -34,6 +34,8 @@ from proxy.http1 import (  # the private names: to check the fast path against t
     parse_absolute_target,
     parse_authority,
     request_head_for_upstream,
+    response_head_for_client,
+    whole_response_head,
 )
 
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -582,3 +584,69 @@ def test_response_heads_read_alike_whole_or_in_pieces(wire: bytes, cuts: list[in
     whole = response_events([wire])
     assert response_events(split(wire, cuts)) == whole
     assert response_events([wire[i:i + 1] for i in range(len(wire))]) == whole
+
+
+def whole_or_error(data: bytes) -> object:
+    try:
+        return whole_response_head(data, b"GET")
+    except BadResponse as exc:
+        return type(exc)
+
+
+@FAST
+@given(st.one_of(response_streams(), st.binary(max_size=300),
+                 responses().flatmap(lambda case: mutated(case[0]))))
+def test_whole_response_head_reads_as_the_parser_does(wire: bytes) -> None:
+    """The exchange's shortcut (no parser object when a head arrives whole) gives the parser's
+    head and body start, or None (then the parser reads the same bytes), or the same error."""
+    whole = whole_or_error(wire)
+    events = response_events([wire])
+    if whole is None:
+        return
+    if isinstance(whole, type):
+        assert events[-1] is whole
+        return
+    assert isinstance(whole, tuple)
+    head, end = whole
+    assert events[0] == (head.status, head.headers, head.framing, head.content_length,
+                         head.keep_alive)
+    if not head.interim:
+        assert events[1] == wire[end:]
+    assert whole_or_error(wire) == whole  # a second read (memoised) gives the same
+
+
+@FAST
+@given(st.one_of(response_streams(), responses().map(lambda case: case[0])))
+def test_a_response_head_is_kept_verbatim_only_when_it_may_pass_through(wire: bytes) -> None:
+    whole = whole_or_error(wire)
+    if not isinstance(whole, tuple):
+        return
+    resp = whole[0]
+    if resp.raw:
+        assert resp.raw == wire[:whole[1]]
+        assert resp.version == b"HTTP/1.1"
+        assert resp.framing is Framing.LENGTH
+        assert all(n.lower() not in HOP_BY_HOP or (n.lower(), v.lower()) == (
+            b"connection", b"keep-alive") for n, v in resp.headers)
+        assert response_head_for_client(resp, keep_alive=True) == resp.raw
+
+
+def test_memoised_heads_raise_every_time() -> None:
+    """Errors are not memoised: the same bad head is refused again, the same good one is read
+    alike (one object, as its parse is pure)."""
+    bad = b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n"
+    for _ in range(3):
+        try:
+            HeadParser().feed(bad)
+        except BadRequest:
+            continue
+        raise AssertionError("a head with two Host fields was accepted")
+    good = b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n"
+    assert HeadParser().feed(good) is HeadParser().feed(b"%s" % good)
+    bad_resp = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    for _ in range(3):
+        try:
+            whole_response_head(bad_resp, b"GET")
+        except BadResponse:
+            continue
+        raise AssertionError("conflicting Content-Length values were accepted")
