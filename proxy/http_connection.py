@@ -25,7 +25,7 @@ from functools import partial
 from ipaddress import ip_address
 from typing import cast
 
-from proxy.access_log import decision_record, peer_text
+from proxy.access_log import Entry, decision_record, peer_text
 from proxy.addr import IPAddress
 from proxy.context import ConnectionContext
 from proxy.errors import (
@@ -329,7 +329,9 @@ class HttpConnection(asyncio.Protocol):
         self, decision: Decision, port: int, rest: bytes, started: float
     ) -> None:
         t = self.transport
-        record = self._record("CONNECT", decision.host, port, None, None, 200, started)
+        # logged when the tunnel ends (tunnel.ended fills in the byte counts)
+        record = Entry(started, started, self.peer, self.mode, "CONNECT", decision.host, port,
+                       None, "allow", None, 200, 0, 0)
         try:
             if t is None:
                 return

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import cast
 
+from proxy.access_log import Entry
 from proxy.context import ConnectionContext, Registered
 from proxy.flowcontrol import HIGH_WATER, tune
 from proxy.policy import Decision
@@ -24,7 +24,8 @@ class TunnelSide(asyncio.Protocol):
     """One socket of a tunnel; what it reads is written to its peer unchanged."""
 
     __slots__ = (
-        "active", "eof", "held", "idle_sweeps", "lost", "nbytes", "on_closed", "peer", "transport",
+        "active", "ctx", "eof", "held", "idle_sweeps", "lost", "nbytes", "peer", "record",
+        "started", "transport",
     )
 
     def __init__(self) -> None:
@@ -36,7 +37,10 @@ class TunnelSide(asyncio.Protocol):
         self.active = True
         self.idle_sweeps = 0
         self.held = b""  # what arrived before join() (an origin that speaks first)
-        self.on_closed: Callable[[], None] | None = None  # set by join()
+        # the client's side only, set by join(): what logs the tunnel once both sockets closed
+        self.ctx: ConnectionContext | None = None
+        self.record: dict[str, object] | Entry | None = None
+        self.started = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -83,9 +87,18 @@ class TunnelSide(asyncio.Protocol):
         peer = self.peer
         if peer is not None and peer.transport is not None and not peer.lost:
             peer.transport.close()  # flushes what is buffered, then closes
-        done, self.on_closed = self.on_closed, None
-        if done is not None:
-            done()
+        if peer is not None and peer.lost:  # both sockets closed: the tunnel ended
+            client = self if self.record is not None else peer
+            client.finish(peer if client is self else self)
+
+    def finish(self, up: TunnelSide) -> None:
+        """Log the tunnel and leave the registry (this is the client's side; once)."""
+        rec, ctx = self.record, self.ctx
+        self.record = self.ctx = None
+        if rec is None or ctx is None:
+            return
+        ctx.log_record(ended(rec, self.started, self.nbytes, up.nbytes))
+        ctx.release(self)
 
     def release_held(self) -> None:
         """Joined, and whatever the peer's socket must carry first (the `200`) written: pass on
@@ -120,19 +133,28 @@ class TunnelSide(asyncio.Protocol):
                 side.transport.close()
 
 
-def join(a: TunnelSide, b: TunnelSide, on_done: Callable[[], None]) -> None:
-    """Link two sides; `on_done` runs once, when both sockets are closed (one of them may
-    already be, before the join)."""
-    a.peer, b.peer = b, a
-    remaining = 2 - a.lost - b.lost
+def ended(
+    rec: dict[str, object] | Entry, started: float, up: int, down: int
+) -> dict[str, object] | Entry:
+    """A tunnel's record once it ended: byte counts and duration filled in. An `Entry` (the
+    explicit proxy's tunnels) is formatted by the log's writer thread, not here."""
+    now = time.time()
+    if isinstance(rec, Entry):
+        return Entry(rec.started, now, rec.client, rec.mode, rec.method, rec.host, rec.port,
+                     rec.url, rec.decision, rec.reason, rec.status, up, down)
+    rec["bytes_up"] = up
+    rec["bytes_down"] = down
+    rec["duration_ms"] = round((now - started) * 1000, 1)
+    return rec
 
-    def side_lost() -> None:
-        nonlocal remaining
-        remaining -= 1
-        if remaining == 0:
-            on_done()
 
-    a.on_closed = b.on_closed = side_lost
+def join(client: TunnelSide, up: TunnelSide, ctx: ConnectionContext,
+         record: dict[str, object] | Entry, started: float) -> None:
+    """Link the two sides; `record` is logged (and the client's side released from `ctx`'s
+    registry) once, when both sockets are closed (the origin's may already be). The client's
+    side holds what that takes: no closure per tunnel."""
+    client.peer, up.peer = up, client
+    client.ctx, client.record, client.started = ctx, record, started
 
 
 async def open_tunnel(
@@ -144,7 +166,7 @@ async def open_tunnel(
     *,
     reply: bytes,
     first_up: bytes,
-    record: dict[str, object],
+    record: dict[str, object] | Entry,
     started: float,
 ) -> TunnelSide | None:
     """Dial, then join. Raises RequestError before anything was sent to the client.
@@ -160,15 +182,7 @@ async def open_tunnel(
     mine = TunnelSide()
     mine.transport = client
     mine.nbytes = len(first_up)
-
-    def finished() -> None:
-        record["bytes_up"] = mine.nbytes
-        record["bytes_down"] = up.nbytes
-        record["duration_ms"] = round((time.time() - started) * 1000, 1)
-        ctx.log_record(record)
-        ctx.release(mine)
-
-    join(mine, up, finished)
+    join(mine, up, ctx, record, started)
     ctx.swap(owner, mine)
     if reply:
         client.write(reply)
