@@ -306,6 +306,27 @@ class ProxyServer:
             if parent:  # the parent resolves names; ours cannot here (docs/decisions.md)
                 return ()
             raise
+        return self._checked(decision, port, addresses, policy, parent)
+
+    def known_destinations(self, decision: Decision, port: int, *,
+                           policy: Policy | None = None) -> tuple[IPAddress, ...] | None:
+        """`destinations` when it needs no wait and the dial goes direct (no --upstream-proxy):
+        an IP literal, a static answer or a fresh cached one; None otherwise. Raises as
+        `destinations` does."""
+        if self.cfg.upstream_proxy is not None:
+            return None
+        if decision.address is not None:
+            if self.is_self(decision.address, port):
+                raise SelfConnection(f"{decision.host}:{port} is this proxy")
+            return (decision.address,)
+        addresses = self.resolver.known(decision.host)
+        if addresses is None:
+            return None
+        return self._checked(decision, port, addresses, policy, False)
+
+    def _checked(self, decision: Decision, port: int, addresses: tuple[IPAddress, ...],
+                 policy: Policy | None, parent: bool) -> tuple[IPAddress, ...]:
+        """The resolved `addresses` that may be dialled (docs/proxy.md §4)."""
         if any(self.is_self(ip, port) for ip in addresses):
             raise SelfConnection(f"{decision.host}:{port} resolves to this proxy")
         policy = self.policy if policy is None else policy

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import cast
+from typing import Protocol, cast
 
 from proxy.access_log import Entry
+from proxy.addr import IPAddress
 from proxy.context import ConnectionContext, Registered
+from proxy.dialer import Dialing
 from proxy.flowcontrol import HIGH_WATER, tune
 from proxy.policy import Decision
 
@@ -176,6 +178,16 @@ async def open_tunnel(
     """
     addresses = await ctx.destinations(decision, port)
     up_t, up = await ctx.dial(addresses, port, TunnelSide, decision.host)
+    return connect_sides(ctx, owner, client, up_t, up, reply=reply, first_up=first_up,
+                         record=record, started=started)
+
+
+def connect_sides(
+    ctx: ConnectionContext, owner: Registered, client: asyncio.Transport,
+    up_t: asyncio.Transport, up: TunnelSide, *, reply: bytes, first_up: bytes,
+    record: dict[str, object] | Entry, started: float,
+) -> TunnelSide | None:
+    """The origin answered: join it to the client, as `open_tunnel` returns."""
     if client.is_closing():
         up_t.close()
         return None
@@ -191,3 +203,64 @@ async def open_tunnel(
     if first_up and not up.lost:
         up_t.write(first_up)
     return mine
+
+
+class TunnelOwner(Registered, Protocol):
+    """The connection a tunnel is opened for, told how `start_tunnel` ended."""
+
+    def tunnel_opened(self, mine: TunnelSide | None) -> None:
+        """As `open_tunnel` returns."""
+        ...
+
+    def tunnel_failed(self, exc: Exception, host: str, port: int, started: float) -> None:
+        """A RequestError (nothing was sent to the client), or a bug's exception (called
+        inside its except block); the tunnel was for host:port, asked at `started`."""
+        ...
+
+
+class Opening(Dialing[TunnelSide]):
+    """`open_tunnel` without a task, for destinations known at once (`start_tunnel`)."""
+
+    __slots__ = ("_client", "_ctx", "_first_up", "_owner", "_record", "_reply", "_started")
+
+    def __init__(
+        self, ctx: ConnectionContext, owner: TunnelOwner, client: asyncio.Transport,
+        addresses: tuple[IPAddress, ...], port: int, host: str, *, reply: bytes,
+        first_up: bytes, record: dict[str, object] | Entry, started: float,
+    ) -> None:
+        super().__init__(ctx.loop, addresses, port, TunnelSide,
+                         timeout=ctx.limits.connect_timeout, name=host)
+        self._ctx = ctx
+        self._owner = owner
+        self._client = client
+        self._reply = reply
+        self._first_up = first_up
+        self._record = record
+        self._started = started
+
+    def connected(self, transport: asyncio.Transport, protocol: TunnelSide) -> None:
+        mine = connect_sides(self._ctx, self._owner, self._client, transport, protocol,
+                             reply=self._reply, first_up=self._first_up, record=self._record,
+                             started=self._started)
+        self._owner.tunnel_opened(mine)
+
+    def failed(self, exc: Exception) -> None:
+        self._owner.tunnel_failed(exc, self._name, self._port, self._started)
+
+
+def start_tunnel(
+    ctx: ConnectionContext, owner: TunnelOwner, client: asyncio.Transport, decision: Decision,
+    port: int, *, reply: bytes, first_up: bytes, record: dict[str, object] | Entry,
+    started: float,
+) -> Opening | None:
+    """`open_tunnel` driven by callbacks when the checked addresses are known at once (an IP
+    literal, a static or cached answer, no parent proxy): the dial starts now and `owner`
+    hears the outcome; `cancel()` the result if the client leaves first. None: use
+    `open_tunnel`. Raises RequestError (nothing sent) as `open_tunnel` does."""
+    addresses = ctx.known_destinations(decision, port)
+    if addresses is None:
+        return None
+    opening = Opening(ctx, owner, client, addresses, port, decision.host, reply=reply,
+                      first_up=first_up, record=record, started=started)
+    opening.start()
+    return opening
