@@ -3,6 +3,8 @@ TLS), bytes go transport to transport between the client and a checked origin ad
 
 `open_tunnel` resolves once, checks every address, dials a checked one and joins the two
 sockets as a pair of `TunnelSide`s; the access-log record is written when both are closed.
+`start_tunnel` does the same without a task when the checked addresses are known at once (the
+common case: an IP literal, a static or cached answer), calling its `TunnelOwner` back.
 No parsing, copying or per-chunk work beyond a length sum; backpressure pauses the reading
 side when the other side's send buffer is full (`flowcontrol`); a FIN is passed on as a
 half-close and the tunnel ends when both directions are done or either side is lost.
