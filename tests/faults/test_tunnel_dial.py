@@ -2,7 +2,10 @@
 client is aborted, the dial is stopped with it (not left to --connect-timeout), the proxy exits
 cleanly and logs nothing for it. The tunnel's dial runs without a task (`tunnel.Opening`); this
 is its cancel path. (While the dial runs the client's reading is paused, so that a FIN sent
-right after the CONNECT is passed on after the join: a client leaving is noticed then.)"""
+right after the CONNECT is passed on after the join: a client leaving is noticed then.)
+
+Then `dialer.Dialing` itself, on uvloop and on asyncio's loop: the next address after a
+refusal, every refused address named, the deadline, and a cancel that closes its socket."""
 
 from __future__ import annotations
 
@@ -10,10 +13,17 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Callable, Coroutine
+from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
+from proxy.addr import IPAddress
+from proxy.dialer import Dialing
+from proxy.errors import ConnectFailed, ConnectTimeout
 from tests.integration.test_explicit import ORIGIN, policy_args
 from tests.support.client import connect
 from tests.support.proxyproc import ProxyProc
@@ -74,3 +84,138 @@ async def test_a_drain_stops_a_dial_in_progress(tmp_path: Path) -> None:
     log = tmp_path / "access.jsonl"
     assert not log.exists() or log.read_text() == ""
     assert "Traceback" not in p.stderr
+
+
+# --- dialer.Dialing itself, on uvloop (as the proxy runs) and on asyncio's own loop -----------
+
+
+class Recorder(Dialing[asyncio.Protocol]):
+    """A Dialing that records its outcome."""
+
+    __slots__ = ("done", "outcome")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, addresses: list[IPAddress], port: int,
+                 timeout: float) -> None:
+        super().__init__(loop, addresses, port, asyncio.Protocol, timeout=timeout,
+                         name="dial.test")
+        self.outcome: list[object] = []
+        self.done = loop.create_future()
+
+    def connected(self, transport: asyncio.Transport, protocol: asyncio.Protocol) -> None:
+        self.outcome.append(transport)
+        self.done.set_result(None)
+
+    def failed(self, exc: Exception) -> None:
+        self.outcome.append(exc)
+        self.done.set_result(None)
+
+
+def run_on(kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    if kind == "uvloop":
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+
+
+LOOPS = pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+
+
+def stalled_listener() -> tuple[socket.socket, list[socket.socket]]:
+    """A listener whose accept queue is full: a connect to it stalls."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        try:
+            f.connect(listener.getsockname())
+        except BlockingIOError:
+            pass
+        fillers.append(f)
+    return listener, fillers
+
+
+@LOOPS
+def test_dialing_tries_the_next_address_after_a_refusal(kind: str) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        d = Recorder(asyncio.get_running_loop(),
+                     [ip_address("127.0.0.2"), ip_address("127.0.0.1")], port, 5)
+        d.start()
+        await asyncio.wait_for(d.done, 5)
+        [t] = d.outcome
+        assert not isinstance(t, Exception)
+        assert t.get_extra_info("peername") == ("127.0.0.1", port)  # type: ignore[attr-defined]
+        t.close()  # type: ignore[attr-defined]
+        server.close()
+
+    run_on(kind, main)
+
+
+@LOOPS
+def test_dialing_names_every_refused_address(kind: str) -> None:
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main() -> None:
+        d = Recorder(asyncio.get_running_loop(),
+                     [ip_address("127.0.0.2"), ip_address("127.0.0.1")], port, 5)
+        d.start()
+        await asyncio.wait_for(d.done, 5)
+        [exc] = d.outcome
+        assert isinstance(exc, ConnectFailed)
+        assert f"dial.test:{port}" in str(exc)
+        assert "127.0.0.2: " in str(exc)
+        assert "127.0.0.1: " in str(exc)
+
+    run_on(kind, main)
+
+
+@LOOPS
+def test_dialing_times_out_and_closes_its_socket(kind: str) -> None:
+    listener, fillers = stalled_listener()
+    port = listener.getsockname()[1]
+
+    async def main() -> None:
+        d = Recorder(asyncio.get_running_loop(), [ip_address("127.0.0.1")], port, 0.3)
+        d.start()
+        dialling = open_fds(os.getpid())  # the dial's socket among them
+        await asyncio.wait_for(d.done, 5)
+        [exc] = d.outcome
+        assert isinstance(exc, ConnectTimeout)
+        await asyncio.sleep(0.05)  # the transport's close runs on the loop
+        assert open_fds(os.getpid()) == dialling - 1
+
+    try:
+        run_on(kind, main)
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
+@LOOPS
+def test_a_cancelled_dialing_calls_nothing_and_closes_its_socket(kind: str) -> None:
+    listener, fillers = stalled_listener()
+    port = listener.getsockname()[1]
+
+    async def main() -> None:
+        d = Recorder(asyncio.get_running_loop(), [ip_address("127.0.0.1")], port, 0.3)
+        d.start()
+        await asyncio.sleep(0.1)
+        dialling = open_fds(os.getpid())  # the dial's socket among them
+        d.cancel()
+        await asyncio.sleep(0.5)  # past the deadline: the timer was cancelled too
+        assert d.outcome == []
+        assert open_fds(os.getpid()) == dialling - 1
+
+    try:
+        run_on(kind, main)
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
