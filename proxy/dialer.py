@@ -71,6 +71,9 @@ def _failed(name: str, port: int, failures: list[str]) -> ConnectFailed:
     return ConnectFailed(f"cannot connect to {name}:{port}: {'; '.join(failures) or 'no address'}")
 
 
+TEXT_MEMO = 4096
+_TEXT: dict[IPAddress, str] = {}  # addresses as create_connection takes them
+
 _Connecting = Coroutine[Any, None, tuple[asyncio.Transport, Any]]
 
 
@@ -148,7 +151,12 @@ class Dialing(Generic[P]):
             ip = self._addresses[self._next]
             self._next += 1
             self._ip = ip
-            self._coro = self._loop.create_connection(self._factory, str(ip), self._port)
+            text = _TEXT.get(ip)
+            if text is None:  # str() of an ipaddress object is Python code: a few µs
+                if len(_TEXT) >= TEXT_MEMO:
+                    _TEXT.clear()
+                text = _TEXT[ip] = str(ip)
+            self._coro = self._loop.create_connection(self._factory, text, self._port)
             if self._step():
                 return
         self._done()

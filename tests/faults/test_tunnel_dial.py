@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Coroutine
@@ -25,8 +26,9 @@ from proxy.addr import IPAddress
 from proxy.dialer import Dialing
 from proxy.errors import ConnectFailed, ConnectTimeout
 from tests.integration.test_explicit import ORIGIN, policy_args
-from tests.support.client import connect
-from tests.support.proxyproc import ProxyProc
+from tests.support.client import connect, roundtrip
+from tests.support.origins import echo_origin
+from tests.support.proxyproc import ProxyProc, running_proxy
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +221,40 @@ def test_a_cancelled_dialing_calls_nothing_and_closes_its_socket(kind: str) -> N
         for f in fillers:
             f.close()
         listener.close()
+
+
+async def connect_status(proxy_port: int, authority: str) -> bytes:
+    """The status line a CONNECT gets (a tunnel's is not followed by a close)."""
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+        try:
+            writer.write(connect(authority))
+            head = await reader.readuntil(b"\r\n\r\n")
+            return head.split(b"\r\n", 1)[0]
+        finally:
+            writer.close()
+
+
+async def test_a_reload_rechecks_the_addresses_of_a_known_name(tmp_path: Path) -> None:
+    """The Task-less dial checks a name's known addresses once per (answer, policy): a SIGHUP
+    that drops the range they were allowed by must refuse them at the next CONNECT."""
+    config = tmp_path / "proxy.yaml"
+    config.write_text("allow_range: [127.0.0.1/32]\n")
+    async with echo_origin() as o, running_proxy(
+        "--config", str(config), "--allow-domains", ORIGIN, "--resolve", f"{ORIGIN}=127.0.0.1",
+        "--allow-ports", str(o.port), "--log-dir", str(tmp_path),
+    ) as p:
+        target = f"{ORIGIN}:{o.port}"
+        for _ in range(2):  # the second one is answered from the memo
+            assert await connect_status(p.port, target) == b"HTTP/1.1 200 Connection established"
+        config.write_text("allow_range: []\n")
+        p.signal(signal.SIGHUP)
+        await p.wait_stderr("policy reloaded")
+        denied = await roundtrip(p.port, connect(target))
+        assert (denied.status, denied.reason) == (403, "denied_address")
+        config.write_text("allow_range: [127.0.0.1/32]\n")
+        p.signal(signal.SIGHUP)
+        async with asyncio.timeout(10):
+            while p.stderr.count("policy reloaded") < 2:
+                await asyncio.sleep(0.05)
+        assert await connect_status(p.port, target) == b"HTTP/1.1 200 Connection established"
