@@ -177,7 +177,10 @@ class Dialing(Generic[P]):
             self._coro = None
             self._done()
             transport, protocol = stop.value
-            self.connected(transport, protocol)
+            try:
+                self.connected(transport, protocol)
+            except Exception as exc:  # a bug: failed() reports it, inside this except
+                self.failed(exc)
             return True
         except OSError as exc:
             self._coro = None

@@ -158,6 +158,28 @@ def test_dialing_tries_the_next_address_after_a_refusal(kind: str) -> None:
 
 
 @LOOPS
+def test_a_bug_in_connected_reaches_failed(kind: str) -> None:
+    class Buggy(Recorder):
+        __slots__ = ()
+
+        def connected(self, transport: asyncio.Transport, protocol: asyncio.Protocol) -> None:
+            transport.close()
+            raise ZeroDivisionError("a bug")
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        d = Buggy(asyncio.get_running_loop(), [ip_address("127.0.0.1")], port, 5)
+        d.start()
+        await asyncio.wait_for(d.done, 5)
+        [exc] = d.outcome
+        assert isinstance(exc, ZeroDivisionError)
+        server.close()
+
+    run_on(kind, main)
+
+
+@LOOPS
 def test_dialing_names_every_refused_address(kind: str) -> None:
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
