@@ -103,6 +103,9 @@ class ClientContext:
     async def destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...]:
         return await self._server.destinations(decision, port, policy=self.policy)
 
+    def known_destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...] | None:
+        return self._server.known_destinations(decision, port, policy=self.policy)
+
     async def dial(
         self, addresses: Sequence[IPAddress], port: int, factory: Callable[[], P], name: str
     ) -> tuple[asyncio.Transport, P]:

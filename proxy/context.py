@@ -91,6 +91,10 @@ class ConnectionContext(Protocol):
         """The checked addresses an allowed decision may be dialled at (docs/proxy.md §4)."""
         ...
 
+    def known_destinations(self, decision: Decision, port: int) -> tuple[IPAddress, ...] | None:
+        """`destinations` when it needs no wait and the dial goes direct; None otherwise."""
+        ...
+
     async def dial(
         self, addresses: Sequence[IPAddress], port: int, factory: Callable[[], P], name: str
     ) -> tuple[asyncio.Transport, P]:

@@ -25,7 +25,7 @@ from functools import partial
 from ipaddress import ip_address
 from typing import cast
 
-from proxy.access_log import decision_record, peer_text
+from proxy.access_log import Entry, decision_record, peer_text
 from proxy.addr import IPAddress
 from proxy.context import ConnectionContext
 from proxy.errors import (
@@ -44,7 +44,7 @@ from proxy.parent import ParentFailed, ParentTimeout
 from proxy.policy import Decision
 from proxy.reasons import Reason
 from proxy.routing import Kind, health_allowed, route
-from proxy.tunnel import open_tunnel
+from proxy.tunnel import Opening, TunnelSide, open_tunnel, start_tunnel
 from proxy.upstream import Upstream
 
 HEAD, WORK, BODY, RESPONSE, CLOSED = range(5)
@@ -119,7 +119,7 @@ class HttpConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # loop time the timer fires at
         self._deadline = 0.0  # loop time by which the awaited head (request or response) is due
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | Opening | None = None  # either: cancel() on loss
         self._exchange: Exchange | None = None
         self._body: BodyFramer | None = None
         self._up_paused = False
@@ -236,9 +236,7 @@ class HttpConnection(asyncio.Protocol):
         elif r.kind is Kind.TUNNEL:
             self._pause()
             self._state = WORK
-            self._task = self._ctx.loop.create_task(
-                self._open_tunnel(decision, r.port, rest, started)
-            )
+            self._start_tunnel(decision, r.port, rest, started)
         else:
             self._forward(head, rest, decision, r.port, r.path, r.url, started)
 
@@ -325,28 +323,44 @@ class HttpConnection(asyncio.Protocol):
 
     # -- async steps (DNS, connect) ------------------------------------------------------
 
-    async def _open_tunnel(
-        self, decision: Decision, port: int, rest: bytes, started: float
-    ) -> None:
+    def _start_tunnel(self, decision: Decision, port: int, rest: bytes, started: float) -> None:
+        """Dial and join without a task when the addresses are known at once (tunnel.Opening
+        calls back tunnel_opened or tunnel_failed); with DNS to wait for, in a task."""
         t = self.transport
-        record = self._record("CONNECT", decision.host, port, None, None, 200, started)
-        try:
-            if t is None:
-                return
-            mine = await open_tunnel(self._ctx, self, t, decision, port, reply=_ESTABLISHED,
-                                     first_up=rest, record=record, started=started)
-        except RequestError as exc:
-            self._task = None
-            self._fail(exc, method=b"CONNECT", host=decision.host, port=port, started=started)
+        if t is None:
             return
+        # logged when the tunnel ends (tunnel.ended fills in the byte counts)
+        record = Entry(started, started, self.peer, self.mode, "CONNECT", decision.host, port,
+                       None, "allow", None, 200, 0, 0)
+        try:
+            opening = start_tunnel(self._ctx, self, t, decision, port, reply=_ESTABLISHED,
+                                   first_up=rest, record=record, started=started)
+        except RequestError as exc:
+            self.tunnel_failed(exc, decision.host, port, started)
+            return
+        if opening is not None:
+            if self._state == WORK:  # not already opened or failed
+                self._task = opening
+            return
+        self._task = self._ctx.loop.create_task(self._open_tunnel(t, decision, port, rest, record))
+
+    async def _open_tunnel(
+        self, t: asyncio.Transport, decision: Decision, port: int, rest: bytes, record: Entry
+    ) -> None:
+        try:
+            mine = await open_tunnel(self._ctx, self, t, decision, port, reply=_ESTABLISHED,
+                                     first_up=rest, record=record, started=record.started)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self._task = None
-            self._bug()
+        except Exception as exc:
+            self.tunnel_failed(exc, decision.host, port, record.started)
             return
+        self.tunnel_opened(mine)
+
+    def tunnel_opened(self, mine: TunnelSide | None) -> None:
         self._task = None
-        if mine is None:
+        t = self.transport
+        if mine is None or t is None:
             return
         self._cancel_timer()
         self._state = CLOSED  # this object is done; the transport now belongs to the tunnel
@@ -354,6 +368,15 @@ class HttpConnection(asyncio.Protocol):
             mine.data_received(self._pending)
             self._pending = b""
         t.resume_reading()
+
+    def tunnel_failed(self, exc: Exception, host: str, port: int, started: float) -> None:
+        """A RequestError is answered and logged; anything else is a bug (called inside the
+        except block that caught it)."""
+        self._task = None
+        if not isinstance(exc, RequestError):
+            self._bug()
+            return
+        self._fail(exc, method=b"CONNECT", host=host, port=port, started=started)
 
     async def _open_exchange(self, ex: Exchange, rest: bytes) -> None:
         ctx = self._ctx

@@ -133,6 +133,19 @@ class Resolver:
             raise result.failure()
         return result.addresses
 
+    def known(self, name: str) -> tuple[IPAddress, ...] | None:
+        """The addresses resolve() would return at once (a static answer, or a fresh cached
+        success), without a coroutine; None when it would have to ask (or would raise)."""
+        static = self._static.get(name)
+        if static is not None:
+            return static
+        entry = self._cache.get(name)
+        if entry is not None and entry.lookup.outcome is Outcome.OK and (
+            self._clock() < entry.expires
+        ):
+            return entry.lookup.addresses
+        return None
+
     async def lookup(self, name: str) -> Lookup:
         """Like resolve(), but returns the outcome and remaining TTL instead of raising."""
         static = self._static.get(name)

@@ -65,6 +65,7 @@ _UNSPECIFIED = {ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("::")}
 # must still succeed so that a client can be answered 503 instead of being dropped (at EMFILE
 # libuv accepts and closes pending connections silently, and uvloop says nothing).
 FD_RESERVE = 32
+KNOWN_MEMO = 1024  # (host, port, policy) entries of known_destinations' memo, then it starts over
 FD_WARN_EVERY = 10.0  # seconds between two stderr lines about the descriptor limit
 
 
@@ -115,6 +116,10 @@ class ProxyServer:
         self._local = local if local is not None else local_addresses()
         self._self_exact: set[tuple[IPAddress, int]] = set()
         self._self_ports: set[int] = set()
+        # known_destinations' memo: (host, port, id(policy)) -> (the resolver's answer, the
+        # policy, the checked addresses), valid while both are the very same objects
+        self._known: dict[tuple[str, int, int],
+                          tuple[tuple[IPAddress, ...], Policy, tuple[IPAddress, ...]]] = {}
         self._debug = cfg.log_level == "debug"
         self._parent_addresses: tuple[IPAddress, ...] = ()  # --upstream-proxy's, from start()
         self._idle = asyncio.Event()
@@ -204,6 +209,7 @@ class ProxyServer:
             self._self_ports.add(port)
         else:
             self._self_exact.add((ip, port))
+        self._known.clear()
 
     async def close_listeners(self) -> None:
         servers, self._servers = self._servers, []
@@ -306,6 +312,36 @@ class ProxyServer:
             if parent:  # the parent resolves names; ours cannot here (docs/decisions.md)
                 return ()
             raise
+        return self._checked(decision, port, addresses, policy, parent)
+
+    def known_destinations(self, decision: Decision, port: int, *,
+                           policy: Policy | None = None) -> tuple[IPAddress, ...] | None:
+        """`destinations` when it needs no wait and the dial goes direct (no --upstream-proxy):
+        an IP literal, a static answer or a fresh cached one; None otherwise. Raises as
+        `destinations` does."""
+        if self.cfg.upstream_proxy is not None:
+            return None
+        if decision.address is not None:
+            if self.is_self(decision.address, port):
+                raise SelfConnection(f"{decision.host}:{port} is this proxy")
+            return (decision.address,)
+        addresses = self.resolver.known(decision.host)
+        if addresses is None:
+            return None
+        policy = self.policy if policy is None else policy
+        key = (decision.host, port, id(policy))
+        memo = self._known.get(key)
+        if memo is not None and memo[0] is addresses and memo[1] is policy:
+            return memo[2]  # the same answer checked under the same policy: the same result
+        checked = self._checked(decision, port, addresses, policy, False)
+        if len(self._known) >= KNOWN_MEMO:
+            self._known.clear()
+        self._known[key] = (addresses, policy, checked)
+        return checked
+
+    def _checked(self, decision: Decision, port: int, addresses: tuple[IPAddress, ...],
+                 policy: Policy | None, parent: bool) -> tuple[IPAddress, ...]:
+        """The resolved `addresses` that may be dialled (docs/proxy.md §4)."""
         if any(self.is_self(ip, port) for ip in addresses):
             raise SelfConnection(f"{decision.host}:{port} resolves to this proxy")
         policy = self.policy if policy is None else policy
