@@ -136,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = _main(list(sys.argv[1:] if argv is None else argv))
     except signals.Interrupted as exc:
+        signals.delivered()
         print(f"awf: {exc}: stopped, nothing left running", file=sys.stderr)
         return 128 + exc.signum
     if argv is None and _RAN:

@@ -325,6 +325,7 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
+        signals.note(signum)
         if len(received) == 1:
             raise Interrupted(signum)
 
@@ -332,8 +333,12 @@ def supervise(body: Callable[[], int], teardown: Callable[[bool], None]) -> Outc
     code: int | None = None
     error: str | None = None
     try:
+        signals.check()  # a signal taken before, whose exception a finalizer swallowed
         code = body()
     except Interrupted as exc:
+        signals.delivered()
+        if not received:
+            received.append(exc.signum)
         say(f"{signal.Signals(exc.signum).name}: stopping the command and cleaning up")
         code = 128 + exc.signum
     except AwfError as exc:
@@ -364,6 +369,7 @@ def wait_agent(cfg: RunConfig, *, agent: Callable[[float], int | None],
     API proxy sidecar (`sidecar()`, its status if it is gone) dies."""
     deadline = (time.monotonic() + cfg.agent_timeout) if cfg.agent_timeout else None
     while True:
+        signals.check()  # a signal whose exception was lost in a finalizer stops the run too
         left = 0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic()))
         code = agent(left)
         if code is not None:
