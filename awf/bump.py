@@ -38,7 +38,7 @@ from proxy.bump_ca import (
     constraints_for,
     write_ca,
 )
-from proxy.config import build_rules, read_lists
+from proxy.config import build_rules
 from proxy.errors import ConfigError
 
 ROOT = Path("/dev/shm")
@@ -71,13 +71,11 @@ def constraint_names(cfg: RunConfig, extra_names: Sequence[str] = ()) -> tuple[l
     """(allowed entries, blocked entries) the CA is limited to: the run's allowlist, the
     --allow-urls hosts and `extra_names` (names the backend allows itself)."""
     proxy = cfg.proxy
-    allow = [*proxy.allow_domains, *read_lists(proxy.allow_domains_file, "--allow-domains-file"),
-             *extra_names]
+    allow = [*proxy.allow_domains, *extra_names]  # the list files read in by parse_run
     rules = build_rules(proxy)
     if rules is not None:
         allow += rules.host_entries()
-    block = [*proxy.block_domains,
-             *read_lists(proxy.block_domains_file, "--block-domains-file")]
+    block = list(proxy.block_domains)
     return allow, block
 
 

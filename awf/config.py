@@ -42,11 +42,12 @@ BUMP_FLAGS: dict[str, str] = {
     "ssl_bump_exclude": "--ssl-bump-exclude",
 }
 
-# list files read here and passed on as entries: the Docker backend's proxy runs in a container
-# that cannot see the caller's files (a path passed on would name nothing there)
+# list files read once, by parse_run, into the entries beside them: the proxy and everything
+# that shows the policy see the entries, and the Docker backend's proxy, in a container, could
+# not see the caller's files anyway
 LIST_FILES: dict[str, str] = {
-    "allow_domains_file": "--allow-domains",
-    "block_domains_file": "--block-domains",
+    "allow_domains_file": "allow_domains",
+    "block_domains_file": "block_domains",
 }
 
 # the host's proxy variables: awf never uses them on its own (one note says so)
@@ -309,6 +310,13 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
         layered.notes.append("HTTPS_PROXY/HTTP_PROXY are set here, but awf does not use them: "
                              "the proxy connects directly; to go through that proxy, pass "
                              "--upstream-proxy http://[user:pass@]host:port")
+    for key, into in LIST_FILES.items():
+        paths = flags.pop(key, None) or []
+        paths = paths if isinstance(paths, list) else [paths]
+        entries = read_lists([Path(p) for p in paths], POLICY_FLAGS[key])
+        if entries:
+            given = flags.get(into) or []
+            flags[into] = [*(given if isinstance(given, list) else [given]), ",".join(entries)]
     proxy_cfg = merge(flags, None)
     policy = build_policy(proxy_cfg)  # exactly the proxy's validation
     proxy_args: list[str] = []
@@ -317,11 +325,6 @@ def parse_run(argv: Sequence[str], stdin: TextIO | None = None) -> RunConfig:
             proxy_args.append("--learn")
             continue
         if key == "ssl_bump":  # with the CA's paths, by each backend (awf/bump.py)
-            continue
-        if key in LIST_FILES:
-            entries = read_lists([Path(v) for v in value], POLICY_FLAGS[key])
-            if entries:
-                proxy_args += [LIST_FILES[key], ",".join(entries)]
             continue
         for item in value if isinstance(value, list) else [value]:
             proxy_args += [{**POLICY_FLAGS, **BUMP_FLAGS}[key], str(item)]

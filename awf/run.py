@@ -121,16 +121,10 @@ def learn_lines(logs: Path, *, start: bool) -> list[str]:
             "for the allowlist (`--format yaml` for a --config file)"]
 
 
-def allowlist(cfg: RunConfig) -> list[str] | None:
-    """The run's --allow-domains with the entries of its --allow-domains-file, or None when a
-    file cannot be read any more."""
-    from proxy.config import read_lists
-
-    try:
-        return [*cfg.proxy.allow_domains,
-                *read_lists(cfg.proxy.allow_domains_file, "--allow-domains-file")]
-    except AwfError:
-        return None
+def allowlist(cfg: RunConfig) -> list[str]:
+    """The run's --allow-domains, with the entries of its --allow-domains-file (read into them
+    by `parse_run`)."""
+    return list(cfg.proxy.allow_domains)
 
 
 # --- what the run enforces, said at its start and kept in run.json (issue 21) ---
@@ -148,15 +142,9 @@ def policy_lines(cfg: RunConfig) -> list[str]:
     """The lines a run starts with: the allowed entries (--allow-domains and its files,
     --allow-urls and its files, the host with host access), or a warning when there are none
     (not in learn mode, which says its own); then the blocked entries, if any."""
-    from proxy.config import read_lists, read_url_lists
-
-    try:
-        urls = [*cfg.proxy.allow_urls, *read_url_lists(cfg.proxy.allow_urls_file)]
-        blocked = [*cfg.proxy.block_domains,
-                   *read_lists(cfg.proxy.block_domains_file, "--block-domains-file")]
-    except AwfError:
-        urls, blocked = list(cfg.proxy.allow_urls), list(cfg.proxy.block_domains)
-    allowed = [*(allowlist(cfg) or cfg.proxy.allow_domains), *urls]
+    # the list files were read into the entries by parse_run
+    urls, blocked = list(cfg.proxy.allow_urls), list(cfg.proxy.block_domains)
+    allowed = [*allowlist(cfg), *urls]
     if cfg.enable_host_access:
         allowed.append("host.docker.internal")
     lines = []
