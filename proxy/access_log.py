@@ -88,6 +88,7 @@ class Entry(NamedTuple):
     status: int
     bytes_up: int
     bytes_down: int
+    tls: str | None = None  # "bumped": a request read inside a bumped connection (§11)
 
     def as_mapping(self) -> dict[str, object]:
         rec: dict[str, object] = {
@@ -99,6 +100,8 @@ class Entry(NamedTuple):
         rec.update(decision=self.decision, reason=self.reason, status=self.status,
                    bytes_up=self.bytes_up, bytes_down=self.bytes_down,
                    duration_ms=round((self.ended - self.started) * 1000, 1))
+        if self.tls is not None:
+            rec["tls"] = self.tls
         return rec
 
 
@@ -166,11 +169,12 @@ def encode_entry(e: Entry) -> bytes | None:
     url = "" if e.url is None else ',"url":' + enc(e.url)
     reason = "null" if e.reason is None else enc(e.reason)
     duration = round((e.ended - e.started) * 1000, 1)
+    tls = "" if e.tls is None else ',"tls":' + enc(e.tls)
     text = (
         f'{{"ts":"{rfc3339(e.started)}","client":{enc(e.client)},"mode":{enc(e.mode)},'
         f'"method":{enc(e.method)},"host":{enc(e.host)},"port":{e.port:d}{url},'
         f'"decision":{enc(e.decision)},"reason":{reason},"status":{e.status:d},'
-        f'"bytes_up":{e.bytes_up:d},"bytes_down":{e.bytes_down:d},"duration_ms":{duration!r}}}\n'
+        f'"bytes_up":{e.bytes_up:d},"bytes_down":{e.bytes_down:d},"duration_ms":{duration!r}{tls}}}\n'
     )
     try:
         return text.encode("utf-8")

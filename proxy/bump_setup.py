@@ -5,7 +5,6 @@ upstream TLS connections. The bumped connections themselves are `proxy/bump.py`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 import stat
@@ -20,9 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from proxy.bump_ca import CertificateAuthority, LeafCache
 from proxy.errors import ConfigError
 from proxy.policy import Policy, Scheme
-
-MAX_IDLE_PER_KEY = 64
-
+from proxy.upstream import Pool
 
 # ---------------------------------------------------------------------------- configuration
 
@@ -82,43 +79,18 @@ class Bumper:
     exclude: Policy | None
 
     def __post_init__(self) -> None:
-        self.idle: dict[tuple[str, int], list[tuple[asyncio.StreamReader,
-                                                    asyncio.StreamWriter]]] = {}
-        self._sweeps = 0
+        self.pool = Pool()  # idle verified TLS connections to origins, by (host, port)
 
     def excluded(self, host: str) -> bool:
         return self.exclude is not None and self.exclude.decide(host, 443,
                                                                 Scheme.HTTPS).allowed
 
-    def take(self, key: tuple[str, int]) -> tuple[asyncio.StreamReader,
-                                                  asyncio.StreamWriter] | None:
-        conns = self.idle.get(key)
-        while conns:
-            reader, writer = conns.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
-        return None
-
-    def put(self, key: tuple[str, int],
-            conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-        conns = self.idle.setdefault(key, [])
-        if len(conns) >= MAX_IDLE_PER_KEY or conn[1].is_closing():
-            conn[1].close()
-            return
-        conns.append(conn)
-
     def sweep(self) -> None:
         """Every idle period / 4 (server upkeep): idle upstreams live at most half of it."""
-        self._sweeps += 1
-        if self._sweeps % 2 == 0:
-            self.clear()
+        self.pool.sweep()
 
     def clear(self) -> None:
-        for conns in self.idle.values():
-            for _, writer in conns:
-                writer.close()
-        self.idle.clear()
+        self.pool.clear()
 
     def close(self) -> None:
         self.clear()

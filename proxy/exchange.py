@@ -30,7 +30,7 @@ from proxy.http1 import (
 from proxy.parent import ParentFailed, for_parent
 from proxy.policy import Decision
 from proxy.reasons import Reason
-from proxy.upstream import Upstream
+from proxy.upstream import Pool, Upstream
 
 
 class ExchangeClient(Protocol):
@@ -44,6 +44,12 @@ class ExchangeClient(Protocol):
 
     @property
     def mode(self) -> str: ...  # "explicit" | "transparent"
+
+    @property
+    def tls(self) -> str | None: ...  # the record's `tls` field ("bumped"), or None
+
+    @property
+    def pool(self) -> Pool: ...  # where a reusable origin connection goes back
 
     def exchange_started(self, ex: Exchange, framer: BodyFramer | None, rest: bytes) -> None:
         """The request head went upstream; `framer` reads the request body (None: no body)."""
@@ -65,7 +71,8 @@ class ExchangeClient(Protocol):
 
 
 class Exchange:
-    """One forwarded plain-HTTP request and its response, on one pooled origin connection."""
+    """One forwarded request and its response, on one pooled origin connection (plain HTTP, or
+    TLS to the origin for a request read inside a bumped connection)."""
 
     __slots__ = (
         "bytes_down",
@@ -282,7 +289,7 @@ class Exchange:
         up = self.upstream
         if reusable:
             up.detach()
-            self.ctx.pool.put(up)
+            self.client.pool.put(up)
         else:
             up.close()
         self._log(reason, status)
@@ -296,4 +303,5 @@ class Exchange:
             self.started, time.time(), client.peer, client.mode,
             self.head.method.decode("latin-1"), self.decision.host, self.port, self.url, "allow",
             reason.value if reason is not None else None, status, self.bytes_up, self.bytes_down,
+            client.tls,
         ))

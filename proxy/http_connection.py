@@ -45,7 +45,7 @@ from proxy.policy import Decision
 from proxy.reasons import Reason
 from proxy.routing import Kind, health_allowed, route
 from proxy.tunnel import Opening, TunnelSide, open_tunnel, start_tunnel
-from proxy.upstream import Upstream
+from proxy.upstream import Pool, Upstream
 
 HEAD, WORK, BODY, RESPONSE, CLOSED = range(5)
 
@@ -84,6 +84,8 @@ def deny_line(host: str, port: int, reason: str) -> str:
 
 
 class HttpConnection(asyncio.Protocol):
+    tls: str | None = None  # the records' `tls` field: "bumped" in bump_http.BumpedHttp
+
     __slots__ = (
         "_body",
         "_ctx",
@@ -125,6 +127,11 @@ class HttpConnection(asyncio.Protocol):
         self._up_paused = False
         self.peer = "unknown"
         self.transport: asyncio.Transport | None = None
+
+    @property
+    def pool(self) -> Pool:
+        """Where an exchange puts back a reusable origin connection."""
+        return self._ctx.pool
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -192,6 +199,10 @@ class HttpConnection(asyncio.Protocol):
         ex, self._exchange = self._exchange, None
         if ex is not None:
             ex.abandon()
+        self._released()
+
+    def _released(self) -> None:
+        """The connection is over: its slot in the registry is free."""
         self._ctx.release(self)
 
     def pause_writing(self) -> None:  # the client's send buffer is full
@@ -379,12 +390,8 @@ class HttpConnection(asyncio.Protocol):
         self._fail(exc, method=b"CONNECT", host=host, port=port, started=started)
 
     async def _open_exchange(self, ex: Exchange, rest: bytes) -> None:
-        ctx = self._ctx
         try:
-            addresses = await ctx.destinations(ex.decision, ex.port)
-            _, upstream = await ctx.dial(addresses, ex.port,
-                                         partial(Upstream, (ex.decision.host, ex.port)),
-                                         ex.decision.host)
+            upstream = await self._dial_upstream(ex)
             self._task = None
             if self._state == CLOSED:
                 upstream.close()
@@ -399,6 +406,16 @@ class HttpConnection(asyncio.Protocol):
         except Exception:
             self._task = None
             self._bug()
+
+    async def _dial_upstream(self, ex: Exchange) -> Upstream:
+        """A new origin connection for `ex`, to an address checked for it (RequestError if
+        none can be had)."""
+        ctx = self._ctx
+        addresses = await ctx.destinations(ex.decision, ex.port)
+        _, upstream = await ctx.dial(addresses, ex.port,
+                                     partial(Upstream, (ex.decision.host, ex.port)),
+                                     ex.decision.host)
+        return upstream
 
     # -- for the exchange (exchange.ExchangeClient) -----------------------------------------
 

@@ -446,3 +446,88 @@ async def test_a_silent_client_is_closed_after_the_handshake_timeout(
     recs = await wait_for(log, lambda r: r.get("reason") == "head_timeout")
     rec = next(r for r in recs if r.get("reason") == "head_timeout")
     assert (rec["method"], rec["tls"], rec["status"]) == ("CONNECT", "bumped", 0)
+
+
+async def test_a_client_that_does_not_trust_the_ca_is_noted(
+        bumped: tuple[ProxyProc, Path, Path], origin: Origin, tmp_path: Path) -> None:
+    proxy, _, log = bumped
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await Bumped.open(proxy, "origin.test", origin.port, other)
+    recs = await wait_for(log, lambda r: r.get("method") == "CONNECT"
+                          and "handshake failed" in str(r.get("note")))
+    rec = next(r for r in recs if r.get("method") == "CONNECT")
+    assert (rec["tls"], rec["status"]) == ("bumped", 200)
+    assert origin.seen == []
+
+
+async def test_a_client_hello_sent_with_the_connect_is_kept(
+        bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
+    """A client that does not wait for `200` (CONNECT and its ClientHello in one write): the
+    bytes read with the CONNECT head reach the TLS layer first, in order."""
+    proxy, ca, _ = bumped
+    ctx = ssl.create_default_context(cafile=str(ca))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="origin.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(f"CONNECT origin.test:{origin.port} HTTP/1.1\r\n\r\n".encode()
+                 + outgoing.read())
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                writer.write(outgoing.read())
+                incoming.write(await reader.read(65536))
+        writer.write(outgoing.read())
+        tls.write(f"GET /small HTTP/1.1\r\nHost: origin.test:{origin.port}\r\n"
+                  "Connection: close\r\n\r\n".encode())
+        writer.write(outgoing.read())
+        answer = b""
+        while not answer.endswith(b"small"):
+            data = await reader.read(65536)
+            if not data:
+                break
+            incoming.write(data)
+            try:
+                answer += tls.read(65536)
+            except ssl.SSLWantReadError:
+                pass
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    assert [s[":path"] for s in origin.seen] == ["/small"]
+
+
+async def test_connect_inside_a_bumped_connection_is_refused(
+        bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
+    proxy, ca, _ = bumped
+    c = await Bumped.open(proxy, "other.test", origin.port, ca)
+    status, headers, _ = await c.request("CONNECT", f"other.test:{origin.port}",
+                                         f"other.test:{origin.port}")
+    c.close()
+    assert (status, headers["x-awf-reason"]) == (400, "bad_request")
+    assert origin.seen == []
+
+
+async def test_the_tunnel_record_sums_its_requests(bumped: tuple[ProxyProc, Path, Path],
+                                                   origin: Origin) -> None:
+    proxy, ca, log = bumped
+    c = await Bumped.open(proxy, "other.test", origin.port, ca)
+    host = f"other.test:{origin.port}"
+    for n in (10, 20000):
+        status, _, body = await c.request("GET", f"/bytes/{n}", host)
+        assert (status, len(body)) == (200, n)
+    c.close()
+    recs = await wait_for(log, lambda r: r.get("method") == "CONNECT"
+                          and r.get("host") == "other.test")
+    tunnel = next(r for r in recs if r.get("method") == "CONNECT")
+    inner = [r for r in recs if r.get("method") == "GET" and r.get("host") == "other.test"]
+    assert len(inner) == 2
+    assert tunnel["bytes_down"] == sum(int(str(r["bytes_down"])) for r in inner) >= 20010
+    assert tunnel["bytes_up"] == sum(int(str(r["bytes_up"])) for r in inner) > 0
