@@ -39,6 +39,8 @@ from bench.services import Service, ServiceError, free_port, set_group_nice
 from bench.stats import BenchParseError
 
 REPO = Path(__file__).resolve().parents[1]
+# hand-written sections (measurements made outside this harness), appended to a full run's file
+ADDENDA = REPO / "bench" / "RESULTS-addenda.md"
 LOAD_CPU = 0
 PROXY_CPU = 1
 # What one measurement may raise; it marks that proxy's case failed, the run goes on.
@@ -751,7 +753,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commands": commands,
     }
     json_path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
-    md_path.write_text(report.render(results))
+    md_text = report.render(results)
+    if md_path == REPO / "bench" / "RESULTS.md" and ADDENDA.exists():  # a full run's file
+        md_text = report.with_addenda(md_text, ADDENDA.read_text())
+    md_path.write_text(md_text)
     print(f"[bench] wrote {md_path} and {json_path}", file=sys.stderr)
     if workers > 1:
         return 0  # a side comparison: neither the baseline nor the guard
