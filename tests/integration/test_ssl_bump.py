@@ -318,6 +318,31 @@ except urllib.error.HTTPError as e:
     assert out.decode().split("\n")[:2] == ["200", "403 url_not_allowed"], err.decode()
 
 
+async def test_python_requests(bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
+    """`requests` (urllib3) as agents' Python code uses it: REQUESTS_CA_BUNDLE names the CA, as
+    `awf run --ssl-bump` sets it; a kept-alive session checks every request."""
+    proxy, ca, _ = bumped
+    code = f"""
+import requests
+s = requests.Session()
+s.proxies = {{"https": "http://127.0.0.1:{proxy.port}"}}
+base = "https://origin.test:{origin.port}"
+print(s.get(base + "/small").status_code)
+r = s.get(base + "/bytes/10")
+print(r.status_code, r.headers["X-Awf-Reason"])
+print(s.post(base + "/echo", data=b"x" * 1000).json()["size"])
+print(s.delete(base + "/headers").status_code)
+"""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["REQUESTS_CA_BUNDLE"] = str(ca)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await proc.communicate()
+    assert out.decode().split("\n")[:4] == ["200", "403 url_not_allowed", "1000", "403"], \
+        err.decode()
+
+
 async def test_node(bumped: tuple[ProxyProc, Path, Path], origin: Origin) -> None:
     if shutil.which("node") is None:
         pytest.skip("no node")
