@@ -5,8 +5,9 @@ Runs as root with every capability, as the first child of tini in the run's netw
 the secrets forwarded with -e never touch a disk). Then, in this order:
 
 1. Read the spec and close the memfd; load libseccomp.
-2. Open every bind source (O_PATH) before anything is mounted: the root is a tmpfs over /tmp,
-   which may hide a source (a workspace under /tmp).
+2. A mount namespace of its own, all private (`private_mounts`): no mount below can reach
+   another namespace, whoever started this. Open every bind source (O_PATH) before anything
+   is mounted: the root is a tmpfs over /tmp, which may hide a source (a workspace under /tmp).
 3. Mount the spec's table in order. A target is reached one component at a time from the
    root with O_NOFOLLOW (missing parts made with mkdirat/openat on the way), must contain no
    symlink (a planted link must neither steer a mount nor make this process create anything
@@ -43,12 +44,14 @@ from containers.agent.entry import (
     MS_NOEXEC,
     MS_NOSUID,
     MS_RDONLY,
+    MS_REC,
     MS_REMOUNT,
     SetupError,
 )
 
 SETUP_FAILED = 125
-CLONE_NEWUSER = 0x10000000
+CLONE_NEWUSER, CLONE_NEWNS = 0x10000000, 0x00020000
+MS_PRIVATE = 1 << 18
 AT_FDCWD, AT_EMPTY_PATH, AT_RECURSIVE = -100, 0x1000, 0x8000
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC = 1, os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH = 0x4, 0x40
@@ -186,8 +189,19 @@ def _bind(source_fd: int, target_fd: int, what: str, *, read_only: bool, nodev: 
             os.close(userns)
 
 
+def private_mounts() -> None:
+    """A mount namespace of this process's own, every mount in it private, before anything is
+    mounted: whatever started the setup (awf puts it in a private namespace already), no mount
+    made here can reach another namespace, the host's least of all."""
+    entry._check(_libc.unshare(CLONE_NEWNS), "unshare a mount namespace")
+    entry.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
 def lay_out(spec: dict[str, Any]) -> None:
     root = spec["root"]
+    if not os.path.isabs(root) or os.path.normpath(root) == "/":
+        raise SetupError(f"the sandbox's root must be a directory of its own, not {root!r}")
+    private_mounts()
     if os.path.realpath(root) != root:
         raise SetupError(f"{root} is a symlink; the sandbox's root cannot be laid out there")
     mounts: list[dict[str, Any]] = spec["mounts"]

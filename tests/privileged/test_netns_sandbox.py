@@ -500,3 +500,29 @@ def test_a_mount_through_a_symlink_fails_closed(tmp_path: Path, mask: bool, code
     assert done.returncode == code, done.stderr
     assert ("reached through a symlink" in done.stderr) is not mask
     assert not os.path.exists("/etc/x")
+
+
+def test_the_setup_never_mounts_in_the_namespace_that_started_it(tmp_path: Path) -> None:
+    """sandbox_entry started with no namespace of its own (not as awf starts it): it makes a
+    private mount namespace itself before its first mount, so the caller's mount table (here
+    the test's, the host's) is the same after it as before."""
+    need_root()
+    root = tmp_path / "root"
+    root.mkdir()
+    spec = {
+        "root": str(root), "symlinks": [], "uid": SANDBOX_ID, "gid": SANDBOX_ID, "groups": [],
+        "home": "/", "workdir": "/", "env": [["PATH", "/usr/bin:/bin"]],
+        "argv": ["true"], "seccomp_profiles": [], "seccomp_stage2": [],
+        "mounts": [{"type": "tmpfs", "target": str(root), "options": "rw,size=1m",
+                    "mask": False}],
+    }
+    repo = str(Path(__file__).resolve().parents[2])
+    boot = (f"import os, sys; sys.path.insert(0, {repo!r}); fd = os.memfd_create('s'); "
+            "os.write(fd, sys.argv[1].encode()); "
+            "from containers.sandbox_entry import main; sys.exit(main(fd))")
+    before = Path("/proc/self/mountinfo").read_text()
+    done = subprocess.run([sys.executable, "-I", "-c", boot, json.dumps(spec)],
+                          capture_output=True, text=True, timeout=60, check=False, cwd="/")
+    assert done.returncode == 127, done.stderr  # laid out, then no `true` in the bare root
+    assert Path("/proc/self/mountinfo").read_text() == before
+    assert os.listdir(root) == []  # its tmpfs and /dev were never on this side
