@@ -97,11 +97,13 @@ def summary_lines(logs: Path, allow_domains: Sequence[str] | None = None) -> lis
     let the denied names through (`allow_domains`: the run's own allowlist). The self-test's
     records are left out (`awf.logs.stats`)."""
     from awf.logs.read import Reader, count_dir
-    from awf.logs.suggest import suggest
+    from awf.logs.suggest import denied_names, suggest
     from awf.logs.summary import stderr_lines
 
     counts = count_dir(logs, Reader(warn=lambda msg: None))  # a torn line is not news here
-    return stderr_lines(counts, suggest(counts, allow_domains))
+    # the hint only when a name was denied: it loads the Public Suffix List (0.1-0.2 s)
+    hint = suggest(counts, allow_domains) if denied_names(counts) else None
+    return stderr_lines(counts, hint)
 
 
 def learn_lines(logs: Path, *, start: bool) -> list[str]:
