@@ -1,6 +1,6 @@
 """Network namespaces, links, addresses and routes: the only module of awf that speaks netlink
-(``netfilter.rtnl``, and pyroute2 for the containers' routes) or changes anything with the ``ip``
-command, and the only one that ``setns``es a thread.
+(through ``netfilter.rtnl``) or changes anything with the ``ip`` command, and the only one that
+``setns``es a thread.
 
 For the netns backend: one agent namespace joined to the host by a veth pair, the host's taken
 subnets, leftovers by name, and ``ip netns exec`` (the command's prefix: it gives the command the
@@ -18,10 +18,9 @@ was created in, so from then on the thread drives both sides; it ``setns``es bac
 the host end's sysctls. No fork, no ``ip`` processes: the whole create takes a few ms, most of it
 the kernel building the namespace. The caller's threads never change namespace.
 
-The netns backend's own requests (create, destroy, the host's networks, leftovers) go through
-``netfilter.rtnl``, a few hundred lines of the standard library: importing pyroute2 cost every
-``awf run`` 0.07-0.2 s, more than the namespace itself. The route functions of the keeper and the
-proxy container (the end of this module) still use pyroute2, imported where they run.
+All of it goes through ``netfilter.rtnl``, a few hundred lines of the standard library:
+importing pyroute2 cost every ``awf run`` 0.07-0.2 s (in awf on the netns backend, in the keeper
+and the proxy container on the Docker backend), more than the namespace itself.
 
 IPv6 addresses get ``IFA_F_NODAD`` and the namespace ``accept_dad=0``: the link has exactly two
 ends, so duplicate detection can only delay the first packet. Router advertisements and
@@ -49,13 +48,10 @@ from ipaddress import (
     IPv6Network,
     ip_network,
 )
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from netfilter.errors import SandboxError
-from netfilter.rtnl import Rtnl
-
-if TYPE_CHECKING:
-    from pyroute2 import IPRoute
+from netfilter.rtnl import RT_SCOPE_LINK, Rtnl
 
 NETNS_DIR = "/run/netns"
 PREFIX = "awf-"
@@ -66,7 +62,6 @@ _RUN = re.compile(r"[a-z0-9][a-z0-9-]{0,9}")  # "awf-" + run + "h" fits IFNAMSIZ
 CREATE_TIMEOUT = 10.0
 POOL_V4, POOL_V6 = "10.213.0.0/16", "fd61:7766:1::/48"  # awf run --subnet-pool: the v4 one
 
-RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 253, 255
 
 Network = IPv4Network | IPv6Network
 T = TypeVar("T")
@@ -446,42 +441,30 @@ def exec_argv(netns: str) -> list[str]:
 
 
 # --- routes in the calling thread's namespace (the keeper's and the proxy container's) ---------
-# pyroute2, imported here only: the netns backend never needs it.
-
-
-def _iproute() -> IPRoute:
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
-def _netlink_error() -> type[Exception]:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    found: type[Exception] = NetlinkError
-    return found
 
 
 def _family(addr: IPv4Address | IPv6Address | Network) -> int:
     return socket.AF_INET if addr.version == 4 else socket.AF_INET6
 
 
+def _anywhere(version: int) -> Network:
+    return ip_network("0.0.0.0/0" if version == 4 else "::/0")
+
+
 def route_only_via(dev: str, subnet: Network, proxy: IPv4Address | IPv6Address) -> None:
     """On ``dev``: drop ``subnet``'s on-link route, reach ``proxy`` alone on-link, and send
     everything else (the subnet's other addresses included) via ``proxy``."""
-    family, host = _family(proxy), 32 if proxy.version == 4 else 128
-    anywhere = "0.0.0.0/0" if proxy.version == 4 else "::/0"
     try:
-        with _iproute() as ipr:
-            found = ipr.link_lookup(ifname=dev)
-            if not found:
-                raise SandboxError(f"no interface {dev!r} to route via the proxy")
-            idx = found[0]
-            ipr.route("del", family=family, dst=str(subnet), oif=idx, scope=RT_SCOPE_NOWHERE)
-            ipr.route("replace", family=family, dst=f"{proxy}/{host}", oif=idx,
-                      scope=RT_SCOPE_LINK)
-            ipr.route("replace", family=family, dst=anywhere, gateway=str(proxy), oif=idx)
-    except (OSError, _netlink_error()) as exc:
+        try:
+            idx = socket.if_nametoindex(dev)
+        except OSError:
+            raise SandboxError(f"no interface {dev!r} to route via the proxy") from None
+        with Rtnl() as rtnl:
+            rtnl.delete_route(subnet, oif=idx)
+            rtnl.replace_route(ip_network(f"{proxy}/{proxy.max_prefixlen}"), oif=idx,
+                               scope=RT_SCOPE_LINK)
+            rtnl.replace_route(_anywhere(proxy.version), gateway=proxy, oif=idx)
+    except OSError as exc:
         raise SandboxError(f"could not route {subnet} on {dev!r} via {proxy}: {exc}") from exc
 
 
@@ -493,59 +476,51 @@ def main_routes(version: int) -> list[str]:
     'default', a bare address for a host route, else the CIDR."""
     family, full = (socket.AF_INET, 32) if version == 4 else (socket.AF_INET6, 128)
     try:
-        with _iproute() as ipr:
-            found = ipr.get_routes(family=family, table=MAIN_TABLE)
-    except (OSError, _netlink_error()) as exc:
+        with Rtnl() as rtnl:
+            found = rtnl.main_routes(family)
+    except OSError as exc:
         raise SandboxError(f"cannot list the IPv{version} routes: {exc}") from exc
     out = []
-    for msg in found:
-        if msg.get_attr("RTA_TABLE") not in (None, MAIN_TABLE):
-            continue
-        dst, length = msg.get_attr("RTA_DST"), msg["dst_len"]
-        out.append("default" if not dst or length == 0
-                   else str(dst) if length == full else f"{dst}/{length}")
+    for dst, length in found:
+        out.append("default" if dst is None or length == 0
+                   else str(dst.network_address) if length == full else str(dst))
     return out
 
 
 def delete_route(dst: str, version: int) -> None:
     """Delete the main table's route to ``dst`` (as `main_routes` names it)."""
-    family = socket.AF_INET if version == 4 else socket.AF_INET6
-    if dst == "default":
-        dst = "0.0.0.0/0" if version == 4 else "::/0"
     try:
-        with _iproute() as ipr:
-            ipr.route("del", family=family, dst=dst, table=MAIN_TABLE)
-    except (OSError, _netlink_error()) as exc:
+        net = _anywhere(version) if dst == "default" else ip_network(dst)
+        with Rtnl() as rtnl:
+            rtnl.delete_route(net)
+    except (OSError, ValueError) as exc:
         raise SandboxError(f"cannot delete the route to {dst}: {exc}") from exc
 
 
 def route_gateway(dst: str) -> str | None:
     """The gateway of the kernel's route to ``dst``; None if it is on-link or unroutable."""
     try:
-        with _iproute() as ipr:
-            found = ipr.route("get", dst=dst, family=_family(ip_network(dst).network_address))
-    except (OSError, _netlink_error()):
+        with Rtnl() as rtnl:
+            found = rtnl.gateway_to(ip_network(dst).network_address)
+    except (OSError, ValueError):
         return None
-    gateways = [m.get("gateway") for m in found if m.get("gateway")]
-    return str(gateways[0]) if gateways else None
+    return None if found is None else str(found)
 
 
 def set_default_route(gateway: IPv4Address | IPv6Address) -> None:
     """Replace the default route of ``gateway``'s family with one via ``gateway``."""
-    anywhere = "0.0.0.0/0" if gateway.version == 4 else "::/0"
     try:
-        with _iproute() as ipr:
-            ipr.route("replace", family=_family(gateway), dst=anywhere, gateway=str(gateway))
-    except (OSError, _netlink_error()) as exc:
+        with Rtnl() as rtnl:
+            rtnl.replace_route(_anywhere(gateway.version), gateway=gateway)
+    except OSError as exc:
         raise SandboxError(f"cannot set the default route via {gateway}: {exc}") from exc
 
 
 def delete_default_route(version: int) -> bool:
     """Delete the IPv4 or IPv6 default route; False if there was none."""
-    family = socket.AF_INET if version == 4 else socket.AF_INET6
     try:
-        with _iproute() as ipr:
-            ipr.route("del", family=family, dst="0.0.0.0/0" if version == 4 else "::/0")
-    except (OSError, _netlink_error()):
+        with Rtnl() as rtnl:
+            rtnl.delete_route(_anywhere(version))
+    except OSError:
         return False
     return True

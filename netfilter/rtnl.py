@@ -7,7 +7,9 @@ acknowledged (an error is an `RtnlError`, an OSError with the kernel's errno and
 kernel gives one, its extended-ack message), and dumps read to their NLMSG_DONE.
 
 What it speaks: link up, veth pair (the peer in another namespace), link delete, address add
-(IPv4/IPv6, flags), default route add, and dumps of links, addresses and routes. The packing and
+(IPv4/IPv6, flags), routes (add, replace, delete, get, the main table's), and dumps of links,
+addresses and routes. The containers' route changes (the keeper's and the proxy container's,
+netfilter/netns.py) use it too, so no process of a run imports pyroute2. The packing and
 parsing are pure functions (`pack_*`, `attrs`, `parse_*`), tested without a socket; `Rtnl` is the
 socket. Like any socket, it keeps the network namespace of the thread that made it.
 """
@@ -37,26 +39,26 @@ NETLINK_CAP_ACK, NETLINK_EXT_ACK = 10, 11
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK = 0x1, 0x2, 0x4
 NLM_F_DUMP = 0x300
-NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
+NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200
 NLMSGERR_ATTR_MSG = 1
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_GETADDR = 20, 22
-RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 
 IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
-RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 NLA_F_NESTED = 0x8000
 NLA_TYPE_MASK = 0x3FFF
 
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4  # what pyroute2 and `ip route add` set
-RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_UNIVERSE, RT_SCOPE_LINK, RT_SCOPE_NOWHERE = 0, 253, 255  # NOWHERE: any, in a delete
 RTN_UNICAST = 1
 
 _HDR = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
@@ -135,9 +137,25 @@ def pack_addr(index: int, iface: IPv4Interface | IPv6Interface, flags: int = 0) 
 
 
 def pack_default_route(gateway: Address, oif: int) -> bytes:
-    return (_RTMSG.pack(_family(gateway), 0, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC,
-                        RT_SCOPE_UNIVERSE, RTN_UNICAST, 0)
-            + attr(RTA_GATEWAY, gateway.packed) + attr(RTA_OIF, u32(oif)))
+    return pack_route(ip_network("0.0.0.0/0" if gateway.version == 4 else "::/0"),
+                      gateway=gateway, oif=oif)
+
+
+def pack_route(dst: Network, *, gateway: Address | None = None, oif: int | None = None,
+               scope: int = RT_SCOPE_UNIVERSE, delete: bool = False) -> bytes:
+    """A main-table route to `dst` (a /0: the default route). A delete leaves the protocol,
+    the type and (RT_SCOPE_NOWHERE) the scope open: the kernel matches any, as `ip route del`
+    asks."""
+    protocol, kind = (0, 0) if delete else (RTPROT_STATIC, RTN_UNICAST)
+    body = _RTMSG.pack(_family(dst), dst.prefixlen, 0, 0, RT_TABLE_MAIN, protocol,
+                       RT_SCOPE_NOWHERE if delete else scope, kind, 0)
+    if dst.prefixlen:
+        body += attr(RTA_DST, dst.network_address.packed)
+    if gateway is not None:
+        body += attr(RTA_GATEWAY, gateway.packed)
+    if oif is not None:
+        body += attr(RTA_OIF, u32(oif))
+    return body
 
 
 # --- parsing (pure) ---------------------------------------------------------------------------
@@ -214,6 +232,22 @@ def parse_route(payload: bytes) -> Network | None:
     return None
 
 
+def route_table(payload: bytes) -> int:
+    """An RTM_NEWROUTE's table: RTA_TABLE when given (tables past 255), else the header's."""
+    table = int(_RTMSG.unpack_from(payload)[4])
+    for kind, data in attrs(payload, _RTMSG.size):
+        if kind == RTA_TABLE and len(data) == 4:
+            table = int(struct.unpack("=I", data)[0])
+    return table
+
+
+def route_gateway(payload: bytes) -> Address | None:
+    for kind, data in attrs(payload, _RTMSG.size):
+        if kind == RTA_GATEWAY:
+            return _ip(data)
+    return None
+
+
 # --- the socket -------------------------------------------------------------------------------
 
 
@@ -264,6 +298,20 @@ class Rtnl:
                     raise RtnlError(code, os.strerror(code) + (f": {text}" if text else ""))
                 return
 
+    def query(self, kind: int, body: bytes) -> bytes:
+        """Send one request that the kernel answers with one message (a route `get`)."""
+        seq = self._send(kind, NLM_F_REQUEST, body)
+        while True:
+            for mtype, mflags, mseq, payload in messages(self.sock.recv(self.BUFSIZE)):
+                if mseq != seq:
+                    continue
+                if mtype == NLMSG_ERROR:
+                    code, text = parse_error(mflags, payload)
+                    if code:
+                        raise RtnlError(code, os.strerror(code) + (f": {text}" if text else ""))
+                    continue
+                return payload
+
     def dump(self, kind: int, body: bytes) -> list[bytes]:
         """Every message a dump request answers, to NLMSG_DONE (their payloads)."""
         seq = self._send(kind, NLM_F_REQUEST | NLM_F_DUMP, body)
@@ -298,6 +346,30 @@ class Rtnl:
 
     def add_default_route(self, gateway: Address, oif: int) -> None:
         self.request(RTM_NEWROUTE, pack_default_route(gateway, oif), NLM_F_CREATE | NLM_F_EXCL)
+
+    def replace_route(self, dst: Network, *, gateway: Address | None = None,
+                      oif: int | None = None, scope: int = RT_SCOPE_UNIVERSE) -> None:
+        self.request(RTM_NEWROUTE, pack_route(dst, gateway=gateway, oif=oif, scope=scope),
+                     NLM_F_CREATE | NLM_F_REPLACE)
+
+    def delete_route(self, dst: Network, *, oif: int | None = None) -> None:
+        self.request(RTM_DELROUTE, pack_route(dst, oif=oif, delete=True))
+
+    def gateway_to(self, dst: Address) -> Address | None:
+        """The gateway of the kernel's route to `dst` (`ip route get`); None if on-link."""
+        full = ip_network(f"{dst}/{dst.max_prefixlen}")
+        body = (_RTMSG.pack(_family(dst), full.prefixlen, 0, 0, 0, 0, 0, 0, 0)
+                + attr(RTA_DST, dst.packed))
+        return route_gateway(self.query(RTM_GETROUTE, body))
+
+    def main_routes(self, family: int) -> list[tuple[Network | None, int]]:
+        """The main table's routes of `family`: (destination or None for a default, prefix
+        length)."""
+        out: list[tuple[Network | None, int]] = []
+        for payload in self.dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)):
+            if route_table(payload) == RT_TABLE_MAIN:
+                out.append((parse_route(payload), int(_RTMSG.unpack_from(payload)[1])))
+        return out
 
     def link_names(self) -> list[str]:
         found = (parse_link_name(p) for p in self.dump(RTM_GETLINK, ifinfo()))

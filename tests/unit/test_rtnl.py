@@ -84,3 +84,23 @@ def test_awf_run_does_not_import_pyroute2() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_route_requests_and_replies() -> None:
+    host = rtnl.pack_route(ip_network("172.30.0.10/32"), oif=3, scope=rtnl.RT_SCOPE_LINK)
+    family, dst_len, _src, _tos, table, proto, scope, kind, _flags = struct.unpack_from(
+        "=BBBBBBBBI", host)
+    assert (family, dst_len, table, proto, scope, kind) == (
+        socket.AF_INET, 32, rtnl.RT_TABLE_MAIN, rtnl.RTPROT_STATIC, rtnl.RT_SCOPE_LINK,
+        rtnl.RTN_UNICAST)
+    assert rtnl.parse_route(host) == ip_network("172.30.0.10/32")
+    # a delete leaves protocol, type and scope open, as `ip route del` does
+    gone = rtnl.pack_route(ip_network("fd61:7766::/64"), oif=3, delete=True)
+    _f, _d, _s, _t, _table, proto, scope, kind, _fl = struct.unpack_from("=BBBBBBBBI", gone)
+    assert (proto, scope, kind) == (0, rtnl.RT_SCOPE_NOWHERE, 0)
+    via = rtnl.pack_route(ip_network("::/0"), gateway=IPv6Address("fd61:7766::10"))
+    assert rtnl.parse_route(via) is None
+    assert rtnl.route_gateway(via) == IPv6Address("fd61:7766::10")
+    assert rtnl.route_table(via) == rtnl.RT_TABLE_MAIN
+    big = via + rtnl.attr(rtnl.RTA_TABLE, struct.pack("=I", 1000))
+    assert rtnl.route_table(big) == 1000
