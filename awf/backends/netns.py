@@ -248,27 +248,30 @@ REMOVE_TIMEOUT = 30.0  # nft has 10 s per call; netlink does not block
 def _teardown(run: Run) -> None:
     """Once the command is stopped (`teardown`), three paths at once: the namespace's side
     (its counters read, `counters`, then the namespace and veth removed), the host's table
-    removed, and the proxy stopped (`proxy_stopped`: its log flushed); `removed` when all
-    three are done. Each waits on the kernel (the veth's removal and the table's delete wait
-    for RCU grace periods) or on the proxy's drain, not on the CPU: run one after the other
-    they cost every run about 0.1 s."""
+    removed, and the proxy stopped (`proxy_stopped`: its log flushed), after which the summary
+    is worked out from the complete logs; `removed` when all three are done. Each waits on the
+    kernel (the veth's removal and the table's delete wait for RCU grace periods) or on the
+    proxy's drain, not on the CPU: run one after the other they cost every run about 0.1 s."""
     run.mark("teardown")
     if run.sandbox is not None:
         run.sandbox.close()  # no go after this: a sandbox still waiting exits, never runs it
     _stop_agent(run.agent, 2)  # first: nothing is removed while the command may still run
     link = run.link
     failures: list[BaseException] = []
+    counted = threading.Event()  # l3-drops.json is written: the logs are complete for it
 
     def namespace_side() -> None:
         try:
-            if link is not None:
-                try:
+            try:
+                if link is not None:
                     drops = nft.counters("awf", netns=link.netns)
                     shared.write_log(run.logs, "l3-drops.json",
                                      json.dumps(drops, indent=1) + "\n")
-                except AwfError:
-                    pass
-            run.mark("counters")
+            except AwfError:
+                pass
+            finally:
+                run.mark("counters")
+                counted.set()
             _remove_netns(run.run, link)
         except BaseException as exc:  # handed to the main thread
             failures.append(exc)
@@ -290,6 +293,8 @@ def _teardown(run: Run) -> None:
             run.proxy.stop(3)
             run.dropped = shared.dropped_records(run.proxy.last_lines)
         run.mark("proxy_stopped")
+        if counted.wait(REMOVE_TIMEOUT):  # the summary, while the kernel removes the veth
+            run.summary = shared.summary_messages(run.logs, run.cfg, run.dropped)
     finally:
         deadline = time.monotonic() + REMOVE_TIMEOUT
         for helper in helpers:
