@@ -13,9 +13,10 @@ tables applied and verified, the self-test, and only then the command, in its sa
 (awf/backends/netnsbox.py): its own PID and mount namespaces, the Docker agent's view of the
 host, never uid 0, no capabilities, seccomp, with /etc/resolv.conf naming the forwarder
 (`ip netns exec` bind-mounts /etc/netns/awf-<run>/resolv.conf in a private mount namespace).
-The sandbox itself starts once the tables are verified and lays out its mounts while the proxy
-starts and the self-test runs; it execs the command only at the go that follows the self-test
-(`netnsbox.Sandbox.go`); run.json's `sandbox` mark is its start, `exec` the go.
+The sandbox process itself (awf's own setup, as root) starts as soon as the proxy is told its
+argv and lays out its mounts while the tables are applied, the proxy starts and the self-test
+runs; it execs the command only at the go that follows the self-test (`netnsbox.Sandbox.go`);
+run.json's `sandbox` mark is its start, `exec` the go (docs/decisions.md).
 Cleanup runs on every path and is idempotent; `awf cleanup` finds what a killed run left by name.
 """
 
@@ -108,6 +109,11 @@ def _run(run: Run) -> int:
         argv += bump.proxy_flags(str(files.cert), str(files.key),
                                  str(files.extra) if files.extra else None)
     run.proxy.launch(argv)
+    # the sandbox lays out its mounts while the tables are applied and the proxy starts; the
+    # command itself is exec'd only at the go, after the self-test (netnsbox.Sandbox)
+    box = run.sandbox = _command(run, link)
+    command = run.agent = box.proc
+    run.mark("sandbox")
     if run.api is not None:  # starts while the rules are applied; ready before the self-test
         run.api_proc = apisidecar.HostSidecar(run.api, run=run.run,
                                               listen_host=str(link.host_v4.ip),
@@ -117,9 +123,6 @@ def _run(run: Run) -> int:
     shared.write_log(run.logs, "proxy.nft", side.render())
     shared.write_log(run.logs, "agent.nft", agent.render())
     run.mark("rules")
-    box = run.sandbox = _command(run, link)  # sets up while the proxy starts; gated
-    command = run.agent = box.proc
-    run.mark("sandbox")
     run.proxy.wait_ready(lambda lines: shared.listening(lines, len(addrs)), PROXY_START_TIMEOUT,
                          run.logs / "proxy.log")
     run.mark("proxy")
