@@ -297,6 +297,7 @@ def _teardown(run: Run) -> None:
             run.dropped = shared.dropped_records(run.proxy.last_lines)
         run.mark("proxy_stopped")
         if counted.wait(REMOVE_TIMEOUT):  # the summary, while the kernel removes the veth
+            # (before run.json: of it the count reads only the Docker backend's `subnets`)
             run.summary = shared.summary_messages(run.logs, run.cfg, run.dropped)
     finally:
         deadline = time.monotonic() + REMOVE_TIMEOUT
