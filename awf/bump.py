@@ -15,6 +15,9 @@ both backends:
   (containers/hostview.py `trust_mounts`) and the variables `containers.agentenv.bump_env` names.
 - `wipe`: the key overwritten with zeros, the directory removed; at teardown, and by `awf
   cleanup` for a run whose awf was killed (`dead`: its `owner` pid is gone).
+
+proxy/bump_ca.py (and with it cryptography, 0.05-0.1 s to import) is imported only by the
+functions that make or write a CA, so a run without --ssl-bump never loads it.
 """
 
 from __future__ import annotations
@@ -22,25 +25,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from awf.config import RunConfig
 from containers.spec import Mount
 from netfilter.errors import SandboxError
-from proxy.bump_ca import (
-    CA_CERT_FILE,
-    CA_KEY_FILE,
-    CertificateAuthority,
-    constraints_for,
-    write_ca,
-)
-from proxy.config import build_rules
 from proxy.errors import ConfigError
 
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from proxy.bump_ca import CertificateAuthority
+
+CA_KEY_FILE = "ca-key.pem"  # proxy/bump_ca.py's names (tests/unit/test_run_bump.py holds them)
+CA_CERT_FILE = "ca.pem"
 ROOT = Path("/dev/shm")
 PREFIX = "awf-bump-"
 BUNDLE_FILE = "ca-bundle.pem"  # the host's store and the run's CA: what the command trusts
@@ -70,6 +71,8 @@ def constraint_names(cfg: RunConfig, extra_names: Sequence[str] = ()) -> tuple[l
                                                                               list[str]]:
     """(allowed entries, blocked entries) the CA is limited to: the run's allowlist, the
     --allow-urls hosts and `extra_names` (names the backend allows itself)."""
+    from proxy.config import build_rules
+
     proxy = cfg.proxy
     allow = [*proxy.allow_domains, *extra_names]  # the list files read in by parse_run
     rules = build_rules(proxy)
@@ -82,6 +85,10 @@ def constraint_names(cfg: RunConfig, extra_names: Sequence[str] = ()) -> tuple[l
 def authority(cfg: RunConfig, *, now: datetime | None = None,
               extra_names: Sequence[str] = ()) -> CertificateAuthority:
     """The run's CA; `now` defaults to the system clock."""
+    from datetime import UTC, datetime, timedelta
+
+    from proxy.bump_ca import CertificateAuthority, constraints_for
+
     allow, block = constraint_names(cfg, extra_names)
     timeout = timedelta(seconds=cfg.agent_timeout) if cfg.agent_timeout else None
     return CertificateAuthority.create(constraints_for(allow, block), now=now or datetime.now(UTC),
@@ -90,6 +97,8 @@ def authority(cfg: RunConfig, *, now: datetime | None = None,
 
 def host_store() -> bytes:
     """The host's CA bundle (PEM), or b"" when it has none."""
+    import ssl
+
     paths = [*HOST_STORES, ssl.get_default_verify_paths().cafile or ""]
     for path in filter(None, paths):
         with contextlib.suppress(OSError):
@@ -109,6 +118,8 @@ def write(ca: CertificateAuthority, run: str, *, uid: int, gid: int,
     """The run's CA files (see the module's docstring); the key and the directory are given to
     uid:gid (the proxy's user) when awf runs as root. SandboxError (exit 125) if /dev/shm cannot
     take them; nothing is left behind then."""
+    from proxy.bump_ca import write_ca
+
     d = directory(run)
     try:
         d.mkdir(mode=0o700)  # never one that exists (/dev/shm is everyone's): that is an error

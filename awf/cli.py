@@ -160,13 +160,14 @@ def _quick_exit(code: int) -> None:
 
 
 def _main(args: list[str]) -> int:
-    from awf.config import parse_run, version_text
     from proxy.errors import AwfError, ConfigError
 
     try:
         if not args or args[0] in ("-h", "--help", "help"):
-            print(USAGE)
+            print(USAGE)  # before awf.config (the proxy's flags, 40-60 ms to import)
             return 0 if args else 2
+        from awf.config import parse_run, version_text
+
         if args[0] in ("-V", "--version"):
             print(version_text())
             return 0

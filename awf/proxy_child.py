@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from awf import pidwait
 from netfilter.errors import SandboxError
 
 PR_SET_PDEATHSIG = 1
@@ -163,11 +164,8 @@ class ProxyChild:
         return self.returncode
 
     def wait(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                return None
-            time.sleep(0.01)
+        if self.poll() is None and pidwait.exited(self.pid, timeout):
+            self.poll()
         return self.returncode
 
     def signal(self, sig: int) -> None:

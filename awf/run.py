@@ -97,11 +97,13 @@ def summary_lines(logs: Path, allow_domains: Sequence[str] | None = None) -> lis
     let the denied names through (`allow_domains`: the run's own allowlist). The self-test's
     records are left out (`awf.logs.stats`)."""
     from awf.logs.read import Reader, count_dir
-    from awf.logs.suggest import suggest
+    from awf.logs.suggest import denied_names, suggest
     from awf.logs.summary import stderr_lines
 
     counts = count_dir(logs, Reader(warn=lambda msg: None))  # a torn line is not news here
-    return stderr_lines(counts, suggest(counts, allow_domains))
+    # the hint only when a name was denied: it loads the Public Suffix List (0.1-0.2 s)
+    hint = suggest(counts, allow_domains) if denied_names(counts) else None
+    return stderr_lines(counts, hint)
 
 
 def learn_lines(logs: Path, *, start: bool) -> list[str]:
@@ -180,25 +182,32 @@ def dropped_records(lines: Iterable[str]) -> int:
 
 
 def print_summary(logs: Path, cfg: RunConfig | None = None, dropped: int = 0) -> None:
+    for line in summary_messages(logs, cfg, dropped):
+        say(line)
+
+
+def summary_messages(logs: Path, cfg: RunConfig | None = None, dropped: int = 0) -> list[str]:
+    """What `print_summary` says, without the `[awf] ` prefix. A backend whose teardown waits
+    on the kernel may work it out meanwhile (`Record.summary`), once the logs are complete."""
+    out: list[str] = []
     try:
         first, *rest = summary_lines(logs, allowlist(cfg) if cfg is not None else None)
     except (AwfError, OSError) as exc:
-        say(f"no summary: {exc} · logs: {logs}")
+        out.append(f"no summary: {exc} · logs: {logs}")
         first, rest = "", []
     if first:
-        say(f"{first} · logs: {logs}")
-    for line in rest:
-        say(line)
+        out.append(f"{first} · logs: {logs}")
+    out += rest
     from awf.apisidecar import summary_lines as api_lines  # --- API proxy sidecar ---
 
-    for line in api_lines(logs):
-        say(line)
+    out += api_lines(logs)
     if dropped:
-        say(f"{dropped} log record{'s' if dropped != 1 else ''} dropped by the proxy (could "
-            "not be written: is the logs directory's disk full?); the counts above miss them")
+        out.append(f"{dropped} log record{'s' if dropped != 1 else ''} dropped by the proxy "
+                   "(could not be written: is the logs directory's disk full?); the counts "
+                   "above miss them")
     if cfg is not None and cfg.learn:  # --- learn mode ---
-        for line in learn_lines(logs, start=False):
-            say(line)
+        out += learn_lines(logs, start=False)
+    return out
 
 
 def write_log(logs: Path, name: str, text: str) -> None:
@@ -258,6 +267,7 @@ class Record:
     error: str | None = None
     dropped: int = 0  # log records the proxy could not write (it says so at exit)
     enforced: dict[str, object] = field(default_factory=dict)  # `enforced`, at the start
+    summary: list[str] | None = None  # `summary_messages`, if the teardown worked them out
 
     def mark(self, what: str) -> None:
         self.timings[what] = round(time.monotonic() - self.t0, 4)
@@ -293,7 +303,10 @@ def conduct(record: Record, body: Callable[[], int], teardown: Callable[[bool], 
     record.error = outcome.error
     record.mark("end")
     write_run_json(record.logs, record.run_json(outcome.exit_code))
-    print_summary(record.logs, record.cfg, record.dropped)
+    if record.summary is None:
+        record.summary = summary_messages(record.logs, record.cfg, record.dropped)
+    for line in record.summary:
+        say(line)
     return outcome.exit_code
 
 

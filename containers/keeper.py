@@ -74,7 +74,7 @@ def stray_routes(routes: Iterable[str], keep: frozenset[str]) -> list[str]:
 
 
 def _only_planned(version: int, keep: frozenset[str]) -> None:
-    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports READY
+    from netfilter import netns  # ctypes: not for awf's Docker backend (it imports READY)
     for dst in stray_routes(netns.main_routes(version), keep):
         netns.delete_route(dst, version)
     left = stray_routes(netns.main_routes(version), keep)
@@ -96,7 +96,7 @@ def check_no_router_advertisements(dev: str = DEV) -> None:
 
 
 def set_routes(agent: AgentRuleset, subnet_v4: str, subnet_v6: str | None) -> None:
-    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports READY
+    from netfilter import netns  # ctypes: not for awf's Docker backend (it imports READY)
     plan = route_plan(agent, subnet_v6)
     netns.route_only_via(DEV, ip_network(subnet_v4), agent.proxy_v4)
     _only_planned(4, plan.keep_v4)
@@ -152,7 +152,7 @@ def wait_for_proxy(target: Target, deadline: float) -> None:
                 last = str(exc)
             if time.monotonic() > deadline:
                 raise SandboxError(f"awf-proxy at {addr} did not answer in time ({last})")
-            time.sleep(0.05)
+            time.sleep(0.01)  # each refused attempt costs next to nothing
 
 
 def selftest_as_nobody(target: Target) -> None:
@@ -190,7 +190,7 @@ def setup(spec: dict[str, object]) -> str:
     if not isinstance(ruleset, AgentRuleset):
         raise SandboxError("the keeper's spec must hold an agent ruleset")
     deadline = time.monotonic() + float(str(spec.get("startup_timeout", 30)))
-    nft.apply(ruleset)
+    nft.apply(ruleset, fresh=True)  # a new container: its namespace has no table yet
     nft.verify(ruleset)
     subnet_v6 = spec.get("subnet_v6")
     set_routes(ruleset, str(spec["subnet_v4"]), None if subnet_v6 is None else str(subnet_v6))

@@ -60,7 +60,7 @@ def setup(spec: dict[str, object]) -> list[str]:
     ruleset = ruleset_from_spec(spec["ruleset"])
     if not isinstance(ruleset, ProxySideRuleset):
         raise SandboxError("the proxy's spec must hold a proxy-side ruleset")
-    nft.apply(ruleset)
+    nft.apply(ruleset, fresh=True)  # a new container: its namespace has no table yet
     nft.verify(ruleset)
     gateway6 = spec.get("ext_gateway6")
     _egress_routes(str(spec["ext_gateway"]), None if gateway6 is None else str(gateway6))
@@ -98,7 +98,7 @@ def _egress_routes(gateway: str, gateway6: str | None) -> None:
     have picked -int's, which leads nowhere). Without IPv6 on -ext (the host has no IPv6
     egress) it has no IPv6 default route, so an IPv6 upstream fails at once (`connect_failed`,
     "no IPv6 route") instead of hanging."""
-    from netfilter import netns  # pyroute2: not for awf's Docker backend, which imports RULES
+    from netfilter import netns  # ctypes: not for awf's Docker backend (it imports RULES)
 
     netns.set_default_route(IPv4Address(gateway))
     if gateway6 is not None:

@@ -20,7 +20,11 @@ the secrets forwarded with -e never touch a disk). Then, in this order:
    devpts instance, a private /dev/shm), a fresh read-only sysfs (/sys/firmware masked), the
    hidepid procfs with Docker's masks (entry.mount_proc), empty /run and /var; the root
    read-only.
-5. entry.become_command: chroot, working directory, bounding and ambient sets emptied, the
+5. With a gate (`main(fd, gate)`, a pipe's read end): wait for awf's go, one byte `g`, which
+   awf writes once the proxy is up and the self-test has passed. The setup above runs while
+   awf waits for those; the command does not exist before the go. End of file or anything
+   else (awf failed or is stopping the run): exit 125, nothing run.
+6. entry.become_command: chroot, working directory, bounding and ambient sets emptied, the
    caller's or SANDBOX_ID's uid and gid, no capabilities, no_new_privs, the seccomp profiles
    (stage 1, no setuid files) and stage 2, exec.
 
@@ -263,7 +267,23 @@ def _dev(dev: str) -> None:
     entry.mount(None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
 
 
-def main(fd: int) -> int:
+GO = b"g"
+
+
+def wait_for_go(gate: int) -> bool:
+    """Block until awf writes GO on the gate (True) or closes it without (False)."""
+    try:
+        while True:
+            try:
+                got = os.read(gate, 1)
+            except InterruptedError:
+                continue
+            return got == GO
+    finally:
+        os.close(gate)
+
+
+def main(fd: int, gate: int | None = None) -> int:
     try:
         spec = read_spec(fd)
         seccomp = entry.load_seccomp()
@@ -271,6 +291,8 @@ def main(fd: int) -> int:
     except (OSError, SetupError, ValueError, KeyError) as exc:
         print(f"awf-sandbox: setup failed: {exc}", file=sys.stderr, flush=True)
         return SETUP_FAILED
+    if gate is not None and not wait_for_go(gate):
+        return SETUP_FAILED  # awf stopped the run before the command: it says why
     try:
         entry.become_command(spec, {}, seccomp)
     except (OSError, SetupError) as exc:
@@ -279,4 +301,4 @@ def main(fd: int) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1])))
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None))

@@ -86,11 +86,27 @@ def _fail(what: str, table: str, netns: str | None, done: subprocess.CompletedPr
                           f"{err} ({HINT})")
 
 
-def apply(ruleset: Ruleset | Model, *, netns: str | None = None) -> None:
-    """Replace table ``inet <ruleset.table>`` with ``ruleset`` in one transaction."""
-    done = _run(["-f", "-"], netns=netns, stdin=ruleset.render())
+def apply(ruleset: Ruleset | Model, *, netns: str | None = None, fresh: bool = False) -> None:
+    """Replace table ``inet <ruleset.table>`` with ``ruleset`` in one transaction; with
+    ``fresh``, create it (`fresh_script`): the transaction fails if the table exists."""
+    script = ruleset.render()
+    done = _run(["-f", "-"], netns=netns,
+                stdin=fresh_script(script, ruleset.table) if fresh else script)
     if done.returncode != 0:
         raise _fail("apply", ruleset.table, netns, done)
+
+
+def fresh_script(script: str, table: str) -> str:
+    """A rendered ruleset (``add table``, ``delete table``, ``table { ... }``: a replacement)
+    as the creation of a table that must not exist yet: ``create table``, which fails the whole
+    transaction if it does, then the same ``table { ... }``. For a run's own table (its name
+    has the run's id, or it is in a namespace made for the run): a delete in the transaction
+    makes the kernel's commit wait for an RCU grace period, 15-20 ms of every start."""
+    head = f"add table inet {table}\ndelete table inet {table}\n"
+    if not script.startswith(head):
+        raise NetfilterError(f"the ruleset of table 'inet {table}' does not start by "
+                             "replacing it; cannot create it fresh")
+    return f"create table inet {table}\n" + script[len(head):]
 
 
 def remove(table: str, *, netns: str | None = None) -> bool:

@@ -165,8 +165,8 @@ def run(target: Target) -> None:
 
 def run_in_netns(netns_path: str, target: Target, timeout: float = 15.0) -> None:
     """`run` from inside the namespace at `netns_path` (a thread of ours enters it)."""
-    from netfilter import netns  # pyroute2: only here (the keeper and awf's Docker backend
-    # import this module for `run` and `Target`)
+    from netfilter import netns  # netlink and ctypes: only here (the keeper and awf's Docker
+    # backend import this module for `run` and `Target`)
     try:
         netns.run_in(netns_path, lambda: run(target), timeout=timeout, what="self-test")
     except SandboxError:

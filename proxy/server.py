@@ -44,7 +44,8 @@ from proxy.errors import (
 )
 from proxy.http_connection import HttpConnection
 from proxy.localaddrs import local_addresses
-from proxy.parent import ParentFailed, ParentTimeout, handshake, handshake_factory
+from proxy.parent import ParentFailed, ParentTimeout
+from proxy.parent_handshake import handshake, handshake_factory
 from proxy.policy import Decision, Policy, Scheme
 from proxy.resolver import Resolver
 from proxy.tunnel import TunnelSide

@@ -13,6 +13,10 @@ tables applied and verified, the self-test, and only then the command, in its sa
 (awf/backends/netnsbox.py): its own PID and mount namespaces, the Docker agent's view of the
 host, never uid 0, no capabilities, seccomp, with /etc/resolv.conf naming the forwarder
 (`ip netns exec` bind-mounts /etc/netns/awf-<run>/resolv.conf in a private mount namespace).
+The sandbox process itself (awf's own setup, as root) starts as soon as the proxy is told its
+argv and lays out its mounts while the tables are applied, the proxy starts and the self-test
+runs; it execs the command only at the go that follows the self-test (`netnsbox.Sandbox.go`);
+run.json's `sandbox` mark is its start, `exec` the go (docs/decisions.md).
 Cleanup runs on every path and is idempotent; `awf cleanup` finds what a killed run left by name.
 """
 
@@ -26,12 +30,13 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import ClassVar
 
-from awf import apisidecar, bump, leftovers
+from awf import apisidecar, bump, leftovers, pidwait
 from awf import run as shared
 from awf.backends import netnsbox
 from awf.config import RunConfig
@@ -61,6 +66,7 @@ class Run(shared.Record):
     link: netns.AgentLink | None = None
     proxy: ProxyChild | None = None
     agent: subprocess.Popen[bytes] | None = None
+    sandbox: netnsbox.Sandbox | None = None  # the agent's gate: closed on every path
     api: apisidecar.Sidecar | None = None  # --- API proxy sidecar (awf/apisidecar.py) ---
     api_proc: apisidecar.HostSidecar | None = None
     ca_files: bump.Files | None = None  # --- --ssl-bump: the run's CA (awf/bump.py) ---
@@ -103,6 +109,11 @@ def _run(run: Run) -> int:
         argv += bump.proxy_flags(str(files.cert), str(files.key),
                                  str(files.extra) if files.extra else None)
     run.proxy.launch(argv)
+    # the sandbox lays out its mounts while the tables are applied and the proxy starts; the
+    # command itself is exec'd only at the go, after the self-test (netnsbox.Sandbox)
+    box = run.sandbox = _command(run, link)
+    command = run.agent = box.proc
+    run.mark("sandbox")
     if run.api is not None:  # starts while the rules are applied; ready before the self-test
         run.api_proc = apisidecar.HostSidecar(run.api, run=run.run,
                                               listen_host=str(link.host_v4.ip),
@@ -125,7 +136,7 @@ def _run(run: Run) -> int:
     if cfg.log_level == "debug":
         shared.say(f"run {run.run}: {link.netns} {link.agent_v4} via {link.host_v4.ip}; "
                    "self-test passed")
-    command = run.agent = _command(run, link)
+    box.go()  # the command runs from here on, never before the self-test passed
     run.mark("exec")
     proc = run.proxy
     code = shared.wait_agent(cfg, agent=lambda t: _exited(command, t), proxy=proc.poll,
@@ -166,7 +177,7 @@ def _apply_both(side: ProxySideRuleset, agent: AgentRuleset, agent_netns: str) -
 
     def one(ruleset: ProxySideRuleset | AgentRuleset, where: str | None) -> None:
         try:
-            nft.apply(ruleset, netns=where)
+            nft.apply(ruleset, netns=where, fresh=True)  # both new: the run's own
             nft.verify(ruleset, netns=where)
         except AwfError as exc:
             failures.append(exc)
@@ -181,7 +192,7 @@ def _apply_both(side: ProxySideRuleset, agent: AgentRuleset, agent_netns: str) -
         raise failures[0]
 
 
-def _command(run: Run, link: netns.AgentLink) -> subprocess.Popen[bytes]:
+def _command(run: Run, link: netns.AgentLink) -> netnsbox.Sandbox:
     """The command in its sandbox (awf/backends/netnsbox.py, containers/sandbox.py)."""
     url = shared.proxy_url(link.host_v4.ip) if run.cfg.proxy_env else None
     cfg, no_proxy = run.cfg, "localhost,127.0.0.1,::1"
@@ -199,10 +210,12 @@ def _command(run: Run, link: netns.AgentLink) -> subprocess.Popen[bytes]:
 
 
 def _exited(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """The command's exit status (128+N after signal N), or None if it still runs."""
-    try:
-        code = proc.wait(timeout)
-    except subprocess.TimeoutExpired:
+    """The command's exit status (128+N after signal N), or None if it still runs; seen the
+    moment it exits (a pidfd: Popen.wait's own sleeps saw it up to 50 ms late)."""
+    code = proc.poll()
+    if code is None and pidwait.exited(proc.pid, timeout):
+        code = proc.poll()
+    if code is None:
         return None
     return 128 - code if code < 0 else code
 
@@ -232,28 +245,81 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+REMOVE_TIMEOUT = 30.0  # nft has 10 s per call; netlink does not block
+
+
 def _teardown(run: Run) -> None:
-    """Each phase's end is in run.json's timings: `teardown` (the command is stopped),
-    `counters`, `proxy_stopped` (its log flushed), `removed`."""
+    """Once the command is stopped (`teardown`), three paths at once: the namespace's side
+    (its counters read, `counters`, then the namespace and veth removed), the host's table
+    removed, and the proxy stopped (`proxy_stopped`: its log flushed), after which the summary
+    is worked out from the complete logs; `removed` when all three are done. Each waits on the
+    kernel (the veth's removal and the table's delete wait for RCU grace periods) or on the
+    proxy's drain, not on the CPU: run one after the other they cost every run about 0.1 s."""
     run.mark("teardown")
-    _stop_agent(run.agent, 2)
+    if run.sandbox is not None:
+        run.sandbox.close()  # no go after this: a sandbox still waiting exits, never runs it
+    _stop_agent(run.agent, 2)  # first: nothing is removed while the command may still run
     link = run.link
-    if link is not None:
+    failures: list[BaseException] = []
+    counted = threading.Event()  # l3-drops.json is written: the logs are complete for it
+
+    def namespace_side() -> None:
         try:
-            drops = nft.counters("awf", netns=link.netns)
-            shared.write_log(run.logs, "l3-drops.json", json.dumps(drops, indent=1) + "\n")
-        except AwfError:
-            pass
-    run.mark("counters")
-    if run.api_proc is not None:
-        run.api_proc.stop(3)  # flushes api-proxy.jsonl; wipes the keys file
-    if run.proxy is not None:
-        run.proxy.stop(3)
-        run.dropped = shared.dropped_records(run.proxy.last_lines)
-    run.mark("proxy_stopped")
-    cleanup_run(run.run, link)
+            try:
+                if link is not None:
+                    drops = nft.counters("awf", netns=link.netns)
+                    shared.write_log(run.logs, "l3-drops.json",
+                                     json.dumps(drops, indent=1) + "\n")
+            except AwfError:
+                pass
+            finally:
+                run.mark("counters")
+                counted.set()
+            _remove_netns(run.run, link)
+        except BaseException as exc:  # handed to the main thread
+            failures.append(exc)
+
+    def host_table() -> None:
+        try:
+            nft.remove(f"awf_{run.run}")
+        except BaseException as exc:
+            failures.append(exc)
+
+    helpers = [threading.Thread(target=namespace_side, name="awf-rm-netns", daemon=True),
+               threading.Thread(target=host_table, name="awf-rm-table", daemon=True)]
+    for helper in helpers:
+        helper.start()
+    try:
+        if run.api_proc is not None:
+            run.api_proc.stop(3)  # flushes api-proxy.jsonl; wipes the keys file
+        if run.proxy is not None:
+            run.proxy.stop(3)
+            run.dropped = shared.dropped_records(run.proxy.last_lines)
+        run.mark("proxy_stopped")
+        if counted.wait(REMOVE_TIMEOUT):  # the summary, while the kernel removes the veth
+            # (before run.json: of it the count reads only the Docker backend's `subnets`)
+            run.summary = shared.summary_messages(run.logs, run.cfg, run.dropped)
+    finally:
+        deadline = time.monotonic() + REMOVE_TIMEOUT
+        for helper in helpers:
+            helper.join(max(0.0, deadline - time.monotonic()))
+    try:
+        if any(helper.is_alive() for helper in helpers):
+            raise SandboxError(f"removing run {run.run}'s namespace and table did not finish "
+                               f"within {REMOVE_TIMEOUT:g} s; `awf cleanup` removes what is "
+                               "left")
+        if failures:
+            raise failures[0]
+    finally:
+        _remove_files(run.run)  # the keys and the CA wiped whatever else failed
     run.mark("removed")
     shared.finish_logs(run.logs)
+
+
+def _remove_netns(run: str, link: netns.AgentLink | None) -> None:
+    name = f"{netns.PREFIX}{run}"
+    if Path(netns.NETNS_DIR, name).exists() or link is not None:
+        netns.destroy(link or run)
 
 
 def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
@@ -265,6 +331,13 @@ def cleanup_run(run: str, link: netns.AgentLink | None = None) -> list[str]:
     if Path(netns.NETNS_DIR, name).exists() or link is not None:
         netns.destroy(link or run)
         removed.append(f"netns {name}")
+    return removed + _remove_files(run)
+
+
+def _remove_files(run: str) -> list[str]:
+    """A run's files outside its logs: the API keys, the CA, /etc/netns/awf-<run>."""
+    removed: list[str] = []
+    name = f"{netns.PREFIX}{run}"
     if apisidecar.keys_dir(run).exists():
         apisidecar.wipe_keys(run)
         removed.append(str(apisidecar.keys_dir(run)))

@@ -6,12 +6,15 @@
           --ipc --propagation private    private mount namespace (nothing leaks to the host)
                                          and its own System V IPC
           tini -g -s                   PID 1: signals to the group, zombies reaped, the status
-            python -I containers/sandbox_entry.py <fd>   the mounts, then the command
+            python -I containers/sandbox_entry.py <fd> <gate>   the mounts, then the command
 
-The spec goes in a memfd, so -e secrets never touch a disk. The setup runs under
-`python -I -S` from awf's own install (stdlib and containers/ only) with / as its working
-directory: nothing in the workspace, the environment or a site-packages .pth file can put code
-on its path.
+The spec goes in a memfd, so -e secrets never touch a disk. `start` returns as soon as the
+sandbox process exists: it lays out its mounts while awf waits for the proxy and runs the
+self-test, then waits on the gate (a pipe) for `Sandbox.go`; the command is exec'd only then.
+Closing the gate without the go (`Sandbox.close`) ends it with exit 125, the command never run.
+The setup runs under `python -I -S` from awf's own install (stdlib and containers/ only) with /
+as its working directory: nothing in the workspace, the environment or a site-packages .pth file
+can put code on its path.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from containers import agentenv, hostview, sandbox
 
 _PACKAGE_ROOT = str(Path(containers.__file__).resolve().parent.parent)
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); "
-         "from containers.sandbox_entry import main; sys.exit(main(int(sys.argv[1])))")
+         "from containers.sandbox_entry import main; "
+         "sys.exit(main(int(sys.argv[1]), int(sys.argv[2])))")
+GO = b"g"  # containers/sandbox_entry.py's (not imported here: awf itself needs none of it)
 SETUP_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -77,11 +82,37 @@ def spec(cfg: RunConfig, *, proxy_url: str | None, no_proxy: str, logs: Path,
         hidden=[str(logs.resolve())], facts=hostview.HostFacts.live(), trust=trust)
 
 
+class Sandbox:
+    """The sandbox process, set up or setting up, and its gate (see the module docstring)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], gate: int) -> None:
+        self.proc = proc
+        self._gate = gate
+
+    def go(self) -> None:
+        """Let the command run (once the self-test has passed)."""
+        if self._gate < 0:
+            raise RuntimeError("the sandbox's gate is closed")
+        try:
+            os.write(self._gate, GO)
+        except BrokenPipeError:
+            pass  # the setup failed and it exited: its status says so
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Without a go first: the sandbox exits 125 and the command never runs."""
+        if self._gate >= 0:
+            os.close(self._gate)
+            self._gate = -1
+
+
 def start(cfg: RunConfig, *, netns: str, proxy_url: str | None, no_proxy: str,
-          logs: Path, trust: tuple[str, str] | None = None) -> subprocess.Popen[bytes]:
+          logs: Path, trust: tuple[str, str] | None = None) -> Sandbox:
     doc = json.dumps(spec(cfg, proxy_url=proxy_url, no_proxy=no_proxy, logs=logs,
                           environ=dict(os.environ), trust=trust)).encode()
     fd = os.memfd_create("awf-sandbox", os.MFD_CLOEXEC)
+    gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
     try:
         view = memoryview(doc)
         while view:
@@ -93,7 +124,14 @@ def start(cfg: RunConfig, *, netns: str, proxy_url: str | None, no_proxy: str,
             "--propagation", "private", "--",
             "tini", "-g", "-s", "--",
             sys.executable, "-I", "-S", "-c", _BOOT.format(root=_PACKAGE_ROOT), str(fd),
+            str(gate_r),
         ]
-        return subprocess.Popen(argv, env={"PATH": SETUP_PATH}, cwd="/", pass_fds=(fd,))
+        proc = subprocess.Popen(argv, env={"PATH": SETUP_PATH}, cwd="/",
+                                pass_fds=(fd, gate_r))
+    except BaseException:
+        os.close(gate_w)
+        raise
     finally:
         os.close(fd)
+        os.close(gate_r)
+    return Sandbox(proc, gate_w)

@@ -15,9 +15,8 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
-
-from yarl import URL
 
 from proxy.errors import ConfigError
 from proxy.hostnames import normalise_name
@@ -28,6 +27,9 @@ PLACEHOLDER = "placeholder-token-for-credential-isolation"
 ANTHROPIC_VERSION = "2023-06-01"
 COPILOT_INTEGRATION_ID = "copilot-developer-cli"
 MAX_REQUEST_ID = 128
+
+if TYPE_CHECKING:
+    from yarl import URL  # imported by `Target.url` (the sidecar): awf run's planning needs none
 
 Headers = list[tuple[str, str]]
 
@@ -156,6 +158,8 @@ class Target:
         The host is always the target's: a path like `//evil.test/x` stays a path."""
         if not raw_path.startswith("/"):
             raise ValueError(f"not an origin-form path: {raw_path[:40]!r}")
+        from yarl import URL
+
         return URL.build(scheme="https", host=self.url_host, port=self.port, path=raw_path,
                          query_string=raw_query, encoded=True)
 

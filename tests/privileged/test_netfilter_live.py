@@ -518,6 +518,15 @@ def test_apply_errors_name_the_table(t: Topology) -> None:
                                        "table": "awf_nosuchtable"}))
 
 
+def test_a_fresh_apply_refuses_a_table_that_exists_and_leaves_it(t: Topology) -> None:
+    """`fresh` (a run's own new table) creates it: one that is there already fails the whole
+    transaction, and the live table stays as it was."""
+    nft.apply(t.agent, netns=t.link.netns)
+    with pytest.raises(NetfilterError, match="could not apply"):
+        nft.apply(t.agent, netns=t.link.netns, fresh=True)
+    nft.verify(t.agent, netns=t.link.netns)
+
+
 def test_remove_deletes_the_table(t: Topology) -> None:
     assert nft.remove(AGENT_TABLE, netns=t.link.netns) is True
     assert nft.remove(AGENT_TABLE, netns=t.link.netns) is False

@@ -526,3 +526,42 @@ def test_the_setup_never_mounts_in_the_namespace_that_started_it(tmp_path: Path)
     assert done.returncode == 127, done.stderr  # laid out, then no `true` in the bare root
     assert Path("/proc/self/mountinfo").read_text() == before
     assert os.listdir(root) == []  # its tmpfs and /dev were never on this side
+
+
+@pytest.mark.parametrize("go", [False, True])
+def test_the_command_waits_for_the_go(go: bool) -> None:
+    """sandbox_entry with a gate, in a throwaway PID and mount namespace: its setup done, it
+    goes on to the command only after the go (here the bare root has no `true`: 127, the
+    exec was tried); a gate closed without one (awf stopping the run, or its self-test
+    failing) is exit 125 and no exec was tried."""
+    need_root()
+    spec = {
+        "root": "/tmp", "symlinks": [], "uid": SANDBOX_ID, "gid": SANDBOX_ID, "groups": [],
+        "home": "/", "workdir": "/", "env": [["PATH", "/usr/bin:/bin"]],
+        "argv": ["true"], "seccomp_profiles": [], "seccomp_stage2": [],
+        "mounts": [{"type": "tmpfs", "target": "/tmp", "options": "rw,size=1m", "mask": False}],
+    }
+    root = str(Path(__file__).resolve().parents[2])
+    boot = (f"import os, sys; sys.path.insert(0, {root!r}); fd = os.memfd_create('s'); "
+            "os.write(fd, sys.argv[1].encode()); "
+            "from containers.sandbox_entry import main; sys.exit(main(fd, int(sys.argv[2])))")
+    gate_r, gate_w = os.pipe()
+    try:
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--pid",
+                                 "--fork", sys.executable, "-I", "-c", boot, json.dumps(spec),
+                                 str(gate_r)], pass_fds=(gate_r,), stderr=subprocess.PIPE,
+                                text=True, cwd="/")
+    finally:
+        os.close(gate_r)
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(1)  # set up, and waiting: nothing goes on without the go
+        if go:
+            os.write(gate_w, b"g")
+    finally:
+        os.close(gate_w)
+    assert proc.wait(30) == (127 if go else 125)
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert ("cannot run 'true'" in err) is go, err
+    assert "setup failed" not in err

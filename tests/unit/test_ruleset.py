@@ -487,3 +487,13 @@ def test_restricted_output_reaches_the_parent_proxy_on_its_port_only() -> None:
     plain = full_proxy().render()
     assert "3128 accept" not in plain
     assert "10.20.0.5" not in plain
+
+
+def test_fresh_script_creates_the_table_instead_of_replacing_it() -> None:
+    from netfilter.apply import fresh_script
+    from netfilter.errors import NetfilterError
+
+    script = "add table inet awf_x\ndelete table inet awf_x\ntable inet awf_x {\n}\n"
+    assert fresh_script(script, "awf_x") == "create table inet awf_x\ntable inet awf_x {\n}\n"
+    with pytest.raises(NetfilterError, match="cannot create it fresh"):
+        fresh_script(script, "awf_y")

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -346,3 +347,14 @@ def test_a_directory_that_exists_is_refused_and_left_alone(shm: Path) -> None:
         bump.write(ca, "r4", uid=os.getuid(), gid=os.getgid(), store=b"")
     assert getattr(exc.value, "exit_code", None) == 125
     assert (d / "theirs").read_text() == "x"
+
+
+def test_the_file_names_are_the_proxys_and_a_plain_run_never_loads_the_ca() -> None:
+    from proxy import bump_ca
+
+    assert (bump.CA_KEY_FILE, bump.CA_CERT_FILE) == (bump_ca.CA_KEY_FILE, bump_ca.CA_CERT_FILE)
+    code = ("import sys, awf.cli, awf.bump, awf.backends.netns; "
+            "print('cryptography' in sys.modules, 'proxy.bump_ca' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
