@@ -6,10 +6,11 @@ Each run starts `awf run ... -- printf x` and times, on the wall clock, the span
 the exec to the first byte the command writes; it also reads awf's own `run.json` timings
 (t0 = after awf's imports) to show where the time goes, the teardown's phases included
 (`exited` -> `end`: the command's exit to run.json; then awf exits). Needs root (netns) or
-Docker. Bounded: N runs, each with a 60 s limit. Before them, one unmeasured warm-up run (the
-page cache); for Docker, awf's images are first made sure of through `awf images build` (on a
-fresh machine that builds them, minutes: debootstrap and all), its progress shown on stderr,
-with a limit of its own (BUILD_LIMIT), and the warm-up run gets WARM_UP_LIMIT. Each run's logs
+Docker. awf runs without PYTHONDONTWRITEBYTECODE (`user_env`). Bounded: N runs, each with a
+60 s limit. Before them, one unmeasured warm-up run (the page cache, the bytecode caches); for
+Docker, awf's images are first made sure of through `awf images build` (on a fresh machine
+that builds them, minutes: debootstrap and all), its progress shown on stderr, with a limit of
+its own (BUILD_LIMIT), and the warm-up run gets WARM_UP_LIMIT. Each run's logs
 go to their own directory under --logs-root (a temporary one on /dev/shm by default), removed
 once its run.json is read. The JSON result keeps every run's figures (first_byte_s,
 whole_run_s, timings) besides the summary.
@@ -35,6 +36,13 @@ WARM_UP_LIMIT = 600.0  # the unmeasured warm-up run (a first container start may
 BUILD_LIMIT = 1200.0  # `awf images build` on a fresh machine
 
 
+def user_env() -> dict[str, str]:
+    """The environment awf runs in, as a user's shell has it: without PYTHONDONTWRITEBYTECODE
+    (set in some CI and sandbox shells), which would make every run compile awf's modules
+    again (about 0.2 s); the warm-up run writes the bytecode caches."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def one(backend: str, logs: Path, limit: float = RUN_LIMIT
         ) -> tuple[float, dict[str, float], float]:
     argv = [sys.executable, "-m", "awf.cli", "run", "--backend", backend,
@@ -43,7 +51,7 @@ def one(backend: str, logs: Path, limit: float = RUN_LIMIT
     # and a long stderr (an image build's progress) would fill it and stall awf
     with tempfile.TemporaryFile() as errf:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf, env=user_env())
         assert proc.stdout is not None
         try:
             first = None
@@ -86,7 +94,7 @@ def build_images() -> None:
     argv = [sys.executable, "-m", "awf.cli", "images", "build"]
     print("bench.warmstart: making sure of awf's images (`awf images build`)", file=sys.stderr,
           flush=True)
-    proc = subprocess.Popen(argv, stdout=sys.stderr, stderr=sys.stderr)
+    proc = subprocess.Popen(argv, stdout=sys.stderr, stderr=sys.stderr, env=user_env())
     try:
         code = proc.wait(timeout=BUILD_LIMIT)
     except BaseException:
