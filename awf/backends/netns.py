@@ -250,7 +250,7 @@ REMOVE_TIMEOUT = 30.0  # nft has 10 s per call; netlink does not block
 
 def _teardown(run: Run) -> None:
     """Once the command is stopped (`teardown`), three paths at once: the namespace's side
-    (its counters read, `counters`, then the namespace and veth removed), the host's table
+    (its counters read, `counters`, while the veth is removed; then the namespace), the host's table
     removed, and the proxy stopped (`proxy_stopped`: its log flushed), after which the summary
     is worked out from the complete logs; `removed` when all three are done. Each waits on the
     kernel (the veth's removal and the table's delete wait for RCU grace periods) or on the
@@ -262,6 +262,21 @@ def _teardown(run: Run) -> None:
     link = run.link
     failures: list[BaseException] = []
     counted = threading.Event()  # l3-drops.json is written: the logs are complete for it
+
+    def veth() -> None:
+        # the pair's removal waits for an RCU grace period (about 30 ms): while the counters
+        # are read, which the namespace's table keeps without it
+        host_if = link.host_if if link is not None else None
+        try:
+            if host_if is not None:
+                netns.delete_link(host_if)
+        except OSError as exc:
+            failures.append(SandboxError(f"cannot remove veth {host_if!r} of run {run.run}: "
+                                         f"{exc}; `awf cleanup` removes it"))
+        except BaseException as exc:  # handed to the main thread
+            failures.append(exc)
+
+    veth_helper = threading.Thread(target=veth, name="awf-rm-veth", daemon=True)
 
     def namespace_side() -> None:
         try:
@@ -275,6 +290,7 @@ def _teardown(run: Run) -> None:
             finally:
                 run.mark("counters")
                 counted.set()
+            veth_helper.join(REMOVE_TIMEOUT)
             _remove_netns(run.run, link)
         except BaseException as exc:  # handed to the main thread
             failures.append(exc)
@@ -285,7 +301,8 @@ def _teardown(run: Run) -> None:
         except BaseException as exc:
             failures.append(exc)
 
-    helpers = [threading.Thread(target=namespace_side, name="awf-rm-netns", daemon=True),
+    helpers = [veth_helper,
+               threading.Thread(target=namespace_side, name="awf-rm-netns", daemon=True),
                threading.Thread(target=host_table, name="awf-rm-table", daemon=True)]
     for helper in helpers:
         helper.start()
