@@ -101,8 +101,10 @@ class ProxyLauncher:
 
     def start(self) -> Service:
         self.record(self.argv)
+        # the port too: Squid has printed its line and still refused the pre-flight's connects
         svc = Service(
-            self.name, self.argv, self.log_path, ready_pattern=self.ready_pattern, nice=self.nice
+            self.name, self.argv, self.log_path, ready_pattern=self.ready_pattern,
+            ready_port=self.port, nice=self.nice,
         )
         svc.start(timeout=30.0)
         return svc
