@@ -60,12 +60,7 @@ def one(backend: str, logs: Path, limit: float = RUN_LIMIT
                 first = time.perf_counter() - t0
             proc.communicate(timeout=max(1.0, limit - (time.perf_counter() - t0)))
         except BaseException:  # timeout or interrupted: let awf clean up (SIGTERM), then insist
-            proc.terminate()
-            try:
-                proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate(timeout=10)
+            stop(proc, 10)
             raise
         total = time.perf_counter() - t0
         errf.seek(0)
@@ -79,6 +74,16 @@ def one(backend: str, logs: Path, limit: float = RUN_LIMIT
         timings = json.loads(run_json.read_text()).get("timings", {})
     shutil.rmtree(logs, ignore_errors=True)
     return first, timings, total
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM (awf cleans up), then after `grace` seconds SIGKILL; reaped either way."""
+    proc.terminate()
+    try:
+        proc.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=10)
 
 
 def phase_medians(timings: list[dict[str, float]]) -> dict[str, float]:
@@ -98,12 +103,7 @@ def build_images() -> None:
     try:
         code = proc.wait(timeout=BUILD_LIMIT)
     except BaseException:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc, 30)
         raise
     if code != 0:
         raise RuntimeError(f"awf images build failed ({code})")
