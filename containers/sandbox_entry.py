@@ -197,7 +197,7 @@ def private_mounts() -> None:
     """A mount namespace of this process's own, every mount in it private, before anything is
     mounted: whatever started the setup (awf puts it in a private namespace already), no mount
     made here can reach another namespace, the host's least of all."""
-    entry._check(_libc.unshare(CLONE_NEWNS), "unshare a mount namespace")
+    entry.check(_libc.unshare(CLONE_NEWNS), "unshare a mount namespace")
     entry.mount(None, "/", None, MS_REC | MS_PRIVATE)
 
 

@@ -62,7 +62,8 @@ class SetupError(Exception):
     pass
 
 
-def _check(result: int, what: str) -> None:
+def check(result: int, what: str) -> None:
+    """A libc call's result: 0, or SetupError naming `what` and errno."""
     if result != 0:
         err = ctypes.get_errno()
         raise SetupError(f"{what}: {os.strerror(err)}")
@@ -71,7 +72,7 @@ def _check(result: int, what: str) -> None:
 def mount(source: str | None, target: str, fstype: str | None, flags: int,
           data: str | None = None) -> None:
     enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
-    _check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]),
+    check(_libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]),
            f"mount {target}")
 
 
@@ -96,11 +97,11 @@ def set_caps(keep: int | None) -> None:
     data = (_CapData * 2)()
     if keep is not None:
         data[keep // 32].effective = data[keep // 32].permitted = 1 << (keep % 32)
-    _check(_libc.capset(ctypes.byref(header), data), "capset")
+    check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
 def drop_bounding_set() -> None:
-    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient caps")
+    check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "clear ambient caps")
     last = 40
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -124,7 +125,7 @@ def read_inputs() -> tuple[dict[str, Any], dict[str, str]]:
             secrets = json.load(f)
     if spec.get("secrets_mounted"):
         # gone from this mount namespace: nothing in the sandbox can open it again
-        _check(_libc.umount2(SECRETS.encode(), MNT_DETACH), f"unmount {SECRETS}")
+        check(_libc.umount2(SECRETS.encode(), MNT_DETACH), f"unmount {SECRETS}")
     return spec, secrets
 
 
@@ -203,7 +204,7 @@ def become_command(spec: dict[str, Any], secrets: dict[str, str], seccomp: ctype
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     set_caps(None)
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     if missing:  # --container-workdir: made if it is not there, as `docker run -w` does, by
         try:     # the command's user; never a silent run somewhere else
             os.makedirs(workdir, exist_ok=True)
