@@ -179,7 +179,7 @@ class BumpedConnection(asyncio.Protocol):
         if exc is None and not fut.cancelled():
             return
         self._cancel_timer()
-        if "reason" not in self._record or self._record["reason"] is None:
+        if self._record.get("reason") is None:  # not already a refusal (a slow handshake)
             shown = getattr(exc, "reason", None) or exc or "cancelled"
             self._record["note"] = f"client TLS handshake failed: {shown}"
         if self.transport is not None:
